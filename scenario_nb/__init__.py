@@ -1,0 +1,49 @@
+"""scenario_nb: generate images from your Scenario models inside Jupyter.
+
+    %load_ext scenario_nb          then  %%scenario MODEL  with the prompt as the cell body
+    scenario_nb.Panel()            a widget panel on the same client, poller and history
+    ScenarioClient().generate(...) the Python API: returns a live Generation at once
+
+Exceptions are documented in one place: `scenario_nb._errors`.
+"""
+
+from ._client import CostEstimate, ScenarioClient
+from ._errors import (APIConnectionError, APIError, APITimeoutError, AuthenticationError, BadRequestError,
+                      ConfigurationError, InputError, JobFailedError, JobTimeoutError, NotFoundError,
+                      PermissionDeniedError, RateLimitError, ScenarioError, ServerError, StorageError,
+                      SubmitFailedError)
+from ._generation import Generation, wait_all
+from ._models import Model, ModelInput
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "client", "ScenarioClient", "Generation", "CostEstimate", "Model", "ModelInput", "wait_all", "Panel",
+    "load_ipython_extension", "unload_ipython_extension",
+    "ScenarioError", "ConfigurationError", "InputError", "StorageError", "APIError", "BadRequestError",
+    "AuthenticationError", "PermissionDeniedError", "NotFoundError", "RateLimitError", "ServerError",
+    "APIConnectionError", "APITimeoutError", "SubmitFailedError", "JobFailedError", "JobTimeoutError",
+]
+
+
+def client() -> ScenarioClient:
+    """The shared client behind the magics and the panel (cloud with credentials, else the sandbox)."""
+    from ._session import get_session
+    return get_session().client
+
+
+def __getattr__(name):
+    if name == "Panel":  # ipywidgets is imported only when the panel is used
+        from ._panel import Panel
+        return Panel
+    raise AttributeError(f"module 'scenario_nb' has no attribute {name!r}")
+
+
+def load_ipython_extension(ipython) -> None:
+    """`%load_ext scenario_nb`: register the `%scenario` / `%%scenario` magics."""
+    from ._magics import ScenarioMagics
+    ipython.register_magics(ScenarioMagics(shell=ipython))
+
+
+def unload_ipython_extension(ipython) -> None:
+    """`%unload_ext scenario_nb`: jobs keep running; their history stays."""

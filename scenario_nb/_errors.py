@@ -1,0 +1,146 @@
+"""The exceptions scenario_nb raises.
+
+Every message is one line that says what is wrong and what to do; none ever contains the API secret
+(or the key, other than masked).
+
+    ScenarioError
+    ├── ConfigurationError      credentials or settings missing or invalid
+    ├── InputError              a request refused before anything was sent or spent (also a ValueError)
+    ├── StorageError            the local history or file store cannot be written or read
+    ├── APIError                the API answered with an error status; `.status_code`, `.reason`, `.body`
+    │   ├── BadRequestError         400, 409, 422
+    │   ├── AuthenticationError     401
+    │   ├── PermissionDeniedError   403
+    │   ├── NotFoundError           404
+    │   ├── RateLimitError          429; `.retry_after` in seconds
+    │   └── ServerError             5xx
+    ├── APIConnectionError      no answer (refused, dropped, unreachable)
+    │   └── APITimeoutError         no answer in time
+    ├── SubmitFailedError       a generation request was lost and no job was created: nothing was charged
+    └── JobFailedError          a job ended in failure or was canceled; `.job_id`, `.error`, `.hint`
+        └── JobTimeoutError         stopped watching a job that is still running; resume it by id
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+
+class ScenarioError(Exception):
+    """Base class of every scenario_nb error."""
+
+
+class ConfigurationError(ScenarioError):
+    """Credentials or settings are missing or invalid."""
+
+
+class InputError(ScenarioError, ValueError):
+    """A request was refused locally, before anything was sent or spent."""
+
+
+class StorageError(ScenarioError):
+    """The local history database or file store could not be used."""
+
+
+class APIError(ScenarioError):
+    """The API answered with an error status; `reason` is the server's own words."""
+
+    status_code: int = 0
+
+    def __init__(self, reason: str, *, status_code: Optional[int] = None, body: Any = None,
+                 hint: str = "") -> None:
+        if status_code is not None:
+            self.status_code = status_code
+        self.reason = reason
+        self.body = body
+        self.hint = hint
+        text = f"{reason} (HTTP {self.status_code})"
+        super().__init__(f"{text}. {hint}" if hint else text)
+
+
+class BadRequestError(APIError):
+    status_code = 400
+
+
+class AuthenticationError(APIError):
+    status_code = 401
+
+
+class PermissionDeniedError(APIError):
+    status_code = 403
+
+
+class NotFoundError(APIError):
+    status_code = 404
+
+
+class RateLimitError(APIError):
+    status_code = 429
+
+    def __init__(self, reason: str, *, retry_after: Optional[float] = None, **kwargs: Any) -> None:
+        self.retry_after = retry_after
+        super().__init__(reason, **kwargs)
+
+
+class ServerError(APIError):
+    status_code = 500
+
+
+class APIConnectionError(ScenarioError):
+    """The API could not be reached or dropped the connection."""
+
+
+class APITimeoutError(APIConnectionError):
+    """The API did not answer in time."""
+
+
+class SubmitFailedError(ScenarioError):
+    """A generation request got no answer and no job was created from it: nothing was charged."""
+
+
+class JobFailedError(ScenarioError):
+    """A job ended in `failure` or `canceled`; carries the server's error and hint."""
+
+    def __init__(self, job_id: str, error: str = "", hint: str = "", status: str = "failure") -> None:
+        self.job_id = job_id
+        self.error = error
+        self.hint = hint
+        self.status = status
+        if status == "canceled":
+            text = f"job {job_id} was canceled"
+        else:
+            text = f"job {job_id} failed: {error or 'no reason given'}"
+        if hint:
+            text += f" (hint: {hint})"
+        super().__init__(text)
+
+
+class JobTimeoutError(JobFailedError):
+    """We stopped waiting; the job may still finish on the server and can be re-attached by id."""
+
+    def __init__(self, job_id: str, seconds: float) -> None:
+        self.job_id, self.status, self.seconds = job_id, "timeout", seconds
+        self.error = f"still not finished after {seconds:g} s"
+        self.hint = f"re-attach later with %scenario job {job_id} or client.job({job_id!r})"
+        ScenarioError.__init__(self, f"gave up waiting for job {job_id} after {seconds:g} s; it may still "
+                                     f"finish: {self.hint}")
+
+
+_BY_STATUS = {400: BadRequestError, 401: AuthenticationError, 403: PermissionDeniedError,
+              404: NotFoundError, 409: BadRequestError, 422: BadRequestError, 429: RateLimitError}
+
+_HINTS = {
+    401: "Check SCENARIO_API_KEY and SCENARIO_API_SECRET (Project Settings > API Keys)",
+    403: "Your plan or project cannot use this; check the model's access and your project",
+    429: "Scenario's rate or parallel-job limit was reached; it is retried automatically",
+}
+
+
+def error_for_status(status: int, reason: str, body: Any = None,
+                     retry_after: Optional[float] = None) -> APIError:
+    """Build the exception for an HTTP error status, keeping the server's reason."""
+    cls = _BY_STATUS.get(status) or (ServerError if status >= 500 else APIError)
+    hint = _HINTS.get(status, "")
+    if cls is RateLimitError:
+        return RateLimitError(reason, retry_after=retry_after, status_code=status, body=body, hint=hint)
+    return cls(reason, status_code=status, body=body, hint=hint)

@@ -1,0 +1,282 @@
+"""The shared client against the real local sandbox over HTTP: every endpoint, error and fault."""
+
+from __future__ import annotations
+
+import io
+import time
+
+import pytest
+import requests
+from PIL import Image
+
+import scenario_nb
+from scenario_nb import (AuthenticationError, ConfigurationError, CostEstimate, InputError, NotFoundError,
+                         RateLimitError, ScenarioClient, SubmitFailedError)
+from scenario_nb import sandbox as sandbox_mod
+
+KEY, SECRET = "sk_client_test_KEY_4471", "ss_client_test_SECRET_9923"
+
+
+@pytest.fixture
+def sb():
+    with sandbox_mod.start(api_key=KEY, api_secret=SECRET, job_seconds=0.3, seed=1) as server:
+        yield server
+
+
+@pytest.fixture
+def client(sb, tmp_path):
+    c = ScenarioClient(KEY, SECRET, sb.url, home=tmp_path)
+    yield c
+    c.close()
+
+
+def first_runnable(client, with_input):
+    for m in client.models(public=True):
+        full = client.model(m.id)
+        if full.runnable and full.input(with_input) is not None:
+            return full
+    raise AssertionError(f"no sandbox model with {with_input}")
+
+
+# -- Credentials -------------------------------------------------------------------------------------
+
+def test_missing_credentials_name_the_variables(monkeypatch):
+    for var in ("SCENARIO_API_KEY", "SCENARIO_API_SECRET", "SCENARIO_SDK_API_KEY", "SCENARIO_SDK_API_SECRET"):
+        monkeypatch.delenv(var, raising=False)
+    with pytest.raises(ConfigurationError, match="SCENARIO_API_KEY and SCENARIO_API_SECRET"):
+        ScenarioClient()
+
+
+def test_env_fallbacks_and_masking(monkeypatch, sb, tmp_path):
+    for var in ("SCENARIO_API_KEY", "SCENARIO_API_SECRET", "SCENARIO_API_URL"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("SCENARIO_SDK_API_KEY", KEY)
+    monkeypatch.setenv("SCENARIO_SDK_API_SECRET", SECRET)
+    monkeypatch.setenv("SCENARIO_BASE_URL", sb.url)
+    c = ScenarioClient(home=tmp_path)
+    assert c.base_url == sb.url
+    assert SECRET not in repr(c) and KEY not in repr(c)
+    assert c.models()  # the SDK's names work
+    monkeypatch.setenv("SCENARIO_API_KEY", "ours-wins-key")
+    monkeypatch.setenv("SCENARIO_API_SECRET", "ours-wins-secret")
+    with pytest.raises(AuthenticationError) as info:
+        ScenarioClient(home=tmp_path).models()
+    assert "ours-wins-secret" not in str(info.value) and "Unauthorized" in str(info.value)
+    c.close()
+
+
+def test_default_url_is_the_real_api(monkeypatch):
+    for var in ("SCENARIO_API_URL", "SCENARIO_BASE_URL"):
+        monkeypatch.delenv(var, raising=False)
+    assert ScenarioClient("k" * 16, "s" * 16).base_url == "https://api.cloud.scenario.com/v1"
+
+
+# -- Models ------------------------------------------------------------------------------------------
+
+def test_models_every_page_and_filters(client):
+    own = client.models()
+    assert own and all(m.privacy == "private" for m in own)
+    paged = client.models(public=True, page_size=2)
+    assert len(paged) > 2, "needs several pages"
+    assert [m.id for m in paged] == [m.id for m in client.models(public=True)]
+    assert all(not m.inputs for m in paged), "list rows carry no inputs"
+    custom = client.models(public=True, types="custom")
+    assert custom and all(m.type == "custom" for m in custom)
+    name = own[0].name
+    assert [m.name for m in client.models(query=name[:4].lower())][0].lower().startswith(name[:4].lower())
+
+
+def test_model_inputs_are_typed(client):
+    model = first_runnable(client, "numOutputs")
+    spec = model.input("numOutputs")
+    assert isinstance(spec, scenario_nb.ModelInput) and spec.type == "number" and spec.max >= 1
+    assert model.prompt_input is not None and model.prompt_input.always_required
+
+
+def test_find_model_by_prefix_and_did_you_mean(client):
+    own = client.models()
+    assert client.find_model(own[0].name[:6]).id == own[0].id or len(
+        [m for m in own if m.name.startswith(own[0].name[:6])]) > 1
+    with pytest.raises(InputError, match="did you mean|list them"):
+        client.find_model(own[0].name[:-2] + "zz")
+    with pytest.raises(InputError, match="not found"):
+        client.find_model("model_doesNotExist123")
+
+
+# -- Generation, dry run, jobs --------------------------------------------------------------------------
+
+def test_generate_returns_at_once_then_images(client, sb):
+    model = first_runnable(client, "aspectRatio")
+    started = time.monotonic()
+    gen = client.generate(model.id, "a red potion bottle, game icon", aspectRatio="16:9", numOutputs=2)
+    assert time.monotonic() - started < 0.3 + 1.0 and gen.job_id and not gen.done
+    gen.wait(timeout=30)
+    assert gen.ok and len(gen.images) == 2 and gen.cost and gen.cost > 0
+    w, h = gen.images[0].size
+    assert abs(w / h - 16 / 9) < 0.05
+    assert client.get_job(gen.job_id)["status"] == "success"
+    assert gen.job_id in [j["jobId"] for j in client.jobs(limit=20)]
+    assert client.history.get(gen.job_id).status == "success"
+
+
+def test_dry_run_spends_nothing(client, sb):
+    model = first_runnable(client, "numOutputs")
+    before = sb.stats()["jobs_created"]
+    one = client.generate(model.id, "a castle", dry_run=True, numOutputs=1)
+    four = client.estimate(model.id, "a castle", numOutputs=4)
+    assert isinstance(one, CostEstimate) and one.creative_units > 0 and four.creative_units > one.creative_units
+    assert sb.stats()["jobs_created"] == before
+
+
+def test_local_validation_before_spending(client, sb):
+    model = first_runnable(client, "numOutputs")
+    posts = sb.generate_posts
+    with pytest.raises(InputError, match="numOutputs"):
+        client.generate(model.id, "x", numOutputs=99)
+    with pytest.raises(InputError, match="no input 'bogus'"):
+        client.generate(model.id, "x", bogus=1)
+    with pytest.raises(InputError, match="needs a prompt"):
+        client.generate(model.id, "")
+    assert sb.generate_posts == posts
+
+
+def test_cancel(client):
+    model = first_runnable(client, "numOutputs")
+    gen = client.generate(model.id, "slow one")
+    client.cancel(gen.job_id)
+    with pytest.raises(scenario_nb.JobFailedError, match="canceled"):
+        gen.wait(timeout=30)
+    with pytest.raises(scenario_nb.BadRequestError, match="Cannot cancel"):
+        client.cancel(gen.job_id)
+
+
+# -- LoRAs, compositions, workflows ------------------------------------------------------------------
+
+def test_lora_and_composition_route_through_a_base_model(client):
+    own = [m for m in client.models() if m.status == "trained"]
+    kinds = {m.type.split("-")[-1] for m in own}
+    assert {"lora", "composition"} <= kinds
+    for model in own:
+        gen = client.generate(model.id, "hero portrait", seed=7).wait(timeout=30)
+        assert gen.ok and gen.images and gen.base_model_id and gen.base_model_id != model.id
+        assert client.model(gen.base_model_id).runnable
+
+
+def test_posting_a_lora_directly_is_refused_by_the_api(client):
+    lora = next(m for m in client.models() if m.type.endswith("lora"))
+    with pytest.raises(scenario_nb.BadRequestError, match="Custom models only"):
+        client._http.request("POST", f"/generate/custom/{lora.id}", json_body={"prompt": "x"})
+
+
+def test_workflow_runs_and_yields_images(client):
+    flows = client.workflows()
+    ready = next(w for w in flows if w.get("status") == "ready")
+    workflow = client.workflow(ready["id"])
+    inputs = {i.name: "a knight" for i in workflow.inputs if i.always_required and i.type == "string"}
+    gen = client.run_workflow(ready["id"], **inputs).wait(timeout=30)
+    assert gen.ok and gen.images and gen.kind == "workflow"
+
+
+# -- Assets and uploads --------------------------------------------------------------------------------
+
+def test_assets_download_without_authorization_and_refresh_expired(client, sb):
+    model = first_runnable(client, "numOutputs")
+    gen = client.generate(model.id, "a shield").wait(timeout=30)
+    asset = client.asset(gen.asset_ids[0])
+    assert asset["url"].startswith(sb.cdn_url.split("/assets")[0])
+    data = client.download_asset(asset["id"])
+    assert Image.open(io.BytesIO(data)).format == "PNG"
+    assert sb.cdn_requests and not any(r["authorization"] for r in sb.cdn_requests)
+    sb.inject("expired_url")
+    assert client.download_asset(asset["id"]) == data  # refused once, renewed, downloaded
+
+
+def test_upload_bytes_path_and_pil(client, tmp_path):
+    img = Image.new("RGB", (64, 48), "orange")
+    path = tmp_path / "ref.png"
+    img.save(path)
+    ids = [client.upload_image(path), client.upload_image(path.read_bytes()), client.upload_image(img)]
+    assert all(i.startswith("asset_") for i in ids)
+    assert client.asset(ids[0])["source"] == "uploaded"
+    with pytest.raises(InputError, match="not an image"):
+        client.upload_image(b"this is not an image")
+    model = first_runnable(client, "referenceImages")
+    gen = client.generate(model.id, "img2img", referenceImages=[ids[0]]).wait(timeout=30)
+    assert gen.ok
+
+
+# -- Errors and faults -----------------------------------------------------------------------------------
+
+def test_not_found_carries_the_reason(client):
+    with pytest.raises(NotFoundError, match="not found") as info:
+        client.get_job("job_doesNotExist123456789012")
+    assert info.value.status_code == 404 and info.value.reason
+
+
+def test_reads_retry_transient_faults(client, sb):
+    for kind in ("error_5xx", "drop", "malformed"):
+        sb.inject(kind, path="/models")
+        assert client.models(), kind
+
+
+def test_rate_limit_is_honoured_before_any_other_request(client, sb):
+    sb.inject("rate_limit", retry_after=1.0, path="/models")
+    t0 = time.time()
+    client.models()
+    assert time.time() - t0 >= 0.95
+    answered = [r for r in sb.requests if r["path"].endswith("/models")]
+    assert answered[-1]["time"] - answered[-2]["time"] >= 0.95
+
+
+def test_rate_limit_error_carries_retry_after(client, sb):
+    sb.inject("rate_limit", retry_after=2.0, path="/models")
+    with pytest.raises(RateLimitError) as info:
+        client._http.request("GET", "/models", retries=0)
+    assert info.value.retry_after == pytest.approx(2.0, abs=0.01)
+
+
+def test_no_second_post_after_a_read_timeout_and_the_job_is_adopted(sb, tmp_path):
+    c = ScenarioClient(KEY, SECRET, sb.url, home=tmp_path, timeout=(5.0, 0.5))
+    model = first_runnable(c, "numOutputs")
+    posts = sb.generate_posts
+    sb.inject("slow", seconds=1.5, path="/generate/custom")
+    gen = c.generate(model.id, "uncertain but paid for")
+    gen.wait(timeout=30)
+    assert sb.generate_posts == posts + 1, "the generation POST was sent twice"
+    assert gen.ok and gen.images
+    c.close()
+
+
+def test_drop_after_create_is_adopted_and_drop_before_is_a_clean_failure(client, sb):
+    model = first_runnable(client, "numOutputs")
+    posts, created = sb.generate_posts, sb.stats()["jobs_created"]
+    sb.inject("drop", after_create=True, path="/generate/custom")
+    adopted = client.generate(model.id, "dropped after create").wait(timeout=30)
+    assert adopted.ok and sb.stats()["jobs_created"] == created + 1
+    sb.inject("drop", after_create=False, path="/generate/custom")
+    lost = client.generate(model.id, "dropped before create")
+    with pytest.raises(SubmitFailedError, match="nothing was\\s+charged"):
+        lost.wait(timeout=30)
+    assert sb.generate_posts == posts + 2 and sb.stats()["jobs_created"] == created + 1
+
+
+def test_unreachable_url_is_one_clear_error(tmp_path):
+    c = ScenarioClient(KEY, SECRET, "http://127.0.0.1:9/v1", home=tmp_path, max_retries=0)
+    with pytest.raises(scenario_nb.APIConnectionError, match="could not reach"):
+        c.models()
+
+
+def test_guide_shape_is_read_too(tmp_path):
+    with sandbox_mod.start(api_key=KEY, api_secret=SECRET, job_seconds=0.3, legacy=True) as sb:
+        c = ScenarioClient(KEY, SECRET, sb.url, home=tmp_path)
+        model = first_runnable(c, "aspectRatio")
+        gen = c.generate(model.id, "a warrior character in a forest", aspectRatio="1:1").wait(timeout=30)
+        assert gen.ok and gen.images
+        c.close()
+
+
+def test_plain_requests_cannot_read_assets_with_wrong_signature(client, sb):
+    model = first_runnable(client, "numOutputs")
+    gen = client.generate(model.id, "tamper").wait(timeout=30)
+    url = client.asset(gen.asset_ids[0])["url"]
+    assert requests.get(url.replace("Signature=", "Signature=x"), timeout=5).status_code == 403
