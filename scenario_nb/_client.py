@@ -278,24 +278,31 @@ class ScenarioClient:
         self.submit(handle)
         return handle
 
-    def submit(self, handle, *, retry_in_background: bool = True) -> None:
-        """POST the handle's request once. A 429 queues it in the poller; a lost answer is reconciled."""
+    def submit(self, handle, *, background: bool = True) -> str:
+        """POST the handle's request once: "created", "throttled" or "uncertain".
+
+        A 429 (or a rate gate still closed from one) creates nothing: with `background` the poller
+        sends it later, in order, so the caller never waits. A lost answer is reconciled by the poller.
+        """
         path = (f"/workflows/{handle.run_model_id}/run" if handle.kind == "workflow"
                 else f"/generate/custom/{handle.run_model_id}")
         method = "PUT" if handle.kind == "workflow" else "POST"
+        wait = self._http.gate.remaining()
         try:
+            if wait > 0:
+                raise RateLimitError("waiting for the rate limit", retry_after=wait)
             _, data = self._http.request(method, path, json_body=handle.inputs, submit=True, retries=0)
         except RateLimitError as exc:
-            if not retry_in_background:
-                raise
             handle._throttled(exc.retry_after)
-            self.poller.queue_submit(handle, exc.retry_after or 1.0)
-            return
+            if background:
+                self.poller.queue_submit(handle)
+            return "throttled"
         except UncertainSubmit as exc:
             handle._uncertain(exc.sent_at)
             self.poller.queue_reconcile(handle)
-            return
+            return "uncertain"
         self._created(handle, data)
+        return "created"
 
     def _created(self, handle, data: dict) -> None:
         job = data.get("job") or {}

@@ -73,6 +73,8 @@ class Poller:
         self._stopped = False
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="scenario-poll")
         self._thread: Optional[threading.Thread] = None
+        self._throttled: deque = deque()
+        self._draining = False
         self._tracked_at: dict[int, float] = {}
         self._polls: dict[int, int] = defaultdict(int)
         self._samples: dict[int, tuple] = {}
@@ -86,9 +88,13 @@ class Poller:
             self._tracked_at.setdefault(id(handle), time.monotonic())
         self._schedule(handle, self._next_delay(handle), self._poll)
 
-    def queue_submit(self, handle: Generation, delay: float) -> None:
-        """Send the request again once the rate limit allows (a 429 created no job)."""
-        self._schedule(handle, max(delay, 0.0), self._submit)
+    def queue_submit(self, handle: Generation) -> None:
+        """Send a throttled request (a 429 created no job) once the rate limit allows, in order."""
+        with self._cond:
+            self._throttled.append(handle)
+            start, self._draining = not self._draining, True
+        if start:
+            self._schedule(None, self.client._http.gate.remaining(), self._drain)
 
     def queue_reconcile(self, handle: Generation) -> None:
         self._schedule(handle, 0.0, self._reconcile)
@@ -98,6 +104,8 @@ class Poller:
 
     def forget(self, handle: Generation) -> None:
         with self._cond:
+            if handle in self._throttled:
+                self._throttled.remove(handle)
             self._queue = [e for e in self._queue if e[3] is not handle]
             heapq.heapify(self._queue)
 
@@ -276,13 +284,30 @@ class Poller:
                 raise
             self.client.store.put(key, self.client.download_asset(key) if key.startswith("asset_") else fetch())
 
-    def _submit(self, handle: Generation) -> None:
-        if handle.done:
-            return
-        try:
-            self.client.submit(handle)
-        except ScenarioError as exc:
-            handle._finish(exc, status="failure")
+    def _drain(self, _=None) -> None:
+        """Resubmit throttled requests one by one, oldest first, pausing while the rate gate is closed."""
+        while True:
+            with self._cond:
+                if not self._throttled:
+                    self._draining = False
+                    return
+                handle = self._throttled[0]
+            wait = self.client._http.gate.remaining()
+            if wait > 0:
+                self._schedule(None, wait, self._drain)
+                return
+            outcome = "done" if handle.done else None
+            if outcome is None:
+                try:
+                    outcome = self.client.submit(handle, background=False)
+                except ScenarioError as exc:
+                    handle._finish(exc, status="failure")
+            if outcome == "throttled":
+                self._schedule(None, self.client._http.gate.remaining() or self.floor, self._drain)
+                return
+            with self._cond:
+                if self._throttled and self._throttled[0] is handle:
+                    self._throttled.popleft()
 
     def _reconcile(self, handle: Generation, attempts: int = 4) -> None:
         """A generation request's answer was lost: adopt the job it created, if any."""

@@ -1,0 +1,127 @@
+"""The local file store: every full-resolution image once, by asset id, written atomically.
+
+A notebook only carries thumbnails; the full images live here so a restarted kernel can show them
+again. Files are written to a temp file, synced and renamed, so a crash or a full disk never leaves a
+truncated image behind.
+"""
+
+from __future__ import annotations
+
+import errno
+import io
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable, Union
+
+from PIL import Image, PngImagePlugin, UnidentifiedImageError
+
+from ._errors import StorageError
+
+
+def atomic_write(path: Path, write: Callable[[io.BufferedWriter], None], what: str) -> Path:
+    """Write through a temp file in the same folder, fsync, then rename over `path`."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StorageError(f"cannot create {path.parent} ({exc.strerror or exc}); "
+                           f"point SCENARIO_NB_HOME at a writable folder") from None
+    tmp = None
+    try:
+        with tempfile.NamedTemporaryFile(dir=path.parent, delete=False, suffix=".part") as handle:
+            tmp = Path(handle.name)
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+        return path
+    except OSError as exc:
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+        if exc.errno == errno.ENOSPC:
+            raise StorageError(f"disk full while saving {what} to {path}; free space or point "
+                               f"SCENARIO_NB_HOME elsewhere") from None
+        raise StorageError(f"cannot write {what} to {path} ({exc.strerror or exc}); point SCENARIO_NB_HOME "
+                           f"at a writable folder") from None
+    except BaseException:
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+        raise
+
+
+def decode_image(data: bytes, what: str) -> Image.Image:
+    """Fully decode image bytes, refusing corrupt files and decompression bombs with one clear line."""
+    try:
+        with Image.open(io.BytesIO(data)) as probe:
+            probe.verify()
+        image = Image.open(io.BytesIO(data))
+        image.load()
+        return image
+    except Image.DecompressionBombError:
+        raise StorageError(f"refused {what}: image is too large (decompression bomb)") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        raise StorageError(f"the downloaded file for {what} is not a valid image; fetch it again with "
+                           f"%scenario asset or %scenario job") from None
+
+
+class FileStore:
+    """Images by asset id under `root/assets/`, thumbnails under `root/thumbs/`."""
+
+    def __init__(self, root: Union[str, os.PathLike]) -> None:
+        self.root = Path(root)
+        self.assets = self.root / "assets"
+        self.thumbs = self.root / "thumbs"
+        self.clean_partials()
+
+    def clean_partials(self) -> None:
+        """Remove temp files a crash may have left."""
+        for folder in (self.assets, self.thumbs):
+            if folder.is_dir():
+                for leftover in folder.glob("*.part"):
+                    leftover.unlink(missing_ok=True)
+
+    def path_for(self, asset_id: str) -> Path:
+        if not asset_id or any(c in asset_id for c in "/\\") or ".." in asset_id:
+            raise StorageError(f"{asset_id!r} is not a valid asset id")
+        return self.assets / f"{asset_id}.png"
+
+    def has(self, asset_id: str) -> bool:
+        return self.path_for(asset_id).is_file()
+
+    def put(self, asset_id: str, data: bytes) -> Path:
+        """Store an image (converted to PNG if needed) after checking it decodes; idempotent."""
+        path = self.path_for(asset_id)
+        if path.is_file():
+            return path
+        image = decode_image(data, f"asset {asset_id}")
+        if image.format == "PNG":
+            return atomic_write(path, lambda f: f.write(data), f"asset {asset_id}")
+        return atomic_write(path, lambda f: image.save(f, format="PNG"), f"asset {asset_id}")
+
+    def open_image(self, asset_id: str) -> Image.Image:
+        with Image.open(self.path_for(asset_id)) as image:
+            image.load()
+            return image.copy()
+
+    def thumbnail_png(self, asset_id: str, max_side: int) -> bytes:
+        """PNG bytes with the longest side at most `max_side` (never upscaled), cached on disk."""
+        path = self.thumbs / f"{asset_id}_{int(max_side)}.png"
+        if path.is_file():
+            return path.read_bytes()
+        image = self.open_image(asset_id)
+        image.thumbnail((max_side, max_side), Image.LANCZOS)
+        if image.mode == "RGBA" and image.getchannel("A").getextrema()[0] == 255:
+            image = image.convert("RGB")
+        buf = io.BytesIO()
+        image.save(buf, format="PNG", optimize=True)
+        data = buf.getvalue()
+        atomic_write(path, lambda f: f.write(data), f"thumbnail of {asset_id}")
+        return data
+
+    def save_png_with_metadata(self, asset_id: str, dest: Union[str, os.PathLike], text: dict) -> Path:
+        """Copy the full image to `dest` as PNG with `text` in its tEXt/iTXt chunks."""
+        info = PngImagePlugin.PngInfo()
+        for key, value in text.items():
+            info.add_itxt(str(key), str(value))
+        image = self.open_image(asset_id)
+        return atomic_write(Path(dest), lambda f: image.save(f, format="PNG", pnginfo=info), f"image {asset_id}")

@@ -1,0 +1,128 @@
+"""The file store (atomic, validated) and the SQLite history (WAL, concurrent writers)."""
+
+from __future__ import annotations
+
+import errno
+import io
+import os
+import subprocess
+import sys
+import threading
+
+import pytest
+from PIL import Image
+
+from scenario_nb import StorageError
+from scenario_nb._history import History, JobRecord
+from scenario_nb._store import FileStore
+
+
+def png(size=(64, 64), color="red", fmt="PNG") -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, color).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def test_put_round_trip_and_jpeg_becomes_png(tmp_path):
+    store = FileStore(tmp_path)
+    path = store.put("asset_a", png())
+    assert store.has("asset_a") and path.read_bytes() == png()
+    store.put("asset_j", png(fmt="JPEG"))
+    assert Image.open(store.path_for("asset_j")).format == "PNG"
+    assert store.open_image("asset_a").size == (64, 64)
+
+
+@pytest.mark.parametrize("data, message", [(png()[:60], "not a valid image"), (b"hello", "not a valid image")])
+def test_corrupt_images_leave_nothing(tmp_path, data, message):
+    store = FileStore(tmp_path)
+    with pytest.raises(StorageError, match=message):
+        store.put("asset_bad", data)
+    assert not list((tmp_path / "assets").glob("*")) if (tmp_path / "assets").exists() else True
+
+
+def test_decompression_bomb_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    with pytest.raises(StorageError, match="decompression bomb"):
+        FileStore(tmp_path).put("asset_bomb", png((200, 200)))
+
+
+def test_disk_full_leaves_no_partial_file(tmp_path, monkeypatch):
+    store = FileStore(tmp_path)
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(StorageError, match="disk full"):
+        store.put("asset_full", png())
+    assert not list((tmp_path / "assets").iterdir())
+
+
+def test_leftover_partials_are_cleaned(tmp_path):
+    (tmp_path / "assets").mkdir()
+    (tmp_path / "assets" / "tmpabc.part").write_bytes(b"half")
+    FileStore(tmp_path)
+    assert not list((tmp_path / "assets").glob("*.part"))
+
+
+def test_thumbnail_and_png_text(tmp_path):
+    store = FileStore(tmp_path)
+    noisy = Image.effect_noise((1024, 1024), 64).convert("RGB")
+    buf = io.BytesIO()
+    noisy.save(buf, format="PNG")
+    store.put("asset_big", buf.getvalue())
+    thumb = Image.open(io.BytesIO(store.thumbnail_png("asset_big", 256)))
+    assert max(thumb.size) == 256
+    out = store.save_png_with_metadata("asset_big", tmp_path / "out" / "x.png", {"prompt": "a ship", "seed": "4"})
+    assert Image.open(out).text == {"prompt": "a ship", "seed": "4"}
+
+
+def test_invalid_ids_and_unwritable_paths(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(StorageError):
+        FileStore(tmp_path).path_for("../etc/passwd")
+    with pytest.raises(StorageError, match="cannot"):
+        FileStore(tmp_path / "file" / "sub").put("asset_x", png())
+    with pytest.raises(StorageError, match="history"):
+        History(tmp_path / "file" / "history.sqlite")
+
+
+def test_history_rows(tmp_path):
+    h = History(tmp_path / "h.sqlite")
+    key = History.request_key("m", "p", {"b": 1, "a": 2})
+    assert key == History.request_key("m", "p", {"a": 2, "b": 1}) != History.request_key("m", "p", {"a": 3})
+    h.record(JobRecord("job_1", backend_url="u", model_id="m", prompt="p", inputs={"a": 2}, request_key=key,
+                       status="queued", created_at=1.0))
+    h.record(JobRecord("job_2", backend_url="u", status="in-progress", created_at=2.0))
+    assert [r.job_id for r in h.unfinished()] == ["job_2", "job_1"]
+    h.update("job_1", status="success", asset_ids=["asset_1"], finished_at=3.0)
+    assert h.get("job_1").asset_ids == ["asset_1"] and h.get("job_1").inputs == {"a": 2}
+    assert h.find_success(key, "u").job_id == "job_1" and h.find_success(key, "other") is None
+    assert [r.job_id for r in h.recent(1)] == ["job_2"] and h.count() == 2
+    conn = h._connection()
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+WRITER = """
+import sys
+from scenario_nb._history import History, JobRecord
+h = History(sys.argv[1])
+for i in range(300):
+    h.record(JobRecord(f"job_{sys.argv[2]}_{i}", status="queued", created_at=i))
+    h.update(f"job_{sys.argv[2]}_{i}", status="success", asset_ids=[f"asset_{i}"])
+"""
+
+
+def test_two_processes_and_threads_lose_no_row(tmp_path):
+    path = tmp_path / "h.sqlite"
+    History(path)
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(path), tag]) for tag in "ab"]
+    h = History(path)
+    threads = [threading.Thread(target=lambda t=t: [h.record(JobRecord(f"job_t{t}_{i}", status="queued"))
+                                                  for i in range(50)]) for t in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(p.wait(timeout=120) == 0 for p in procs)
+    assert h.count() == 800
+    rows = h.recent(1000)
+    assert all(r.status == "success" and r.asset_ids for r in rows if not r.job_id.startswith("job_t"))
