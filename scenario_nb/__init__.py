@@ -41,8 +41,8 @@ def __getattr__(name):
 
 def load_ipython_extension(ipython) -> None:
     """`%load_ext scenario_nb`: register the `%scenario` / `%%scenario` magics."""
-    from ._magics import ScenarioMagics
-    ipython.register_magics(ScenarioMagics(shell=ipython))
+    from ._magics import load
+    load(ipython)
 
 
 def unload_ipython_extension(ipython) -> None:

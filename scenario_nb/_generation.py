@@ -65,6 +65,19 @@ class Generation:
         self._lock = threading.Lock()
         self._callbacks: list[Callable[["Generation"], None]] = []
 
+    @classmethod
+    def from_record(cls, client, record) -> "Generation":
+        """A finished handle rebuilt from the history (no request made), e.g. for re-run safety."""
+        handle = cls(client, model_id=record.model_id, run_model_id=record.base_model_id or record.model_id,
+                     inputs=record.inputs, base_model_id=record.base_model_id, source=record.source,
+                     kind=record.kind or "generation")
+        handle.job_id, handle.status, handle.cost = record.job_id, record.status, record.cost
+        handle.asset_ids, handle.files = list(record.asset_ids), [Path(f) for f in record.files]
+        handle.error, handle.hint, handle.progress = record.error, record.hint, 1.0
+        handle.submitted_at, handle.finished_at = record.created_at, record.finished_at
+        handle._done.set()
+        return handle
+
     # -- What users read ---------------------------------------------------------------------------
     @property
     def prompt(self) -> str:

@@ -335,3 +335,29 @@ def validate_inputs(model: Model, inputs: dict) -> dict:
             continue
         _check_value(spec, value)
     return body
+
+
+def request_inputs(model: Model, *, aspect: Optional[str] = None, num: Optional[int] = None,
+                   seed: Optional[int] = None, settings: Optional[dict] = None) -> dict:
+    """The model inputs for the common choices (aspect, count, seed) plus raw `NAME=VALUE` settings.
+
+    Shared by the magics and the panel so both map and check a request the same way.
+    """
+    inputs: dict = {}
+    if aspect:
+        inputs.update(aspect_inputs(model, aspect))
+    if num is not None:
+        if model.input("numOutputs") is None:
+            raise InputError(f"{model.name} makes one image per job (no numOutputs input); leave out -n")
+        inputs["numOutputs"] = num
+    if seed is not None:
+        if model.input("seed") is None:
+            raise InputError(f"{model.name} takes no seed; leave out --seed")
+        inputs["seed"] = seed
+    for name, text in (settings or {}).items():
+        spec = model.input(name)
+        if spec is None:
+            raise InputError(f"{model.name} has no input {name!r}; it takes: "
+                             f"{', '.join(i.name for i in model.inputs)}")
+        inputs[name] = coerce_value(spec, text) if isinstance(text, str) else text
+    return inputs

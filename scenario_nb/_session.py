@@ -22,6 +22,7 @@ class Session:
 
     def __init__(self, *, history_path: Optional[str] = None, force_sandbox: bool = False) -> None:
         self.history_path = history_path
+        self.current_model: Optional[str] = None  # set by %scenario use; the panel preselects it
         self.sandbox = None
         key, secret, url = credentials_from_env()
         if key and secret and not force_sandbox:
