@@ -72,3 +72,22 @@ def status_html(handle) -> str:
 def error_line(handle) -> str:
     """The one line shown for a failed job: reason and hint, never a traceback."""
     return str(handle.exception) if handle.exception is not None else ""
+
+
+def magic_text(handle) -> str:
+    """The `%%scenario` cell that reproduces a generation (used by the panel's "copy as %%scenario")."""
+    parts = ["%%scenario", handle.model_id]
+    for name, value in sorted(handle.inputs.items()):
+        if name == "prompt" or (handle.base_model_id and name in ("modelId", "loras", "lorasScale")):
+            continue
+        if name == "numOutputs":
+            parts += ["-n", str(value)]
+        elif name == "seed":
+            parts += ["--seed", str(value)]
+        else:
+            text = ",".join(map(str, value)) if isinstance(value, list) else str(value).lower() \
+                if isinstance(value, bool) else str(value)
+            parts.append(f"--set {name}={text}" if " " not in text else f'--set "{name}={text}"')
+    if handle.seed is not None and "seed" not in handle.inputs:
+        parts += ["--seed", str(handle.seed)]
+    return " ".join(parts) + "\n" + handle.prompt

@@ -170,8 +170,9 @@ class Generation:
         self._call(callback)
         return self
 
-    def save(self, directory: Union[str, Path]) -> list[Path]:
-        """Write each image as PNG (provenance in its text chunks) plus a JSON sidecar; returns the paths."""
+    def save(self, directory: Union[str, Path], only: Optional[Iterable[str]] = None) -> list[Path]:
+        """Write each image (or the asset ids in `only`) as PNG with provenance in its text chunks, plus a
+        JSON sidecar; returns the paths."""
         if not self.ok:
             raise StorageError(f"job {self.job_id} has no images to save yet ({self.status})")
         directory = Path(directory)
@@ -181,7 +182,10 @@ class Generation:
             raise StorageError(f"cannot create {directory}: {exc.strerror or exc}") from None
         prov = self.provenance()
         written = []
+        wanted = set(only) if only is not None else set(self.asset_ids)
         for index, asset_id in enumerate(self.asset_ids):
+            if asset_id not in wanted:
+                continue
             seed = self.seeds[index] if index < len(self.seeds) else self.seed
             text = {"prompt": self.prompt, "model": self.model_id, "model_name": self.model_name,
                     "seed": "" if seed is None else str(seed), "job_id": self.job_id or "",

@@ -1,0 +1,108 @@
+"""A local stand-in for the Scenario API: same routes, shapes, statuses and errors, real PNG images.
+
+    with scenario_nb.sandbox.start(job_seconds=2) as sb:
+        client = scenario_nb.ScenarioClient(sb.api_key, sb.api_secret, sb.url)
+
+It binds 127.0.0.1 only, serves asset files from a second origin that checks signed URLs (like
+Scenario's CDN), and can inject faults, seeded or one at a time, for tests and benchmarks. It sits
+beside the package: the client never imports it.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Optional
+
+from ._server import ApiHandler, CdnHandler, State, _Server
+
+__all__ = ["Sandbox", "start"]
+
+FAULT_KINDS = ("rate_limit", "error_5xx", "drop", "slow", "malformed", "job_failure", "expired_url",
+               "corrupt_image")
+
+
+class Sandbox:
+    """A running sandbox: `.url`, `.cdn_url`, credentials, request logs, counters and fault controls."""
+
+    def __init__(self, **options: Any) -> None:
+        self.options = options
+        self.api_key: str = options["api_key"]
+        self.api_secret: str = options["api_secret"]
+        self.state = State(options)
+        self._cdn = _Server(self, CdnHandler)
+        self.cdn_url = f"http://127.0.0.1:{self._cdn.server_address[1]}"
+        self._api = _Server(self, ApiHandler)
+        self.url = f"http://127.0.0.1:{self._api.server_address[1]}/v1"
+        self._threads = [threading.Thread(target=s.serve_forever, name=f"scenario-sandbox-{n}", daemon=True,
+                                          kwargs={"poll_interval": 0.2})
+                         for n, s in (("api", self._api), ("cdn", self._cdn))]
+        for thread in self._threads:
+            thread.start()
+
+    def __repr__(self) -> str:
+        return f"<Sandbox {self.url}>"
+
+    def __enter__(self) -> "Sandbox":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        for server in (self._api, self._cdn):
+            server.shutdown()
+            server.server_close()
+
+    # -- What tests and benchmarks read --------------------------------------------------------------
+    @property
+    def requests(self) -> list:
+        return self.state.requests
+
+    @property
+    def cdn_requests(self) -> list:
+        return self.state.cdn_requests
+
+    @property
+    def jobs(self) -> dict:
+        return self.state.jobs
+
+    @property
+    def generate_posts(self) -> int:
+        return self.state.generate_posts
+
+    def stats(self) -> dict:
+        state = self.state
+        with state.lock:
+            return {"jobs_created": state.jobs_created, "generate_posts": state.generate_posts,
+                    "requests": len(state.requests), "cdn_requests": len(state.cdn_requests),
+                    "rate_limited": list(state.rate_limited), "faults": dict(state.fault_counts)}
+
+    # -- Faults --------------------------------------------------------------------------------------
+    def inject(self, kind: str, count: int = 1, path: Optional[str] = None, method: Optional[str] = None,
+               **params: Any) -> None:
+        """Make the next `count` matching requests fail this way (see FAULT_KINDS)."""
+        if kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fault {kind!r}; one of {', '.join(FAULT_KINDS)}")
+        state = self.state
+        with state.lock:
+            if kind == "job_failure":
+                state.pending_failures += [(params.get("error", "The provider rejected the request"),
+                                            params.get("hint", "Try again with another prompt"))] * count
+            elif kind == "expired_url":
+                state.expire_next += count
+            else:
+                state.injected.append({"kind": kind, "count": count, "path": path, "method": method, **params})
+
+    def set_faults(self, **rates: float) -> None:
+        """Seeded fault rates (0–1) per kind, plus `slow_seconds` and `retry_after`."""
+        with self.state.lock:
+            self.state.rates.update(rates)
+
+
+def start(*, port: int = 0, api_key: str = "sandbox-key", api_secret: str = "sandbox-secret",
+          job_seconds: float = 3.0, job_jitter: float = 0.0, max_parallel_jobs: int = 32, url_ttl: float = 600.0,
+          seed: int = 0, faults: Optional[dict] = None, legacy: bool = False) -> Sandbox:
+    """Start a sandbox on 127.0.0.1 in background threads (port 0: a free one)."""
+    return Sandbox(port=port, api_key=api_key, api_secret=api_secret, job_seconds=job_seconds,
+                   job_jitter=job_jitter, max_parallel_jobs=max_parallel_jobs, url_ttl=url_ttl, seed=seed,
+                   faults=faults, legacy=legacy)

@@ -1,0 +1,40 @@
+"""`python -m scenario_nb.sandbox`: serve the sandbox on loopback until Ctrl-C."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import threading
+
+from . import start
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m scenario_nb.sandbox",
+                                     description="A local Scenario-compatible API for notebooks and tests.")
+    parser.add_argument("--port", type=int, default=0, help="port for the API (0: a free one)")
+    parser.add_argument("--api-key", default="sandbox-key")
+    parser.add_argument("--api-secret", default="sandbox-secret")
+    parser.add_argument("--job-seconds", type=float, default=3.0, help="how long each job takes")
+    parser.add_argument("--jitter", type=float, default=0.0, help="± random seconds on each job")
+    parser.add_argument("--max-parallel", type=int, default=32, help="parallel jobs before 429")
+    args = parser.parse_args(argv)
+    sandbox = start(port=args.port, api_key=args.api_key, api_secret=args.api_secret,
+                    job_seconds=args.job_seconds, job_jitter=args.jitter, max_parallel_jobs=args.max_parallel)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    print(f"Scenario sandbox API: {sandbox.url}", flush=True)
+    print(f"asset origin: {sandbox.cdn_url}", flush=True)
+    print(f"credentials: SCENARIO_API_KEY={sandbox.api_key} SCENARIO_API_SECRET={sandbox.api_secret}", flush=True)
+    print(f"use it: export SCENARIO_API_URL={sandbox.url}  (Ctrl-C stops)", flush=True)
+    try:
+        while not stop.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+    sandbox.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,677 @@
+"""The sandbox server: the Scenario REST API on loopback, plus a second origin serving signed asset URLs.
+
+Job states are derived lazily from the clock (no thread per job), faults are seeded, and every request
+is logged so tests can check what a client really sent.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import io
+import json
+import random
+import secrets
+import string
+import threading
+import time
+import warnings
+from collections import OrderedDict
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Optional
+from urllib.parse import parse_qs, urlsplit
+
+from . import _catalog, _images
+
+BASE58 = "".join(c for c in string.ascii_letters + string.digits if c not in "0OIl")
+TERMINAL = ("success", "failure", "canceled")
+# Fractions of a job's duration at which it reaches each state.
+PHASES = (("queued", 0.0), ("warming-up", 0.1), ("in-progress", 0.25), ("finalizing", 0.9), ("success", 1.0))
+SIZES = {"21:9": (1568, 672), "16:9": (1344, 768), "3:2": (1248, 832), "4:3": (1152, 864), "5:4": (1136, 912),
+         "1:1": (1024, 1024), "4:5": (912, 1136), "3:4": (864, 1152), "2:3": (832, 1248), "9:16": (768, 1344)}
+MAX_UPLOAD = 6 * 1024 * 1024
+
+
+def new_id(prefix: str, rng: random.Random) -> str:
+    return prefix + "_" + "".join(rng.choice(BASE58) for _ in range(24))
+
+
+def iso(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t * 1000) % 1000:03d}Z"
+
+
+def parse_iso(text: str) -> Optional[float]:
+    import datetime
+    try:
+        return datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except (ValueError, AttributeError):
+        return None
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, reason: str, headers: Optional[dict] = None, **extra: Any) -> None:
+        super().__init__(reason)
+        self.status, self.reason, self.headers, self.extra = status, reason, headers or {}, extra
+
+
+class Drop(Exception):
+    """Close the connection without answering."""
+
+
+def encode_token(offset: int, limit: int) -> str:
+    return base64.b64encode(json.dumps({"offset": offset, "limit": limit}).encode()).decode()
+
+
+def decode_token(token: str) -> int:
+    try:
+        return int(json.loads(base64.b64decode(token, validate=True))["offset"])
+    except (ValueError, KeyError, TypeError, binascii.Error):
+        raise ApiError(400, "Invalid pagination token") from None
+
+
+def paginate(items: list, query: dict, key: str, default: int, maximum: int) -> dict:
+    try:
+        size = int(query.get("pageSize", default))
+    except ValueError:
+        raise ApiError(400, "pageSize must be a number") from None
+    if not 1 <= size <= maximum:
+        raise ApiError(400, f"pageSize must be between 1 and {maximum}")
+    offset = decode_token(query["paginationToken"]) if query.get("paginationToken") else 0
+    page = items[offset:offset + size]
+    out: dict = {key: page}
+    if offset + size < len(items):
+        out["nextPaginationToken"] = encode_token(offset + size, size)
+    return out
+
+
+# -- Input validation (as the real API answers it) ------------------------------------------------------
+
+def validate_body(inputs: list, body: dict, state: "State") -> None:
+    specs = {i["name"]: i for i in inputs}
+    for name in body:
+        if name not in specs:
+            raise ApiError(400, f"Input {name} is not supported")
+    for spec in inputs:
+        name, kind = spec["name"], spec["type"]
+        value = body.get(name)
+        defined = lambda other: body.get(other) not in (None, "", [])  # noqa: E731
+        if value in (None, "", []):
+            required = spec.get("required") or {}
+            if required.get("always"):
+                raise ApiError(400, f"Input {name} is required")
+            for other, rule in (required.get("ifDefined") or {}).items():
+                if defined(other):
+                    message = rule.get("message") if isinstance(rule, dict) else rule
+                    raise ApiError(400, message or f"Input {name} is required when {other} is defined")
+            continue
+        items = value if kind.endswith("_array") else [value]
+        if kind.endswith("_array"):
+            if not isinstance(value, list):
+                raise ApiError(400, f"Input {name} must be an array")
+            if spec.get("maxLength") is not None and len(value) > spec["maxLength"]:
+                raise ApiError(400, f"Input {name} must be at most {spec['maxLength']} items long")
+        base = kind.replace("_array", "")
+        for item in items:
+            if base == "number":
+                if not isinstance(item, (int, float)) or isinstance(item, bool):
+                    raise ApiError(400, f"Input {name} must be a number")
+                if spec.get("min") is not None and item < spec["min"]:
+                    raise ApiError(400, f"Input {name} must be at least {spec['min']}")
+                if spec.get("max") is not None and item > spec["max"]:
+                    raise ApiError(400, f"Input {name} must be at most {spec['max']}")
+            elif base == "boolean":
+                if not isinstance(item, bool):
+                    raise ApiError(400, f"Input {name} must be a boolean")
+            elif not isinstance(item, str):
+                raise ApiError(400, f"Input {name} must be a string")
+            if base == "string" and spec.get("maxLength") is not None and len(item) > spec["maxLength"] \
+                    and kind == "string":
+                raise ApiError(400, f"Input {name} must be at most {spec['maxLength']} characters long")
+            if spec.get("allowedValues") and item not in spec["allowedValues"]:
+                raise ApiError(400, f"Input {name} must be one of {', '.join(map(str, spec['allowedValues']))}")
+            if base == "file" and not item.startswith("data:") and item not in state.assets:
+                raise ApiError(400, f"Input {name} references unknown asset {item}")
+            if base == "model" and item:
+                lora = state.models.get(item)
+                if lora is None:
+                    raise ApiError(404, f"Model {item} not found")
+                if lora["type"] not in spec.get("modelTypes", []):
+                    raise ApiError(400, f"Invalid model(s): {item}.\nAllowed model types: "
+                                        f"{', '.join(spec.get('modelTypes', []))}")
+
+
+def output_size(body: dict) -> tuple[int, int]:
+    if body.get("width") and body.get("height"):
+        return int(body["width"]), int(body["height"])
+    return SIZES.get(str(body.get("aspectRatio")), (1024, 1024))
+
+
+# -- State -------------------------------------------------------------------------------------------------
+
+class State:
+    """Everything the sandbox knows, behind one lock."""
+
+    def __init__(self, options: dict) -> None:
+        self.options = options
+        self.lock = threading.RLock()
+        self.rng = random.Random(options["seed"])
+        self.fault_rng = random.Random(options["seed"] + 1)
+        self.models = _catalog.model_by_id()
+        self.workflows = {w["id"]: w for w in _catalog.WORKFLOWS}
+        self.jobs: dict[str, dict] = {}
+        self.assets: dict[str, dict] = {}
+        self.rates: dict = dict(options.get("faults") or {})
+        self.injected: list[dict] = []
+        self.requests: list[dict] = []
+        self.cdn_requests: list[dict] = []
+        self.rate_limited: list[dict] = []
+        self.fault_counts: dict[str, int] = {}
+        self.generate_posts = 0
+        self.jobs_created = 0
+        self.signing_key = secrets.token_bytes(32)
+        self.pending_failures: list[tuple[str, str]] = []
+        self.expire_next = 0
+        self.images: "OrderedDict[str, bytes]" = OrderedDict()
+
+    # -- faults --
+    def take_fault(self, method: str, path: str, kinds: tuple) -> Optional[dict]:
+        with self.lock:
+            for fault in self.injected:
+                if fault["kind"] in kinds and (fault.get("path") is None or fault["path"] in path) \
+                        and (fault.get("method") is None or fault["method"] == method):
+                    fault["count"] -= 1
+                    if fault["count"] <= 0:
+                        self.injected.remove(fault)
+                    return self._count(dict(fault))
+            for kind in kinds:
+                rate = self.rates.get(kind, 0)
+                if rate and self.fault_rng.random() < rate:
+                    fault = {"kind": kind, "after_create": self.fault_rng.random() < 0.5,
+                             "seconds": self.rates.get("slow_seconds", 2.0),
+                             "retry_after": self.rates.get("retry_after", 1.0)}
+                    return self._count(fault)
+        return None
+
+    def _count(self, fault: dict) -> dict:
+        self.fault_counts[fault["kind"]] = self.fault_counts.get(fault["kind"], 0) + 1
+        return fault
+
+    # -- jobs --
+    def create_job(self, model: dict, body: dict, *, workflow: Optional[dict] = None) -> dict:
+        with self.lock:
+            now = time.time()
+            opts = self.options
+            duration = max(0.05, opts["job_seconds"] + self.rng.uniform(-opts["job_jitter"], opts["job_jitter"]))
+            failure = self.pending_failures.pop(0) if self.pending_failures else None
+            if failure is None and self.rates.get("job_failure") and self.fault_rng.random() < self.rates["job_failure"]:
+                failure = ("The provider rejected the request: content policy violation",
+                           "Rephrase the prompt to remove disallowed content and try again.")
+                self._count({"kind": "job_failure"})
+            job = {"id": new_id("job", self.rng), "model": model, "body": dict(body), "created": now,
+                   "duration": duration, "failure": failure, "canceled_at": None, "assets": None,
+                   "workflow": workflow, "seed": body.get("seed", self.rng.randrange(2 ** 31))}
+            self.jobs[job["id"]] = job
+            self.jobs_created += 1
+            return job
+
+    def active_jobs(self, now: float) -> list:
+        return [j for j in self.jobs.values() if self.status_of(j, now)[0] not in TERMINAL]
+
+    def status_of(self, job: dict, now: float) -> tuple[str, float, list]:
+        """(status, progress, statusHistory) at time `now`."""
+        elapsed = (now - job["created"]) / job["duration"]
+        history, status, progress = [], "queued", 0.0
+        end = 0.5 if job["failure"] else 1.0
+        for name, at in PHASES:
+            if at > min(elapsed, end) or (job["failure"] and name in ("finalizing", "success")):
+                break
+            t = job["created"] + at * job["duration"]
+            if job["canceled_at"] is not None and t > job["canceled_at"]:
+                break
+            history.append({"status": name, "date": iso(t)})
+            status = name
+        if status == "in-progress":
+            progress = min(0.99, (min(elapsed, end) - 0.25) / 0.65)
+        elif status in ("finalizing", "success"):
+            progress = 1.0 if status == "success" else 0.99
+        if job["failure"] and elapsed >= end and (job["canceled_at"] is None or
+                                                  job["canceled_at"] > job["created"] + end * job["duration"]):
+            status = "failure"
+            history.append({"status": "failure", "date": iso(job["created"] + end * job["duration"])})
+            progress = 0.4
+        elif job["canceled_at"] is not None and status not in TERMINAL:
+            status = "canceled"
+            history.append({"status": "canceled", "date": iso(job["canceled_at"])})
+        return status, progress, history
+
+    def ensure_assets(self, job: dict) -> list:
+        with self.lock:
+            if job["assets"] is None:
+                body, model = job["body"], job["model"]
+                render_model = self.models.get(body.get("modelId") or "") or model
+                width, height = output_size(body)
+                count = int(body.get("numOutputs", 1) or 1)
+                ids = []
+                for index in range(count):
+                    asset_id = new_id("asset", self.rng)
+                    self.assets[asset_id] = {
+                        "id": asset_id, "job_id": job["id"], "model_id": model["id"], "style": render_model.get(
+                            "style", 0), "model_name": render_model.get("name", model["id"]),
+                        "prompt": str(body.get("prompt", "")), "seed": int(job["seed"]) + index, "index": index,
+                        "width": width, "height": height, "created": job["created"] + job["duration"],
+                        "source": "txt2img", "aspect": body.get("aspectRatio"), "data": None}
+                    ids.append(asset_id)
+                job["assets"] = ids
+            return job["assets"]
+
+    def image_bytes(self, asset: dict) -> bytes:
+        if asset["data"] is not None:
+            return asset["data"]
+        with self.lock:
+            cached = self.images.get(asset["id"])
+            if cached is not None:
+                self.images.move_to_end(asset["id"])
+                return cached
+        data = _images.render(style=asset["style"], model_name=asset["model_name"], prompt=asset["prompt"],
+                              seed=asset["seed"], index=asset["index"], width=asset["width"],
+                              height=asset["height"])
+        with self.lock:
+            self.images[asset["id"]] = data
+            while len(self.images) > 64:
+                self.images.popitem(last=False)
+            asset["size"] = len(data)
+        return data
+
+    def signed_url(self, asset_id: str, cdn: str) -> str:
+        expires = int(time.time() + self.options["url_ttl"])
+        with self.lock:
+            if self.rates.get("expired_url") and self.fault_rng.random() < self.rates["expired_url"]:
+                expires = int(time.time()) - 10
+                self._count({"kind": "expired_url"})
+        signature = hmac.new(self.signing_key, f"{asset_id}:{expires}".encode(), hashlib.sha256).hexdigest()
+        return f"{cdn}/assets/{asset_id}.png?Expires={expires}&Key-Pair-Id=KSANDBOX&Signature={signature}"
+
+    def check_signature(self, asset_id: str, query: dict) -> bool:
+        try:
+            expires = int(query.get("Expires", "0"))
+        except ValueError:
+            return False
+        expected = hmac.new(self.signing_key, f"{asset_id}:{expires}".encode(), hashlib.sha256).hexdigest()
+        return hmac.compare_digest(expected, query.get("Signature", "")) and expires >= time.time()
+
+
+# -- Views -------------------------------------------------------------------------------------------------
+
+def job_view(state: State, job: dict, cdn: str, now: float) -> dict:
+    status, progress, history = state.status_of(job, now)
+    body = job["body"]
+    meta: dict = {"input": {**body, "modelId": body.get("modelId") or job["model"]["id"]}}
+    if job["workflow"]:
+        meta["input"] = dict(body)
+        meta["workflowId"] = job["workflow"]["id"]
+    if job["failure"] and status == "failure":
+        meta["error"], meta["hint"] = job["failure"]
+    cost = job_cost(job["model"], body)
+    view = {"jobId": job["id"], "id": job["id"], "jobType": "workflow" if job["workflow"] else "custom",
+            "status": status, "progress": round(progress, 3), "statusHistory": history, "metadata": meta,
+            "billing": {"cuCost": cost, "cuDiscount": 0}, "authorId": _catalog.AUTHOR, "ownerId": _catalog.OWNER,
+            "createdAt": iso(job["created"]),
+            "updatedAt": history[-1]["date"] if history else iso(job["created"])}
+    if status == "success":
+        assets = state.ensure_assets(job)
+        meta["assetIds"] = list(assets)
+        view["result"] = {"images": [{"url": state.signed_url(a, cdn)} for a in assets]}
+        if job["workflow"]:
+            meta["flow"] = [{"id": "node_generate", "type": "custom-model", "status": "success",
+                             "modelId": _catalog.HERO, "assets": [{"assetId": a, "url": state.signed_url(a, cdn)}
+                                                                 for a in assets]}]
+    elif job["workflow"]:
+        meta["flow"] = [{"id": "node_generate", "type": "custom-model", "modelId": _catalog.HERO,
+                         "status": {"failure": "failure", "canceled": "failure"}.get(status, "processing")}]
+    if state.options["legacy"]:
+        view.pop("jobId")
+        meta.pop("assetIds", None)
+    return view
+
+
+def job_cost(model: dict, body: dict) -> float:
+    count = int(body.get("numOutputs", 1) or 1)
+    lora = 5.0 if body.get("modelId") or body.get("loras") else 0.0
+    return round((model.get("cost", 9.0) + lora) * count + 1.75, 2)
+
+
+def asset_view(state: State, asset: dict, cdn: str) -> dict:
+    if asset.get("size") is None:
+        state.image_bytes(asset)
+    uploaded = asset["source"] == "uploaded"
+    meta = {"kind": "image", "type": "uploaded" if uploaded else "custom"}
+    if not uploaded:
+        meta.update({"prompt": asset["prompt"], "seed": str(asset["seed"]), "width": asset["width"],
+                     "height": asset["height"], "modelId": asset["model_id"], "parentJobId": asset["job_id"],
+                     "outputIndex": asset["index"]})
+        if asset.get("aspect"):
+            meta["aspectRatio"] = asset["aspect"]
+    return {"id": asset["id"], "kind": "image", "mimeType": "image/png", "status": "success", "privacy": "private",
+            "source": asset["source"], "url": state.signed_url(asset["id"], cdn), "authorId": _catalog.AUTHOR,
+            "ownerId": _catalog.OWNER, "collectionIds": [], "tags": [],
+            "editCapabilities": ["PROMPT_EDITING", "REMOVE_BACKGROUND", "UPSCALE", "VECTORIZATION"],
+            "metadata": meta, "properties": {"size": asset["size"], "width": asset["width"],
+                                             "height": asset["height"], "format": "png"},
+            "createdAt": iso(asset["created"]), "updatedAt": iso(asset["created"])}
+
+
+# -- HTTP --------------------------------------------------------------------------------------------------
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 1024
+
+    def __init__(self, sandbox, handler) -> None:
+        self.sandbox = sandbox
+        super().__init__(("127.0.0.1", sandbox.options["port"] if handler is ApiHandler else 0), handler)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _Server
+
+    def log_message(self, *args: Any) -> None:  # quiet
+        pass
+
+    def _send(self, status: int, payload: Any, headers: Optional[dict] = None, raw: Optional[bytes] = None,
+              content_type: str = "application/json") -> None:
+        data = raw if raw is not None else json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _drop(self) -> None:
+        self.close_connection = True
+        try:
+            self.connection.shutdown(2)
+        except OSError:
+            pass
+
+
+class CdnHandler(_Handler):
+    """The asset origin: checks the URL's signature and expiry, never an Authorization header."""
+
+    def do_GET(self) -> None:
+        sandbox = self.server.sandbox
+        state = sandbox.state
+        parts = urlsplit(self.path)
+        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        with state.lock:
+            state.cdn_requests.append({"time": time.time(), "method": "GET", "path": parts.path, "query": query,
+                                       "authorization": "Authorization" in self.headers})
+        asset_id = parts.path.rsplit("/", 1)[-1].removesuffix(".png")
+        asset = state.assets.get(asset_id)
+        expired = False
+        with state.lock:
+            if state.expire_next > 0:
+                state.expire_next -= 1
+                expired = True
+        if asset is None or expired or not state.check_signature(asset_id, query):
+            body = b"<?xml version='1.0'?><Error><Code>AccessDenied</Code><Message>Request has expired or " \
+                   b"the signature does not match</Message></Error>"
+            return self._send(403, None, raw=body, content_type="application/xml")
+        corrupt = state.take_fault("GET", parts.path, ("corrupt_image",))
+        data = state.image_bytes(asset)
+        self._send(200, None, raw=data[: len(data) // 3] if corrupt else data, content_type="image/png")
+
+
+class ApiHandler(_Handler):
+    def do_GET(self) -> None:
+        self._handle("GET")
+
+    def do_POST(self) -> None:
+        self._handle("POST")
+
+    def do_PUT(self) -> None:
+        self._handle("PUT")
+
+    def do_DELETE(self) -> None:
+        self._handle("DELETE")
+
+    def _handle(self, method: str) -> None:
+        sandbox = self.server.sandbox
+        state = sandbox.state
+        parts = urlsplit(self.path)
+        path = parts.path
+        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        now = time.time()
+        with state.lock:
+            state.requests.append({"time": now, "method": method, "path": path, "query": query,
+                                   "authorization": "Authorization" in self.headers})
+            if method == "POST" and path.startswith("/v1/generate/custom/"):
+                state.generate_posts += 1
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        fault = state.take_fault(method, path, ("rate_limit", "error_5xx", "drop", "slow", "malformed"))
+        creates = method in ("POST", "PUT") and ("/generate/custom/" in path or path.endswith("/run"))
+        try:
+            if fault and fault["kind"] == "rate_limit":
+                self._rate_limited(float(fault.get("retry_after", 1.0)))
+                return
+            if fault and not (creates and fault.get("after_create", fault["kind"] in ("slow", "malformed"))):
+                if fault["kind"] == "drop":
+                    raise Drop()
+                if fault["kind"] == "error_5xx":
+                    raise ApiError(500, "Internal server error")
+                if fault["kind"] == "slow":
+                    time.sleep(float(fault.get("seconds", 2.0)))
+            status, payload, headers = self._route(method, path, query, raw)
+            if fault and fault["kind"] == "drop":
+                raise Drop()
+            if fault and fault["kind"] == "error_5xx":
+                raise ApiError(502, "Bad gateway")
+            if fault and fault["kind"] == "slow" and creates:
+                time.sleep(float(fault.get("seconds", 2.0)))
+            if fault and fault["kind"] == "malformed":
+                return self._send(200, None, raw=b'{"job": {"jobId": "job_', content_type="application/json")
+            self._send(status, payload, headers)
+        except Drop:
+            self._drop()
+        except ApiError as exc:
+            if exc.status == 429:
+                with state.lock:
+                    state.rate_limited.append({"time": time.time(), "retry_after": float(exc.headers["Retry-After"])})
+            self._send(exc.status, {"reason": exc.reason, **exc.extra}, exc.headers)
+
+    def _rate_limited(self, retry_after: float) -> None:
+        state = self.server.sandbox.state
+        with state.lock:
+            state.rate_limited.append({"time": time.time(), "retry_after": retry_after})
+        self._send(429, {"reason": "Too many requests", "remainingSeconds": retry_after},
+                   {"Retry-After": f"{retry_after:g}"})
+
+    # -- routes --
+    def _authorized(self, method: str, public: bool) -> None:
+        sandbox = self.server.sandbox
+        header = self.headers.get("Authorization", "")
+        if header == "public-auth-token" and method == "GET" and public:
+            return
+        expected = base64.b64encode(f"{sandbox.api_key}:{sandbox.api_secret}".encode()).decode()
+        if header.startswith("Basic ") and hmac.compare_digest(header[6:].strip(), expected):
+            return
+        if header.startswith("Bearer ") and hmac.compare_digest(header[7:].strip(), sandbox.api_secret):
+            return
+        raise ApiError(401, "Unauthorized")
+
+    def _route(self, method: str, path: str, query: dict, raw: bytes) -> tuple[int, Any, dict]:
+        state = self.server.sandbox.state
+        cdn = self.server.sandbox.cdn_url
+        if not path.startswith("/v1/"):
+            raise ApiError(404, f"Route {method} {path} not found")
+        parts = path[4:].strip("/").split("/")
+        try:
+            body = json.loads(raw) if raw else {}
+        except ValueError:
+            raise ApiError(400, "Body is not valid JSON") from None
+        head = parts[0]
+        public = (head == "models" and (query.get("privacy") == "public" or (len(parts) > 1 and state.models.get(
+            parts[1], {}).get("privacy") == "public"))) or head == "assets"
+        self._authorized(method, public)
+        now = time.time()
+        if head == "models" and method == "GET":
+            if len(parts) == 1:
+                return 200, self._list_models(query), {}
+            model = state.models.get(parts[1])
+            if model is None:
+                raise ApiError(404, f"Model {parts[1]} not found")
+            return 200, {"model": _catalog.public_view(model, listing=False)}, {}
+        if head == "generate" and method == "POST" and len(parts) == 3 and parts[1] == "custom":
+            return self._generate(parts[2], body, query, now, cdn)
+        if head == "jobs":
+            if method == "GET" and len(parts) == 1:
+                return 200, self._list_jobs(query, cdn, now), {}
+            job = state.jobs.get(parts[1]) if len(parts) > 1 else None
+            if job is None:
+                raise ApiError(404, f"Job {parts[1] if len(parts) > 1 else ''} not found")
+            if method == "GET" and len(parts) == 2:
+                return 200, {"job": job_view(state, job, cdn, now)}, {}
+            if method == "POST" and len(parts) == 3 and parts[2] == "action":
+                if body.get("action") != "cancel":
+                    raise ApiError(400, f"Unknown action {body.get('action')!r}; the only action is cancel")
+                with state.lock:
+                    if state.status_of(job, now)[0] in TERMINAL:
+                        raise ApiError(400, "Cannot cancel this type of job")
+                    job["canceled_at"] = now
+                return 200, {"job": job_view(state, job, cdn, now)}, {}
+        if head == "assets":
+            if method == "POST" and len(parts) == 1:
+                return 200, self._upload(body, cdn), {}
+            if method == "GET" and len(parts) == 1:
+                items = sorted(state.assets.values(), key=lambda a: -a["created"])
+                if query.get("modelId"):
+                    items = [a for a in items if a.get("model_id") == query["modelId"]]
+                page = paginate(items, query, "assets", 50, 100)
+                page["assets"] = [asset_view(state, a, cdn) for a in page["assets"]]
+                return 200, page, {}
+            if method == "GET" and len(parts) == 2:
+                asset = state.assets.get(parts[1])
+                if asset is None:
+                    raise ApiError(404, f"Asset {parts[1]} not found")
+                return 200, {"asset": asset_view(state, asset, cdn)}, {}
+        if head == "workflows":
+            if method == "GET" and len(parts) == 1:
+                return 200, paginate(list(state.workflows.values()), query, "workflows", 50, 100), {}
+            flow = state.workflows.get(parts[1]) if len(parts) > 1 else None
+            if flow is None:
+                raise ApiError(404, f"Workflow {parts[1] if len(parts) > 1 else ''} not found")
+            if method == "GET" and len(parts) == 2:
+                return 200, {"workflow": flow}, {}
+            if method == "PUT" and len(parts) == 3 and parts[2] == "run":
+                if flow["status"] != "ready":
+                    raise ApiError(400, f"Workflow {flow['id']} is not ready (status {flow['status']})")
+                validate_body(flow["inputs"], body, state)
+                model = state.models[_catalog.HERO]
+                if query.get("dryRun") in ("true", "api"):
+                    return 269, self._estimate(model, body), {}
+                job = state.create_job(model | {"cost": 16.0}, body, workflow=flow)
+                return 200, {"job": job_view(state, job, cdn, now), "workflow": flow}, {}
+        raise ApiError(404, f"Route {method} {path} not found")
+
+    def _list_models(self, query: dict) -> dict:
+        state = self.server.sandbox.state
+        privacy = query.get("privacy", "private")
+        if privacy not in ("private", "public"):
+            raise ApiError(400, "privacy must be private or public")
+        if query.get("type") and query.get("types"):
+            raise ApiError(400, "type and types cannot be combined")
+        types = set(filter(None, (query.get("types") or query.get("type") or "").split(",")))
+        tags = set(filter(None, (query.get("tags") or "").split(",")))
+        rows = [m for m in _catalog.MODELS if m["privacy"] == privacy
+                and (not types or m["type"] in types) and (not query.get("status") or m["status"] == query["status"])
+                and (not tags or tags & set(m["tags"]))]
+        page = paginate(rows, query, "models", 100, 500)
+        page["models"] = [_catalog.public_view(m, listing=True) for m in page["models"]]
+        return page
+
+    def _estimate(self, model: dict, body: dict) -> dict:
+        total = job_cost(model, body)
+        return {"creativeUnitsCost": total, "creativeUnitsDiscount": 0,
+                "costDetails": {"custom-generation": round(total - 1.75, 2), "quality-gate": 1.75}}
+
+    def _generate(self, model_id: str, body: dict, query: dict, now: float, cdn: str):
+        sandbox = self.server.sandbox
+        state = sandbox.state
+        model = state.models.get(model_id)
+        if model is None:
+            raise ApiError(404, f"Model {model_id} not found")
+        if model["type"] != "custom":
+            raise ApiError(400, "Custom models only are supported for this endpoint")
+        validate_body(model["inputs"], body, state)
+        if query.get("dryRun") in ("true", "api"):
+            return 269, self._estimate(model, body), {}
+        with state.lock:
+            active = state.active_jobs(now)
+            limit = sandbox.options["max_parallel_jobs"]
+            if len(active) >= limit:
+                soonest = min(j["created"] + j["duration"] for j in active) - now
+                wait = max(1.0, round(soonest + 0.05, 1))
+                raise ApiError(429, f"Too many parallel jobs: the limit is {limit}",
+                               {"Retry-After": f"{wait:g}"}, actionName="parallelCustomJobs", actionLimit=limit,
+                               remainingSeconds=wait)
+            job = state.create_job(model, body)
+        view = job_view(state, job, cdn, now)
+        if sandbox.options["legacy"]:
+            return 200, {"job": {"id": job["id"], "status": view["status"]}}, {}
+        return 200, {"job": view, **self._estimate(model, body)}, {}
+
+    def _list_jobs(self, query: dict, cdn: str, now: float) -> dict:
+        state = self.server.sandbox.state
+        jobs = sorted(state.jobs.values(), key=lambda j: -j["created"])
+        if query.get("createdAfter"):
+            after = parse_iso(query["createdAfter"])
+            if after is None:
+                raise ApiError(400, "createdAfter must be an ISO date")
+            jobs = [j for j in jobs if j["created"] > after]
+        types = set(filter(None, (query.get("types") or query.get("type") or "").split(",")))
+        if types:
+            jobs = [j for j in jobs if ("workflow" if j["workflow"] else "custom") in types]
+        if query.get("workflowId"):
+            jobs = [j for j in jobs if j["workflow"] and j["workflow"]["id"] == query["workflowId"]]
+        if query.get("status"):
+            jobs = [j for j in jobs if state.status_of(j, now)[0] == query["status"]]
+        page = paginate(jobs, query, "jobs", 50, 100)
+        page["jobs"] = [job_view(state, j, cdn, now) for j in page["jobs"]]
+        return page
+
+    def _upload(self, body: dict, cdn: str) -> dict:
+        state = self.server.sandbox.state
+        if not body.get("name") or not body.get("image"):
+            raise ApiError(400, "name and image are required")
+        text = str(body["image"])
+        if text.startswith("data:"):
+            text = text.split(",", 1)[-1]
+        try:
+            data = base64.b64decode(text, validate=True)
+        except (ValueError, binascii.Error):
+            raise ApiError(400, "Invalid image: not base64") from None
+        if len(data) > MAX_UPLOAD:
+            raise ApiError(400, "Image is larger than 6 MB; use POST /uploads")
+        from PIL import Image
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                with Image.open(io.BytesIO(data)) as probe:
+                    width, height = probe.size
+                    probe.verify()
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise ApiError(400, "Invalid image: too many pixels") from None
+        except Exception:
+            raise ApiError(400, "Invalid image") from None
+        with state.lock:
+            asset_id = new_id("asset", state.rng)
+            state.assets[asset_id] = {"id": asset_id, "job_id": None, "model_id": None, "source": "uploaded",
+                                      "width": width, "height": height, "created": time.time(), "data": data,
+                                      "size": len(data), "prompt": "", "name": body["name"]}
+        return {"asset": asset_view(state, state.assets[asset_id], cdn)}
