@@ -45,6 +45,9 @@ class CostEstimate:
         details = ", ".join(f"{k} {v:g}" for k, v in self.details.items())
         return f"{self.creative_units:g} CU" + (f" ({details})" if details else "")
 
+    def __repr__(self) -> str:
+        return f"<CostEstimate {self}>"
+
     def _repr_markdown_(self) -> str:
         return f"**Estimated cost:** {self} — dry run, nothing was spent."
 

@@ -13,7 +13,7 @@ import shlex
 import time
 from typing import Any, Optional
 
-from IPython.core.display import display
+from IPython.display import display
 from IPython.core.error import StdinNotImplementedError, UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
@@ -290,13 +290,15 @@ class ScenarioMagics(Magics, Configurable):
             return
         shown = {}
         for handle in handles:
-            shown[id(handle)] = display(*self._bundle(handle), raw=True, display_id=True)
+            data, metadata = self._bundle(handle)
+            shown[id(handle)] = display(data, raw=True, metadata=metadata, display_id=True)
         try:
             pending = list(handles)
             while pending:
                 time.sleep(0.2)
                 for handle in list(pending):
-                    shown[id(handle)].update(*self._bundle(handle), raw=True)
+                    data, metadata = self._bundle(handle)
+                    shown[id(handle)].update(data, raw=True, metadata=metadata)
                     if handle.done:
                         pending.remove(handle)
         except KeyboardInterrupt:
@@ -313,7 +315,7 @@ class ScenarioMagics(Magics, Configurable):
         if handle.done and handle.exception is not None:
             data = {"text/plain": f"✗ {handle.exception}", "text/html":
                     f'<pre style="color:#b00">✗ {html.escape(str(handle.exception))}</pre>'}
-        return data, {"metadata": metadata}
+        return data, metadata
 
     def _after(self, handle: Generation, save: Optional[str]) -> None:
         if save and handle.ok:

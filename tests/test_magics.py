@@ -1,0 +1,211 @@
+"""`%%scenario` / `%scenario` in a real IPython shell against the sandbox over HTTP."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from IPython.core.error import UsageError
+from IPython.utils.capture import capture_output
+
+from scenario_nb import Generation
+from scenario_nb._history import History
+
+
+def run(ip, cell):
+    with capture_output() as out:
+        result = ip.run_cell(cell)
+    return result, out
+
+
+def images_in(out) -> int:
+    return sum(any(k.startswith("image/") for k in o.data) for o in out.outputs)
+
+
+def test_load_says_which_backend_and_status_hides_secrets(ip, env):
+    result, out = run(ip, "%scenario status")
+    text = out.stdout
+    assert "backend: custom" in text and env.url in text and "secret set: yes" in text
+    assert env.api_secret not in text and env.api_key not in text
+
+
+def test_cell_generates_images_with_bundle_and_history(ip, env):
+    ip.run_line_magic("scenario", "use Gemini")
+    result, out = run(ip, "%%scenario -a 16:9 -n 2 -o gen --seed 5\na red potion, game icon")
+    assert result.error_in_exec is None
+    gen = ip.user_ns["gen"]
+    assert isinstance(gen, Generation) and gen.ok and len(gen.images) == 2
+    final = [o for o in out.outputs if any(k.startswith("image/") for k in o.data)]
+    assert final and final[-1].metadata["scenario_nb"]["job_id"] == gen.job_id
+    assert gen.job_id in final[-1].data["text/plain"]
+    w, h = gen.images[0].size
+    assert abs(w / h - 16 / 9) < 0.05
+    record = ip.run_line_magic  # history lists it
+    result, out = run(ip, "%scenario history 5")
+    assert gen.job_id in out.outputs[0].data["text/plain"]
+
+
+def test_rerun_makes_no_new_job_and_force_does(ip, env):
+    ip.run_line_magic("scenario", "use Gemini")
+    cell = "%%scenario -o first --seed 3\na wooden crate"
+    run(ip, cell)
+    created = env.stats()["jobs_created"]
+    result, out = run(ip, cell.replace("first", "second"))
+    assert env.stats()["jobs_created"] == created
+    assert "Shown from history" in out.stdout and "--force" in out.stdout
+    assert ip.user_ns["second"].job_id == ip.user_ns["first"].job_id and images_in(out)
+    run(ip, "%%scenario -o third --seed 3 --force\na wooden crate")
+    assert env.stats()["jobs_created"] == created + 1
+
+
+def test_prompt_variables_and_braces(ip, env):
+    ip.user_ns["creature"] = "dragon"
+    run(ip, "%%scenario Gemini -o g\na {creature} with {unknown} and {{braces}}")
+    assert ip.user_ns["g"].prompt == "a dragon with {unknown} and {braces}"
+
+
+def test_each_puts_all_in_flight(ip, env):
+    result, out = run(ip, "%%scenario Gemini --each -o batch\nan apple\n\na pear\na plum")
+    batch = ip.user_ns["batch"]
+    assert [g.prompt for g in batch] == ["an apple", "a pear", "a plum"] and all(g.ok for g in batch)
+    starts = sorted(g.submitted_at for g in batch)
+    ends = sorted(g.finished_at for g in batch)
+    assert starts[-1] < ends[0], "the jobs ran one after another"
+
+
+def test_no_wait_returns_at_once_and_binds(ip, env):
+    result, out = run(ip, "%%scenario Gemini --no-wait -o later\na lantern")
+    later = ip.user_ns["later"]
+    assert result.error_in_exec is None and not later.done
+    assert later.wait(timeout=30).ok
+
+
+def test_out_is_bound_also_on_failure(ip, env):
+    env.inject("job_failure", error="content policy violation", hint="Rephrase the prompt")
+    result, out = run(ip, "%%scenario Gemini -o failed\nsomething forbidden")
+    failed = ip.user_ns["failed"]
+    assert failed.done and not failed.ok and failed.job_id
+    text = str(out.outputs[-1].data["text/plain"])
+    assert "content policy violation" in text and "Rephrase the prompt" in text and "Traceback" not in text
+
+
+def test_dry_run_spends_nothing(ip, env):
+    created = env.stats()["jobs_created"]
+    result, out = run(ip, "%%scenario Gemini --dry-run -n 3\na castle")
+    assert env.stats()["jobs_created"] == created
+    assert "CU" in str(out.outputs[0].data)
+
+
+def test_max_cost_refuses_without_anyone_to_ask(ip, env):
+    ip.run_cell("%config ScenarioMagics.max_cost = 1")
+    created = env.stats()["jobs_created"]
+    result, out = run(ip, "%%scenario Gemini\na castle")
+    assert isinstance(result.error_in_exec, UsageError) and "max_cost" in str(result.error_in_exec)
+    assert env.stats()["jobs_created"] == created
+    ip.run_cell("%config ScenarioMagics.max_cost = None")
+
+
+def test_lora_runs_through_a_base_model(ip, env):
+    result, out = run(ip, "%%scenario Hero -a 16:9 -o hero\nthe hero at dawn")
+    assert "running it through" in out.stdout and ip.user_ns["hero"].ok
+
+
+def test_save_flag_writes_pngs_and_sidecar(ip, env, tmp_path):
+    run(ip, f"%%scenario Gemini --save {tmp_path / 'out'} -o s\na shield")
+    files = sorted(p.suffix for p in (tmp_path / "out").iterdir())
+    assert files == [".json", ".png"]
+
+
+@pytest.mark.parametrize("cell, message", [
+    ("%%scenario Nope\nx", "no model named 'Nope'"),
+    ("%%scenario Gemini\n   ", "empty prompt"),
+    ("%%scenario Gemini -a 5:1\nx", "aspect 5:1 is not allowed"),
+    ("%%scenario Gemini -n 0\nx", "at least 1"),
+    ("%%scenario Gemini -n 99\nx", "at most 4"),
+    ("%%scenario Gemini --set bogus=1\nx", "no input 'bogus'"),
+    ("%%scenario Gemini --set numOutputs=many\nx", "expected a number"),
+    ("%%scenario Gemini --set resolution=8K\nx", "allowed"),
+    ("%%scenario Gemini --bogus\nx", "unrecognized arguments"),
+    ("%scenario frobnicate", "unknown %scenario command"),
+    ("%scenario job job_doesNotExist1234567890ab", "not found"),
+    ("%scenario model", "the following arguments are required"),
+])
+def test_user_mistakes_are_one_line(ip, env, cell, message):
+    created = env.stats()["jobs_created"]
+    result, out = run(ip, cell)
+    assert isinstance(result.error_in_exec, UsageError), result.error_in_exec
+    assert message in str(result.error_in_exec)
+    assert "\n" not in str(result.error_in_exec).strip() and "Traceback" not in out.stdout + out.stderr
+    assert env.stats()["jobs_created"] == created
+
+
+def test_no_model_chosen_says_how(ip, env):
+    result, out = run(ip, "%%scenario\na thing")
+    assert "no model given" in str(result.error_in_exec) and "%scenario use" in str(result.error_in_exec)
+
+
+def test_settings_are_listed_and_validated(ip, env, caplog):
+    with capture_output() as out:
+        ip.run_cell("%config ScenarioMagics")
+    for name in ("default_model", "default_aspect", "thumbnail_size", "wait", "reuse", "max_cost", "history_path",
+                 "poll_interval_floor", "job_timeout"):
+        assert f"ScenarioMagics.{name}" in out.stdout
+    run(ip, "%config ScenarioMagics.thumbnail_size = 5")
+    magics = next(c for c in ip.configurables if type(c).__name__ == "ScenarioMagics")
+    assert magics.thumbnail_size == 512 and "between 64 and 4096" in caplog.text
+    run(ip, "%config ScenarioMagics.max_cost = -3")
+    assert magics.max_cost is None and "0 or more" in caplog.text
+    run(ip, "%scenario status")
+    ip.run_cell("%config ScenarioMagics.poll_interval_floor = 0.5")
+    from scenario_nb._session import get_session
+    assert get_session().client.poller.floor == 0.5
+
+
+def test_subcommands(ip, env, tmp_path):
+    result, out = run(ip, "%scenario models")
+    assert "Hero Knight" in out.outputs[0].data["text/plain"]
+    result, out = run(ip, "%scenario models --public gemini")
+    assert "Gemini" in out.outputs[0].data["text/plain"]
+    result, out = run(ip, "%scenario model Hero")
+    assert "Runs through" in out.stdout
+    run(ip, "%%scenario Gemini -o g\na key")
+    gen = ip.user_ns["g"]
+    result, out = run(ip, f"%scenario asset {gen.asset_ids[0]}")
+    assert "image/png" in out.outputs[0].data
+    result, out = run(ip, f"%scenario job {gen.job_id}")
+    assert images_in(out)
+    run(ip, "%%scenario Gemini --no-wait -o a\nflying ship")
+    result, out = run(ip, "%scenario wait")
+    assert "✓" in out.stdout and ip.user_ns["a"].ok
+    run(ip, "%%scenario Gemini --no-wait -o b\nslow ship")
+    result, out = run(ip, "%scenario cancel all")
+    assert "Canceled 1" in out.stdout
+    result, out = run(ip, "%scenario workflows")
+    assert "Character sheet" in out.outputs[0].data["text/plain"]
+    result, out = run(ip, "%scenario help")
+    assert "%scenario history" in out.stdout
+
+
+def test_history_path_setting_moves_the_history(ip, env, tmp_path):
+    ip.run_cell(f"%config ScenarioMagics.history_path = '{tmp_path / 'other.sqlite'}'")
+    run(ip, "%%scenario Gemini -o g\na moved history")
+    assert History(tmp_path / "other.sqlite").get(ip.user_ns["g"].job_id) is not None
+    ip.run_cell("%config ScenarioMagics.history_path = ''")
+
+
+WRITER = """
+import sys
+from scenario_nb._history import History, JobRecord
+h = History(sys.argv[1])
+for i in range(200):
+    h.record(JobRecord(f"job_{sys.argv[2]}_{i}", status="success", created_at=i))
+"""
+
+
+def test_two_processes_writing_history_lose_no_row(tmp_path):
+    path = tmp_path / "h.sqlite"
+    History(path)
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(path), tag]) for tag in "xy"]
+    assert all(p.wait(timeout=60) == 0 for p in procs)
+    assert History(path).count() == 400
