@@ -74,7 +74,7 @@ class Generation:
         handle.job_id, handle.status, handle.cost = record.job_id, record.status, record.cost
         handle.asset_ids, handle.files = list(record.asset_ids), [Path(f) for f in record.files]
         handle.error, handle.hint, handle.progress = record.error, record.hint, 1.0
-        handle.submitted_at, handle.finished_at = record.created_at, record.finished_at
+        handle.submitted_at, handle.finished_at = record.created_at, record.finished_at or time.time()
         handle._done.set()
         return handle
 
@@ -90,7 +90,8 @@ class Generation:
 
     @property
     def done(self) -> bool:
-        return self._done.is_set()
+        """Finished (images stored, history written); `wait()` returns once callbacks saw it too."""
+        return self.finished_at is not None
 
     @property
     def ok(self) -> bool:
@@ -273,8 +274,8 @@ class Generation:
                     hint=self.hint, cost=self.cost, finished_at=self.finished_at, updated_at=self.finished_at)
             except ScenarioError as exc:
                 log.warning("could not update the history for %s: %s", self.job_id, exc)
-        self._done.set()
         self._notify()
+        self._done.set()
 
     def _notify(self) -> None:
         with self._lock:

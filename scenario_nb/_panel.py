@@ -100,6 +100,11 @@ class Panel:
         self.save_button.on_click(lambda _: self.save_selected())
         self._load_models()
 
+    def wait_ready(self, timeout: float = 60) -> "Panel":
+        """Block until the model list is loaded (for scripts and tests; the UI never waits)."""
+        self._loader.join(timeout)
+        return self
+
     def _ipython_display_(self) -> None:
         from IPython.display import display
         display(self.widget)
