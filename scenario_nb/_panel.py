@@ -81,7 +81,7 @@ class Panel:
                                         disabled=True)
         self.jobs = w.VBox()
         self.gallery = w.HBox(layout=w.Layout(flex_flow="row wrap"))
-        self.large = w.Image(format="png", layout=w.Layout(max_width="768px"))
+        self.large = w.Image(format="png", layout=w.Layout(max_width="768px", display="none"))
         self.large_caption = w.HTML()
         self.save_folder = w.Text(value="outputs/panel", description="Save to")
         self.save_button = w.Button(description="Save selected", icon="save")
@@ -312,6 +312,7 @@ class Panel:
 
     def show_large(self, handle: Generation, asset_id: str) -> None:
         self.large.value = self.client.store.thumbnail_png(asset_id, 1024)
+        self.large.layout.display = None
         self.large_caption.value = f"<code>{html.escape(handle.summary())}</code>"
 
     def copy_as_magic(self, handle: Generation) -> str:

@@ -1,0 +1,102 @@
+"""Real kernels: outputs as users get them, `--no-wait` in place, and recovery after a killed kernel."""
+
+from __future__ import annotations
+
+import base64
+import re
+
+import nbformat
+import pytest
+from jupyter_client.manager import start_new_kernel
+from nbclient import NotebookClient
+
+from conftest import kernel_env
+
+WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
+
+
+def run_notebook(cells: list, env: dict) -> nbformat.NotebookNode:
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    client = NotebookClient(nb, timeout=120, kernel_name="python3", store_widget_state=True)
+    client.execute(env=env)
+    return nb
+
+
+def test_outputs_are_bundles_with_image_text_and_provenance(tmp_path, sandbox_process):
+    nb = run_notebook(["%load_ext scenario_nb",
+                       "%%scenario Gemini -n 2 --seed 9 -o g\na golden key, game icon"],
+                      kernel_env(tmp_path, sandbox_process))
+    outputs = nb.cells[1].outputs
+    assert not [o for o in outputs if o.output_type == "error"]
+    final = [o for o in outputs if any(k.startswith("image/") for k in o.get("data", {}))]
+    assert len(final) == 1, "one image bundle per generation"
+    out = final[0]
+    meta = out.metadata["scenario_nb"]
+    assert meta["prompt"] == "a golden key, game icon" and meta["seed"] == 9 and meta["job_id"].startswith("job_")
+    assert meta["job_id"] in out.data["text/plain"] and len(meta["asset_ids"]) == 2 and meta["cost"] > 0
+
+
+def test_no_wait_output_completes_in_its_own_cell_after_later_cells(tmp_path, sandbox_process):
+    nb = run_notebook(["%load_ext scenario_nb",
+                       "%%scenario Gemini --no-wait -o later\na lighthouse at night",
+                       "print('the kernel is free:', later.status)",
+                       "later.wait(); import time; time.sleep(1.0); print(later.status)"],
+                      kernel_env(tmp_path, sandbox_process))
+    assert "the kernel is free" in nb.cells[2].outputs[0].text and "success" not in nb.cells[2].outputs[0].text
+    cell = nb.cells[1]
+    mimes = {k for o in cell.outputs for k in o.get("data", {})}
+    assert any(m.startswith("image/") for m in mimes), "the display was not updated in place"
+    state = nb.metadata["widgets"][WIDGET_STATE]["state"]
+    images = [m for m in state.values() if m["model_name"] == "ImageModel" and
+              any(base64.b64decode(b["data"]) for b in m.get("buffers", []))]
+    assert images, "the live widget never got its image"
+
+
+class Kernel:
+    def __init__(self, env: dict) -> None:
+        self.km, self.kc = start_new_kernel(kernel_name="python3", env=env)
+
+    def run(self, code: str) -> list:
+        outputs = []
+
+        def hook(msg):
+            if msg["msg_type"] in ("stream", "display_data", "execute_result", "error", "update_display_data"):
+                outputs.append(msg["content"])
+
+        self.kc.execute_interactive(code, timeout=120, output_hook=hook)
+        errors = [o for o in outputs if "ename" in o]
+        assert not errors, errors[0]["evalue"]
+        return outputs
+
+    def kill(self) -> None:
+        self.kc.stop_channels()
+        self.km.shutdown_kernel(now=True)
+
+
+def text_of(outputs: list) -> str:
+    return "\n".join(o.get("text", "") or o.get("data", {}).get("text/plain", "") for o in outputs)
+
+
+def test_killed_kernel_with_ten_jobs_in_flight_loses_nothing(tmp_path, sandbox_process):
+    env = kernel_env(tmp_path, sandbox_process)
+    first = Kernel(env)
+    prompts = "\n".join(f"crate variant {i}" for i in range(10))
+    first.run("%load_ext scenario_nb")
+    first.run(f"%%scenario Gemini --each --no-wait -o batch\n{prompts}")
+    ids = re.findall(r"job_\w+", text_of(first.run("print([g.job_id for g in batch], [g.done for g in batch])")))
+    assert len(set(ids)) == 10
+    first.kill()  # mid-job: nothing was downloaded yet
+
+    second = Kernel(env)
+    try:
+        second.run("%load_ext scenario_nb")
+        history = text_of(second.run("%scenario history 20"))
+        assert all(job_id in history for job_id in ids)
+        for job_id in ids:
+            outputs = second.run(f"%scenario job {job_id}")
+            assert any(k.startswith("image/") for o in outputs for k in o.get("data", {})), job_id
+        again = text_of(second.run("%scenario history 20"))
+        assert again.count("success") >= 10
+    finally:
+        second.kill()
