@@ -9,6 +9,7 @@ resolved, downloaded, stored, history written) before its handle is marked done.
 
 from __future__ import annotations
 
+import functools
 import heapq
 import itertools
 import logging
@@ -73,7 +74,9 @@ class Poller:
         self._stopped = False
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="scenario-poll")
         self._thread: Optional[threading.Thread] = None
+        self.cpu_seconds: dict[str, float] = defaultdict(float)  # thread CPU per task kind (benchmarks)
         self._throttled: deque = deque()
+        self._completing: set = set()  # handles whose outputs are being downloaded
         self._draining = False
         self._tracked_at: dict[int, float] = {}
         self._polls: dict[int, int] = defaultdict(int)
@@ -100,7 +103,7 @@ class Poller:
         self._schedule(handle, 0.0, self._reconcile)
 
     def poll_soon(self, handle: Generation) -> None:
-        self._schedule(handle, 0.0, self._poll, replace=True)
+        self._schedule(handle, 0.0, self._poll)
 
     def forget(self, handle: Generation) -> None:
         with self._cond:
@@ -128,11 +131,8 @@ class Poller:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     # -- Scheduling --------------------------------------------------------------------------------
-    def _schedule(self, handle: Generation, delay: float, task: Callable, replace: bool = False) -> None:
+    def _schedule(self, handle: Optional[Generation], delay: float, task: Callable) -> None:
         with self._cond:
-            if replace:
-                self._queue = [e for e in self._queue if e[3] is not handle]
-                heapq.heapify(self._queue)
             heapq.heappush(self._queue, (time.monotonic() + delay, next(self._seq), task, handle))
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="scenario-poller", daemon=True)
@@ -141,6 +141,7 @@ class Poller:
 
     def _run(self) -> None:
         while True:
+            started = time.thread_time()
             with self._cond:
                 while not self._stopped:
                     if not self._queue:
@@ -156,6 +157,7 @@ class Poller:
                 now = time.monotonic()
                 while self._queue and self._queue[0][0] <= now:
                     due.append(heapq.heappop(self._queue))
+                self.cpu_seconds["schedule"] += time.thread_time() - started
             for _, _, task, handle in due:
                 try:
                     self._pool.submit(self._guarded, task, handle)
@@ -163,11 +165,16 @@ class Poller:
                     return
 
     def _guarded(self, task: Callable, handle: Generation) -> None:
+        started = time.thread_time()
         try:
             task(handle)
         except Exception as exc:  # never lose a job to a bug or an unexpected answer: try again later
-            log.warning("scenario_nb: %s on %s; will retry", exc, handle.job_id)
+            log.warning("scenario_nb: %s on %s; will retry", exc, getattr(handle, "job_id", None))
             self._schedule(handle, self.ceiling, task)
+        finally:
+            name = getattr(task, "func", task).__name__.strip("_")
+            with self._cond:
+                self.cpu_seconds[name] += time.thread_time() - started
 
     def _next_delay(self, handle: Generation) -> float:
         """How long until this job is worth asking about again."""
@@ -200,7 +207,7 @@ class Poller:
 
     # -- Tasks (run on the worker pool) --------------------------------------------------------------
     def _poll(self, handle: Generation) -> None:
-        if handle.done or handle.job_id is None:
+        if handle.done or handle.job_id is None or id(handle) in self._completing:
             return
         started = self._tracked_at.get(id(handle), time.monotonic())
         if time.monotonic() - started > self.job_timeout:
@@ -228,7 +235,9 @@ class Poller:
             duration = server_duration(handle.status_history)
             if duration:
                 self.durations.add(handle.run_model_id, duration)
-            self._complete(handle, job)
+            with self._cond:
+                self._completing.add(id(handle))
+            self._schedule(handle, 0.0, functools.partial(self._complete, job=job))
         elif status in ("failure", "canceled"):
             self._release(handle)
             handle._finish(JobFailedError(handle.job_id, handle.error or "", handle.hint or "", status))
@@ -262,7 +271,7 @@ class Poller:
                 files.append(store.path_for(key))
         except (APIConnectionError, ServerError) as exc:
             log.info("scenario_nb: downloading %s failed (%s); retrying", handle.job_id, exc)
-            self._schedule(handle, self.ceiling, lambda h: self._complete(h, job))
+            self._schedule(handle, self.ceiling, functools.partial(self._complete, job=job))
             return
         except ScenarioError as exc:
             self._release(handle)
@@ -321,6 +330,8 @@ class Poller:
         handle._finish(self.client.nothing_created(handle), status="failure")
 
     def _release(self, handle: Generation) -> None:
+        with self._cond:
+            self._completing.discard(id(handle))
         self._tracked_at.pop(id(handle), None)
         self._polls.pop(id(handle), None)
         self._samples.pop(id(handle), None)

@@ -7,6 +7,7 @@ sandbox (beside the package, imported only here) and says so in one visible line
 from __future__ import annotations
 
 import os
+import secrets
 import threading
 from typing import Optional
 
@@ -31,7 +32,10 @@ class Session:
         else:
             from . import sandbox  # only the session ever starts the sandbox; the client never imports it
             job_seconds = float(os.environ.get("SCENARIO_NB_SANDBOX_JOB_SECONDS", "3"))
-            self.sandbox = sandbox.start(job_seconds=job_seconds, job_jitter=min(1.0, job_seconds / 4))
+            # A fresh seed per kernel: history and file store are shared by every kernel, so job and asset
+            # ids must never repeat across sandboxes (a repeated asset id would show another kernel's image).
+            self.sandbox = sandbox.start(job_seconds=job_seconds, job_jitter=min(1.0, job_seconds / 4),
+                                         seed=secrets.randbelow(2 ** 31))
             self.client = ScenarioClient(self.sandbox.api_key, self.sandbox.api_secret, self.sandbox.url,
                                          history_path=history_path)
             self.backend = "sandbox"
