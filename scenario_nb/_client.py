@@ -77,6 +77,7 @@ class ScenarioClient:
         self._lock = threading.RLock()
         self._models: dict[str, Model] = {}
         self._catalog: Optional[list[Model]] = None
+        self._own: Optional[tuple[float, list[Model]]] = None
         self._base_for_type: dict[str, Model] = {}
         self._known_job_ids: set[str] = set()
         self._store = None
@@ -174,7 +175,7 @@ class ScenarioClient:
                 return self.model(text)
             except NotFoundError:
                 raise InputError(f"model {text} not found; list your models with %scenario models") from None
-        candidates = self.models() + self.public_models()
+        candidates = self._own_models() + self.public_models()
         exact = [m for m in candidates if m.name.lower() == text.lower()]
         if len(exact) == 1 or (exact and len({m.id for m in exact}) == 1):
             return self.model(exact[0].id)
@@ -188,6 +189,16 @@ class ScenarioClient:
         tip = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else \
             "; list them with %scenario models"
         raise InputError(f"no model named {text!r}{tip}")
+
+    def _own_models(self, max_age: float = 60.0) -> list[Model]:
+        """Your models for name lookups, re-listed at most once a minute (a cell should not pay a round trip)."""
+        with self._lock:
+            cached = self._own
+        if cached is None or time.monotonic() - cached[0] > max_age:
+            cached = (time.monotonic(), self.models())
+            with self._lock:
+                self._own = cached
+        return cached[1]
 
     def public_models(self) -> list[Model]:
         """The public catalog of runnable models (cached per client)."""

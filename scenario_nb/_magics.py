@@ -323,32 +323,32 @@ class ScenarioMagics(Magics, Configurable):
             print(f"Saved {len(paths) - 1} image(s) and {paths[-1].name} to {save}")
 
     def _live_view(self, handle: Generation, save: Optional[str]) -> None:
-        """A widget in this cell that the poller thread updates in place, even while other cells run."""
+        """One widget in this cell that the poller thread updates in place, even while other cells run.
+
+        When the job ends the display is also updated with the image bundle, so a saved notebook shows the
+        result without widget state.
+        """
         import ipywidgets as widgets
-        status = widgets.HTML(status_html(handle))
-        gallery = widgets.HBox([])
-        view = widgets.VBox([status, gallery])
+        view = widgets.HTML(status_html(handle))
         shown = display(view, display_id=True)
         size = self.thumbnail_size
 
         def update(h: Generation) -> None:
             if not h.done:
-                status.value = status_html(h)
+                view.value = status_html(h)
                 return
             if h.exception is not None:
-                status.value = f'<pre style="color:#b00">✗ {html.escape(str(h.exception))}</pre>'
+                view.value = f'<pre style="color:#b00">✗ {html.escape(str(h.exception))}</pre>'
                 return
-            status.value = f"<code>{html.escape(h.summary())}</code>"
-            if not gallery.children:
-                gallery.children = [widgets.Image(value=h.client.store.thumbnail_png(a, size), format="png",
-                                                  layout=widgets.Layout(max_width=f"{size}px"))
-                                    for a in h.asset_ids]
-                data, metadata = generation_bundle(h, size)
-                data["application/vnd.jupyter.widget-view+json"] = {
-                    "version_major": 2, "version_minor": 0, "model_id": view.model_id}
-                shown.update(data, raw=True, metadata=metadata)
-                if save:
-                    h.save(save)
+            data, metadata = generation_bundle(h, size)
+            mime = next(k for k in data if k.startswith("image/"))
+            view.value = (f"<code>{html.escape(h.summary())}</code><br>"
+                          f'<img src="data:{mime};base64,{data[mime]}" style="max-width:100%">')
+            data["application/vnd.jupyter.widget-view+json"] = {
+                "version_major": 2, "version_minor": 0, "model_id": view.model_id}
+            shown.update(data, raw=True, metadata=metadata)
+            if save:
+                h.save(save)
         handle.on_update(update)
 
     # -- Line mode -------------------------------------------------------------------------------------

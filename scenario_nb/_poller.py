@@ -190,8 +190,10 @@ class Poller:
                 and sample[0] > started:
             rate = handle.progress / (sample[0] - started)
             predictions.append(sample[0] + (1 - handle.progress) / rate + 0.2)
-        if not predictions:
-            return min(self.ceiling, max(self.floor, 1.0 * 2 ** polls))
+        if handle.status == "finalizing":  # outputs are being stored: moments away
+            return self.floor
+        if not predictions:  # nothing known yet: never more than ~20 % late
+            return min(self.ceiling, max(self.floor, 0.2 * (now - handle.submitted_at)))
         ahead = [t for t in predictions if t > now + self.floor]
         if ahead:
             return min(self.ceiling, min(ahead) - now)

@@ -1,8 +1,13 @@
-"""Every notebook runs top to bottom on the embedded sandbox, with images where generations are."""
+"""Every notebook runs top to bottom on the embedded sandbox, with images where generations are.
+
+The checks on an executed notebook (`problems`) are shared with test_binder, which runs the same notebooks in
+a fresh virtual environment built from binder/.
+"""
 
 from __future__ import annotations
 
 import base64
+import re
 from pathlib import Path
 
 import nbformat
@@ -14,48 +19,116 @@ from conftest import ROOT, kernel_env
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
+IMAGE_LINES = re.compile(r"^%scenario\s+(workflow|job|asset)\b")  # line magics that show images too
+FAILURE_TEXT = re.compile(r"Traceback|Error|✗")
 
 
-def execute(path: Path, home: Path, cwd: Path, extra_cells: list = ()) -> nbformat.NotebookNode:
+def execute(path: Path, home: Path, cwd: Path) -> nbformat.NotebookNode:
+    """Run a notebook with no credentials in the kernel (so on the embedded sandbox), saving widget state."""
     nb = nbformat.read(path, as_version=4)
-    nb.cells += [nbformat.v4.new_code_cell(c) for c in extra_cells]
     client = NotebookClient(nb, timeout=180, kernel_name="python3", store_widget_state=True,
                             resources={"metadata": {"path": str(cwd)}})
-    client.km_env = kernel_env(home)  # no credentials: the embedded sandbox
-    client.execute(env=client.km_env)
+    client.execute(env=kernel_env(home))
     return nb
+
+
+def widget_state(nb) -> dict:
+    return nb.metadata.get("widgets", {}).get(WIDGET_STATE, {}).get("state", {})
+
+
+def has_image_buffer(model: dict) -> bool:
+    return model.get("model_name") == "ImageModel" and any(
+        b.get("path") == ["value"] and base64.b64decode(b.get("data") or "") for b in model.get("buffers", []))
 
 
 def widget_images(nb) -> int:
     """ImageModels with a value buffer in the saved widget state."""
-    state = nb.metadata.get("widgets", {}).get(WIDGET_STATE, {}).get("state", {})
-    return sum(1 for m in state.values() if m.get("model_name") == "ImageModel" and
-               any(b.get("path") == ["value"] and base64.b64decode(b["data"]) for b in m.get("buffers", [])))
+    return sum(1 for m in widget_state(nb).values() if has_image_buffer(m))
+
+
+def view_holds_image(state: dict, model_id: str) -> bool:
+    """Whether the widget `model_id`, or any widget it contains, is an image with bytes in the saved state."""
+    seen, todo = set(), [model_id]
+    while todo:
+        mid = todo.pop()
+        if mid in seen or mid not in state:
+            continue
+        seen.add(mid)
+        model = state[mid]
+        if has_image_buffer(model):
+            return True
+        children = model.get("state", {}).get("children") or []
+        todo += [c[len("IPY_MODEL_"):] for c in children if isinstance(c, str) and c.startswith("IPY_MODEL_")]
+    return False
+
+
+def cell_texts(cell, name: str) -> str:
+    return "".join(o.text for o in cell.outputs if o.output_type == "stream" and o.name == name)
+
+
+def is_generation(cell) -> bool:
+    first = cell.source.lstrip().splitlines()[0] if cell.source.strip() else ""
+    return (first.startswith("%%scenario") and "--dry-run" not in first) or bool(IMAGE_LINES.match(first))
+
+
+def problems(nb, name: str) -> list:
+    """Everything wrong with an executed notebook, as readable lines (empty when all is well)."""
+    found = []
+    state = widget_state(nb)
+    for index, cell in enumerate(nb.cells):
+        if cell.cell_type != "code":
+            continue
+        where = f"{name} cell {index} {cell.source.splitlines()[0][:50]!r}"
+        errors = [o for o in cell.outputs if o.output_type == "error"]
+        if errors:
+            found.append(f"{where}: error output {errors[0].ename}: {errors[0].evalue}")
+        if cell.execution_count is None:
+            found.append(f"{where}: never ran")
+        stderr = cell_texts(cell, "stderr")
+        if "raises-exception" in cell.metadata.get("tags", []):
+            # The one expected refusal (the spend guard): a one-line UsageError, never a traceback.
+            if "UsageError: refused" not in stderr or "Traceback" in stderr:
+                found.append(f"{where}: expected a one-line refusal, got {stderr!r}")
+            continue
+        if FAILURE_TEXT.search(stderr):
+            found.append(f"{where}: stderr {stderr.strip()[:300]!r}")
+        if "✗" in cell_texts(cell, "stdout"):
+            found.append(f"{where}: a job failed: {cell_texts(cell, 'stdout').strip()[:300]!r}")
+        for output in cell.outputs:
+            text = str(output.get("data", {}).get("text/plain", ""))
+            if text.startswith("✗"):
+                found.append(f"{where}: a job failed: {text[:300]!r}")
+        if is_generation(cell):
+            data = [o.get("data", {}) for o in cell.outputs]
+            images = any(m.startswith("image/") for d in data for m in d)
+            views = [d[WIDGET_VIEW]["model_id"] for d in data if WIDGET_VIEW in d]
+            if not images and not any(view_holds_image(state, v) for v in views):
+                found.append(f"{where}: no image in its outputs")
+    return found
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_committed_without_outputs(path):
     nb = nbformat.read(path, as_version=4)
+    nbformat.validate(nb)
     assert nb.metadata["kernelspec"]["name"] == "python3"
+    assert "widgets" not in nb.metadata, f"{path.name} carries saved widget state"
     for cell in nb.cells:
         if cell.cell_type == "code":
-            assert not cell.outputs and cell.execution_count is None, f"{path.name} has outputs"
+            assert not cell.outputs and cell.execution_count is None, \
+                f"{path.name} has outputs or an execution count: {cell.source[:60]!r}"
+
+
+def test_every_story_is_there():
+    names = {p.stem for p in NOTEBOOKS}
+    assert {"01-quickstart", "02-panel", "03-batch-and-variations", "04-image-inputs-loras-workflows",
+            "05-cost-history-recovery"} <= names
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_runs_on_the_sandbox(path, tmp_path):
     nb = execute(path, tmp_path / "home", tmp_path)
-    for cell in nb.cells:
-        if cell.cell_type != "code":
-            continue
-        errors = [o for o in cell.outputs if o.output_type == "error"]
-        if "raises-exception" in cell.metadata.get("tags", []):
-            continue
-        assert not errors, f"{path.name}: {cell.source[:60]!r} -> {errors[0].get('evalue') if errors else ''}"
-        first = cell.source.lstrip().splitlines()[0] if cell.source.strip() else ""
-        if first.startswith("%%scenario") and "--dry-run" not in first:
-            mimes = [k for o in cell.outputs for k in o.get("data", {})]
-            assert any(m.startswith("image/") for m in mimes) or WIDGET_VIEW in mimes, \
-                f"{path.name}: no image from {first!r}"
+    assert not problems(nb, path.name), "\n".join(problems(nb, path.name))
+    assert any(is_generation(c) for c in nb.cells if c.cell_type == "code") or path.stem.startswith("02")
     if path.stem.startswith("02"):
         assert widget_images(nb) >= 1, "the panel's gallery holds no image in the saved widget state"
