@@ -13,6 +13,7 @@ import os
 import random
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 from urllib.parse import urlsplit
@@ -100,10 +101,12 @@ class RateGate:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._not_before = 0.0
+        self.holds: deque = deque(maxlen=10_000)  # (when the 429 arrived, until), monotonic: for benchmarks
 
     def hold_until(self, when: float) -> None:
         with self._lock:
             self._not_before = max(self._not_before, when)
+            self.holds.append((time.monotonic(), when))
 
     def remaining(self) -> float:
         with self._lock:
@@ -188,6 +191,8 @@ class Transport:
         attempt = 0
         while True:
             self.gate.wait()
+            if self.gate.remaining() > 0:  # another thread just got a 429
+                continue
             sent_at = time.time()
             try:
                 if self.on_request:
