@@ -297,9 +297,10 @@ class ScenarioMagics(Magics, Configurable):
             while pending:
                 time.sleep(0.2)
                 for handle in list(pending):
+                    finished = handle.done  # read before drawing: it may finish while the bundle is made
                     data, metadata = self._bundle(handle)
                     shown[id(handle)].update(data, raw=True, metadata=metadata)
-                    if handle.done:
+                    if finished:
                         pending.remove(handle)
         except KeyboardInterrupt:
             running = [h.job_id for h in handles if not h.done and h.job_id]

@@ -346,7 +346,7 @@ def asset_view(state: State, asset: dict, cdn: str) -> dict:
     if asset.get("size") is None:
         state.image_bytes(asset)
     uploaded = asset["source"] == "uploaded"
-    meta = {"kind": "image", "type": "uploaded" if uploaded else "custom"}
+    meta = {"kind": "image", "type": "uploaded" if uploaded else "txt2img"}
     if not uploaded:
         meta.update({"prompt": asset["prompt"], "seed": str(asset["seed"]), "width": asset["width"],
                      "height": asset["height"], "modelId": asset["model_id"], "parentJobId": asset["job_id"],
