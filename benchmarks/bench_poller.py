@@ -25,9 +25,47 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import scenario_nb  # noqa: E402
-from scenario_nb import sandbox as sandbox_mod  # noqa: E402
 
 MODEL = "model_google-gemini-3-1-flash"
+
+
+class SandboxProcess:
+    """The sandbox in its own process (as the real API is): its rendering does not share our CPU."""
+
+    def __init__(self, **options) -> None:
+        import re
+        import subprocess
+        self.api_key, self.api_secret = "sandbox-key", "sandbox-secret"
+        args = [sys.executable, "-m", "scenario_nb.sandbox", "--port", "0"]
+        for name, value in options.items():
+            args += [f"--{name.replace('_', '-')}", str(value)]
+        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
+        while True:
+            found = re.search(r"(http://127\.0\.0\.1:\d+/v1)", self.proc.stdout.readline())
+            if found:
+                self.url = found[1]
+                break
+
+    def _log(self) -> dict:
+        return requests.get(f"{self.url}/_sandbox/log", auth=(self.api_key, self.api_secret), timeout=60).json()
+
+    @property
+    def requests(self) -> list:
+        return [r for r in self._log()["requests"] if "/_sandbox/" not in r["path"]]
+
+    @property
+    def cdn_requests(self) -> list:
+        return self._log()["cdn_requests"]
+
+    def stats(self) -> dict:
+        return self._log()["stats"]
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
 
 
 def server_times(history: list) -> tuple[float, float]:
@@ -36,8 +74,9 @@ def server_times(history: list) -> tuple[float, float]:
 
 
 def count_gets(sb, since: float) -> tuple[int, int]:
-    polls = sum(1 for r in sb.requests if r["time"] >= since and r["method"] == "GET" and "/jobs/" in r["path"])
-    other = sum(1 for r in sb.requests if r["time"] >= since and r["method"] == "GET" and "/jobs/" not in r["path"])
+    log = sb.requests
+    polls = sum(1 for r in log if r["time"] >= since and r["method"] == "GET" and "/jobs/" in r["path"])
+    other = sum(1 for r in log if r["time"] >= since and r["method"] == "GET" and "/jobs/" not in r["path"])
     cdn = sum(1 for r in sb.cdn_requests if r["time"] >= since)
     return polls, polls + other + cdn
 
@@ -123,16 +162,15 @@ def main(argv=None) -> dict:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        with sandbox_mod.start(job_seconds=args.job_seconds, job_jitter=args.jitter, max_parallel_jobs=10_000,
-                               seed=7) as sb:
+        with SandboxProcess(job_seconds=args.job_seconds, jitter=args.jitter, max_parallel=10_000, seed=7) as sb:
             client = scenario_nb.ScenarioClient(sb.api_key, sb.api_secret, sb.url, home=tmp / "ours")
             for n in sizes[:-1] if len(sizes) > 1 else sizes:
                 rows.append({"n": n, "cap": None, "ours": run_ours(client, sb, n),
                              "baseline": run_baseline(sb, n, 1 if n == 1 else args.baseline_sample, tmp)})
             client.close()
         if len(sizes) > 1:
-            with sandbox_mod.start(job_seconds=args.job_seconds, job_jitter=args.jitter, max_parallel_jobs=args.cap,
-                                   seed=8) as sb:
+            with SandboxProcess(job_seconds=args.job_seconds, jitter=args.jitter, max_parallel=args.cap,
+                                seed=8) as sb:
                 client = scenario_nb.ScenarioClient(sb.api_key, sb.api_secret, sb.url, home=tmp / "capped")
                 client.generate(MODEL, "warm-up: learn this model's duration").wait()
                 rows.append({"n": largest, "cap": args.cap, "ours": run_ours(client, sb, largest),

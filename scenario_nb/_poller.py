@@ -39,6 +39,12 @@ class DurationModel:
             with self._lock:
                 self._seen[model_id].append(seconds)
 
+    def seed(self, model_id: str, durations: list) -> None:
+        """Start from what earlier sessions saw (the history), once per model."""
+        with self._lock:
+            if model_id not in self._seen:
+                self._seen[model_id].extend(d for d in durations if d > 0)
+
     def quantile(self, model_id: str, q: float) -> Optional[float]:
         with self._lock:
             seen = sorted(self._seen.get(model_id, ()))
@@ -76,7 +82,8 @@ class Poller:
         self._thread: Optional[threading.Thread] = None
         self.cpu_seconds: dict[str, float] = defaultdict(float)  # thread CPU per task kind (benchmarks)
         self._throttled: deque = deque()
-        self._completing: set = set()  # handles whose outputs are being downloaded
+        self._completing: set = set()
+        self._seeded: set = set()  # models whose durations were looked up in the history  # handles whose outputs are being downloaded
         self._draining = False
         self._tracked_at: dict[int, float] = {}
         self._polls: dict[int, int] = defaultdict(int)
@@ -181,6 +188,8 @@ class Poller:
         now = time.time()
         polls = self._polls[id(handle)]
         predictions = []
+        if handle.run_model_id not in self._seeded:
+            self._seed_from_history(handle.run_model_id)
         typical = self.durations.quantile(handle.run_model_id, self.target_quantile)
         if typical is not None:
             predictions.append(handle.submitted_at + typical)
@@ -199,6 +208,16 @@ class Poller:
             return min(self.ceiling, min(ahead) - now)
         overdue = max(0, polls - 1)
         return min(self.ceiling, self.floor * 1.25 ** min(overdue, 12))
+
+    def _seed_from_history(self, model_id: str) -> None:
+        """Durations of this model's past successes on this backend (local clock: a slight overestimate)."""
+        self._seeded.add(model_id)
+        try:
+            rows = self.client.history.recent(200, backend_url=self.client.base_url)
+        except ScenarioError:
+            return
+        self.durations.seed(model_id, [r.finished_at - r.created_at for r in rows if r.status == "success" and
+                                       r.finished_at and model_id in (r.model_id, r.base_model_id)][:32])
 
     def _phase_start(self, handle: Generation, status: str) -> Optional[float]:
         for entry in handle.status_history:

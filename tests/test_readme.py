@@ -7,6 +7,7 @@ loopback (started as a subprocess instead of blocking, with a random token), and
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets
@@ -17,7 +18,6 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-import json
 from pathlib import Path
 
 import pytest
@@ -58,6 +58,14 @@ def test_readme_pictures_and_placeholders_exist():
         assert mark in text
 
 
+def answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as answer:
+            return answer.status == 200
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return False
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -87,24 +95,27 @@ def test_main_job_opens_the_quickstart_in_jupyterlab(tmp_path):
     log = (tmp_path / "jupyter.log").open("w")
     server = subprocess.Popen(argv, cwd=repo, env=env, stdout=log, stderr=subprocess.STDOUT,
                               start_new_session=True)
-    url = f"http://127.0.0.1:{port}/api/contents/01-quickstart.ipynb?token={token}"
+    base = f"http://127.0.0.1:{port}"
     try:
-        status, body, deadline = None, b"", time.monotonic() + 90
-        while time.monotonic() < deadline and server.poll() is None:
-            try:
-                with urllib.request.urlopen(url, timeout=5) as answer:
-                    status, body = answer.status, answer.read()
-                break
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                time.sleep(0.5)
-        assert status == 200, f"the quickstart was not served ({status}):\n{(tmp_path / 'jupyter.log').read_text()}"
-        model = json.loads(body)
+        deadline = time.monotonic() + 90
+        while not answers(f"{base}/api/status?token={token}"):
+            assert server.poll() is None and time.monotonic() < deadline, \
+                f"JupyterLab did not start:\n{(tmp_path / 'jupyter.log').read_text()}"
+            time.sleep(0.5)
+        # Given a notebook, Jupyter serves from the notebook's folder (the command sets no root_dir): find
+        # the served root in the log and ask for the quickstart under it.
+        served = re.search(r"Serving notebooks from local directory: (.+)", (tmp_path / "jupyter.log").read_text())
+        root = Path(served[1].strip()) if served else repo
+        path = (repo / "notebooks" / "01-quickstart.ipynb").relative_to(root).as_posix()
+        with urllib.request.urlopen(f"{base}/api/contents/{path}?token={token}", timeout=10) as answer:
+            assert answer.status == 200
+            model = json.loads(answer.read())
         assert model["type"] == "notebook" and model["content"]["cells"]
         assert any("%load_ext scenario_nb" in "".join(c["source"]) for c in model["content"]["cells"])
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/lab?token={token}", timeout=10) as answer:
-            assert answer.status == 200  # JupyterLab itself is up
+        with urllib.request.urlopen(f"{base}/lab/tree/{path}?token={token}", timeout=10) as answer:
+            assert answer.status == 200 and b"JupyterLab" in answer.read()  # Lab opens on it
         with pytest.raises(urllib.error.HTTPError) as refused:  # and nobody without the token gets in
-            urllib.request.urlopen(url.split("?")[0], timeout=10)
+            urllib.request.urlopen(f"{base}/api/contents/{path}", timeout=10)
         assert refused.value.code == 403
     finally:
         os.killpg(server.pid, signal.SIGTERM)

@@ -18,9 +18,11 @@ def main(argv=None) -> int:
     parser.add_argument("--job-seconds", type=float, default=3.0, help="how long each job takes")
     parser.add_argument("--jitter", type=float, default=0.0, help="± random seconds on each job")
     parser.add_argument("--max-parallel", type=int, default=32, help="parallel jobs before 429")
+    parser.add_argument("--seed", type=int, default=0, help="seed for ids, durations and faults")
     args = parser.parse_args(argv)
     sandbox = start(port=args.port, api_key=args.api_key, api_secret=args.api_secret,
-                    job_seconds=args.job_seconds, job_jitter=args.jitter, max_parallel_jobs=args.max_parallel)
+                    job_seconds=args.job_seconds, job_jitter=args.jitter, max_parallel_jobs=args.max_parallel,
+                    seed=args.seed)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     print(f"Scenario sandbox API: {sandbox.url}", flush=True)

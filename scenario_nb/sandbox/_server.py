@@ -516,6 +516,11 @@ class ApiHandler(_Handler):
         except ValueError:
             raise ApiError(400, "Body is not valid JSON") from None
         head = parts[0]
+        if head == "_sandbox" and method == "GET":  # sandbox-only: its logs, for benchmarks in another process
+            self._authorized(method, False)
+            with state.lock:
+                return 200, {"requests": list(state.requests), "cdn_requests": list(state.cdn_requests),
+                             "stats": self.server.sandbox.stats()}, {}
         public = (head == "models" and (query.get("privacy") == "public" or (len(parts) > 1 and state.models.get(
             parts[1], {}).get("privacy") == "public"))) or head == "assets"
         self._authorized(method, public)
