@@ -61,6 +61,7 @@ class Generation:
         self.finished_at: Optional[float] = None
         self.server_offset = 0.0
         self._sent_at = self.submitted_at
+        self.uncertain = False  # its request's answer was lost once, and it was reconciled
         self._done = threading.Event()
         self._lock = threading.Lock()
         self._callbacks: list[Callable[["Generation"], None]] = []
@@ -257,7 +258,7 @@ class Generation:
         self._notify()
 
     def _uncertain(self, sent_at: float) -> None:
-        self.status, self._sent_at = "reconciling", sent_at
+        self.status, self._sent_at, self.uncertain = "reconciling", sent_at, True
         self._notify()
 
     def _finish(self, exception: Optional[BaseException] = None, *, status: Optional[str] = None) -> None:

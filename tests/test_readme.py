@@ -15,6 +15,7 @@ import shlex
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from conftest import CREDENTIAL_VARS, ROOT
 from test_binder import INSTALL_TIMEOUT, clean_copy, fresh_venv, sh, venv_env
 
 README = ROOT / "README.md"
@@ -56,6 +57,28 @@ def test_readme_pictures_and_placeholders_exist():
     assert "docs/panel.png" in text and "docs/magic-output.png" in text
     for mark in ("<!-- bench:poller -->", "<!-- bench:notebook -->", "<!-- bench:soak -->"):
         assert mark in text
+
+
+def test_readme_lists_every_setting_and_subcommand():
+    from scenario_nb._magics import SUBCOMMANDS, ScenarioMagics
+    text = README.read_text()
+    for setting in ScenarioMagics.class_traits(config=True):
+        assert f"`{setting}`" in text, f"README does not mention the setting {setting}"
+    glance = text[text.index("## The magics at a glance"):text.index("## The Python API")]
+    for command in SUBCOMMANDS:
+        assert re.search(rf"\b{command}\b", glance), f"README does not mention %scenario {command}"
+
+
+def test_readme_python_api_runs_on_the_sandbox(tmp_path):
+    code = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+    assert len(code) == 1 and len(code[0].strip().splitlines()) == 6
+    env = {k: v for k, v in os.environ.items() if k not in CREDENTIAL_VARS}
+    env.update(SCENARIO_NB_HOME=str(tmp_path / "home"), SCENARIO_NB_SANDBOX_JOB_SECONDS="0.5")
+    run = subprocess.run([sys.executable, "-c", code[0]], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "success" in run.stdout
+    assert len(list((tmp_path / "out").glob("*.png"))) == 2 and list((tmp_path / "out").glob("*.json"))
 
 
 def answers(url: str) -> bool:
