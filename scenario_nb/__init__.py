@@ -4,8 +4,14 @@
     scenario_nb.Panel()            a widget panel on the same client, poller and history
     ScenarioClient().generate(...) the Python API: returns a live Generation at once
 
-Exceptions are documented in one place: `scenario_nb._errors`.
+Exceptions are documented in one place: `scenario_nb._errors`. Set `SCENARIO_NB_LOG_LEVEL=DEBUG` to see
+every API call (method, path, status, time) on the process's stderr (the terminal running Jupyter, never a
+notebook output); credentials and signed URLs are never logged.
 """
+
+import logging as _logging
+import os as _os
+import sys as _sys
 
 from ._client import CostEstimate, ScenarioClient
 from ._errors import (APIConnectionError, APIError, APITimeoutError, AuthenticationError, BadRequestError,
@@ -16,6 +22,12 @@ from ._generation import Generation, wait_all
 from ._models import Model, ModelInput
 
 __version__ = "0.1.0"
+
+if _os.environ.get("SCENARIO_NB_LOG_LEVEL"):
+    _handler = _logging.StreamHandler(_sys.__stderr__)
+    _handler.setFormatter(_logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    _logging.getLogger("scenario_nb").addHandler(_handler)
+    _logging.getLogger("scenario_nb").setLevel(_os.environ["SCENARIO_NB_LOG_LEVEL"].upper())
 
 __all__ = [
     "client", "ScenarioClient", "Generation", "CostEstimate", "Model", "ModelInput", "wait_all", "Panel",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import email.utils
+import logging
 import os
 import random
 import threading
@@ -28,6 +29,7 @@ DEFAULT_BASE_URL = "https://api.cloud.scenario.com/v1"
 CONNECT_TIMEOUT = 5.0
 READ_TIMEOUT = 60.0
 USER_AGENT = "scenario_nb/0.1"
+log = logging.getLogger("scenario_nb.http")
 
 _KEY_VARS = ("SCENARIO_API_KEY", "SCENARIO_SDK_API_KEY")
 _SECRET_VARS = ("SCENARIO_API_SECRET", "SCENARIO_SDK_API_SECRET")
@@ -213,6 +215,7 @@ class Transport:
                     if never_sent else f"the connection dropped during {method} {path}")
             else:
                 status = response.status_code
+                log.debug("%s %s -> %s in %.0f ms", method, path, status, (time.time() - sent_at) * 1000)
                 body, parsed = _parse_json(response)
                 if 200 <= status < 300:
                     if parsed:
@@ -255,6 +258,8 @@ class Transport:
             except requests.exceptions.RequestException as exc:
                 error: Exception = APIConnectionError(f"asset download failed ({_short(exc)})")
             else:
+                # Signed URLs are as good as the asset: only the host is logged.
+                log.debug("asset download from %s -> %s", urlsplit(url).netloc, response.status_code)
                 if response.status_code == 200:
                     return response.content
                 error = error_for_status(response.status_code, _reason(None, response.text[:200]))

@@ -1,16 +1,30 @@
-"""Shared fixtures: a real sandbox over loopback, an isolated home, and a real IPython shell."""
+"""Shared fixtures: a real sandbox over loopback, an isolated home, and a real IPython shell.
+
+Every sandbox here uses distinctive credentials (`SUITE_KEY`, `SUITE_SECRET`, and whatever a test adds to
+`SECRETS`), and every exception the package, IPython, traitlets or requests constructs during the suite is
+kept as text in `RAISED_TEXTS`, so test_secrets can prove that none of them ever carried a secret.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import socket
 import subprocess
 import sys
 import time
+import traceback
+import uuid
 from pathlib import Path
 
+import ipywidgets as w
 import pytest
+import requests
+import traitlets
+from IPython.core.error import UsageError
+
+from scenario_nb import ScenarioError
 
 from scenario_nb import _session
 from scenario_nb import sandbox as sandbox_mod
@@ -18,6 +32,43 @@ from scenario_nb import sandbox as sandbox_mod
 ROOT = Path(__file__).resolve().parents[1]
 CREDENTIAL_VARS = ("SCENARIO_API_KEY", "SCENARIO_API_SECRET", "SCENARIO_API_URL", "SCENARIO_SDK_API_KEY",
                    "SCENARIO_SDK_API_SECRET", "SCENARIO_BASE_URL")
+
+
+SUITE_KEY, SUITE_SECRET = "sk_SUITE_key_6b1f93d0c7", "ss_SUITE_secret_e2a48c5f19"
+SECRETS: set = {SUITE_KEY, SUITE_SECRET}
+RAISED_TEXTS: list = []  # (test id, text) for every recorded exception
+_raised_now: list = []
+
+
+def _record_construction(cls) -> None:
+    """Wrap `cls.__init__` so every instance (subclasses included) is remembered until the test ends."""
+    original = cls.__init__
+
+    def __init__(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        _raised_now.append(self)
+
+    cls.__init__ = __init__
+
+
+for _cls in (ScenarioError, UsageError, traitlets.TraitError, requests.RequestException):
+    _record_construction(_cls)
+
+
+@pytest.fixture(autouse=True)
+def _exception_texts(request):
+    """Turn this test's exceptions into text (message, repr, traceback) and let the objects go."""
+    yield
+    for exc in _raised_now:
+        with contextlib.suppress(Exception):
+            text = "".join(traceback.format_exception(exc)) + repr(exc) + str(exc)
+            RAISED_TEXTS.append((request.node.nodeid, text))
+    _raised_now.clear()
+
+
+def pytest_collection_modifyitems(items):
+    """Tests marked `last` run after everything else (they read what the others recorded)."""
+    items.sort(key=lambda item: item.get_closest_marker("last") is not None)
 
 
 def reset_session() -> None:
@@ -28,7 +79,8 @@ def reset_session() -> None:
 
 @pytest.fixture
 def sandbox():
-    with sandbox_mod.start(job_seconds=0.3, job_jitter=0.1, seed=11) as server:
+    with sandbox_mod.start(job_seconds=0.3, job_jitter=0.1, seed=11, api_key=SUITE_KEY,
+                           api_secret=SUITE_SECRET) as server:
         yield server
 
 
@@ -60,28 +112,69 @@ def ip(env):
     shell.configurables[:] = [c for c in shell.configurables if not isinstance(c, ScenarioMagics)]
 
 
+class FakeComm:
+    """Stands in for the kernel's comm: widgets keep state, nothing is sent anywhere."""
+
+    kernel = "fake"
+
+    def __init__(self, *args, **kwargs):
+        self.comm_id = f"fake-{uuid.uuid4().hex}"
+        self.messages = []
+
+    def open(self, *args, **kwargs):
+        pass
+
+    def on_msg(self, *args, **kwargs):
+        pass
+
+    def send(self, *args, **kwargs):
+        self.messages.append((args, kwargs))
+
+    def close(self, *args, **kwargs):
+        pass
+
+
+@pytest.fixture
+def fake_comm(monkeypatch):
+    """Widgets without a kernel, as ipywidgets' own tests make them."""
+    import comm
+    monkeypatch.setattr(comm, "create_comm", lambda **kw: FakeComm())
+    monkeypatch.setattr(w.widgets.widget, "comm", comm, raising=False)
+    yield
+    w.Widget.close_all()  # else their __del__ complains at interpreter exit
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def sandbox_process(tmp_path):
+@contextlib.contextmanager
+def spawn_sandbox(key: str = SUITE_KEY, secret: str = SUITE_SECRET, job_seconds: str = "1", log=None):
     """The sandbox as its own process, so it outlives kernels (as the real cloud does)."""
-    key, secret = "sk_proc_KEY_5521", "ss_proc_SECRET_8834"
+    SECRETS.update((key, secret))
     proc = subprocess.Popen([sys.executable, "-m", "scenario_nb.sandbox", "--port", "0", "--api-key", key,
-                             "--api-secret", secret, "--job-seconds", "1"], stdout=subprocess.PIPE, text=True)
-    url = None
-    deadline = time.time() + 30
-    while url is None and time.time() < deadline:
-        line = proc.stdout.readline()
-        found = re.search(r"(http://127\.0\.0\.1:\d+/v1)", line)
-        url = found[1] if found else None
-    assert url, "the sandbox did not start"
-    yield {"url": url, "key": key, "secret": secret, "proc": proc}
-    proc.terminate()
-    proc.wait(timeout=10)
+                             "--api-secret", secret, "--job-seconds", job_seconds], stdout=subprocess.PIPE,
+                            stderr=log, text=True)
+    try:
+        url = None
+        deadline = time.time() + 30
+        while url is None and time.time() < deadline:
+            line = proc.stdout.readline()
+            found = re.search(r"(http://127\.0\.0\.1:\d+/v1)", line)
+            url = found[1] if found else None
+        assert url, "the sandbox did not start"
+        yield {"url": url, "key": key, "secret": secret, "proc": proc}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture
+def sandbox_process():
+    with spawn_sandbox() as server:
+        yield server
 
 
 def kernel_env(home: Path, server: dict = None, job_seconds: str = "1") -> dict:

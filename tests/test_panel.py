@@ -12,33 +12,7 @@ import scenario_nb
 from scenario_nb._history import History
 
 
-class FakeComm:
-    """Stands in for the kernel's comm: widgets keep state, nothing is sent anywhere."""
-
-    comm_id = "fake"
-    kernel = "fake"
-
-    def __init__(self, *args, **kwargs):
-        self.messages = []
-
-    def open(self, *args, **kwargs):
-        pass
-
-    def on_msg(self, *args, **kwargs):
-        pass
-
-    def send(self, *args, **kwargs):
-        self.messages.append((args, kwargs))
-
-    def close(self, *args, **kwargs):
-        pass
-
-
-@pytest.fixture(autouse=True)
-def fake_comm(monkeypatch):
-    import comm
-    monkeypatch.setattr(comm, "create_comm", lambda **kw: FakeComm())
-    monkeypatch.setattr(w.widgets.widget, "comm", comm, raising=False)
+pytestmark = pytest.mark.usefixtures("fake_comm")
 
 
 @pytest.fixture

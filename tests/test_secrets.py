@@ -1,0 +1,123 @@
+"""No secret ever lands in a notebook, the history, the file store, a log line, a widget or an exception text.
+
+Distinctive key and secret values (the sandbox accepts any it is started with) make any leak findable by a
+plain byte search, in the clear and as the base64 Basic-auth token that carries them.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+from pathlib import Path
+
+import ipywidgets as w
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+import scenario_nb
+from conftest import RAISED_TEXTS, SECRETS, kernel_env, reset_session, spawn_sandbox
+from scenario_nb import sandbox as sandbox_mod
+from test_notebooks import NOTEBOOKS, problems
+
+KEY, SECRET = "sk_LEAKCHECK_key_7f3a9c2e51d4", "ss_LEAKCHECK_secret_b84d0e6f0a33"
+
+
+def needles(key: str, secret: str) -> dict:
+    token = base64.b64encode(f"{key}:{secret}".encode()).decode()
+    return {"secret": secret, "key": key, "basic-auth token": token}
+
+
+def leaks(text: str, key: str = KEY, secret: str = SECRET) -> list:
+    return [name for name, needle in needles(key, secret).items() if needle in text]
+
+
+def scan_files(root: Path) -> list:
+    """Every file under root (notebooks, history database and its WAL, images, sidecars, logs) searched as bytes."""
+    found = []
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        data = path.read_bytes()
+        found += [f"{path.relative_to(root)}: {name}" for name, needle in needles(KEY, SECRET).items()
+                  if needle.encode() in data]
+    return found
+
+
+def test_notebooks_history_store_and_kernel_logs_hold_no_secret(tmp_path):
+    """The whole notebook set, on a 'cloud' holding distinctive credentials, saved with widget state."""
+    home, work, saved, logs = (tmp_path / d for d in ("home", "work", "saved", "logs"))
+    for folder in (work, saved, logs):
+        folder.mkdir()
+    with spawn_sandbox(KEY, SECRET) as server:
+        for path in NOTEBOOKS:
+            nb = nbformat.read(path, as_version=4)
+            client = NotebookClient(nb, timeout=180, kernel_name="python3", store_widget_state=True,
+                                    resources={"metadata": {"path": str(work)}})
+            env = kernel_env(home, server)
+            env["SCENARIO_NB_LOG_LEVEL"] = "DEBUG"
+            with open(logs / f"{path.stem}.stdout", "w") as out, open(logs / f"{path.stem}.stderr", "w") as err:
+                client.execute(env=env, stdout=out, stderr=err)
+            nbformat.write(nb, saved / path.name)
+            # The set runs unchanged with credentials, as it would on the real cloud.
+            assert not problems(nb, path.name), "\n".join(problems(nb, path.name))
+    assert list(home.rglob("*.sqlite*")) and list(home.rglob("*.png")), "nothing was stored to scan"
+    assert "/generate/custom/" in (logs / "01-quickstart.stderr").read_text(), "the kernels logged no API call"
+    assert not scan_files(tmp_path), scan_files(tmp_path)
+
+
+@pytest.mark.usefixtures("fake_comm")
+def test_panel_magics_and_logs_hold_no_secret(tmp_path, monkeypatch, caplog, capsys):
+    from IPython.testing.globalipapp import get_ipython
+    caplog.set_level(logging.DEBUG)
+    SECRETS.update((KEY, SECRET))
+    with sandbox_mod.start(job_seconds=0.3, api_key=KEY, api_secret=SECRET) as sb:
+        monkeypatch.setenv("SCENARIO_API_KEY", KEY)
+        monkeypatch.setenv("SCENARIO_API_SECRET", SECRET)
+        monkeypatch.setenv("SCENARIO_API_URL", sb.url)
+        monkeypatch.setenv("SCENARIO_NB_HOME", str(tmp_path / "home"))
+        reset_session()
+        try:
+            shell = get_ipython()
+            scenario_nb.load_ipython_extension(shell)
+            panel = scenario_nb.Panel().wait_ready()
+            panel.prompt.value = "a lighthouse at dusk"
+            panel.model_menu.value = next(v for label, v in panel.model_menu.options if v and "Hero" in label)
+            panel.generate_button.click()
+            scenario_nb.wait_all(panel.generations, timeout=60)
+            assert panel.generations and all(g.ok for g in panel.generations)
+            for line in ("%scenario status", "%scenario history", "%scenario models"):
+                shell.run_line_magic("scenario", line.split(" ", 1)[1])
+            shell.run_cell_magic("scenario", "Gemini -o leak_check", "a red kite over the sea")
+            texts = [repr(scenario_nb.client()), repr(shell.user_ns["leak_check"]), str(scenario_nb.client())]
+            manager_state = w.Widget.get_manager_state()
+            state = json.dumps(manager_state)
+            passwords = [m for m in manager_state["state"].values() if m["model_name"] == "PasswordModel"]
+        finally:
+            reset_session()
+    out = capsys.readouterr()
+    assert "success" in out.out and "a lighthouse at dusk" in state, "nothing was shown to scan"
+    assert not passwords, "a Password widget would save what it holds with the notebook"
+    for where, text in (("widget state", state), ("stdout", out.out), ("stderr", out.err),
+                        ("logs", caplog.text), ("reprs", "\n".join(texts))):
+        assert not leaks(text), f"{where} holds the {leaks(text)}"
+
+
+def test_wrong_credentials_errors_hold_neither(tmp_path):
+    with sandbox_mod.start(api_key=KEY, api_secret=SECRET) as sb:
+        cases = [dict(api_key=KEY, api_secret=SECRET[::-1]), dict(api_key=KEY[::-1], api_secret=SECRET),
+                 dict(api_key=KEY, api_secret=SECRET, base_url="http://127.0.0.1:9/v1")]
+        for case in cases:
+            client = scenario_nb.ScenarioClient(base_url=case.pop("base_url", sb.url), home=tmp_path, **case)
+            with pytest.raises(scenario_nb.ScenarioError) as caught:
+                client.models()
+            text = str(caught.value) + repr(caught.value) + repr(client)
+            assert not leaks(text, case["api_key"], case["api_secret"]), text
+            client.close()
+
+
+@pytest.mark.last
+def test_no_exception_raised_in_the_suite_holds_a_secret():
+    """Every ScenarioError, UsageError, TraitError and requests error built while the suite ran (see conftest)."""
+    assert RAISED_TEXTS, "the recorder saw no exception at all"
+    found = [(test, secret[:6]) for test, text in RAISED_TEXTS for secret in SECRETS if secret in text]
+    assert not found, found
