@@ -52,6 +52,7 @@ class Sandbox:
         for server in (self._api, self._cdn):
             server.shutdown()
             server.server_close()
+        self.state.close()
 
     # -- What tests and benchmarks read --------------------------------------------------------------
     @property

@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import io
 import json
+import queue
 import random
 import secrets
 import string
@@ -27,6 +28,7 @@ from . import _catalog, _images
 
 BASE58 = "".join(c for c in string.ascii_letters + string.digits if c not in "0OIl")
 TERMINAL = ("success", "failure", "canceled")
+RENDER_AHEAD = 64  # images rendered before their job succeeds, at most
 # Fractions of a job's duration at which it reaches each state.
 PHASES = (("queued", 0.0), ("warming-up", 0.1), ("in-progress", 0.25), ("finalizing", 0.9), ("success", 1.0))
 SIZES = {"21:9": (1568, 672), "16:9": (1344, 768), "3:2": (1248, 832), "4:3": (1152, 864), "5:4": (1136, 912),
@@ -174,6 +176,9 @@ class State:
         self.pending_failures: list[tuple[str, str]] = []
         self.expire_next = 0
         self.images: "OrderedDict[str, bytes]" = OrderedDict()
+        self.rendered_ahead: dict[tuple, tuple[bytes, float]] = {}
+        self.render_queue: "queue.SimpleQueue" = queue.SimpleQueue()
+        threading.Thread(target=self._render_worker, name="scenario-sandbox-render", daemon=True).start()
 
     # -- faults --
     def take_fault(self, method: str, path: str, kinds: tuple) -> Optional[dict]:
@@ -214,7 +219,8 @@ class State:
                    "workflow": workflow, "seed": body.get("seed", self.rng.randrange(2 ** 31))}
             self.jobs[job["id"]] = job
             self.jobs_created += 1
-            return job
+        self._render_ahead(job)
+        return job
 
     def active_jobs(self, now: float) -> list:
         return [j for j in self.jobs.values() if self.status_of(j, now)[0] not in TERMINAL]
@@ -246,37 +252,65 @@ class State:
             history.append({"status": "canceled", "date": iso(job["canceled_at"])})
         return status, progress, history
 
+    def render_params(self, job: dict) -> list[dict]:
+        """What `_images.render` needs for each of the job's outputs (deterministic, known at creation)."""
+        body, model = job["body"], job["model"]
+        render_model = self.models.get(body.get("modelId") or "") or model
+        width, height = output_size(body)
+        return [{"style": render_model.get("style", 0), "model_name": render_model.get("name", model["id"]),
+                 "prompt": str(body.get("prompt", "")), "seed": int(job["seed"]) + index, "index": index,
+                 "width": width, "height": height} for index in range(int(body.get("numOutputs", 1) or 1))]
+
     def ensure_assets(self, job: dict) -> list:
         with self.lock:
             if job["assets"] is None:
-                body, model = job["body"], job["model"]
-                render_model = self.models.get(body.get("modelId") or "") or model
-                width, height = output_size(body)
-                count = int(body.get("numOutputs", 1) or 1)
                 ids = []
-                for index in range(count):
+                for params in self.render_params(job):
                     asset_id = new_id("asset", self.rng)
                     self.assets[asset_id] = {
-                        "id": asset_id, "job_id": job["id"], "model_id": model["id"], "style": render_model.get(
-                            "style", 0), "model_name": render_model.get("name", model["id"]),
-                        "prompt": str(body.get("prompt", "")), "seed": int(job["seed"]) + index, "index": index,
-                        "width": width, "height": height, "created": job["created"] + job["duration"],
-                        "source": "txt2img", "aspect": body.get("aspectRatio"), "data": None}
+                        "id": asset_id, "job_id": job["id"], "model_id": job["model"]["id"], **params,
+                        "created": job["created"] + job["duration"], "source": "txt2img",
+                        "aspect": job["body"].get("aspectRatio"), "data": None}
                     ids.append(asset_id)
                 job["assets"] = ids
             return job["assets"]
 
+    # -- images --
+    # A real job makes its images while it runs, so they exist the moment it succeeds. The sandbox does the
+    # same: one background thread renders each job's images ahead, so a burst of successes is not a burst of
+    # rendering on the request threads. At most RENDER_AHEAD images wait there (~85 MB at 1024²).
+    def _render_ahead(self, job: dict) -> None:
+        if job["failure"] is None:
+            for params in self.render_params(job):
+                self.render_queue.put(params)
+
+    def _render_worker(self) -> None:
+        while (params := self.render_queue.get()) is not None:
+            key = tuple(sorted(params.items()))
+            with self.lock:
+                stale = [k for k, (_, at) in self.rendered_ahead.items() if at < time.time() - 120]
+                for k in stale:  # rendered for a job nobody downloaded
+                    del self.rendered_ahead[k]
+                if len(self.rendered_ahead) >= RENDER_AHEAD or key in self.rendered_ahead:
+                    continue
+            data = _images.render(**params)
+            with self.lock:
+                self.rendered_ahead[key] = (data, time.time())
+
+    def close(self) -> None:
+        self.render_queue.put(None)
+
     def image_bytes(self, asset: dict) -> bytes:
         if asset["data"] is not None:
             return asset["data"]
+        params = {k: asset[k] for k in ("style", "model_name", "prompt", "seed", "index", "width", "height")}
         with self.lock:
             cached = self.images.get(asset["id"])
             if cached is not None:
                 self.images.move_to_end(asset["id"])
                 return cached
-        data = _images.render(style=asset["style"], model_name=asset["model_name"], prompt=asset["prompt"],
-                              seed=asset["seed"], index=asset["index"], width=asset["width"],
-                              height=asset["height"])
+            ahead = self.rendered_ahead.pop(tuple(sorted(params.items())), None)
+        data = ahead[0] if ahead else _images.render(**params)
         with self.lock:
             self.images[asset["id"]] = data
             while len(self.images) > 64:
