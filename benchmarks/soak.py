@@ -65,6 +65,8 @@ def soak(jobs: int, seed: int = 1) -> dict:
             "clean_failures": sum(isinstance(h.exception, scenario_nb.SubmitFailedError) for h in handles),
             "job_failures": sum(isinstance(h.exception, scenario_nb.JobFailedError) for h in handles),
             "faults_injected": sb.stats()["faults"], "rate_limited": len(sb.stats()["rate_limited"]),
+            "lost_examples": [f"{h.job_id} {h.status} done={h.done}: {h.exception}" for h in handles
+                              if not h.ok and h not in failed][:5],
             "examples": sorted({re.sub(r"job_\w+", "job_…", str(h.exception)) for h in handles
                                 if h.exception is not None})[:6],
         }

@@ -15,7 +15,7 @@ import sys as _sys
 
 from ._client import CostEstimate, ScenarioClient
 from ._errors import (APIConnectionError, APIError, APITimeoutError, AuthenticationError, BadRequestError,
-                      ConfigurationError, InputError, JobFailedError, JobTimeoutError, NotFoundError,
+                      ConfigurationError, DownloadFailedError, InputError, JobFailedError, JobTimeoutError, NotFoundError,
                       PermissionDeniedError, RateLimitError, ScenarioError, ServerError, StorageError,
                       SubmitFailedError)
 from ._generation import Generation, wait_all
@@ -35,6 +35,7 @@ __all__ = [
     "ScenarioError", "ConfigurationError", "InputError", "StorageError", "APIError", "BadRequestError",
     "AuthenticationError", "PermissionDeniedError", "NotFoundError", "RateLimitError", "ServerError",
     "APIConnectionError", "APITimeoutError", "SubmitFailedError", "JobFailedError", "JobTimeoutError",
+    "DownloadFailedError",
 ]
 
 

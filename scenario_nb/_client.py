@@ -13,12 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional, Union
 
-from ._errors import (APIError, InputError, NotFoundError, PermissionDeniedError, RateLimitError,
-                      StorageError, SubmitFailedError)
+from ._errors import (APIError, DownloadFailedError, InputError, NotFoundError, PermissionDeniedError,
+                      RateLimitError, StorageError, SubmitFailedError)
 from ._http import Credentials, Transport, UncertainSubmit, mask
 from ._models import Model, validate_inputs
 
 ImageLike = Union[bytes, str, os.PathLike, "PIL.Image.Image"]  # noqa: F821
+URL_RENEWALS = 3  # fresh signed URLs asked for when the asset origin refuses one (expired)
 
 
 def default_home() -> Path:
@@ -377,8 +378,8 @@ class ScenarioClient:
         """Re-attach to any job by id: a live `Generation` that finishes and downloads its images."""
         from ._generation import Generation
         handle = self.poller.handle_for(job_id)
-        if handle is not None:
-            return handle
+        if handle is not None and not isinstance(handle.exception, DownloadFailedError):
+            return handle  # else: paid for, not yet fetched; a fresh handle fetches again
         record = None
         try:
             record = self.history.get(job_id)
@@ -409,12 +410,14 @@ class ScenarioClient:
         return self._http.get(f"/assets/{asset_id}")["asset"]
 
     def download_asset(self, asset_id: str, url: Optional[str] = None) -> bytes:
-        """The asset's bytes. A refused (expired) signed URL is renewed once from the API."""
+        """The asset's bytes. A refused (expired) signed URL is renewed from the API, up to URL_RENEWALS times."""
         url = url or self.asset(asset_id)["url"]
-        try:
-            return self._http.download(url)
-        except (PermissionDeniedError, NotFoundError):
-            return self._http.download(self.asset(asset_id)["url"])
+        for _ in range(URL_RENEWALS):
+            try:
+                return self._http.download(url)
+            except (PermissionDeniedError, NotFoundError):
+                url = self.asset(asset_id)["url"]
+        return self._http.download(url)
 
     def fetch_asset(self, asset_id: str) -> Path:
         """Make sure the asset is in the local file store; returns its path."""

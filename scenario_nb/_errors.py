@@ -18,7 +18,8 @@ Every message is one line that says what is wrong and what to do; none ever cont
     │   └── APITimeoutError         no answer in time
     ├── SubmitFailedError       a generation request was lost and no job was created: nothing was charged
     └── JobFailedError          a job ended in failure or was canceled; `.job_id`, `.error`, `.hint`
-        └── JobTimeoutError         stopped watching a job that is still running; resume it by id
+        ├── JobTimeoutError         stopped watching a job that is still running; resume it by id
+        └── DownloadFailedError     the job succeeded but its images could not be fetched; fetch again by id
 """
 
 from __future__ import annotations
@@ -124,6 +125,16 @@ class JobTimeoutError(JobFailedError):
         self.hint = f"re-attach later with %scenario job {job_id} or client.job({job_id!r})"
         ScenarioError.__init__(self, f"gave up waiting for job {job_id} after {seconds:g} s; it may still "
                                      f"finish: {self.hint}")
+
+
+class DownloadFailedError(JobFailedError):
+    """The job succeeded (and was paid for) but its images could not be fetched; they can be, later, by id."""
+
+    def __init__(self, job_id: str, cause: Exception) -> None:
+        self.job_id, self.status, self.error = job_id, "success", str(cause)
+        self.hint = f"fetch them again with %scenario job {job_id} or client.job({job_id!r})"
+        ScenarioError.__init__(self, f"job {job_id} succeeded but its images could not be fetched "
+                                     f"({cause}); {self.hint}")
 
 
 _BY_STATUS = {400: BadRequestError, 401: AuthenticationError, 403: PermissionDeniedError,

@@ -12,6 +12,7 @@ import email.utils
 import logging
 import os
 import random
+import re
 import threading
 import time
 from collections import deque
@@ -22,8 +23,8 @@ from urllib.parse import urlsplit
 import requests
 from requests.adapters import HTTPAdapter
 
-from ._errors import (APIConnectionError, APITimeoutError, ConfigurationError, RateLimitError,
-                      ServerError, error_for_status)
+from ._errors import (APIConnectionError, APITimeoutError, ConfigurationError, NotFoundError,
+                      PermissionDeniedError, RateLimitError, ServerError, error_for_status)
 
 DEFAULT_BASE_URL = "https://api.cloud.scenario.com/v1"
 CONNECT_TIMEOUT = 5.0
@@ -262,13 +263,24 @@ class Transport:
                 log.debug("asset download from %s -> %s", urlsplit(url).netloc, response.status_code)
                 if response.status_code == 200:
                     return response.content
-                error = error_for_status(response.status_code, _reason(None, response.text[:200]))
+                error = _download_error(response)
                 if response.status_code < 500 and response.status_code != 429:
                     raise error  # 403/404: the caller refreshes the signed URL
             if attempt >= self.max_retries:
                 raise error
             time.sleep(backoff(attempt))
             attempt += 1
+
+
+def _download_error(response: requests.Response) -> Exception:
+    """A refused asset download, in the CDN's own words (its errors are XML, not the API's JSON)."""
+    found = re.search(r"<Message>(.*?)</Message>", response.text[:2000], re.S)
+    reason = found[1].strip() if found else _reason(None, response.text[:200])
+    if response.status_code in (403, 404):
+        cls = PermissionDeniedError if response.status_code == 403 else NotFoundError
+        return cls(f"asset URL refused: {reason}",
+                   hint="signed asset URLs expire; asking the API for the asset again gives a fresh one")
+    return error_for_status(response.status_code, reason)
 
 
 def _parse_json(response: requests.Response) -> tuple[Any, bool]:

@@ -19,8 +19,8 @@ from collections import defaultdict, deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Optional
 
-from ._errors import (APIConnectionError, APIError, JobFailedError, JobTimeoutError, NotFoundError,
-                      ScenarioError, ServerError, StorageError)
+from ._errors import (APIConnectionError, APIError, DownloadFailedError, JobFailedError, JobTimeoutError,
+                      NotFoundError, ScenarioError, ServerError, StorageError)
 from ._generation import Generation, parse_time
 from ._models import TERMINAL_STATUSES
 
@@ -294,10 +294,10 @@ class Poller:
             log.info("scenario_nb: downloading %s failed (%s); retrying", handle.job_id, exc)
             self._schedule(handle, self.ceiling, functools.partial(self._complete, job=job))
             return
-        except ScenarioError as exc:
+        except ScenarioError as exc:  # paid for but not fetched: the error says how to fetch it again
             self._release(handle)
             handle.asset_ids = list(urls)
-            handle._finish(exc, status="success")
+            handle._finish(DownloadFailedError(handle.job_id, exc), status="success")
             return
         handle.asset_ids = list(urls)
         handle.files = files

@@ -35,7 +35,7 @@ CREDENTIAL_VARS = ("SCENARIO_API_KEY", "SCENARIO_API_SECRET", "SCENARIO_API_URL"
 
 
 SUITE_KEY, SUITE_SECRET = "sk_SUITE_key_6b1f93d0c7", "ss_SUITE_secret_e2a48c5f19"
-SECRETS: set = {SUITE_KEY, SUITE_SECRET}
+SECRETS: set = {SUITE_KEY, SUITE_SECRET, "sandbox-key", "sandbox-secret"}  # the last two: the sandbox defaults
 RAISED_TEXTS: list = []  # (test id, text) for every recorded exception
 _raised_now: list = []
 

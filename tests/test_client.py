@@ -14,7 +14,7 @@ from scenario_nb import (AuthenticationError, ConfigurationError, CostEstimate, 
                          RateLimitError, ScenarioClient, SubmitFailedError)
 from scenario_nb import sandbox as sandbox_mod
 
-KEY, SECRET = "sk_client_test_KEY_4471", "ss_client_test_SECRET_9923"
+from conftest import SUITE_KEY as KEY, SUITE_SECRET as SECRET  # noqa: E402 (scanned for in every exception)
 
 
 @pytest.fixture
@@ -187,8 +187,22 @@ def test_assets_download_without_authorization_and_refresh_expired(client, sb):
     data = client.download_asset(asset["id"])
     assert Image.open(io.BytesIO(data)).format == "PNG"
     assert sb.cdn_requests and not any(r["authorization"] for r in sb.cdn_requests)
-    sb.inject("expired_url")
-    assert client.download_asset(asset["id"]) == data  # refused once, renewed, downloaded
+    sb.inject("expired_url", count=3)
+    assert client.download_asset(asset["id"]) == data  # refused thrice, renewed each time, downloaded
+    sb.inject("expired_url", count=9)
+    with pytest.raises(scenario_nb.PermissionDeniedError, match="asset URL refused: Request has expired.*fresh"):
+        client.download_asset(asset["id"])  # the CDN's XML reason, not a page of XML
+
+
+def test_paid_job_whose_images_cannot_be_fetched_names_the_job_and_comes_back_later(client, sb):
+    model = first_runnable(client, "numOutputs")
+    sb.inject("expired_url", count=50)  # every signed URL refused, however often renewed
+    gen = scenario_nb.wait_all([client.generate(model.id, "a lantern")], timeout=30)[0]
+    assert gen.status == "success" and isinstance(gen.exception, scenario_nb.DownloadFailedError)
+    assert gen.job_id in str(gen.exception) and "client.job(" in str(gen.exception)
+    sb.state.expire_next = 0
+    again = client.job(gen.job_id).wait(timeout=30)
+    assert again.ok and again.images and again.images[0].size
 
 
 def test_upload_bytes_path_and_pil(client, tmp_path):

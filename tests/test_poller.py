@@ -13,7 +13,7 @@ from PIL import Image
 from scenario_nb import JobFailedError, JobTimeoutError, ScenarioClient, wait_all
 from scenario_nb import sandbox as sandbox_mod
 
-KEY, SECRET = "sk_poller_test_KEY", "ss_poller_test_SECRET"
+from conftest import SUITE_KEY as KEY, SUITE_SECRET as SECRET  # noqa: E402 (scanned for in every exception)
 
 
 def make(tmp_path, **options):

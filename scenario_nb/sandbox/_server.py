@@ -16,6 +16,7 @@ import queue
 import random
 import secrets
 import string
+import sys
 import threading
 import time
 import warnings
@@ -406,6 +407,11 @@ class _Server(ThreadingHTTPServer):
     def __init__(self, sandbox, handler) -> None:
         self.sandbox = sandbox
         super().__init__(("127.0.0.1", sandbox.options["port"] if handler is ApiHandler else 0), handler)
+
+    def handle_error(self, request, client_address) -> None:
+        """A client that gave up (its read timeout) closes the socket before the answer: not worth a traceback."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):
