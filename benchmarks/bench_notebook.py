@@ -30,6 +30,7 @@ sys.path.insert(0, str(ROOT))
 import scenario_nb  # noqa: E402
 from scenario_nb import sandbox as sandbox_mod  # noqa: E402
 from scenario_nb._display import generation_bundle  # noqa: E402
+import _readme  # noqa: E402  (benchmarks/ is on the path: the script's own folder)
 
 MODEL = "model_google-gemini-3-1-flash"
 
@@ -167,12 +168,15 @@ def bench_kernel(repeats: int, images: int) -> dict:
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--readme", action="store_true", help="also write the table into README.md")
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args(argv)
     images, repeats, kernel_images = (2, 2, 8) if args.quick else (5, 7, 200)
     result = {"bytes": bench_bytes(images), "load_ext": bench_load_ext(repeats),
               "kernel": bench_kernel(repeats, kernel_images)}
     print(json.dumps(result, indent=2) if args.json else table(result))
+    if args.readme:
+        _readme.update("notebook", table(result))
     return result
 
 

@@ -25,6 +25,7 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import scenario_nb  # noqa: E402
+import _readme  # noqa: E402  (benchmarks/ is on the path: the script's own folder)
 
 MODEL = "model_google-gemini-3-1-flash"
 
@@ -154,6 +155,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--baseline-sample", type=int, default=4)
     parser.add_argument("--quick", action="store_true", help="tiny sizes and short jobs (smoke test)")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--readme", action="store_true", help="also write the table into README.md")
     args = parser.parse_args(argv)
     if args.quick:
         args.job_seconds, args.jitter, args.sizes, args.cap, args.baseline_sample = 0.6, 0.1, "1,4,8", 4, 1
@@ -178,6 +180,8 @@ def main(argv=None) -> dict:
                 client.close()
     result = {"job_seconds": args.job_seconds, "jitter": args.jitter, "rows": rows}
     print(json.dumps(result, indent=2) if args.json else table(result))
+    if args.readme:
+        _readme.update("poller", table(result))
     return result
 
 
@@ -200,7 +204,28 @@ def table(result: dict) -> str:
         lines.append(f"| {n} | baseline | {b['wall']:.1f}{note} | {b['wall'] / b['slowest']:.2f} | – | "
                      f"{b['polls_per_job']:.2f} | {b['gets_per_job']:.2f} | {b['latency_median']:.2f} | "
                      f"{b['latency_p95']:.2f} | – | – | – | – | – |")
-    return "\n".join(lines)
+    return "\n".join(lines + [""] + targets(result))
+
+
+def targets(result: dict) -> list:
+    """The issue's targets, each with the figure that meets or misses it."""
+    ok = lambda cond: "met" if cond else "**missed**"  # noqa: E731
+    lines = []
+    for row in result["rows"]:
+        o, b = row["ours"], row["baseline"]
+        if row["n"] == 64 and not row["cap"]:
+            ratio = (o["wall"] - o["download_tail"]) / o["slowest"]
+            lines.append(f"- 64 concurrent: wall ÷ slowest job, download excluded, {ratio:.2f} (≤ 1.10): {ok(ratio <= 1.10)}")
+        if row["n"] > 1 and not row["cap"]:
+            lines.append(f"- {row['n']} concurrent: detection median {o['latency_median']:.2f} s (≤ 0.5 s): "
+                         f"{ok(o['latency_median'] <= 0.5)}, with {o['gets_per_job']:.2f} GETs per job "
+                         f"(the 2.5 s loop: {b['gets_per_job']:.2f}): {ok(o['gets_per_job'] <= b['gets_per_job'])}")
+        if row["cap"]:
+            lines.append(f"- {row['n']} jobs, cap {row['cap']}: {o['lost']} lost, {o['early']} requests before a "
+                         f"Retry-After allowed: {ok(o['lost'] == 0 and o['early'] == 0)}")
+    cpu = max(r["ours"]["poller_cpu"] / r["ours"]["wall"] for r in result["rows"])
+    lines.append(f"- poller CPU at most {100 * cpu:.1f} % of wall (≤ 2 %): {ok(cpu <= 0.02)}")
+    return lines
 
 
 if __name__ == "__main__":

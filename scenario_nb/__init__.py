@@ -15,9 +15,9 @@ import sys as _sys
 
 from ._client import CostEstimate, ScenarioClient
 from ._errors import (APIConnectionError, APIError, APITimeoutError, AuthenticationError, BadRequestError,
-                      ConfigurationError, DownloadFailedError, InputError, JobFailedError, JobTimeoutError, NotFoundError,
-                      PermissionDeniedError, RateLimitError, ScenarioError, ServerError, StorageError,
-                      SubmitFailedError)
+                      ConfigurationError, DownloadFailedError, InputError, JobFailedError, JobTimeoutError,
+                      NotFoundError, PermissionDeniedError, RateLimitError, ScenarioError, ServerError,
+                      StorageError, SubmitFailedError)
 from ._generation import Generation, wait_all
 from ._models import Model, ModelInput
 

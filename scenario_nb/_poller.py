@@ -82,8 +82,8 @@ class Poller:
         self._thread: Optional[threading.Thread] = None
         self.cpu_seconds: dict[str, float] = defaultdict(float)  # thread CPU per task kind (benchmarks)
         self._throttled: deque = deque()
-        self._completing: set = set()
-        self._seeded: set = set()  # models whose durations were looked up in the history  # handles whose outputs are being downloaded
+        self._completing: set = set()  # handles whose outputs are being downloaded
+        self._seeded: set = set()  # models whose durations were looked up in the history
         self._draining = False
         self._tracked_at: dict[int, float] = {}
         self._polls: dict[int, int] = defaultdict(int)

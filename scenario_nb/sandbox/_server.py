@@ -211,7 +211,8 @@ class State:
             opts = self.options
             duration = max(0.05, opts["job_seconds"] + self.rng.uniform(-opts["job_jitter"], opts["job_jitter"]))
             failure = self.pending_failures.pop(0) if self.pending_failures else None
-            if failure is None and self.rates.get("job_failure") and self.fault_rng.random() < self.rates["job_failure"]:
+            rate = self.rates.get("job_failure")
+            if failure is None and rate and self.fault_rng.random() < rate:
                 failure = ("The provider rejected the request: content policy violation",
                            "Rephrase the prompt to remove disallowed content and try again.")
                 self._count({"kind": "job_failure"})
