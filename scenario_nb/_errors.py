@@ -132,7 +132,7 @@ class DownloadFailedError(JobFailedError):
 
     def __init__(self, job_id: str, cause: Exception) -> None:
         self.job_id, self.status, self.error = job_id, "success", str(cause)
-        self.hint = f"fetch them again with %scenario job {job_id} or client.job({job_id!r})"
+        self.hint = "fetch them again with %scenario job JOB_ID or client.job(JOB_ID)"
         ScenarioError.__init__(self, f"job {job_id} succeeded but its images could not be fetched "
                                      f"({cause}); {self.hint}")
 

@@ -482,7 +482,11 @@ class ScenarioMagics(Magics, Configurable):
         args = _parser("workflow", (("workflow_id",), {}), (("--set",), {"action": "append"}),
                        (("-o", "--out"), {}), (("--no-wait",), {"action": "store_true"})).parse_args(rest)
         client = self.client
-        workflow = client.workflow(args.workflow_id)
+        try:
+            workflow = client.workflow(args.workflow_id)
+        except NotFoundError:
+            raise UsageError(f"workflow {args.workflow_id} not found on {client.base_url}; list them with "
+                             f"%scenario workflows") from None
         inputs = request_inputs(workflow, settings=_settings(args.set))
         handle = client.run_workflow(args.workflow_id, source="magic", **inputs)
         if args.out:
