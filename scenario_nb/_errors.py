@@ -133,8 +133,8 @@ class DownloadFailedError(JobFailedError):
     def __init__(self, job_id: str, cause: Exception) -> None:
         self.job_id, self.status, self.error = job_id, "success", str(cause)
         self.hint = "fetch them again with %scenario job JOB_ID or client.job(JOB_ID)"
-        ScenarioError.__init__(self, f"job {job_id} succeeded but its images could not be fetched "
-                                     f"({cause}); {self.hint}")
+        text = f"job {job_id} succeeded but its images could not be fetched: {cause}"
+        ScenarioError.__init__(self, text if "%scenario job" in text else f"{text}; {self.hint}")
 
 
 _BY_STATUS = {400: BadRequestError, 401: AuthenticationError, 403: PermissionDeniedError,
