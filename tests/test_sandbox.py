@@ -14,6 +14,7 @@ import requests
 from PIL import Image
 
 from scenario_nb import sandbox as sandbox_mod
+from scenario_nb.sandbox import _images
 
 GEMINI, FLUX2 = "model_google-gemini-3-1-flash", "model_bfl-flux-2-dev"
 
@@ -117,6 +118,18 @@ def test_images_are_deterministic_and_differ_by_model(sb):
         return requests.get(api(sb, "GET", f"/assets/{asset_id}").json()["asset"]["url"], timeout=10).content
     assert image(GEMINI, 1) == image(GEMINI, 1)
     assert image(GEMINI, 1) != image("model_imagen4-ultra", 1)
+
+
+def test_images_are_made_while_the_job_runs(sb):
+    """At success the images already exist (as on the real service); serving them renders nothing new."""
+    job = api(sb, "POST", f"/generate/custom/{GEMINI}", json={"prompt": "a ready image", "numOutputs": 2}).json()
+    done = wait_done(sb, job["job"]["jobId"])
+    assert len(sb.state.rendered_ahead) == 2, "the job's images were not rendered while it ran"
+    asset = api(sb, "GET", f"/assets/{done['metadata']['assetIds'][0]}").json()["asset"]
+    data = requests.get(asset["url"], timeout=10).content
+    assert len(sb.state.rendered_ahead) == 1  # handed over, not kept twice
+    assert Image.open(io.BytesIO(data)).size == (1024, 1024)
+    assert data == _images.render(**sb.state.render_params(sb.jobs[done["jobId"]])[0])  # same bytes as on demand
 
 
 def test_cancel_and_parallel_cap(sb):
