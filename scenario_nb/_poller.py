@@ -22,7 +22,6 @@ from typing import Callable, Optional
 from ._errors import (APIConnectionError, APIError, DownloadFailedError, JobFailedError, JobTimeoutError,
                       NotFoundError, ScenarioError, ServerError, StorageError)
 from ._generation import Generation, parse_time
-from ._models import TERMINAL_STATUSES
 
 log = logging.getLogger("scenario_nb")
 

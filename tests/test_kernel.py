@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 
 import nbformat
-import pytest
 from jupyter_client.manager import start_new_kernel
 from nbclient import NotebookClient
 

@@ -41,8 +41,7 @@ def test_cell_generates_images_with_bundle_and_history(ip, env):
     assert gen.job_id in final[-1].data["text/plain"]
     w, h = gen.images[0].size
     assert abs(w / h - 16 / 9) < 0.05
-    record = ip.run_line_magic  # history lists it
-    result, out = run(ip, "%scenario history 5")
+    result, out = run(ip, "%scenario history 5")  # history lists it
     assert gen.job_id in out.outputs[0].data["text/plain"]
 
 

@@ -9,7 +9,6 @@ import pytest
 from PIL import Image
 
 import scenario_nb
-from scenario_nb._history import History
 
 
 pytestmark = pytest.mark.usefixtures("fake_comm")

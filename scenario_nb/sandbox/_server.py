@@ -30,6 +30,7 @@ from . import _catalog, _images
 BASE58 = "".join(c for c in string.ascii_letters + string.digits if c not in "0OIl")
 TERMINAL = ("success", "failure", "canceled")
 RENDER_AHEAD = 64  # images rendered before their job succeeds, at most
+RENDER_FIELDS = ("style", "model_name", "prompt", "seed", "index", "width", "height")  # _images.render's arguments
 # Fractions of a job's duration at which it reaches each state.
 PHASES = (("queued", 0.0), ("warming-up", 0.1), ("in-progress", 0.25), ("finalizing", 0.9), ("success", 1.0))
 SIZES = {"21:9": (1568, 672), "16:9": (1344, 768), "3:2": (1248, 832), "4:3": (1152, 864), "5:4": (1136, 912),
@@ -288,7 +289,7 @@ class State:
 
     def _render_worker(self) -> None:
         while (params := self.render_queue.get()) is not None:
-            key = tuple(sorted(params.items()))
+            key = _render_key(params)
             with self.lock:
                 stale = [k for k, (_, at) in self.rendered_ahead.items() if at < time.time() - 120]
                 for k in stale:  # rendered for a job nobody downloaded
@@ -305,13 +306,13 @@ class State:
     def image_bytes(self, asset: dict) -> bytes:
         if asset["data"] is not None:
             return asset["data"]
-        params = {k: asset[k] for k in ("style", "model_name", "prompt", "seed", "index", "width", "height")}
+        params = {k: asset[k] for k in RENDER_FIELDS}
         with self.lock:
             cached = self.images.get(asset["id"])
             if cached is not None:
                 self.images.move_to_end(asset["id"])
                 return cached
-            ahead = self.rendered_ahead.pop(tuple(sorted(params.items())), None)
+            ahead = self.rendered_ahead.pop(_render_key(params), None)
         data = ahead[0] if ahead else _images.render(**params)
         with self.lock:
             self.images[asset["id"]] = data
@@ -339,6 +340,10 @@ class State:
 
 
 # -- Views -------------------------------------------------------------------------------------------------
+
+def _render_key(params: dict) -> tuple:
+    return tuple(params[k] for k in RENDER_FIELDS)
+
 
 def job_view(state: State, job: dict, cdn: str, now: float) -> dict:
     status, progress, history = state.status_of(job, now)
@@ -628,7 +633,6 @@ class ApiHandler(_Handler):
         raise ApiError(404, f"Route {method} {path} not found")
 
     def _list_models(self, query: dict) -> dict:
-        state = self.server.sandbox.state
         privacy = query.get("privacy", "private")
         if privacy not in ("private", "public"):
             raise ApiError(400, "privacy must be private or public")
