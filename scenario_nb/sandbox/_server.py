@@ -7,6 +7,7 @@ is logged so tests can check what a client really sent.
 from __future__ import annotations
 
 import base64
+import copy
 import binascii
 import hashlib
 import hmac
@@ -197,7 +198,7 @@ class State:
                 if rate and self.fault_rng.random() < rate:
                     fault = {"kind": kind, "after_create": self.fault_rng.random() < 0.5,
                              "seconds": self.rates.get("slow_seconds", 2.0),
-                             "retry_after": self.rates.get("retry_after", 1.0)}
+                             "retry_after": self.rates.get("retry_after")}
                     return self._count(fault)
         return None
 
@@ -217,7 +218,8 @@ class State:
                 failure = ("The provider rejected the request: content policy violation",
                            "Rephrase the prompt to remove disallowed content and try again.")
                 self._count({"kind": "job_failure"})
-            job = {"id": new_id("job", self.rng), "model": model, "body": dict(body), "created": now,
+            job = {"id": new_id("job", self.rng), "type": "workflow" if workflow else "custom", "model": model,
+                   "body": copy.deepcopy(body), "created": now,
                    "duration": duration, "failure": failure, "canceled_at": None, "assets": None,
                    "workflow": workflow, "seed": body.get("seed", self.rng.randrange(2 ** 31))}
             self.jobs[job["id"]] = job
@@ -348,14 +350,16 @@ def _render_key(params: dict) -> tuple:
 def job_view(state: State, job: dict, cdn: str, now: float) -> dict:
     status, progress, history = state.status_of(job, now)
     body = job["body"]
-    meta: dict = {"input": {**body, "modelId": body.get("modelId") or job["model"]["id"]}}
+    # The body as sent (a LoRA run through its base keeps the LoRA's id); the URL's model only when absent.
+    meta: dict = {"input": copy.deepcopy(body)}
     if job["workflow"]:
-        meta["input"] = dict(body)
         meta["workflowId"] = job["workflow"]["id"]
+    elif "modelId" not in body:
+        meta["input"]["modelId"] = job["model"]["id"]
     if job["failure"] and status == "failure":
         meta["error"], meta["hint"] = job["failure"]
     cost = job_cost(job["model"], body)
-    view = {"jobId": job["id"], "id": job["id"], "jobType": "workflow" if job["workflow"] else "custom",
+    view = {"jobId": job["id"], "jobType": job["type"],
             "status": status, "progress": round(progress, 3), "statusHistory": history, "metadata": meta,
             "billing": {"cuCost": cost, "cuDiscount": 0}, "authorId": _catalog.AUTHOR, "ownerId": _catalog.OWNER,
             "createdAt": iso(job["created"]),
@@ -363,7 +367,6 @@ def job_view(state: State, job: dict, cdn: str, now: float) -> dict:
     if status == "success":
         assets = state.ensure_assets(job)
         meta["assetIds"] = list(assets)
-        view["result"] = {"images": [{"url": state.signed_url(a, cdn)} for a in assets]}
         if job["workflow"]:
             meta["flow"] = [{"id": "node_generate", "type": "custom-model", "status": "success",
                              "modelId": _catalog.HERO, "assets": [{"assetId": a, "url": state.signed_url(a, cdn)}
@@ -371,9 +374,10 @@ def job_view(state: State, job: dict, cdn: str, now: float) -> dict:
     elif job["workflow"]:
         meta["flow"] = [{"id": "node_generate", "type": "custom-model", "modelId": _catalog.HERO,
                          "status": {"failure": "failure", "canceled": "failure"}.get(status, "processing")}]
-    if state.options["legacy"]:
-        view.pop("jobId")
-        meta.pop("assetIds", None)
+    if state.options["legacy"]:  # the quick-start guide's shapes (contract §11 rows 1 and 3)
+        view["id"] = view.pop("jobId")
+        if "assetIds" in meta:
+            view["result"] = {"images": [{"url": state.signed_url(a, cdn)} for a in meta.pop("assetIds")]}
     return view
 
 
@@ -503,11 +507,17 @@ class ApiHandler(_Handler):
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
         fault = state.take_fault(method, path, ("rate_limit", "error_5xx", "drop", "slow", "malformed"))
+        header_on = sandbox.options["retry_after_header"]
         creates = method in ("POST", "PUT") and ("/generate/custom/" in path or path.endswith("/run"))
         try:
             if fault and fault["kind"] == "rate_limit":
-                self._rate_limited(float(fault.get("retry_after", 1.0)))
-                return
+                extra = {"actionName": "parallelCustomJobs", "actionLimit": sandbox.options["max_parallel_jobs"]}
+                if fault.get("remaining_seconds") is not None:
+                    extra = {"remainingSeconds": float(fault["remaining_seconds"])}  # a cooldown 429
+                wait = fault.get("retry_after")
+                if wait is None and header_on:
+                    wait = 1.0
+                raise ApiError(429, "Too many requests", {"Retry-After": f"{float(wait):g}"} if wait else {}, **extra)
             if fault and not (creates and fault.get("after_create", fault["kind"] in ("slow", "malformed"))):
                 if fault["kind"] == "drop":
                     raise Drop()
@@ -528,17 +538,11 @@ class ApiHandler(_Handler):
         except Drop:
             self._drop()
         except ApiError as exc:
-            if exc.status == 429:
+            if exc.status == 429:  # retry_after 0: no header, so nothing was promised
                 with state.lock:
-                    state.rate_limited.append({"time": time.time(), "retry_after": float(exc.headers["Retry-After"])})
+                    state.rate_limited.append({"time": time.time(), "header": "Retry-After" in exc.headers,
+                                               "retry_after": float(exc.headers.get("Retry-After", 0))})
             self._send(exc.status, {"reason": exc.reason, **exc.extra}, exc.headers)
-
-    def _rate_limited(self, retry_after: float) -> None:
-        state = self.server.sandbox.state
-        with state.lock:
-            state.rate_limited.append({"time": time.time(), "retry_after": retry_after})
-        self._send(429, {"reason": "Too many requests", "remainingSeconds": retry_after},
-                   {"Retry-After": f"{retry_after:g}"})
 
     # -- routes --
     def _authorized(self, method: str, public: bool) -> None:
@@ -596,6 +600,9 @@ class ApiHandler(_Handler):
                 with state.lock:
                     if state.status_of(job, now)[0] in TERMINAL:
                         raise ApiError(400, "Cannot cancel this type of job")
+                    if job["type"] not in self.server.sandbox.options["cancellable_types"]:
+                        # The real answer for a running generation (contract §6.5): refused, and it runs on.
+                        raise ApiError(400, "Cannot cancel this type of job. Action not permitted.")
                     job["canceled_at"] = now
                 return 200, {"job": job_view(state, job, cdn, now)}, {}
         if head == "assets":
@@ -667,11 +674,13 @@ class ApiHandler(_Handler):
             active = state.active_jobs(now)
             limit = sandbox.options["max_parallel_jobs"]
             if len(active) >= limit:
-                soonest = min(j["created"] + j["duration"] for j in active) - now
-                wait = max(1.0, round(soonest + 0.05, 1))
-                raise ApiError(429, f"Too many parallel jobs: the limit is {limit}",
-                               {"Retry-After": f"{wait:g}"}, actionName="parallelCustomJobs", actionLimit=limit,
-                               remainingSeconds=wait)
+                # Recorded shape (§10): names the limit, no Retry-After and no remainingSeconds.
+                headers = {}
+                if sandbox.options["retry_after_header"]:
+                    soonest = min(j["created"] + j["duration"] for j in active) - now
+                    headers["Retry-After"] = f"{max(1.0, round(soonest + 0.05, 1)):g}"
+                raise ApiError(429, f"Too many parallel jobs: the limit is {limit}", headers,
+                               actionName="parallelCustomJobs", actionLimit=limit)
             job = state.create_job(model, body)
         view = job_view(state, job, cdn, now)
         if sandbox.options["legacy"]:
@@ -680,7 +689,9 @@ class ApiHandler(_Handler):
 
     def _list_jobs(self, query: dict, cdn: str, now: float) -> dict:
         state = self.server.sandbox.state
-        jobs = sorted(state.jobs.values(), key=lambda j: -j["created"])
+        # The list is eventually consistent: a new job shows there only after `list_lag` seconds (§10b).
+        lag = self.server.sandbox.options["list_lag"]
+        jobs = sorted((j for j in state.jobs.values() if now - j["created"] >= lag), key=lambda j: -j["created"])
         if query.get("createdAfter"):
             after = parse_iso(query["createdAfter"])
             if after is None:
@@ -688,7 +699,7 @@ class ApiHandler(_Handler):
             jobs = [j for j in jobs if j["created"] > after]
         types = set(filter(None, (query.get("types") or query.get("type") or "").split(",")))
         if types:
-            jobs = [j for j in jobs if ("workflow" if j["workflow"] else "custom") in types]
+            jobs = [j for j in jobs if j["type"] in types]
         if query.get("workflowId"):
             jobs = [j for j in jobs if j["workflow"] and j["workflow"]["id"] == query["workflowId"]]
         if query.get("status"):
