@@ -56,7 +56,7 @@ def test_auth_and_public_token(sb):
 def test_models_paging_filters_and_shapes(sb):
     seen, token = [], None
     while True:
-        page = api(sb, "GET", "/models", params={"privacy": "public", "pageSize": 2,
+        page = api(sb, "GET", "/models", params={"privacy": "public", "pageSize": 50,
                                                   **({"paginationToken": token} if token else {})}).json()
         seen += page["models"]
         token = page.get("nextPaginationToken")
