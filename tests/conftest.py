@@ -72,9 +72,7 @@ def pytest_collection_modifyitems(items):
 
 
 def reset_session() -> None:
-    if _session._session is not None:
-        _session._session.close()
-    _session._session = None
+    _session.reset()
 
 
 @pytest.fixture
