@@ -140,6 +140,11 @@ class ScenarioClient:
         if job_timeout is not None:
             self._engine.job_timeout = job_timeout
 
+    @property
+    def polling(self) -> dict:
+        """The engine's settings: `floor` (seconds between two polls of a job, at least) and `job_timeout`."""
+        return {"floor": self._engine.floor, "job_timeout": self._engine.job_timeout}
+
     def in_flight(self) -> list[Generation]:
         """Every request of this client not finished yet: queued here, being sent, or running."""
         return self._engine.in_flight()

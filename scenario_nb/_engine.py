@@ -546,6 +546,7 @@ class Engine:
         if record:
             self._record(handle)
         handle._notify()
+        handle._settle()  # wait() returns once the history and every view have seen the end
 
     # -- What handles and front doors ask for ------------------------------------------------------------
     def cancel(self, handle: Generation) -> str:
@@ -631,6 +632,7 @@ class Engine:
                     hint=record.hint, progress=1.0)
         handle._finish(None, record.status)
         handle._set(finished_at=record.finished_at or time.time())
+        handle._settle()
         return handle
 
     def outputs_stored(self, record: JobRecord) -> bool:

@@ -155,10 +155,9 @@ class DownloadFailedError(JobFailedError):
 
 
     def __init__(self, job_id: str, cause: Exception) -> None:
-        hint = f"fetch them again with %scenario job {job_id} or client.job({job_id!r})"
+        hint = f"%scenario job {job_id} (or client.job) fetches them again"
         super().__init__(job_id, str(cause), hint, "download-failed",
-                         text=f"job {job_id} finished (paid for) but its outputs could not be fetched: "
-                              f"{cause}; {hint}")
+                         text=f"job {job_id} is paid for but its outputs could not be fetched ({cause}); {hint}")
 
 
 _BY_STATUS = {400: BadRequestError, 401: AuthenticationError, 403: PermissionDeniedError,

@@ -279,11 +279,14 @@ class Generation:
                 setattr(self, name, value)
 
     def _finish(self, exception: Optional[BaseException] = None, status: Optional[str] = None) -> None:
+        """Done: outputs stored (or given up on). Waiters are released by `_settle`, after the callbacks."""
         with self._lock:
             if status:
                 self.status = status
             self.exception = exception
             self.finished_at = time.time()
+
+    def _settle(self) -> None:
         self._done.set()
 
     def _reopen(self) -> None:

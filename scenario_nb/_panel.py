@@ -248,7 +248,7 @@ class Panel:
         """Send the form as a generation; returns its handle (the kernel is never kept waiting)."""
         try:
             model, prompt, inputs = self.request()
-            handle = self.client.generate(model, prompt, source="panel", **inputs)
+            handle = self.client.generate(model, prompt, _source="panel", **inputs)
         except ScenarioError as exc:
             self.message.value = _error_html(str(exc))
             return None
@@ -266,10 +266,7 @@ class Panel:
         self.jobs.children = (row,) + tuple(self.jobs.children)
 
         def on_cancel(_) -> None:
-            try:
-                handle.cancel()
-            except ScenarioError as exc:
-                status.value = _error_html(str(exc))
+            handle.cancel()  # its note says what happened (on the real API: refused, it will finish)
 
         cancel.on_click(on_cancel)
         added = []
@@ -280,7 +277,8 @@ class Panel:
                 bar.bar_style = "danger"
                 status.value = _error_html(str(h.exception))
             else:
-                status.value = f"<code>{html.escape(h.summary().splitlines()[0])}</code>"
+                note = f"<br><small>{html.escape(h.note)}</small>" if h.note else ""
+                status.value = f"<code>{html.escape(h.summary().splitlines()[0])}</code>{note}"
             if h.done:
                 cancel.disabled = True
                 if h.ok:

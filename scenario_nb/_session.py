@@ -35,7 +35,7 @@ class Session:
         self.current_model: Optional[str] = None  # set by %scenario use; the panel preselects it
         self.sandbox: Any = None
         self.env = credentials_from_env()
-        self.announced = False  # whether a front door has shown `notice` since this session started
+        self.announced = True  # False: a front door should show `notice` (the backend changed under the user)
         key, secret, url = self.env
         if key and secret and not force_sandbox:
             self.client = ScenarioClient(history_path=history_path)
@@ -86,7 +86,9 @@ def get_session(**options: Any) -> Session:
     with _lock:
         current = _session
     if current is not None and current.stale():
-        return replace_session(history_path=current.history_path)
+        session = replace_session(history_path=current.history_path)
+        session.announced = False
+        return session
     with _lock:
         if _session is None:
             _session = Session(**options)

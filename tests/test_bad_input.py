@@ -170,7 +170,7 @@ CASES = [
     ("magic", "unknown subcommand", lambda c: magic(c["ip"], "%scenario frobnicate"), "unknown %scenario command"),
     ("magic", "job id that doesn't exist", lambda c: magic(c["ip"], "%scenario job job_nope123"), "not found"),
     ("magic", "cancel of a finished job", lambda c: magic(c["ip"], f"%scenario cancel {finished_job(c['client']).job_id}"),
-     "already ended"),
+     "already finished"),
     ("magic", "unknown workflow", lambda c: magic(c["ip"], "%scenario workflow workflow_nope"), "not found"),
     ("magic", "missing argument", lambda c: magic(c["ip"], "%scenario use"), "required"),
     ("panel", "no prompt", panel_case(p_no_prompt), "needs a prompt"),
@@ -189,7 +189,8 @@ CASES = [
      "decompression bomb"),
     ("api", "corrupt PNG from the asset origin", corrupt_png, "not a valid image"),
     ("api", "job id that doesn't exist", lambda c: api(lambda: c["client"].job("job_nope123")), "not found"),
-    ("api", "cancel of a finished job", lambda c: api(lambda: finished_job(c["client"]).cancel()), "already ended"),
+    ("api", "cancel of a finished job", lambda c: (lambda g: g.note if g.cancel() == "finished" else "?")(
+        finished_job(c["client"])), "already finished"),
     ("api", "unwritable history path", unwritable_history, "cannot use the history database"),
     ("api", "full disk in the file store", disk_full, "disk full"),
 ]

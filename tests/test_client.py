@@ -207,7 +207,7 @@ def test_paid_job_whose_images_cannot_be_fetched_names_the_job_and_comes_back_la
     sb.inject("expired_url", count=50)  # every signed URL refused, however often renewed
     gen = scenario_nb.wait_all([client.generate(model.id, "a lantern")], timeout=30)[0]
     assert gen.status == "success" and isinstance(gen.exception, scenario_nb.DownloadFailedError)
-    assert gen.job_id in str(gen.exception) and "client.job(" in str(gen.exception)
+    assert gen.job_id in str(gen.exception) and "%scenario job" in str(gen.exception)
     sb.state.expire_next = 0
     again = client.job(gen.job_id).wait(timeout=30)
     assert again.ok and again.images and again.images[0].size
