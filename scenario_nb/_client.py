@@ -133,17 +133,22 @@ class ScenarioClient:
                 self._history = History(self.history_path)
             return self._history
 
-    def set_polling(self, *, floor: Optional[float] = None, job_timeout: Optional[float] = None) -> None:
-        """Shortest interval between two polls of one job, and when to stop watching a job (seconds)."""
+    def set_polling(self, *, floor: Optional[float] = None, job_timeout: Optional[float] = None,
+                    search_seconds: Optional[float] = None) -> None:
+        """Shortest interval between two polls of one job, when to stop watching a job, and how long to look
+        for the job of a request whose answer was lost (seconds; the API lists new jobs late, so at least 60)."""
         if floor is not None:
             self._engine.floor = floor
         if job_timeout is not None:
             self._engine.job_timeout = job_timeout
+        if search_seconds is not None:
+            self._engine.search_seconds = search_seconds
 
     @property
     def polling(self) -> dict:
         """The engine's settings: `floor` (seconds between two polls of a job, at least) and `job_timeout`."""
-        return {"floor": self._engine.floor, "job_timeout": self._engine.job_timeout}
+        return {"floor": self._engine.floor, "job_timeout": self._engine.job_timeout,
+                "search_seconds": self._engine.search_seconds}
 
     def in_flight(self) -> list[Generation]:
         """Every request of this client not finished yet: queued here, being sent, or running."""

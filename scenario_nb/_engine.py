@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("scenario_nb")
 
-RECONCILE_SECONDS = 75.0  # how long a lost answer is looked for before the outcome is called unknown
+SEARCH_SECONDS = 75.0  # how long a lost answer's job is looked for in GET /jobs before it is called unknown
 URL_RENEWALS = 3  # fresh signed URLs asked for when the asset origin refuses one (expired)
 
 
@@ -90,6 +90,7 @@ class Engine:
         self.backend_id = backend_id
         self.base_url = http.base_url
         self.floor, self.ceiling, self.job_timeout = floor, ceiling, job_timeout
+        self.search_seconds = SEARCH_SECONDS
         self.target_quantile = target_quantile
         self.durations = DurationModel()
         self._workers = workers
@@ -325,7 +326,7 @@ class Engine:
             self._adopt(handle, found)
             return
         elapsed = time.time() - sent
-        if elapsed < RECONCILE_SECONDS:
+        if elapsed < self.search_seconds:
             self._schedule(handle, min(8.0, max(1.0, elapsed / 4)), self._reconcile)
         elif not handle.done:
             self._end(handle, OutcomeUnknownError(
