@@ -30,7 +30,7 @@ from . import _catalog, _images, _media
 BASE58 = _catalog.BASE58
 TERMINAL = ("success", "failure", "canceled")
 RENDER_AHEAD = 64  # images rendered before their job succeeds, at most
-RENDER_FIELDS = ("style", "model_name", "prompt", "seed", "index", "width", "height")  # _images.render's arguments
+RENDER_FIELDS = ("style", "model_name", "prompt", "seed", "index", "width", "height", "base")  # render's arguments
 # Fractions of a job's duration at which it reaches each state.
 PHASES = (("queued", 0.0), ("warming-up", 0.1), ("in-progress", 0.25), ("finalizing", 0.9), ("success", 1.0))
 SIZES = {"21:9": (1568, 672), "16:9": (1344, 768), "3:2": (1248, 832), "4:3": (1152, 864), "5:4": (1136, 912),
@@ -274,9 +274,24 @@ class State:
         lora = body.get("modelId") or next(iter(body.get("loras") or []), "")
         render_model = self.models.get(lora) or model
         width, height = output_size(body, model)
+        base = self.input_image(body)
         return [{"style": render_model.get("style", 0), "model_name": render_model.get("name", model["id"]),
                  "prompt": str(body.get("prompt", "")), "seed": int(job["seed"]) + index, "index": index,
-                 "width": width, "height": height} for index in range(int(body.get("numOutputs", 1) or 1))]
+                 "width": width, "height": height, "base": base}
+                for index in range(int(body.get("numOutputs", 1) or 1))]
+
+    def input_image(self, body: dict) -> Optional[bytes]:
+        """The bytes of the body's img2img source (an image asset or a data URL), if it has one."""
+        for ref in image_inputs(body):
+            if ref.startswith("data:"):
+                try:
+                    return base64.b64decode(ref.split(",", 1)[-1])
+                except (ValueError, binascii.Error):
+                    return None
+            asset = self.assets.get(ref)
+            if asset is not None and asset.get("kind", "image") == "image":
+                return self.image_bytes(asset)
+        return None
 
     def ensure_assets(self, job: dict) -> list:
         """The job's output assets, made once at success: images, a video, a 3D model, or none (text)."""
