@@ -1,4 +1,5 @@
-"""A local stand-in for the Scenario API: same routes, shapes, statuses and errors, real PNG images.
+"""A local stand-in for the Scenario API: same routes, shapes, statuses and errors; real files (PNG images,
+an MP4 video, a GLB model) and text answers.
 
     with scenario_nb.sandbox.start(job_seconds=2) as sb:
         client = scenario_nb.ScenarioClient(sb.api_key, sb.api_secret, sb.url)

@@ -216,7 +216,9 @@ class State:
         return fault
 
     # -- jobs --
-    def create_job(self, model: dict, body: dict, *, workflow: Optional[dict] = None) -> dict:
+    def create_job(self, model: dict, body: dict, *, workflow: Optional[dict] = None,
+                   base: Optional[bytes] = None) -> dict:
+        """A new job; `base` is its img2img input's bytes (read before taking the lock: it may need a render)."""
         with self.lock:
             now = time.time()
             opts = self.options
@@ -230,7 +232,7 @@ class State:
             job = {"id": new_id("job", self.rng), "type": "workflow" if workflow else "custom", "model": model,
                    "body": copy.deepcopy(body), "created": now,
                    "duration": duration, "failure": failure, "canceled_at": None, "assets": None,
-                   "workflow": workflow, "seed": body.get("seed", self.rng.randrange(2 ** 31))}
+                   "workflow": workflow, "seed": body.get("seed", self.rng.randrange(2 ** 31)), "base": base}
             self.jobs[job["id"]] = job
             self.jobs_created += 1
         self._render_ahead(job)
@@ -274,7 +276,7 @@ class State:
         lora = body.get("modelId") or next(iter(body.get("loras") or []), "")
         render_model = self.models.get(lora) or model
         width, height = output_size(body, model)
-        base = self.input_image(body)
+        base = job.get("base")
         return [{"style": render_model.get("style", 0), "model_name": render_model.get("name", model["id"]),
                  "prompt": str(body.get("prompt", "")), "seed": int(job["seed"]) + index, "index": index,
                  "width": width, "height": height, "base": base}
@@ -730,6 +732,7 @@ class ApiHandler(_Handler):
         validate_body(model["inputs"], body, state)
         if query.get("dryRun") in ("true", "api"):
             return 269, self._estimate(model, body), {}
+        base = state.input_image(body)
         with state.lock:
             active = state.active_jobs(now)
             limit = sandbox.options["max_parallel_jobs"]
@@ -741,7 +744,7 @@ class ApiHandler(_Handler):
                     headers["Retry-After"] = f"{max(1.0, round(soonest + 0.05, 1)):g}"
                 raise ApiError(429, f"Too many parallel jobs: the limit is {limit}", headers,
                                actionName="parallelCustomJobs", actionLimit=limit)
-            job = state.create_job(model, body)
+            job = state.create_job(model, body, base=base)
         view = job_view(state, job, cdn, now)
         if sandbox.options["legacy"]:
             return 200, {"job": {"id": job["id"], "status": view["status"]}}, {}
