@@ -76,7 +76,7 @@ def test_img2img_comes_from_its_input_image(sb):
 
 def caption_band(image: Image.Image) -> int:
     """Height of the caption band: the rows at the bottom whose left edge is the band's pure black."""
-    width, height = image.size
+    height = image.height
     pixels = image.load()
     rows = 0
     while rows < height and all(pixels[x, height - 1 - rows] == (0, 0, 0) for x in range(2)):

@@ -28,6 +28,7 @@ from scenario_sdk.types import (AssetRetrieveResponse, AssetUploadResponse, Gene
 
 from scenario_nb import sandbox as sandbox_mod  # noqa: E402
 
+
 def _empty(obj: dict) -> bool:
     return obj == {}
 

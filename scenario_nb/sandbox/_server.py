@@ -7,8 +7,8 @@ is logged so tests can check what a client really sent.
 from __future__ import annotations
 
 import base64
-import copy
 import binascii
+import copy
 import hashlib
 import hmac
 import io
@@ -564,7 +564,6 @@ class ApiHandler(_Handler):
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
         fault = state.take_fault(method, path, ("rate_limit", "error_5xx", "drop", "slow", "malformed"))
-        header_on = sandbox.options["retry_after_header"]
         creates = method in ("POST", "PUT") and ("/generate/custom/" in path or path.endswith("/run"))
         try:
             if fault and fault["kind"] == "rate_limit":
@@ -572,7 +571,7 @@ class ApiHandler(_Handler):
                 if fault.get("remaining_seconds") is not None:
                     extra = {"remainingSeconds": float(fault["remaining_seconds"])}  # a cooldown 429
                 wait = fault.get("retry_after")
-                if wait is None and header_on:
+                if wait is None and sandbox.options["retry_after_header"]:
                     wait = 1.0
                 raise ApiError(429, "Too many requests", {"Retry-After": f"{float(wait):g}"} if wait else {}, **extra)
             if fault and not (creates and fault.get("after_create", fault["kind"] in ("slow", "malformed"))):
