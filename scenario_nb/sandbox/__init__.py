@@ -73,6 +73,7 @@ class Sandbox:
         return self.state.generate_posts
 
     def stats(self) -> dict:
+        """Counters; `rate_limited` lists every 429 as {time, header, retry_after} (retry_after 0: no header)."""
         state = self.state
         with state.lock:
             return {"jobs_created": state.jobs_created, "generate_posts": state.generate_posts,
