@@ -29,7 +29,7 @@ from ._errors import (APIConnectionError, APITimeoutError, ConfigurationError, N
 DEFAULT_BASE_URL = "https://api.cloud.scenario.com/v1"
 CONNECT_TIMEOUT = 5.0
 READ_TIMEOUT = 60.0
-USER_AGENT = "scenario_nb/0.1"
+from ._version import USER_AGENT  # noqa: E402  (the version lives in _version.py only)
 log = logging.getLogger("scenario_nb.http")
 
 _KEY_VARS = ("SCENARIO_API_KEY", "SCENARIO_SDK_API_KEY")
