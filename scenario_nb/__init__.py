@@ -21,7 +21,7 @@ from ._errors import (APIConnectionError, APIError, APITimeoutError, Authenticat
 from ._generation import Generation, wait_all
 from ._models import Model, ModelInput
 
-from ._version import __version__
+from ._version import __version__ as __version__  # re-exported
 
 if _os.environ.get("SCENARIO_NB_LOG_LEVEL"):
     _handler = _logging.StreamHandler(_sys.__stderr__)

@@ -34,8 +34,8 @@ TESTS = 'pip install -q -e ".[test]" && python -m pytest'
 def commands() -> list:
     """The one-line commands of the README's shell blocks that start with `pip install`, in order."""
     blocks = re.findall(r"```(?:bash|sh|shell|console)?\n(.*?)```", README.read_text(), flags=re.S)
-    lines = [l.strip() for b in blocks for l in b.strip().splitlines()]
-    return [l for l in lines if l.startswith("pip install")]
+    lines = [line.strip() for block in blocks for line in block.strip().splitlines()]
+    return [line for line in lines if line.startswith("pip install")]
 
 
 def test_readme_has_exactly_the_two_setup_commands():
