@@ -30,11 +30,10 @@ from urllib3.util.retry import Retry
 
 from ._errors import (APIConnectionError, APITimeoutError, ConfigurationError, NotFoundError,
                       PermissionDeniedError, RateLimitError, ServerError, error_for_status)
-from ._version import __version__
+from ._version import USER_AGENT
 
 DEFAULT_BASE_URL = "https://api.cloud.scenario.com/v1"
 TIMEOUT = (5.0, 60.0)  # connect, read (seconds)
-USER_AGENT = f"scenario_nb/{__version__}"
 log = logging.getLogger("scenario_nb.http")
 
 _KEY_VARS = ("SCENARIO_API_KEY", "SCENARIO_SDK_API_KEY")
