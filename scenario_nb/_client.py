@@ -18,7 +18,7 @@ from ._engine import Engine
 from ._errors import APIError, InputError, NotFoundError, PermissionDeniedError, StorageError
 from ._generation import Generation
 from ._history import History
-from ._http import Credentials, Transport, mask
+from ._http import TIMEOUT, Credentials, Transport, mask
 from ._models import Model, validate_inputs
 
 if TYPE_CHECKING:
@@ -86,7 +86,7 @@ class ScenarioClient:
     def __init__(self, api_key: Optional[str] = None, api_secret: Optional[str] = None,
                  base_url: Optional[str] = None, *, home: Union[str, os.PathLike, None] = None,
                  history_path: Union[str, os.PathLike, None] = None, backend_id: Optional[str] = None,
-                 max_retries: int = 4, timeout: tuple[float, float] = (5.0, 60.0)) -> None:
+                 max_retries: int = 4, timeout: tuple[float, float] = TIMEOUT) -> None:
         self._credentials = Credentials.resolve(api_key, api_secret, base_url)
         self._http = Transport(self._credentials, max_retries=max_retries, timeout=timeout)
         self.home = Path(home).expanduser() if home else default_home()
@@ -300,7 +300,7 @@ class ScenarioClient:
         """The runnable model and the extra inputs that run `model` (itself, or a LoRA via its base)."""
         if model.runnable:
             return model, {}
-        if model.status not in ("trained", ""):
+        if not model.trained:
             raise InputError(f"model {model.name} is {model.status}, not trained yet; it cannot generate")
         base = self.model(base_model) if base_model else self.base_model_for(model)
         single = next((i for i in base.inputs if i.type == "model" and model.type in i.model_types), None)

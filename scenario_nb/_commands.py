@@ -133,7 +133,7 @@ class Commands:
         session.announced = True
         print(session.notice)
         left = old.client.in_flight() if old is not None else []
-        if left:
+        if old is not None and left:
             print(f"{len(left)} request(s) on {old.client.base_url} keep running there and are still followed "
                   f"to the end (and charged there if that backend charges).")
 
@@ -243,7 +243,7 @@ class Commands:
         inputs = request_inputs(workflow, settings=settings(args.set))
         handle = client.run_workflow(args.workflow_id, _source="magic", **inputs)
         if args.out:
-            self.magics.shell.user_ns[args.out] = handle
+            self.magics.user_ns[args.out] = handle
         show_generations([handle], wait=self.magics.wait and not args.no_wait,
                          thumbnail_size=self.magics.thumbnail_size)
 

@@ -19,7 +19,7 @@ import scenario_nb
 from scenario_nb import sandbox as sandbox_mod
 from scenario_nb._history import History
 
-from conftest import SUITE_KEY, SUITE_SECRET, Kernel, kernel_env, reset_session, text_of
+from conftest import Kernel, kernel_env, reset_session, text_of
 
 
 def run(ip, cell):
