@@ -406,14 +406,19 @@ class ScenarioClient:
         job_id = job_id.strip()
         if not job_id:
             raise InputError("no job id given; %scenario history lists them")
+        return self.stored_job(job_id) or self._engine.reattach(job_id)
+
+    def stored_job(self, job_id: str) -> Optional[Generation]:
+        """A finished job whose outputs are all in the local store, from the history (no request made; any
+        backend's), else None."""
         try:
             record = self.history.get(job_id)
         except StorageError:
-            record = None
+            return None
         live = self._engine.live_handle(job_id=job_id)
         if record is not None and (live is None or live.ok) and self._engine.outputs_stored(record):
-            return self._engine.finished_handle(record)  # everything is here: no request needed
-        return self._engine.reattach(job_id)
+            return self._engine.finished_handle(record)
+        return None
 
     def cancel(self, job_id: str) -> str:
         """Ask Scenario to cancel a job; returns the outcome (see `Generation.cancel`)."""

@@ -157,6 +157,10 @@ class Commands:
         job_id = _required(args.job_id, "job id", "job", "%scenario history lists them")
         client = self.client
         record = client.history.get(job_id)
+        stored = client.stored_job(job_id)
+        if stored is not None:
+            show_generations([stored], wait=True, thumbnail_size=self.magics.thumbnail_size)
+            return
         if record is not None and record.backend_id != client.backend_id:
             other = session_for(record.backend_id)
             if other is None:

@@ -156,8 +156,12 @@ def test_backend_switch_lets_old_jobs_finish_and_finds_them_later(ip, env, tmp_p
     old = ip.user_ns["old"]
     result, out = run(ip, "%scenario sandbox")
     assert "embedded sandbox" in out.stdout and "keep running there" in out.stdout
+    assert not old.done
+    result, out = run(ip, f"%scenario job {old.job_id}")  # still running: found on the backend it runs on
+    assert result.error_in_exec is None and any(k.startswith("image/") for o in out.outputs for k in o.data)
     assert old.wait(timeout=30).ok and old.images and old.backend == env.url
-    result, out = run(ip, f"%scenario job {old.job_id}")
+    time.sleep(1)  # the retired session closes once it has nothing left to follow
+    result, out = run(ip, f"%scenario job {old.job_id}")  # done: shown from the store, whatever the backend
     assert result.error_in_exec is None and any(k.startswith("image/") for o in out.outputs for k in o.data)
     result, out = run(ip, "%scenario status")
     assert "backend: sandbox" in out.stdout and "no SCENARIO_API_KEY" not in out.stdout
