@@ -1,25 +1,54 @@
-"""The `%scenario` line subcommands (models, status, history, job, cancel, wait, ...).
+"""The `%scenario` line subcommands (models, status, history, job, cancel, wait, ...) and the parsing the
+`%%scenario` cell shares with them.
 
-Each is one method `cmd_<name>(words)`; each prints or displays one result and raises `UsageError` (one
-line) for a user mistake. They reach the shared session through the magics object that owns them.
+Each subcommand is one method `cmd_<name>(words)`; each prints or displays one result and raises `UsageError`
+(one line) for a user mistake. They reach the shared session through the magics object that owns them.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import shlex
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any, Optional
 
 from IPython.core.error import UsageError
 from IPython.display import display
 
 from ._display import asset_bundle, show_generations, table_bundle
-from ._errors import NotFoundError
+from ._errors import InputError, NotFoundError
 from ._generation import wait_all
 
-if TYPE_CHECKING:
-    from ._magics import ScenarioMagics
+
+SUBCOMMANDS = ("models", "model", "use", "status", "history", "job", "cancel", "wait", "asset", "workflows",
+               "workflow", "panel", "sandbox", "use-credentials", "help")
+
+
+def fill_prompt(text: str, namespace: dict) -> str:
+    """Insert `{name}` from the user's variables; unknown names stay as they are, `{{` gives `{`."""
+    def one(match: re.Match) -> str:
+        if match[0] in ("{{", "}}"):
+            return match[0][0]
+        return str(namespace[match[1]]) if match[1] in namespace else match[0]
+    return re.sub(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}", one, text)
+
+
+def settings(pairs: Optional[list]) -> dict:
+    """`--set NAME=VALUE` pairs as a dict (values still text; the model's inputs type them)."""
+    out = {}
+    for pair in pairs or []:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip():
+            raise InputError(f"--set takes NAME=VALUE, not {pair!r}")
+        out[name.strip()] = value
+    return out
+
+
+def check_variable(name: Optional[str]) -> None:
+    if name is not None and not name.isidentifier():
+        suggestion = re.sub(r"\W", "_", name)
+        raise UsageError(f"-o takes a Python variable name, not {name!r} (e.g. -o {suggestion})")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -44,15 +73,14 @@ def _required(value: str, what: str, where: str, tip: str = "") -> str:
 class Commands:
     """`%scenario SUBCOMMAND ...`, dispatched by name."""
 
-    def __init__(self, magics: "ScenarioMagics") -> None:
-        self.magics = magics
+    def __init__(self, magics: Any) -> None:
+        self.magics = magics  # the ScenarioMagics that owns these: its settings, session and shell
 
     @property
     def client(self):
         return self.magics.client
 
     def run(self, line: str) -> Any:
-        from ._magics import SUBCOMMANDS
         try:
             words = shlex.split(line)
         except ValueError as exc:
@@ -233,7 +261,6 @@ class Commands:
                                                         for w in flows]), raw=True)
 
     def cmd_workflow(self, rest: list) -> None:
-        from ._magics import check_variable, settings
         from ._models import request_inputs
         args = _parse("workflow", rest, (("workflow_id",), {}), (("--set",), {"action": "append"}),
                       (("-o", "--out"), {}), (("--no-wait",), {"action": "store_true"}))

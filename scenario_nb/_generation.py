@@ -14,14 +14,26 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional, Protocol, Union
 
 from ._errors import InputError, JobTimeoutError, StorageError
 
 if TYPE_CHECKING:
     from PIL.Image import Image
 
-    from ._engine import Engine
+    from ._store import FileStore
+
+
+class Owner(Protocol):
+    """What a handle needs from the engine that keeps it current: where it runs, where its outputs are, and
+    the one action it can ask for."""
+
+    base_url: str
+
+    @property
+    def store(self) -> "FileStore": ...
+
+    def cancel(self, handle: "Generation") -> str: ...
 
 log = logging.getLogger("scenario_nb")
 
@@ -77,7 +89,7 @@ class Generation:
     thread. `wait()` blocks only the caller, and Ctrl-C stops the waiting, never the job.
     """
 
-    def __init__(self, engine: "Engine", *, model_id: str, run_model_id: str, inputs: dict,
+    def __init__(self, engine: Owner, *, model_id: str, run_model_id: str, inputs: dict,
                  base_model_id: Optional[str] = None, source: str = "api", kind: str = "generation",
                  model_name: str = "", request_id: str = "") -> None:
         self._engine = engine

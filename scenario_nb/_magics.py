@@ -7,7 +7,6 @@ ledger and following jobs live in the shared modules the panel uses too.
 
 from __future__ import annotations
 
-import re
 import shlex
 from pathlib import Path
 from typing import Any, Optional
@@ -19,41 +18,12 @@ from IPython.display import display
 from traitlets import Bool, Float, Int, TraitError, Unicode, observe, validate
 from traitlets.config import Configurable
 
+from ._commands import SUBCOMMANDS, Commands, check_variable, fill_prompt, settings
 from ._display import DEFAULT_THUMBNAIL_SIZE, show_generations
-from ._errors import InputError, ScenarioError
+from ._errors import ScenarioError
 from ._generation import Generation
 from ._http import credentials_from_env
 from ._models import aspect_options, is_aspect, normalise_ratio, request_inputs
-
-SUBCOMMANDS = ("models", "model", "use", "status", "history", "job", "cancel", "wait", "asset", "workflows",
-               "workflow", "panel", "sandbox", "use-credentials", "help")
-
-
-def fill_prompt(text: str, namespace: dict) -> str:
-    """Insert `{name}` from the user's variables; unknown names stay as they are, `{{` gives `{`."""
-    def one(match: re.Match) -> str:
-        if match[0] in ("{{", "}}"):
-            return match[0][0]
-        return str(namespace[match[1]]) if match[1] in namespace else match[0]
-    return re.sub(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}", one, text)
-
-
-def settings(pairs: Optional[list]) -> dict:
-    """`--set NAME=VALUE` pairs as a dict (values still text; the model's inputs type them)."""
-    out = {}
-    for pair in pairs or []:
-        name, sep, value = pair.partition("=")
-        if not sep or not name.strip():
-            raise InputError(f"--set takes NAME=VALUE, not {pair!r}")
-        out[name.strip()] = value
-    return out
-
-
-def check_variable(name: Optional[str]) -> None:
-    if name is not None and not name.isidentifier():
-        suggestion = re.sub(r"\W", "_", name)
-        raise UsageError(f"-o takes a Python variable name, not {name!r} (e.g. -o {suggestion})")
-
 
 @magics_class
 class ScenarioMagics(Magics, Configurable):
@@ -83,7 +53,6 @@ class ScenarioMagics(Magics, Configurable):
 
     def __init__(self, shell: Any = None, **kwargs: Any) -> None:
         super().__init__(shell=shell, config=shell.config if shell is not None else None, **kwargs)
-        from ._commands import Commands
         self.commands = Commands(self)
         self._routing_shown: set = set()  # models whose "runs through" line this session already printed
 
