@@ -16,7 +16,6 @@ import pytest
 from IPython.utils.capture import capture_output
 
 import scenario_nb
-from scenario_nb import sandbox as sandbox_mod
 from scenario_nb._history import History
 
 from conftest import Kernel, kernel_env, reset_session, text_of
