@@ -202,11 +202,10 @@ class Engine:
             self._enqueue(handle)
             return handle
         sender = threading.Thread(target=self._send, args=(handle,), name="scenario-send", daemon=True)
-        handle._sent = threading.Event()  # type: ignore[attr-defined]
         sender.start()
         if block:
             try:
-                while not handle._sent.wait(0.05):  # type: ignore[attr-defined]
+                while not handle._answered.wait(0.05):
                     pass
             except KeyboardInterrupt as exc:  # the request goes on; the front door says so in one line
                 exc.handle = handle  # type: ignore[attr-defined]
@@ -222,9 +221,7 @@ class Engine:
                                                   f"({exc}); %scenario status shows whether a job appeared"),
                       status="unknown")
         finally:
-            sent = getattr(handle, "_sent", None)
-            if sent is not None:
-                sent.set()
+            handle._answered.set()
 
     def _send_once(self, handle: Generation) -> str:
         """POST (or PUT) the request exactly once: "created", "waiting", "unknown" or "not-sent"."""

@@ -118,6 +118,7 @@ class Generation:
         self.finished_at: Optional[float] = None
         self.server_offset = 0.0
         self._done = threading.Event()
+        self._answered = threading.Event()  # the request has an answer: a job, a 429, or a lost answer
         self._lock = threading.Lock()
         self._callbacks: list[Callable[["Generation"], None]] = []
 
@@ -271,7 +272,7 @@ class Generation:
         written.append(store.write_text(sidecar, document))
         return written
 
-    # -- Kept current by the engine ------------------------------------------------------------------
+    # -- Kept current by the engine (the same layer; nothing else calls these) -------------------------
     def _apply(self, job: dict) -> None:
         """Take a fresh job object from the API."""
         meta = job.get("metadata") or {}
