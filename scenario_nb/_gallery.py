@@ -1,0 +1,113 @@
+"""The panel's gallery: fixed-size tiles that keep each image's aspect ratio, and a static HTML snapshot.
+
+Tiles are built from core ipywidgets only (no custom JavaScript), so they work wherever ipywidgets does.
+The snapshot is plain HTML with inline styles and `data:` images: it is what GitHub, nbviewer and
+nbconvert show for the panel's output, where no widget can be drawn.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import ipywidgets as w
+
+TILE = 200          # the square every thumbnail fits in (never upscaled past its own size)
+SNAPSHOT_TILES = 12  # newest tiles kept in the saved snapshot (a notebook stays light)
+ACCENT = "#2f6fde"
+
+
+@dataclass
+class Item:
+    """One output in the gallery: an image (with its thumbnail) or a plain tile for other kinds."""
+
+    handle: Any
+    index: int
+    asset_id: str
+    kind: str = "image"
+    thumb: bytes = b""
+    mime: str = "image/jpeg"
+    width: int = 0
+    height: int = 0
+    path: str = ""
+    selected: bool = False
+    widgets: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def seed(self) -> Any:
+        seeds = self.handle.seeds
+        return seeds[self.index] if self.index < len(seeds) and seeds[self.index] is not None else self.handle.seed
+
+    @property
+    def cost_text(self) -> str:
+        cost = self.handle.cost
+        if cost is None:
+            return ""
+        count = max(1, len(self.handle.asset_ids))
+        return f"{cost:g} CU" if count == 1 else f"{cost:g} CU for {count}"
+
+
+def caption_html(item: Item, width: int = TILE) -> str:
+    """Prompt on one ellipsized line (full prompt on hover), then model · seed · cost, tightly spaced."""
+    prompt = item.handle.prompt or "(no prompt)"
+    facts = [item.handle.model_name]
+    if item.seed is not None:
+        facts.append(f"seed {item.seed}")
+    if item.cost_text:
+        facts.append(item.cost_text)
+    line = "white-space:nowrap;overflow:hidden;text-overflow:ellipsis"
+    return (f'<div style="width:{width}px;line-height:1.35;font-size:12px;padding-top:4px">'
+            f'<div class="scenario-prompt" title="{html.escape(prompt)}" style="{line}">{html.escape(prompt)}</div>'
+            f'<div class="scenario-facts" title="{html.escape(" · ".join(map(str, facts)))}" '
+            f'style="{line};color:#666">{" · ".join(html.escape(str(f)) for f in facts)}</div></div>')
+
+
+def code_html(text: str, width: Optional[int] = None) -> str:
+    """The exact cell, selectable in one click (user-select: all), wrapped to the tile."""
+    size = f"width:{width}px;" if width else ""
+    return (f'<div style="{size}line-height:1.3;font-size:11px;padding-top:4px">'
+            '<div style="color:#666">Select, copy, paste into a cell:</div>'
+            '<pre class="scenario-magic" style="user-select:all;-webkit-user-select:all;white-space:pre-wrap;'
+            'word-break:break-all;margin:2px 0 0;padding:6px;background:#f4f5f7;border:1px solid #dde;'
+            f'border-radius:4px;font-size:11px;line-height:1.35">{html.escape(text)}</pre></div>')
+
+
+def image_area(item: Item, overlay: w.Button) -> w.GridBox:
+    """The thumbnail centred in a TILE square, under a transparent button that makes the tile clickable."""
+    image = w.Image(value=item.thumb, format=item.mime.split("/")[1], width=str(item.width),
+                    height=str(item.height),
+                    layout=w.Layout(grid_area="1 / 1 / 2 / 2", object_fit="contain", max_width=f"{TILE}px",
+                                    max_height=f"{TILE}px"))
+    overlay.layout = w.Layout(grid_area="1 / 1 / 2 / 2", width=f"{TILE}px", height=f"{TILE}px", margin="0")
+    return w.GridBox([image, overlay], layout=w.Layout(
+        grid_template_columns=f"{TILE}px", grid_template_rows=f"{TILE}px", justify_items="center",
+        align_items="center", width=f"{TILE}px", height=f"{TILE}px", overflow="hidden"))
+
+
+def other_area(item: Item) -> w.HTML:
+    """A plain tile for outputs that are not images (video, 3D, text): the kind and a link to open it."""
+    link = f'<a href="{html.escape(item.path)}" target="_blank">open</a>' if item.path else item.asset_id
+    return w.HTML(f'<div style="width:{TILE}px;height:{TILE}px;display:flex;flex-direction:column;'
+                  f'align-items:center;justify-content:center;background:#eef0f3;border-radius:4px;'
+                  f'line-height:1.5"><b>{html.escape(item.kind)}</b><span>{link}</span></div>')
+
+
+def snapshot_html(items: list[Item], total: int) -> str:
+    """The gallery as static HTML (inline styles, `data:` thumbnails) for renders without widgets."""
+    tiles = []
+    for item in items[:SNAPSHOT_TILES]:
+        if item.kind == "image" and item.thumb:
+            data = base64.b64encode(item.thumb).decode()
+            body = (f'<img src="data:{item.mime};base64,{data}" width="{item.width}" height="{item.height}" '
+                    f'alt="{html.escape(item.handle.prompt)}" style="max-width:{TILE}px;max-height:{TILE}px">')
+        else:
+            body = f"<b>{html.escape(item.kind)}</b>"
+        tiles.append(f'<div style="width:{TILE}px;margin:0 12px 12px 0">'
+                     f'<div style="width:{TILE}px;height:{TILE}px;display:flex;align-items:center;'
+                     f'justify-content:center;background:#f4f5f7">{body}</div>{caption_html(item)}</div>')
+    more = f" (newest {SNAPSHOT_TILES} shown)" if total > SNAPSHOT_TILES else ""
+    return (f'<div class="scenario-gallery-snapshot"><div style="margin-bottom:6px"><b>Scenario gallery</b> · '
+            f'{total} image{"s" * (total != 1)}, newest first{more}</div>'
+            f'<div style="display:flex;flex-wrap:wrap">{"".join(tiles)}</div></div>')
