@@ -38,7 +38,7 @@ MY_MODELS, PUBLIC = "My models", "Public catalog"
 
 
 def _error_html(text: str) -> str:
-    return f'<span style="color:#b00020">{html.escape(text)}</span>'
+    return f'<span style="color:#b00020">✗ {html.escape(text)}</span>'
 
 
 def _quiet(text: str) -> str:
@@ -113,7 +113,7 @@ class Panel(w.VBox):
                                      style={"button_width": "auto"})
         self.model_menu = w.Dropdown(options=[("Loading models…", "")], value="", layout=w.Layout(width="20em"))
         self.model_hint = w.HTML()
-        self.message = w.HTML()
+        self.model_message = w.HTML()
         self.prompt = w.Textarea(placeholder="Describe what to generate…", rows=3, layout=w.Layout(width="40em"))
         self.prompt_info = w.HTML()
         self.aspect = w.Dropdown(options=[(DEFAULT_CHOICE, DEFAULT_CHOICE)], value=DEFAULT_CHOICE,
@@ -127,7 +127,7 @@ class Panel(w.VBox):
         self.cost = w.HTML(_quiet("cost: pick a model"))
         self.generate_button = w.Button(description="Generate", button_style="primary", icon="magic",
                                         disabled=True, layout=w.Layout(width="auto", min_width="9em"))
-        self.generate_note = w.HTML()
+        self.message = w.HTML()
         self.jobs = w.VBox()
         self.save_folder = w.Text(value="outputs/panel", layout=w.Layout(width="14em"))
         self.save_button = w.Button(description="Save selected", icon="save", layout=w.Layout(width="auto"))
@@ -155,12 +155,12 @@ class Panel(w.VBox):
             w.HBox([w.HTML("<b style='font-size:15px'>Scenario</b>", layout=w.Layout(width=label)), self.scope],
                    layout=w.Layout(align_items="center")),
             w.HBox([_label("Model", label), self.model_menu, self.model_hint], layout=w.Layout(align_items="center")),
-            self.message,
+            self.model_message,
             w.HBox([_label("Prompt", label), w.VBox([self.prompt, self.prompt_info])]),
             w.HBox([_label("Aspect", label), self.aspect, _label("Images", "4.5em"), self.count, self.aspect_note],
                    layout=w.Layout(align_items="center")),
             self.settings,
-            w.HBox([self.generate_button, self.cost, self.generate_note],
+            w.HBox([self.generate_button, self.cost, self.message],
                    layout=w.Layout(align_items="center", margin="6px 0")),
             self.jobs,
             w.HBox([self.gallery_title, self.selection_note], layout=w.Layout(align_items="center",
@@ -258,14 +258,14 @@ class Panel(w.VBox):
                 models = self.client.models(public=public)
             except ScenarioError as exc:
                 self.model_menu.options = [("(no models)", "")]
-                self.message.value = _error_html(str(exc))
+                self.model_message.value = _error_html(str(exc))
                 return
             if not models:
                 self.model_menu.options = [("(no models)", "")]
-                self.message.value = _quiet("No models here yet" + ("" if public else
+                self.model_message.value = _quiet("No models here yet" + ("" if public else
                                                                     "; switch to the public catalog"))
                 return
-            self.message.value = ""
+            self.model_message.value = ""
             options = [(f"{m.name} — {type_words(m)}" + ("" if m.trained else f" ({m.status})"), m.id)
                        for m in models]
             self.model_menu.layout.width = _em([o[0] for o in options], extra=3)
@@ -296,12 +296,12 @@ class Panel(w.VBox):
             self._runnable, _ = self.client.route(self._model)
         except ScenarioError as exc:
             self._model, self._runnable = None, None
-            self.message.value = _error_html(str(exc))
+            self.model_message.value = _error_html(str(exc))
             self.model_hint.value = ""
             self.generate_button.disabled = True
             self.cost.value = ""
             return
-        self.message.value = ""
+        self.model_message.value = ""
         hint = type_words(self._model)
         if self._runnable is not self._model:
             hint += f" · runs through {self._runnable.name}"
@@ -397,7 +397,7 @@ class Panel(w.VBox):
         count = len(self.prompt.value)
         if limit and count > limit:
             self.prompt.value = self.prompt.value[:limit]
-            self.prompt_info.value = _error_html(f"The prompt is limited to {limit:,} characters for this model")
+            self.prompt_info.value = _error_html(f"The prompt is limited to {limit} characters for this model")
         elif limit and count >= 0.8 * limit:
             self.prompt_info.value = _quiet(f"{count:,} of {limit:,} characters")
         else:
@@ -475,9 +475,9 @@ class Panel(w.VBox):
             model, prompt, inputs = self.request()
             handle = self.client.generate(model, prompt, source="panel", **inputs)
         except ScenarioError as exc:
-            self.generate_note.value = _error_html(self._in_words(exc))
+            self.message.value = _error_html(self._in_words(exc))
             return None
-        self.generate_note.value = ""
+        self.message.value = ""
         self.generations.append(handle)
         self._add_job_row(handle)
         return handle

@@ -97,7 +97,7 @@ def test_the_picked_model_is_named_and_the_base_only_in_a_quiet_hint(panel, env)
     created = env.stats()["jobs_created"]
     panel.prompt.value = "  "
     assert panel.generate() is None
-    assert "Hero Knight needs a prompt" in panel.generate_note.value and "FLUX" not in panel.generate_note.value
+    assert "Hero Knight needs a prompt" in panel.message.value and "FLUX" not in panel.message.value
     assert env.stats()["jobs_created"] == created
 
 
@@ -161,7 +161,7 @@ def test_validation_blocks_the_job_and_says_why_next_to_generate(panel, env):
     panel._controls["quality"].value = "high"
     created = env.stats()["jobs_created"]
     assert panel.generate() is None
-    assert "reference image is required when a mask is provided" in panel.generate_note.value
+    assert "reference image is required when a mask is provided" in panel.message.value
     assert env.stats()["jobs_created"] == created
     upload(panel._controls["referenceImages"], png_bytes(), "ref.png")
     job = panel.generate()
@@ -175,7 +175,7 @@ def test_prompt_max_length_is_enforced(panel):
     panel.prompt.value = "a short prompt"
     assert panel.prompt_info.value == ""  # no counter while far from the limit
     panel.prompt.value = "x" * 3000
-    assert len(panel.prompt.value) == 2048 and "limited to 2,048" in panel.prompt_info.value
+    assert len(panel.prompt.value) == 2048 and "limited to 2048" in panel.prompt_info.value
 
 
 def test_cost_estimate_refreshes_without_creating_a_job(panel, env):
@@ -279,7 +279,7 @@ def test_wrong_credentials_show_a_clear_message(env, monkeypatch):
     from conftest import reset_session
     reset_session()
     panel = scenario_nb.Panel().wait_ready()
-    assert "Unauthorized" in panel.message.value and "wrong-secret" not in panel.message.value
+    assert "Unauthorized" in panel.model_message.value and "wrong-secret" not in panel.model_message.value
     assert panel.model_menu.options == (("(no models)", ""),) and panel.generate_button.disabled
 
 
