@@ -21,8 +21,14 @@ GEMINI, FLUX2 = "model_google-gemini-3-1-flash", "model_bfl-flux-2-dev"
 
 @pytest.fixture
 def sb():
-    with sandbox_mod.start(job_seconds=0.4, seed=5, max_parallel_jobs=3) as server:
+    with sandbox_mod.start(job_seconds=0.4, seed=5, max_parallel_jobs=3, list_lag=0) as server:
         yield server
+
+
+def generate(sb, body, model=GEMINI):
+    answer = api(sb, "POST", f"/generate/custom/{model}", json=body)
+    assert answer.status_code == 200, answer.text
+    return answer.json()["job"]
 
 
 def api(sb, method, path, **kwargs):
@@ -50,7 +56,7 @@ def test_auth_and_public_token(sb):
 def test_models_paging_filters_and_shapes(sb):
     seen, token = [], None
     while True:
-        page = api(sb, "GET", "/models", params={"privacy": "public", "pageSize": 2,
+        page = api(sb, "GET", "/models", params={"privacy": "public", "pageSize": 50,
                                                   **({"paginationToken": token} if token else {})}).json()
         seen += page["models"]
         token = page.get("nextPaginationToken")
@@ -100,7 +106,7 @@ def test_state_machine_assets_and_signed_urls(sb):
     job = wait_done(sb, created["job"]["jobId"])
     assert [h["status"] for h in job["statusHistory"]] == ["queued", "warming-up", "in-progress", "finalizing",
                                                            "success"]
-    assert job["progress"] == 1 and len(job["metadata"]["assetIds"]) == 2 and job["result"]["images"]
+    assert job["progress"] == 1 and len(job["metadata"]["assetIds"]) == 2
     asset = api(sb, "GET", f"/assets/{job['metadata']['assetIds'][0]}").json()["asset"]
     assert asset["metadata"]["seed"] == "4" and asset["url"].startswith(sb.cdn_url)
     image = Image.open(io.BytesIO(requests.get(asset["url"], timeout=10).content))
@@ -132,19 +138,113 @@ def test_images_are_made_while_the_job_runs(sb):
     assert data == _images.render(**sb.state.render_params(sb.jobs[done["jobId"]])[0])  # same bytes as on demand
 
 
-def test_cancel_and_parallel_cap(sb):
-    jobs = [api(sb, "POST", f"/generate/custom/{GEMINI}", json={"prompt": f"p{i}"}).json()["job"] for i in range(3)]
+def cancel(sb, job_id):
+    return api(sb, "POST", f"/jobs/{job_id}/action", json={"action": "cancel"})
+
+
+def test_cancel_is_refused_on_generation_jobs_which_run_on(sb):
+    """§6.5: a running `custom` job refuses cancel; it succeeds and its (paid) images exist."""
+    job = generate(sb, {"prompt": "keep going", "numOutputs": 2})
+    refused = cancel(sb, job["jobId"])
+    assert refused.status_code == 400
+    assert refused.json() == {"reason": "Cannot cancel this type of job. Action not permitted."}
+    done = wait_done(sb, job["jobId"])
+    assert done["status"] == "success" and "canceled" not in [h["status"] for h in done["statusHistory"]]
+    for asset_id in done["metadata"]["assetIds"]:
+        url = api(sb, "GET", f"/assets/{asset_id}").json()["asset"]["url"]
+        assert Image.open(io.BytesIO(requests.get(url, timeout=10).content)).size == (1024, 1024)
+    assert cancel(sb, job["jobId"]).json() == {"reason": "Cannot cancel this type of job"}  # terminal
+    assert api(sb, "POST", f"/jobs/{job['jobId']}/action", json={"action": "pause"}).status_code == 400
+    assert cancel(sb, "job_nope").status_code == 404
+
+
+def test_cancel_where_the_job_type_allows_it():
+    with sandbox_mod.start(job_seconds=5, cancellable_types=("custom",), list_lag=0) as sb:
+        job = generate(sb, {"prompt": "stop me"})
+        canceled = cancel(sb, job["jobId"])
+        assert canceled.status_code == 200 and canceled.json()["job"]["status"] == "canceled"
+        assert wait_done(sb, job["jobId"])["status"] == "canceled"
+        assert cancel(sb, job["jobId"]).json() == {"reason": "Cannot cancel this type of job"}
+        assert not sb.state.assets
+
+
+def test_parallel_cap_429_names_the_limit_without_retry_after(sb):
+    jobs = [generate(sb, {"prompt": f"p{i}"}) for i in range(3)]
     limited = api(sb, "POST", f"/generate/custom/{GEMINI}", json={"prompt": "one too many"})
-    assert limited.status_code == 429 and float(limited.headers["Retry-After"]) >= 1
-    assert limited.json()["actionName"] == "parallelCustomJobs" and limited.json()["actionLimit"] == 3
-    canceled = api(sb, "POST", f"/jobs/{jobs[0]['jobId']}/action", json={"action": "cancel"}).json()["job"]
-    assert canceled["status"] == "canceled"
-    assert api(sb, "POST", f"/jobs/{jobs[0]['jobId']}/action", json={"action": "cancel"}).json() == \
-        {"reason": "Cannot cancel this type of job"}
-    assert api(sb, "POST", f"/jobs/{jobs[1]['jobId']}/action", json={"action": "pause"}).status_code == 400
+    assert limited.status_code == 429 and "Retry-After" not in limited.headers
+    assert limited.json() == {"reason": "Too many parallel jobs: the limit is 3", "actionName": "parallelCustomJobs",
+                              "actionLimit": 3}
+    assert len(sb.jobs) == 3
     listed = api(sb, "GET", "/jobs", params={"pageSize": 2}).json()
     assert len(listed["jobs"]) == 2 and listed["nextPaginationToken"]
+    assert {j["jobId"] for j in listed["jobs"]} <= {j["jobId"] for j in jobs}
     assert api(sb, "GET", "/jobs/job_nope").status_code == 404
+
+
+def test_retry_after_header_is_an_option():
+    with sandbox_mod.start(job_seconds=5, max_parallel_jobs=1, retry_after_header=True) as sb:
+        generate(sb, {"prompt": "one"})
+        limited = api(sb, "POST", f"/generate/custom/{GEMINI}", json={"prompt": "two"})
+        assert limited.status_code == 429 and float(limited.headers["Retry-After"]) >= 1
+        sb.inject("rate_limit", path="/models")
+        assert float(api(sb, "GET", "/models").headers["Retry-After"]) > 0
+
+
+def test_injected_rate_limits_carry_no_header_unless_asked(sb):
+    sb.inject("rate_limit", path="/models")
+    plain = api(sb, "GET", "/models")
+    assert plain.status_code == 429 and "Retry-After" not in plain.headers
+    assert plain.json()["actionName"] and plain.json()["actionLimit"] == 3
+    sb.inject("rate_limit", path="/models", remaining_seconds=7)
+    cooldown = api(sb, "GET", "/models")
+    assert cooldown.json()["remainingSeconds"] == 7 and "Retry-After" not in cooldown.headers
+    sb.set_faults(rate_limit=1.0)
+    seeded = api(sb, "GET", "/models")
+    sb.set_faults(rate_limit=0.0)
+    assert seeded.status_code == 429 and "Retry-After" not in seeded.headers
+    assert [r["header"] for r in sb.stats()["rate_limited"]] == [False, False, False]
+
+
+def test_job_list_lags_behind_job_reads():
+    """§10b: GET /jobs shows a new job only after a delay; GET /jobs/{id} sees it at once."""
+    with sandbox_mod.start(job_seconds=0.2, list_lag=30) as sb:
+        job = generate(sb, {"prompt": "hidden for a while"})
+        assert wait_done(sb, job["jobId"])["status"] == "success"
+        for params in ({}, {"types": "custom"}, {"status": "success"}):
+            assert api(sb, "GET", "/jobs", params=params).json()["jobs"] == []
+    with sandbox_mod.start(job_seconds=0.2, list_lag=0.5) as sb:
+        job = generate(sb, {"prompt": "shows soon"})
+        assert api(sb, "GET", "/jobs").json()["jobs"] == []
+        for _ in range(100):
+            listed = api(sb, "GET", "/jobs").json()["jobs"]
+            if listed:
+                break
+            time.sleep(0.05)
+        assert [j["jobId"] for j in listed] == [job["jobId"]]
+
+
+def test_default_list_lag_is_a_few_seconds():
+    with sandbox_mod.start(job_seconds=0.2) as sb:
+        generate(sb, {"prompt": "new"})
+        assert api(sb, "GET", "/jobs").json()["jobs"] == []
+
+
+FOREST = "model_PixeLForestStyLe2qR3sT4uV5w"
+
+
+@pytest.mark.parametrize("body, added", [
+    ({"prompt": "a LoRA through its base", "modelId": FOREST, "numOutputs": 1}, {}),
+    ({"prompt": "loras list", "loras": [FOREST], "lorasScale": [0.8]}, {"modelId": "model_bfl-flux-1-dev"}),
+    ({"prompt": "empty LoRA slot", "modelId": ""}, {}),
+    ({"prompt": "plain"}, {"modelId": "model_bfl-flux-1-dev"}),
+])
+def test_metadata_input_echoes_the_body_as_sent(sb, body, added):
+    """§10b: a lost answer is found by matching `metadata.input`, which is the body as sent (+ modelId if absent)."""
+    job = generate(sb, body, model="model_bfl-flux-1-dev")
+    assert job["metadata"]["input"] == {**body, **added}
+    assert api(sb, "GET", f"/jobs/{job['jobId']}").json()["job"]["metadata"]["input"] == {**body, **added}
+    listed = api(sb, "GET", "/jobs").json()["jobs"]
+    assert [j["metadata"]["input"] for j in listed if j["jobId"] == job["jobId"]] == [{**body, **added}]
 
 
 def test_uploads(sb):
@@ -176,6 +276,7 @@ def test_workflows(sb):
 
 @pytest.mark.parametrize("kind, params, check", [
     ("rate_limit", {"retry_after": 2}, lambda r: r.status_code == 429 and r.headers["Retry-After"] == "2"),
+    ("rate_limit", {}, lambda r: r.status_code == 429 and "Retry-After" not in r.headers),
     ("error_5xx", {}, lambda r: r.status_code >= 500 and "reason" in r.json()),
     ("malformed", {}, lambda r: r.status_code == 200 and not _is_json(r)),
 ])
@@ -205,10 +306,20 @@ def test_drop_and_job_failure(sb):
 
 def test_cli_serves_until_stopped():
     proc = subprocess.Popen([sys.executable, "-m", "scenario_nb.sandbox", "--port", "0", "--api-key", "k1",
-                             "--api-secret", "s1"], stdout=subprocess.PIPE, text=True)
+                             "--api-secret", "s1", "--job-seconds", "5", "--max-parallel", "1", "--list-lag", "0",
+                             "--cancellable-types", "custom,inference", "--retry-after-header"],
+                            stdout=subprocess.PIPE, text=True)
     try:
         url = re.search(r"(http://127\.0\.0\.1:\d+/v1)", proc.stdout.readline())[1]
         assert requests.get(url + "/models", auth=("k1", "s1"), timeout=5).status_code == 200
+        post = lambda: requests.post(f"{url}/generate/custom/{GEMINI}", json={"prompt": "x"},  # noqa: E731
+                                     auth=("k1", "s1"), timeout=5)
+        job_id = post().json()["job"]["jobId"]
+        assert "Retry-After" in post().headers  # --max-parallel 1 and --retry-after-header
+        assert [j["jobId"] for j in requests.get(url + "/jobs", auth=("k1", "s1"), timeout=5).json()["jobs"]] \
+            == [job_id]  # --list-lag 0
+        assert requests.post(f"{url}/jobs/{job_id}/action", json={"action": "cancel"}, auth=("k1", "s1"),
+                             timeout=5).json()["job"]["status"] == "canceled"  # --cancellable-types custom
     finally:
         proc.terminate()
         assert proc.wait(timeout=10) == 0

@@ -86,7 +86,7 @@ def conforms(model: type, response, items: str = "") -> dict:
 
 @pytest.fixture(scope="module")
 def sb():
-    with sandbox_mod.start(job_seconds=0.3, seed=21) as server:
+    with sandbox_mod.start(job_seconds=0.3, seed=21, list_lag=0) as server:
         yield server
 
 
@@ -120,8 +120,9 @@ def test_generate_dry_run_jobs_cancel(sdk):
     conforms(JobRetrieveResponse, sdk.jobs.with_raw_response.retrieve(job_id))
     conforms(JobListResponse, sdk.jobs.with_raw_response.list(page_size=5), "jobs")
     other = sdk.generate.run_model(model, body={"prompt": "to cancel"}).job.job_id
-    canceled = conforms(JobTriggerActionResponse, sdk.jobs.with_raw_response.trigger_action(other, action="cancel"))
-    assert canceled["job"]["status"] == "canceled"
+    with pytest.raises(scenario_sdk.BadRequestError) as refused:  # §6.5: generation jobs refuse cancel
+        sdk.jobs.trigger_action(other, action="cancel")
+    assert refused.value.body == {"reason": "Cannot cancel this type of job. Action not permitted."}
     import time
     for _ in range(100):
         job = sdk.jobs.retrieve(job_id).job
@@ -131,6 +132,16 @@ def test_generate_dry_run_jobs_cancel(sdk):
     done = conforms(JobRetrieveResponse, sdk.jobs.with_raw_response.retrieve(job_id))
     asset_id = done["job"]["metadata"]["assetIds"][0]
     conforms(AssetRetrieveResponse, sdk.assets.with_raw_response.retrieve(asset_id))
+
+
+def test_cancel_where_allowed(sb):
+    with sandbox_mod.start(job_seconds=5, cancellable_types=("custom",)) as cancellable:
+        sdk = scenario_sdk.Scenario(api_key=cancellable.api_key, api_secret=cancellable.api_secret,
+                                    base_url=cancellable.url, max_retries=0)
+        job_id = sdk.generate.run_model("model_google-gemini-3-1-flash", body={"prompt": "x"}).job.job_id
+        canceled = conforms(JobTriggerActionResponse, sdk.jobs.with_raw_response.trigger_action(job_id,
+                                                                                                 action="cancel"))
+        assert canceled["job"]["status"] == "canceled"
 
 
 def test_upload(sdk):

@@ -11,7 +11,7 @@ beside the package: the client never imports it.
 from __future__ import annotations
 
 import threading
-from typing import Any, Optional
+from typing import Any, Iterable, Optional
 
 from ._server import ApiHandler, CdnHandler, State, _Server
 
@@ -81,7 +81,11 @@ class Sandbox:
     # -- Faults --------------------------------------------------------------------------------------
     def inject(self, kind: str, count: int = 1, path: Optional[str] = None, method: Optional[str] = None,
                **params: Any) -> None:
-        """Make the next `count` matching requests fail this way (see FAULT_KINDS)."""
+        """Make the next `count` matching requests fail this way (see FAULT_KINDS).
+
+        `rate_limit` takes `retry_after` (seconds: sends a Retry-After header, which the real concurrency
+        429 does not) and `remaining_seconds` (a cooldown 429's body field).
+        """
         if kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault {kind!r}; one of {', '.join(FAULT_KINDS)}")
         state = self.state
@@ -95,15 +99,28 @@ class Sandbox:
                 state.injected.append({"kind": kind, "count": count, "path": path, "method": method, **params})
 
     def set_faults(self, **rates: float) -> None:
-        """Seeded fault rates (0–1) per kind, plus `slow_seconds` and `retry_after`."""
+        """Seeded fault rates (0–1) per kind, plus `slow_seconds` and `retry_after` (a Retry-After header)."""
         with self.state.lock:
             self.state.rates.update(rates)
 
 
+DEFAULT_CANCELLABLE = ("inference", "model-training")
+
+
 def start(*, port: int = 0, api_key: str = "sandbox-key", api_secret: str = "sandbox-secret",
           job_seconds: float = 3.0, job_jitter: float = 0.0, max_parallel_jobs: int = 32, url_ttl: float = 600.0,
-          seed: int = 0, faults: Optional[dict] = None, legacy: bool = False) -> Sandbox:
-    """Start a sandbox on 127.0.0.1 in background threads (port 0: a free one)."""
+          seed: int = 0, faults: Optional[dict] = None, legacy_shapes: bool = False,
+          cancellable_types: Iterable[str] = DEFAULT_CANCELLABLE, retry_after_header: bool = False,
+          list_lag: float = 3.0, legacy: bool = False) -> Sandbox:
+    """Start a sandbox on 127.0.0.1 in background threads (port 0: a free one).
+
+    The defaults are the real cloud's, never kinder: generation (`custom`) jobs refuse cancel
+    (`cancellable_types` lists the job types that accept it), 429s carry no `Retry-After` header
+    (`retry_after_header=True` adds one), `GET /jobs` shows a new job only after `list_lag` seconds, and
+    the quick-start guide's `job.id` / `result.images[].url` appear only with `legacy_shapes=True`
+    (`legacy` is its old name).
+    """
     return Sandbox(port=port, api_key=api_key, api_secret=api_secret, job_seconds=job_seconds,
                    job_jitter=job_jitter, max_parallel_jobs=max_parallel_jobs, url_ttl=url_ttl, seed=seed,
-                   faults=faults, legacy=legacy)
+                   faults=faults, legacy=legacy_shapes or legacy, cancellable_types=tuple(cancellable_types),
+                   retry_after_header=retry_after_header, list_lag=list_lag)

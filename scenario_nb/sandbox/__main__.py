@@ -6,7 +6,7 @@ import argparse
 import signal
 import threading
 
-from . import start
+from . import DEFAULT_CANCELLABLE, start
 
 
 def main(argv=None) -> int:
@@ -19,10 +19,21 @@ def main(argv=None) -> int:
     parser.add_argument("--jitter", type=float, default=0.0, help="± random seconds on each job")
     parser.add_argument("--max-parallel", type=int, default=32, help="parallel jobs before 429")
     parser.add_argument("--seed", type=int, default=0, help="seed for ids, durations and faults")
+    parser.add_argument("--cancellable-types", default=",".join(DEFAULT_CANCELLABLE),
+                        help="comma-separated job types that accept cancel (the real cloud refuses it on "
+                             "generation jobs, type custom)")
+    parser.add_argument("--retry-after-header", action="store_true",
+                        help="send Retry-After on 429s (the real cloud's concurrency 429s carry none)")
+    parser.add_argument("--list-lag", type=float, default=3.0,
+                        help="seconds before a new job shows in GET /jobs (GET /jobs/{id} sees it at once)")
+    parser.add_argument("--legacy-shapes", action="store_true",
+                        help="answer with the quick-start guide's shapes: job.id and result.images[].url")
     args = parser.parse_args(argv)
     sandbox = start(port=args.port, api_key=args.api_key, api_secret=args.api_secret,
                     job_seconds=args.job_seconds, job_jitter=args.jitter, max_parallel_jobs=args.max_parallel,
-                    seed=args.seed)
+                    seed=args.seed, cancellable_types=[t for t in args.cancellable_types.split(",") if t],
+                    retry_after_header=args.retry_after_header, list_lag=args.list_lag,
+                    legacy_shapes=args.legacy_shapes)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     print(f"Scenario sandbox API: {sandbox.url}", flush=True)

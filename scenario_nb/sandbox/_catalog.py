@@ -7,6 +7,7 @@ compositions have none at all and must run through a base model, platform models
 from __future__ import annotations
 
 import copy
+import random
 
 OWNER = "proj_SandboxPrjct5FgH6jK7mN8pQ9r"
 AUTHOR = "apiu_SandboxUser7hGk2mNpQ4rS8t"
@@ -56,40 +57,151 @@ def _flux(model_types: list) -> list:
 
 
 def _model(mid: str, name: str, mtype: str, *, privacy: str, custom: bool, status: str = "trained",
-           tags=(), capabilities=("txt2img", "img2img"), **extra) -> dict:
+           tags=(), capabilities=("txt2img", "img2img"), created: str = CREATED, **extra) -> dict:
     row = {"id": mid, "name": name, "type": mtype, "privacy": privacy, "custom": custom, "status": status,
            "capabilities": list(capabilities), "source": "scenario" if not custom else "other",
            "tags": list(tags), "collectionIds": [], "exampleAssetIds": [],
            "trainingImagesNumber": 0 if custom else 18, "trainingProgress": {}, "parameters": {},
-           "userId": AUTHOR, "authorId": AUTHOR, "ownerId": OWNER, "createdAt": CREATED, "updatedAt": UPDATED,
+           "userId": AUTHOR, "authorId": AUTHOR, "ownerId": OWNER, "createdAt": created, "updatedAt": UPDATED,
            "complianceMetadata": {"modelProvider": "Scenario sandbox", "maintainer": "scenario_nb"}}
     row.update(extra)
     return row
 
 
+def _file(name: str, label: str, kind: str = "image", **extra) -> dict:
+    return {"name": name, "type": "file", "kind": kind, "label": label, "parent": True, **extra}
+
+
+def _choice(name: str, label: str, values: list, default, **extra) -> dict:
+    return {"name": name, "type": "string", "label": label, "group": "Settings", "allowedValues": values,
+            "default": default, **extra}
+
+
+def _number(name: str, label: str, lo: float, hi: float, step: float, default=None, group: str = "Settings") -> dict:
+    spec = {"name": name, "type": "number", "label": label, "group": group, "min": lo, "max": hi, "step": step}
+    return spec if default is None else spec | {"default": default}
+
+
+def _loras(model_types: list, max_items: int, **extra) -> list:
+    return [{"name": "loras", "type": "model_array", "label": "LoRAs", "modelTypes": model_types,
+             "maxLength": max_items, "default": [], **extra},
+            {"name": "lorasScale", "type": "number_array", "label": "LoRA Scale", "min": 0, "max": 2, "step": 0.05}]
+
+
 HERO = "model_HeroKnightLoRA7aB3cD4eF5gH6j"
 FOREST = "model_PixeLForestStyLe2qR3sT4uV5w"
 COMPOSITION = "model_KnightForestMix9xY8zW7vU6t"
+KONTEXT_LORA = "model_PotionEditKontext8mN2pQ4rS"
+FLUX1 = "model_bfl-flux-1-dev"
+KONTEXT = "model_flux-kontext-editing"
+VIDEO = "model_bytedance-seedance-2-0"
+MESH = "model_meshy-7-txt23d"
+TEXT = "model_scenario-prompt-writer"
 
-MODELS = [
+# FLUX.1 dev as recorded (blender-plugin bases fixture): `image` + `strength` for img2img, ControlNet inputs,
+# a `modelId` slot for a LoRA or composition, `loras` for flux.1-lora only, width/height defaulting to 1104x832.
+FLUX1_INPUTS = [
+    {"name": "modelId", "type": "model", "label": "LoRA or Composition Model", "default": "",
+     "modelTypes": ["flux.1-lora", "flux.1-composition"]},
+    *_loras(["flux.1-lora"], 6),
+    PROMPT,
+    _file("image", "Reference Image", group="Reference Image", description="Input image for img2img"),
+    _number("strength", "Strength", 0.01, 1, 0.01, 0.8, group="Reference Image"),
+    _file("controlImage", "Control Image", group="ControlNet"),
+    {"name": "controlModality", "type": "string", "label": "Control Modality", "group": "ControlNet",
+     "default": "canny", "allowedValues": ["canny", "tile", "depth", "blur", "pose", "gray", "low-quality"]},
+    _number("controlStrength", "Control Strength", 0, 1, 0.01, 0.7, group="ControlNet"),
+    _number("controlStart", "Control Start", 0, 1, 0.01, 0, group="ControlNet"),
+    _number("controlEnd", "Control End", 0, 1, 0.01, 1, group="ControlNet"),
+    _num_outputs(4),
+    _number("numInferenceSteps", "Inference Steps", 1, 50, 1, 28) | {"costImpact": True},
+    _size("width", 128, 2048) | {"default": 1104}, _size("height", 128, 2048) | {"default": 832},
+    _number("guidance", "Guidance", 0, 10, 0.1, 3.5),
+    SEED,
+]
+
+# Flux Kontext as recorded: an editor (reference images required), one flux.1-kontext-lora at most.
+KONTEXT_INPUTS = [
+    *_loras(["flux.1-kontext-lora"], 1, costImpact=True),
+    REFS | {"maxLength": 10, "required": {"always": True}},
+    PROMPT | {"label": "Instructions", "maxLength": 4096},
+    _num_outputs(4),
+    _choice("aspectRatio", "Aspect Ratio", ["21:9", "16:9", "3:2", "4:3", "1:1", "2:3", "3:4", "9:16", "9:21",
+                                            "auto"], "auto"),
+    _choice("quality", "Quality", ["high", "medium"], "high", costImpact=True),
+    _number("guidanceScale", "Guidance", 1, 10, 0.1, 3.5),
+]
+
+VIDEO_INPUTS = [
+    PROMPT | {"maxLength": 4000},
+    _file("image", "First frame", description="Start the video from this image (img2video)"),
+    _choice("duration", "Duration", ["4", "5", "8", "10"], "5", costImpact=True),
+    _choice("aspectRatio", "Aspect Ratio", ["16:9", "9:16", "1:1", "4:3", "3:4", "21:9"], "16:9"),
+    _choice("resolution", "Resolution", ["480p", "720p", "1080p"], "720p", costImpact=True),
+    {"name": "generateAudio", "type": "boolean", "label": "Generate audio", "default": False},
+    SEED,
+]
+
+MESH_INPUTS = [
+    PROMPT | {"maxLength": 600},
+    {"name": "ultraMode", "type": "boolean", "label": "Ultra Mode", "default": False, "costImpact": True},
+    _file("textureImage", "Style Image"),
+    _choice("topology", "Topology", ["triangle", "quad"], "triangle"),
+    _choice("textureResolution", "Texture Resolution", ["2k", "4k", "8k"], "2k", costImpact=True),
+    _number("targetPolycount", "Target Polycount", 100, 300000, 1, 30000),
+]
+
+TEXT_INPUTS = [
+    PROMPT | {"maxLength": 8000, "label": "Request"},
+    _choice("tone", "Tone", ["neutral", "playful", "epic"], "neutral"),
+    _number("maxWords", "Max words", 10, 400, 1, 60),
+]
+
+PRIVATE = [
     _model(HERO, "Hero Knight", "flux.2-dev-lora", privacy="private", custom=False,
            shortDescription="Our hero character, trained on 18 concept sheets", style=0),
     _model(FOREST, "Pixel Forest Style", "flux.1-lora", privacy="private", custom=False,
-           shortDescription="The game's pixel-art forest style", style=1),
+           shortDescription="The game's pixel-art forest style", compliantModelIds=["flux.1-dev", "flux.1-schnell"],
+           parentModelId="model_Rq7sT2uV9wX4yZ3aB6cD8eFg", style=1),  # parentModelId is not the base [CAPTURE]
     _model(COMPOSITION, "Knight in Pixel Forest", "flux.1-composition", privacy="private", custom=False,
            concepts=[{"modelId": FOREST, "scale": 0.8}, {"modelId": "model_PubLicPixeLKnight3n4p5q6r", "scale": 0.6}],
            style=2),
     _model("model_DragonSketchLoRA4bC5dE6fG7h", "Dragon Sketches", "flux.2-dev-lora", privacy="private",
-           custom=False, status="training", trainingProgress={"stage": "running-train", "updatedAt": UPDATED,
-                                                              "progress": 0.4}, style=3),
+           custom=False, status="training", trainingProgress={"stage": "running-train", "updatedAt": 1790496000000,
+                                                              "progress": 0.4}, style=3),  # updatedAt: ms epoch
+    _model(KONTEXT_LORA, "Potion Edits", "flux.1-kontext-lora", privacy="private", custom=False,
+           capabilities=["img2img"], shortDescription="Turns any bottle into one of our potions",
+           parentModelId="model_Hj3kL5mN7pQ9rS2tU4vW6xYz", style=11),
+]
+
+# The public catalog's named models; `score` orders the listing (higher first) and is never shown.
+FEATURED = [
     _model("model_bfl-flux-2-dev", "FLUX.2 dev", "custom", privacy="public", custom=True,
            tags=["sc:featured", "sc:third-party"], inputs=_flux(["flux.2-dev-lora", "flux.2-dev-edit-lora"]),
            uiConfig={"resolutionComponent": RESOLUTION,
                      "lorasComponent": {"label": "LoRAs", "modelInput": "loras", "scaleInput": "lorasScale",
                                         "modelIdInput": "modelId"}}, cost=16.0, style=4),
-    _model("model_bfl-flux-1-dev", "FLUX.1 dev", "custom", privacy="public", custom=True,
-           tags=["sc:third-party"], inputs=_flux(["flux.1-lora", "flux.1-composition"]),
-           uiConfig={"resolutionComponent": RESOLUTION}, cost=9.0, style=5),
+    _model(FLUX1, "FLUX.1 Dev", "custom", privacy="public", custom=True, created="2024-09-20T12:01:00.000Z",
+           tags=["Black Forest Labs", "Flux", "Image to Image", "Text to Image", "sc:third-party"],
+           capabilities=["txt2img", "img2img", "controlnet", "outpaint"], inputs=FLUX1_INPUTS,
+           uiConfig={"resolutionComponent": RESOLUTION, "lorasComponent": {
+               "label": "Model", "modelInput": "loras", "scaleInput": "lorasScale", "modelIdInput": "modelId"},
+               "selects": {"controlModality": {"canny": "Canny", "depth": "Depth", "pose": "Pose"}}},
+           cost=9.0, style=5, score=230),
+    _model(KONTEXT, "Flux Kontext", "custom", privacy="public", custom=True, created="2025-11-05T14:37:11.459Z",
+           tags=["Black Forest Labs", "Flux", "editing", "sc:third-party"], capabilities=["img2img"],
+           inputs=KONTEXT_INPUTS, accessRestrictions=25, cost=11.0, style=12, score=80,
+           uiConfig={"lorasComponent": {"label": "Loras", "modelInput": "loras", "scaleInput": "lorasScale"},
+                     "selects": {"quality": {"high": "High", "medium": "Medium"}, "aspectRatio": {"auto": "Auto"}}}),
+    _model(VIDEO, "Seedance 2.0", "custom", privacy="public", custom=True, created="2026-04-09T10:02:53.122Z",
+           tags=["Bytedance", "Video", "sc:third-party"], capabilities=["txt2video", "img2video"],
+           inputs=VIDEO_INPUTS, accessRestrictions=50, output="video", cost=40.0, style=13, score=990),
+    _model(MESH, "Meshy 7 - Text-to-3D", "custom", privacy="public", custom=True, created="2026-08-25T07:05:52.801Z",
+           tags=["3d", "Meshy", "sc:third-party", "text-to-3d"], capabilities=["txt23d"], inputs=MESH_INPUTS,
+           accessRestrictions=50, output="3d", cost=30.0, style=14, score=980),
+    _model(TEXT, "Prompt Writer", "custom", privacy="public", custom=True, capabilities=["txt2txt"],
+           tags=["text", "sc:third-party"], inputs=TEXT_INPUTS, output="text", cost=1.0, style=15, score=970,
+           shortDescription="Writes and rewrites prompts; answers in text, no asset"),
     _model("model_google-gemini-3-1-flash", "Gemini 3.1 Flash", "custom", privacy="public", custom=True,
            tags=["editing", "sc:featured", "sc:third-party"], capabilities=["txt2img", "img2img", "video2img"],
            inputs=[PROMPT | {"maxLength": 250000}, REFS | {"maxLength": 14},
@@ -102,7 +214,7 @@ MODELS = [
                     "default": "HIGH", "allowedValues": ["MINIMAL", "LOW", "MEDIUM", "HIGH"]},
                    {"name": "useGoogleSearch", "type": "boolean", "label": "Use Google Search", "default": False},
                    _num_outputs(4), SEED],
-           uiConfig={"selects": {"aspectRatio": {"1:1": "Square", "auto": "Auto"}}}, cost=5.0, style=6),
+           uiConfig={"selects": {"aspectRatio": {"1:1": "Square", "auto": "Auto"}}}, cost=5.0, style=6, score=995),
     _model("model_openai-gpt-image-2", "GPT Image 2", "custom", privacy="public", custom=True,
            tags=["sc:third-party"],
            inputs=[PROMPT | {"maxLength": 32000},
@@ -116,17 +228,55 @@ MODELS = [
                    {"name": "background", "type": "string", "label": "Background", "default": "auto",
                     "allowedValues": ["auto", "opaque", "transparent"]}, SEED],
            uiConfig={"resolutionComponent": RESOLUTION | {"presets": RESOLUTION["presets"][:3]}},
-           cost=12.0, style=7),
+           cost=12.0, style=7, score=1000),
     _model("model_imagen4-ultra", "Imagen 4 Ultra", "custom", privacy="public", custom=True,
            tags=["sc:third-party"],
            inputs=[PROMPT, {"name": "aspectRatio", "type": "string", "label": "Aspect Ratio", "default": "1:1",
                             "allowedValues": ["1:1", "4:3", "3:4", "9:16", "16:9"]},
-                   _num_outputs(4), REFS | {"maxLength": 3}, SEED], cost=8.0, style=8),
+                   _num_outputs(4), REFS | {"maxLength": 3}, SEED], cost=8.0, style=8, score=960),
+    _model("model_z-image", "Z-Image", "custom", privacy="public", custom=True, tags=["sc:third-party"],
+           inputs=_flux(["zimage-lora", "zimage-turbo-lora", "zimage-de-turbo-lora"]), cost=6.0, style=16,
+           score=400),
+    _model("model_qwen-image-edit-2511", "Qwen Image Edit 2511", "custom", privacy="public", custom=True,
+           tags=["editing", "sc:third-party"], inputs=_flux(["qwen-image-edit-2511-lora"]), cost=8.0, style=17,
+           score=300),
     _model("model_PubLicPixeLKnight3n4p5q6r", "Pixel Knights", "flux.1-lora", privacy="public", custom=False,
-           tags=["pixel-art"], style=9),
+           tags=["pixel-art"], compliantModelIds=["flux.1-dev", "flux.1-schnell"], style=9, score=950),
     _model("model_PubLicInkWash8k9m2n3p4q5", "Ink Wash", "flux.2-dev-lora", privacy="public", custom=False,
-           tags=["illustration"], style=10),
+           tags=["illustration"], style=10, score=700),
 ]
+FEATURED[0]["score"] = 985  # FLUX.2 dev
+
+FILLER_COUNT = 540
+_SUBJECTS = ("Anime", "Sketch", "Clay", "Isometric", "Watercolor", "Comic", "Photo", "Low Poly", "Neon", "Vintage",
+             "Cartoon", "Painterly", "Voxel", "Ink", "Chibi", "Realistic", "Game Icon", "Portrait", "Landscape",
+             "Sci-Fi")
+_MAKERS = ("Studio", "Forge", "Lab", "Pro", "XL", "Turbo", "Lite", "Max", "Flow", "Vision")
+
+
+def _fillers() -> list:
+    """The long tail of the public catalog (~550 runnable models in all, like the real one), deterministic.
+
+    Mostly image models, with a video or 3D one now and then; simple inputs, no LoRA slots.
+    """
+    rng = random.Random(550)
+    rows = []
+    for n in range(FILLER_COUNT):
+        model_id = "model_" + "".join(rng.choice(BASE58) for _ in range(24))
+        output = "video" if n % 9 == 4 else "3d" if n % 13 == 7 else "image"
+        capabilities = {"video": ["txt2video"], "3d": ["txt23d"], "image": ["txt2img", "img2img"]}[output]
+        inputs = [PROMPT, _choice("aspectRatio", "Aspect Ratio", ["16:9", "4:3", "1:1", "3:4", "9:16"], "1:1"),
+                  *([_num_outputs(4), REFS | {"maxLength": 2}] if output == "image" else []), SEED]
+        rows.append(_model(model_id, f"{_SUBJECTS[n % len(_SUBJECTS)]} {_MAKERS[n // len(_SUBJECTS) % 10]} {n + 1}",
+                           "custom", privacy="public", custom=True, capabilities=capabilities,
+                           tags=["sc:third-party"] if n % 3 else ["community"], inputs=inputs, output=output,
+                           created=f"20{24 + n % 3}-{1 + n % 12:02d}-{1 + n % 28:02d}T10:00:00.000Z",
+                           cost=float(4 + n % 8), style=n % 11, score=900 - n * 1.5))
+    return rows
+
+
+BASE58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
+MODELS = PRIVATE + sorted(FEATURED + _fillers(), key=lambda m: -m["score"])
 
 WORKFLOWS = [
     {"id": "workflow_CharacterSheet5tU6vW7xY8z", "name": "Character sheet",
@@ -141,7 +291,7 @@ WORKFLOWS = [
      "createdAt": CREATED, "updatedAt": UPDATED},
 ]
 
-PRIVATE_ONLY = ("style", "cost")
+PRIVATE_ONLY = ("style", "cost", "score", "output")
 LIST_HIDDEN = ("inputs", "uiConfig")
 
 

@@ -7,6 +7,7 @@ is logged so tests can check what a client really sent.
 from __future__ import annotations
 
 import base64
+import copy
 import binascii
 import hashlib
 import hmac
@@ -15,7 +16,6 @@ import json
 import queue
 import random
 import secrets
-import string
 import sys
 import threading
 import time
@@ -25,9 +25,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Optional
 from urllib.parse import parse_qs, urlsplit
 
-from . import _catalog, _images
+from . import _catalog, _images, _media
 
-BASE58 = "".join(c for c in string.ascii_letters + string.digits if c not in "0OIl")
+BASE58 = _catalog.BASE58
 TERMINAL = ("success", "failure", "canceled")
 RENDER_AHEAD = 64  # images rendered before their job succeeds, at most
 RENDER_FIELDS = ("style", "model_name", "prompt", "seed", "index", "width", "height")  # _images.render's arguments
@@ -146,10 +146,20 @@ def validate_body(inputs: list, body: dict, state: "State") -> None:
                                         f"{', '.join(spec.get('modelTypes', []))}")
 
 
-def output_size(body: dict) -> tuple[int, int]:
-    if body.get("width") and body.get("height"):
-        return int(body["width"]), int(body["height"])
-    return SIZES.get(str(body.get("aspectRatio")), (1024, 1024))
+def output_size(body: dict, model: dict) -> tuple[int, int]:
+    """The body's width/height, else the model's defaults for them (FLUX.1 dev: 1104x832), else the ratio's."""
+    defaults = {i["name"]: i.get("default") for i in model.get("inputs", [])}
+    width, height = body.get("width") or defaults.get("width"), body.get("height") or defaults.get("height")
+    if width and height:
+        return int(width), int(height)
+    ratio = body.get("aspectRatio") or defaults.get("aspectRatio")
+    return SIZES.get(str(ratio), (1024, 1024))
+
+
+def image_inputs(body: dict) -> list:
+    """Asset ids (or data URLs) the body passes as images, first the img2img source."""
+    found = [body.get("image")] + list(body.get("referenceImages") or [])
+    return [x for x in found if isinstance(x, str) and x]
 
 
 # -- State -------------------------------------------------------------------------------------------------
@@ -197,7 +207,7 @@ class State:
                 if rate and self.fault_rng.random() < rate:
                     fault = {"kind": kind, "after_create": self.fault_rng.random() < 0.5,
                              "seconds": self.rates.get("slow_seconds", 2.0),
-                             "retry_after": self.rates.get("retry_after", 1.0)}
+                             "retry_after": self.rates.get("retry_after")}
                     return self._count(fault)
         return None
 
@@ -217,7 +227,8 @@ class State:
                 failure = ("The provider rejected the request: content policy violation",
                            "Rephrase the prompt to remove disallowed content and try again.")
                 self._count({"kind": "job_failure"})
-            job = {"id": new_id("job", self.rng), "model": model, "body": dict(body), "created": now,
+            job = {"id": new_id("job", self.rng), "type": "workflow" if workflow else "custom", "model": model,
+                   "body": copy.deepcopy(body), "created": now,
                    "duration": duration, "failure": failure, "canceled_at": None, "assets": None,
                    "workflow": workflow, "seed": body.get("seed", self.rng.randrange(2 ** 31))}
             self.jobs[job["id"]] = job
@@ -256,24 +267,43 @@ class State:
         return status, progress, history
 
     def render_params(self, job: dict) -> list[dict]:
-        """What `_images.render` needs for each of the job's outputs (deterministic, known at creation)."""
+        """What `_images.render` needs for each of the job's image outputs (deterministic, known at creation)."""
         body, model = job["body"], job["model"]
-        render_model = self.models.get(body.get("modelId") or "") or model
-        width, height = output_size(body)
+        if model.get("output", "image") != "image":
+            return []
+        lora = body.get("modelId") or next(iter(body.get("loras") or []), "")
+        render_model = self.models.get(lora) or model
+        width, height = output_size(body, model)
         return [{"style": render_model.get("style", 0), "model_name": render_model.get("name", model["id"]),
                  "prompt": str(body.get("prompt", "")), "seed": int(job["seed"]) + index, "index": index,
                  "width": width, "height": height} for index in range(int(body.get("numOutputs", 1) or 1))]
 
     def ensure_assets(self, job: dict) -> list:
+        """The job's output assets, made once at success: images, a video, a 3D model, or none (text)."""
         with self.lock:
             if job["assets"] is None:
+                body, model = job["body"], job["model"]
+                output = model.get("output", "image")
+                common = {"job_id": job["id"], "model_id": model["id"], "prompt": str(body.get("prompt", "")),
+                          "created": job["created"] + job["duration"], "aspect": body.get("aspectRatio"),
+                          "kind": output, "data": None}
+                if output == "image":
+                    source = "img2img" if image_inputs(body) else "txt2img"
+                    outputs = [{**params, "source": source} for params in self.render_params(job)]
+                elif output == "video":
+                    outputs = [{"source": "img2video" if image_inputs(body) else "txt2video", "index": 0,
+                                "seed": int(job["seed"]), **_media.VIDEO_PROPERTIES, "data": _media.sample_mp4()}]
+                elif output == "3d":
+                    outputs = [{"source": "txt23d", "index": 0, "seed": int(job["seed"]),
+                                "data": _media.glb_cube(int(job["seed"]))}]
+                else:
+                    outputs = []
                 ids = []
-                for params in self.render_params(job):
+                for extra in outputs:
                     asset_id = new_id("asset", self.rng)
-                    self.assets[asset_id] = {
-                        "id": asset_id, "job_id": job["id"], "model_id": job["model"]["id"], **params,
-                        "created": job["created"] + job["duration"], "source": "txt2img",
-                        "aspect": job["body"].get("aspectRatio"), "data": None}
+                    self.assets[asset_id] = {"id": asset_id, **common, **extra}
+                    if self.assets[asset_id]["data"] is not None:
+                        self.assets[asset_id]["size"] = len(self.assets[asset_id]["data"])
                     ids.append(asset_id)
                 job["assets"] = ids
             return job["assets"]
@@ -328,7 +358,8 @@ class State:
                 expires = int(time.time()) - 10
                 self._count({"kind": "expired_url"})
         signature = hmac.new(self.signing_key, f"{asset_id}:{expires}".encode(), hashlib.sha256).hexdigest()
-        return f"{cdn}/assets/{asset_id}.png?Expires={expires}&Key-Pair-Id=KSANDBOX&Signature={signature}"
+        extension = _media.EXTENSION.get(self.assets.get(asset_id, {}).get("kind", "image"), "png")
+        return f"{cdn}/assets/{asset_id}.{extension}?Expires={expires}&Key-Pair-Id=KSANDBOX&Signature={signature}"
 
     def check_signature(self, asset_id: str, query: dict) -> bool:
         try:
@@ -348,22 +379,26 @@ def _render_key(params: dict) -> tuple:
 def job_view(state: State, job: dict, cdn: str, now: float) -> dict:
     status, progress, history = state.status_of(job, now)
     body = job["body"]
-    meta: dict = {"input": {**body, "modelId": body.get("modelId") or job["model"]["id"]}}
+    # The body as sent (a LoRA run through its base keeps the LoRA's id); the URL's model only when absent.
+    meta: dict = {"input": copy.deepcopy(body)}
     if job["workflow"]:
-        meta["input"] = dict(body)
         meta["workflowId"] = job["workflow"]["id"]
+    elif "modelId" not in body:
+        meta["input"]["modelId"] = job["model"]["id"]
     if job["failure"] and status == "failure":
         meta["error"], meta["hint"] = job["failure"]
     cost = job_cost(job["model"], body)
-    view = {"jobId": job["id"], "id": job["id"], "jobType": "workflow" if job["workflow"] else "custom",
+    view = {"jobId": job["id"], "jobType": job["type"],
             "status": status, "progress": round(progress, 3), "statusHistory": history, "metadata": meta,
             "billing": {"cuCost": cost, "cuDiscount": 0}, "authorId": _catalog.AUTHOR, "ownerId": _catalog.OWNER,
             "createdAt": iso(job["created"]),
             "updatedAt": history[-1]["date"] if history else iso(job["created"])}
     if status == "success":
         assets = state.ensure_assets(job)
-        meta["assetIds"] = list(assets)
-        view["result"] = {"images": [{"url": state.signed_url(a, cdn)} for a in assets]}
+        if job["model"].get("output") == "text":  # text models answer in metadata.output, with no asset
+            meta["output"] = {"text": _media.text_answer(body)}
+        else:
+            meta["assetIds"] = list(assets)
         if job["workflow"]:
             meta["flow"] = [{"id": "node_generate", "type": "custom-model", "status": "success",
                              "modelId": _catalog.HERO, "assets": [{"assetId": a, "url": state.signed_url(a, cdn)}
@@ -371,9 +406,10 @@ def job_view(state: State, job: dict, cdn: str, now: float) -> dict:
     elif job["workflow"]:
         meta["flow"] = [{"id": "node_generate", "type": "custom-model", "modelId": _catalog.HERO,
                          "status": {"failure": "failure", "canceled": "failure"}.get(status, "processing")}]
-    if state.options["legacy"]:
-        view.pop("jobId")
-        meta.pop("assetIds", None)
+    if state.options["legacy"]:  # the quick-start guide's shapes (contract §11 rows 1 and 3)
+        view["id"] = view.pop("jobId")
+        if "assetIds" in meta:
+            view["result"] = {"images": [{"url": state.signed_url(a, cdn)} for a in meta.pop("assetIds")]}
     return view
 
 
@@ -386,20 +422,27 @@ def job_cost(model: dict, body: dict) -> float:
 def asset_view(state: State, asset: dict, cdn: str) -> dict:
     if asset.get("size") is None:
         state.image_bytes(asset)
+    kind = asset.get("kind", "image")
     uploaded = asset["source"] == "uploaded"
-    meta = {"kind": "image", "type": "uploaded" if uploaded else "txt2img"}
+    meta = {"kind": kind, "type": asset["source"]}
     if not uploaded:
-        meta.update({"prompt": asset["prompt"], "seed": str(asset["seed"]), "width": asset["width"],
-                     "height": asset["height"], "modelId": asset["model_id"], "parentJobId": asset["job_id"],
-                     "outputIndex": asset["index"]})
+        meta.update({"prompt": asset["prompt"], "seed": str(asset["seed"]), "modelId": asset["model_id"],
+                     "parentJobId": asset["job_id"], "outputIndex": asset["index"]})
         if asset.get("aspect"):
             meta["aspectRatio"] = asset["aspect"]
-    return {"id": asset["id"], "kind": "image", "mimeType": "image/png", "status": "success", "privacy": "private",
-            "source": asset["source"], "url": state.signed_url(asset["id"], cdn), "authorId": _catalog.AUTHOR,
-            "ownerId": _catalog.OWNER, "collectionIds": [], "tags": [],
-            "editCapabilities": ["PROMPT_EDITING", "REMOVE_BACKGROUND", "UPSCALE", "VECTORIZATION"],
-            "metadata": meta, "properties": {"size": asset["size"], "width": asset["width"],
-                                             "height": asset["height"], "format": "png"},
+    properties: dict = {"size": asset["size"]}
+    if kind == "image":
+        meta.update({"width": asset["width"], "height": asset["height"]} if not uploaded else {})
+        properties.update({"width": asset["width"], "height": asset["height"], "format": asset.get("format", "png")})
+    elif kind == "video":
+        properties.update(_media.VIDEO_PROPERTIES)
+    elif kind == "3d":
+        properties.update(_media.CUBE_PROPERTIES)
+    edits = ["PROMPT_EDITING", "REMOVE_BACKGROUND", "UPSCALE", "VECTORIZATION"] if kind == "image" else []
+    return {"id": asset["id"], "kind": kind, "mimeType": asset.get("mime") or _media.MIME[kind], "status": "success",
+            "privacy": "private", "source": asset["source"], "url": state.signed_url(asset["id"], cdn),
+            "authorId": _catalog.AUTHOR, "ownerId": _catalog.OWNER, "collectionIds": [], "tags": [],
+            "editCapabilities": edits, "metadata": meta, "properties": properties,
             "createdAt": iso(asset["created"]), "updatedAt": iso(asset["created"])}
 
 
@@ -459,7 +502,7 @@ class CdnHandler(_Handler):
         with state.lock:
             state.cdn_requests.append({"time": time.time(), "method": "GET", "path": parts.path, "query": query,
                                        "authorization": "Authorization" in self.headers})
-        asset_id = parts.path.rsplit("/", 1)[-1].removesuffix(".png")
+        asset_id = parts.path.rsplit("/", 1)[-1].split(".")[0]
         asset = state.assets.get(asset_id)
         expired = False
         with state.lock:
@@ -472,7 +515,8 @@ class CdnHandler(_Handler):
             return self._send(403, None, raw=body, content_type="application/xml")
         corrupt = state.take_fault("GET", parts.path, ("corrupt_image",))
         data = state.image_bytes(asset)
-        self._send(200, None, raw=data[: len(data) // 3] if corrupt else data, content_type="image/png")
+        mime = asset.get("mime") or _media.MIME[asset.get("kind", "image")]
+        self._send(200, None, raw=data[: len(data) // 3] if corrupt else data, content_type=mime)
 
 
 class ApiHandler(_Handler):
@@ -503,11 +547,17 @@ class ApiHandler(_Handler):
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
         fault = state.take_fault(method, path, ("rate_limit", "error_5xx", "drop", "slow", "malformed"))
+        header_on = sandbox.options["retry_after_header"]
         creates = method in ("POST", "PUT") and ("/generate/custom/" in path or path.endswith("/run"))
         try:
             if fault and fault["kind"] == "rate_limit":
-                self._rate_limited(float(fault.get("retry_after", 1.0)))
-                return
+                extra = {"actionName": "parallelCustomJobs", "actionLimit": sandbox.options["max_parallel_jobs"]}
+                if fault.get("remaining_seconds") is not None:
+                    extra = {"remainingSeconds": float(fault["remaining_seconds"])}  # a cooldown 429
+                wait = fault.get("retry_after")
+                if wait is None and header_on:
+                    wait = 1.0
+                raise ApiError(429, "Too many requests", {"Retry-After": f"{float(wait):g}"} if wait else {}, **extra)
             if fault and not (creates and fault.get("after_create", fault["kind"] in ("slow", "malformed"))):
                 if fault["kind"] == "drop":
                     raise Drop()
@@ -528,17 +578,11 @@ class ApiHandler(_Handler):
         except Drop:
             self._drop()
         except ApiError as exc:
-            if exc.status == 429:
+            if exc.status == 429:  # retry_after 0: no header, so nothing was promised
                 with state.lock:
-                    state.rate_limited.append({"time": time.time(), "retry_after": float(exc.headers["Retry-After"])})
+                    state.rate_limited.append({"time": time.time(), "header": "Retry-After" in exc.headers,
+                                               "retry_after": float(exc.headers.get("Retry-After", 0))})
             self._send(exc.status, {"reason": exc.reason, **exc.extra}, exc.headers)
-
-    def _rate_limited(self, retry_after: float) -> None:
-        state = self.server.sandbox.state
-        with state.lock:
-            state.rate_limited.append({"time": time.time(), "retry_after": retry_after})
-        self._send(429, {"reason": "Too many requests", "remainingSeconds": retry_after},
-                   {"Retry-After": f"{retry_after:g}"})
 
     # -- routes --
     def _authorized(self, method: str, public: bool) -> None:
@@ -596,6 +640,9 @@ class ApiHandler(_Handler):
                 with state.lock:
                     if state.status_of(job, now)[0] in TERMINAL:
                         raise ApiError(400, "Cannot cancel this type of job")
+                    if job["type"] not in self.server.sandbox.options["cancellable_types"]:
+                        # The real answer for a running generation (contract §6.5): refused, and it runs on.
+                        raise ApiError(400, "Cannot cancel this type of job. Action not permitted.")
                     job["canceled_at"] = now
                 return 200, {"job": job_view(state, job, cdn, now)}, {}
         if head == "assets":
@@ -643,6 +690,11 @@ class ApiHandler(_Handler):
         rows = [m for m in _catalog.MODELS if m["privacy"] == privacy
                 and (not types or m["type"] in types) and (not query.get("status") or m["status"] == query["status"])
                 and (not tags or tags & set(m["tags"]))]
+        sort_by = query.get("sortBy", "score" if privacy == "public" else "createdAt")
+        direction = query.get("sortDirection", "desc")
+        if sort_by not in ("score", "createdAt", "updatedAt") or direction not in ("asc", "desc"):
+            raise ApiError(400, "sortBy must be createdAt, updatedAt or score; sortDirection asc or desc")
+        rows.sort(key=lambda m: m.get(sort_by, 0), reverse=direction == "desc")  # stable: ties keep catalog order
         page = paginate(rows, query, "models", 100, 500)
         page["models"] = [_catalog.public_view(m, listing=True) for m in page["models"]]
         return page
@@ -667,11 +719,13 @@ class ApiHandler(_Handler):
             active = state.active_jobs(now)
             limit = sandbox.options["max_parallel_jobs"]
             if len(active) >= limit:
-                soonest = min(j["created"] + j["duration"] for j in active) - now
-                wait = max(1.0, round(soonest + 0.05, 1))
-                raise ApiError(429, f"Too many parallel jobs: the limit is {limit}",
-                               {"Retry-After": f"{wait:g}"}, actionName="parallelCustomJobs", actionLimit=limit,
-                               remainingSeconds=wait)
+                # Recorded shape (§10): names the limit, no Retry-After and no remainingSeconds.
+                headers = {}
+                if sandbox.options["retry_after_header"]:
+                    soonest = min(j["created"] + j["duration"] for j in active) - now
+                    headers["Retry-After"] = f"{max(1.0, round(soonest + 0.05, 1)):g}"
+                raise ApiError(429, f"Too many parallel jobs: the limit is {limit}", headers,
+                               actionName="parallelCustomJobs", actionLimit=limit)
             job = state.create_job(model, body)
         view = job_view(state, job, cdn, now)
         if sandbox.options["legacy"]:
@@ -680,7 +734,9 @@ class ApiHandler(_Handler):
 
     def _list_jobs(self, query: dict, cdn: str, now: float) -> dict:
         state = self.server.sandbox.state
-        jobs = sorted(state.jobs.values(), key=lambda j: -j["created"])
+        # The list is eventually consistent: a new job shows there only after `list_lag` seconds (§10b).
+        lag = self.server.sandbox.options["list_lag"]
+        jobs = sorted((j for j in state.jobs.values() if now - j["created"] >= lag), key=lambda j: -j["created"])
         if query.get("createdAfter"):
             after = parse_iso(query["createdAfter"])
             if after is None:
@@ -688,7 +744,7 @@ class ApiHandler(_Handler):
             jobs = [j for j in jobs if j["created"] > after]
         types = set(filter(None, (query.get("types") or query.get("type") or "").split(",")))
         if types:
-            jobs = [j for j in jobs if ("workflow" if j["workflow"] else "custom") in types]
+            jobs = [j for j in jobs if j["type"] in types]
         if query.get("workflowId"):
             jobs = [j for j in jobs if j["workflow"] and j["workflow"]["id"] == query["workflowId"]]
         if query.get("status"):
@@ -716,6 +772,7 @@ class ApiHandler(_Handler):
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
                 with Image.open(io.BytesIO(data)) as probe:
                     width, height = probe.size
+                    fmt = probe.format or "PNG"
                     probe.verify()
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
             raise ApiError(400, "Invalid image: too many pixels") from None
@@ -725,5 +782,6 @@ class ApiHandler(_Handler):
             asset_id = new_id("asset", state.rng)
             state.assets[asset_id] = {"id": asset_id, "job_id": None, "model_id": None, "source": "uploaded",
                                       "width": width, "height": height, "created": time.time(), "data": data,
-                                      "size": len(data), "prompt": "", "name": body["name"]}
+                                      "size": len(data), "prompt": "", "name": body["name"], "kind": "image",
+                                      "format": fmt.lower(), "mime": Image.MIME.get(fmt, "image/png")}
         return {"asset": asset_view(state, state.assets[asset_id], cdn)}
