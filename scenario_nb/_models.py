@@ -134,10 +134,10 @@ def type_words(model: Model) -> str:
     if "composition" in kind:
         return yours + "composition"
     outputs = {c.split("2", 1)[1] for c in model.capabilities if "2" in c}
-    if "video" in outputs and "img" not in outputs:
-        return "video model"
-    if "3d" in outputs and "img" not in outputs:
-        return "3D model"
+    if outputs and "img" not in outputs:
+        for made, words in (("video", "video model"), ("3d", "3D model"), ("txt", "text model")):
+            if made in outputs:
+                return words
     if model.runnable or kind == "custom":
         return "image model"
     return yours + "model"

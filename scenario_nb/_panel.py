@@ -282,7 +282,8 @@ class Panel(w.VBox):
 
     def select_model(self, text: str) -> str:
         """Pick the model whose name (or id) contains `text`, as a click in the menu would."""
-        value = next((v for label, v in self.model_menu.options if v and (text == v or text in label)), None)
+        value = next((v for label, v in self.model_menu.options
+                      if v and (text == v or text.lower() in label.lower())), None)
         if value is None:
             raise InputError(f"no model matching {text!r} in the panel's list")
         self.model_menu.value = value

@@ -87,6 +87,7 @@ def test_one_model_list_in_plain_words(panel, env):
     assert [v for _, v in panel.model_menu.options] == [m.id for m in client.models(public=True)]
     labels = [label for label, _ in panel.model_menu.options]
     assert "FLUX.2 dev — image model" in labels and "Ink Wash — LoRA" in labels
+    assert "Seedance 2.0 — video model" in labels and "Prompt Writer — text model" in labels
     assert not any(re.search(r"custom|lora\b|flux\.\d-", label) for label in labels), labels
 
 
@@ -149,7 +150,7 @@ def test_the_chosen_aspect_survives_a_model_change_or_the_panel_says_why(panel):
     panel.select_model("Imagen 4")  # 1:1, 4:3, 3:4, 9:16, 16:9 only
     assert panel.aspect.value == DEFAULT_CHOICE
     assert "Imagen 4 Ultra has no 21:9" in panel.aspect_note.value
-    panel.select_model("FLUX.1 dev")
+    panel.select_model("FLUX.1 Dev")
     assert panel.aspect.value == "21:9" and panel.aspect_note.value == ""
 
 
