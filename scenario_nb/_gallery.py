@@ -15,6 +15,8 @@ from typing import Any, Optional
 import ipywidgets as w
 
 TILE = 200          # the square every thumbnail fits in (never upscaled past its own size)
+TILE_BOX = 236      # a tile's outer width: room for the thumbnail, two lines of caption and two buttons
+TILE_INNER = TILE_BOX - 14  # inside its padding and border
 SNAPSHOT_TILES = 12  # newest tiles kept in the saved snapshot (a notebook stays light)
 ACCENT = "#2f6fde"
 
@@ -49,19 +51,21 @@ class Item:
         return f"{cost:g} CU" if count == 1 else f"{cost:g} CU for {count}"
 
 
-def caption_html(item: Item, width: int = TILE) -> str:
+def caption_html(item: Item, width: int = TILE_INNER) -> str:
     """Prompt on one ellipsized line (full prompt on hover), then model · seed · cost, tightly spaced."""
     prompt = item.handle.prompt or "(no prompt)"
-    facts = [item.handle.model_name]
+    facts = []
     if item.seed is not None:
         facts.append(f"seed {item.seed}")
     if item.cost_text:
         facts.append(item.cost_text)
+    model = item.handle.model_name
     line = "white-space:nowrap;overflow:hidden;text-overflow:ellipsis"
     return (f'<div style="width:{width}px;line-height:1.35;font-size:12px;padding-top:4px">'
             f'<div class="scenario-prompt" title="{html.escape(prompt)}" style="{line}">{html.escape(prompt)}</div>'
-            f'<div class="scenario-facts" title="{html.escape(" · ".join(map(str, facts)))}" '
-            f'style="{line};color:#666">{" · ".join(html.escape(str(f)) for f in facts)}</div></div>')
+            f'<div title="{html.escape(model)}" style="{line};color:#444">{html.escape(model)}</div>'
+            f'<div class="scenario-facts" style="{line};color:#777">'
+            f'{" · ".join(html.escape(str(f)) for f in facts)}</div></div>')
 
 
 def code_html(text: str, width: Optional[int] = None) -> str:
@@ -70,7 +74,7 @@ def code_html(text: str, width: Optional[int] = None) -> str:
     return (f'<div style="{size}line-height:1.3;font-size:11px;padding-top:4px">'
             '<div style="color:#666">Select, copy, paste into a cell:</div>'
             '<pre class="scenario-magic" style="user-select:all;-webkit-user-select:all;white-space:pre-wrap;'
-            'word-break:break-all;margin:2px 0 0;padding:6px;background:#f4f5f7;border:1px solid #dde;'
+            'overflow-wrap:anywhere;margin:2px 0 0;padding:6px;background:#f4f5f7;border:1px solid #dde;'
             f'border-radius:4px;font-size:11px;line-height:1.35">{html.escape(text)}</pre></div>')
 
 
@@ -80,16 +84,16 @@ def image_area(item: Item, overlay: w.Button) -> w.GridBox:
                     height=str(item.height),
                     layout=w.Layout(grid_area="1 / 1 / 2 / 2", object_fit="contain", max_width=f"{TILE}px",
                                     max_height=f"{TILE}px"))
-    overlay.layout = w.Layout(grid_area="1 / 1 / 2 / 2", width=f"{TILE}px", height=f"{TILE}px", margin="0")
+    overlay.layout = w.Layout(grid_area="1 / 1 / 2 / 2", width=f"{TILE_INNER}px", height=f"{TILE}px", margin="0")
     return w.GridBox([image, overlay], layout=w.Layout(
-        grid_template_columns=f"{TILE}px", grid_template_rows=f"{TILE}px", justify_items="center",
-        align_items="center", width=f"{TILE}px", height=f"{TILE}px", overflow="hidden"))
+        grid_template_columns=f"{TILE_INNER}px", grid_template_rows=f"{TILE}px", justify_items="center",
+        align_items="center", width=f"{TILE_INNER}px", height=f"{TILE}px", overflow="hidden"))
 
 
 def other_area(item: Item) -> w.HTML:
     """A plain tile for outputs that are not images (video, 3D, text): the kind and a link to open it."""
     link = f'<a href="{html.escape(item.path)}" target="_blank">open</a>' if item.path else item.asset_id
-    return w.HTML(f'<div style="width:{TILE}px;height:{TILE}px;display:flex;flex-direction:column;'
+    return w.HTML(f'<div style="width:{TILE_INNER}px;height:{TILE}px;display:flex;flex-direction:column;'
                   f'align-items:center;justify-content:center;background:#eef0f3;border-radius:4px;'
                   f'line-height:1.5"><b>{html.escape(item.kind)}</b><span>{link}</span></div>')
 
@@ -104,8 +108,8 @@ def snapshot_html(items: list[Item], total: int) -> str:
                     f'alt="{html.escape(item.handle.prompt)}" style="max-width:{TILE}px;max-height:{TILE}px">')
         else:
             body = f"<b>{html.escape(item.kind)}</b>"
-        tiles.append(f'<div style="width:{TILE}px;margin:0 12px 12px 0">'
-                     f'<div style="width:{TILE}px;height:{TILE}px;display:flex;align-items:center;'
+        tiles.append(f'<div style="width:{TILE_INNER}px;margin:0 12px 12px 0">'
+                     f'<div style="width:{TILE_INNER}px;height:{TILE}px;display:flex;align-items:center;'
                      f'justify-content:center;background:#f4f5f7">{body}</div>{caption_html(item)}</div>')
     more = f" (newest {SNAPSHOT_TILES} shown)" if total > SNAPSHOT_TILES else ""
     return (f'<div class="scenario-gallery-snapshot"><div style="margin-bottom:6px"><b>Scenario gallery</b> · '

@@ -22,7 +22,7 @@ import ipywidgets as w
 
 from ._display import magic_text, thumbnail_grid
 from ._errors import InputError, ScenarioError
-from ._gallery import ACCENT, TILE, Item, caption_html, code_html, image_area, other_area, snapshot_html
+from ._gallery import ACCENT, TILE, TILE_BOX, TILE_INNER, Item, caption_html, code_html, image_area, other_area, snapshot_html
 from ._generation import Generation
 from ._models import Model, ModelInput, aspect_inputs, aspect_options, request_inputs, type_words
 
@@ -31,9 +31,10 @@ COUNT_INPUT = "numOutputs"
 DEFAULT_CHOICE = "model default"   # a real, visible option: a dropdown never shows a blank
 VIEW_MAX = 1024                    # the View shows the image at its real size, up to this
 QUIET = "color:#666;font-size:12px"
-JOB_COLUMNS = "1.8em 15em 12em 13em 7em 7.5em"  # icon, model, progress, seed, cost, action
+JOB_COLUMNS = "1.6em 24em 12em 12em 6.5em 7.5em"  # icon, model and prompt, progress, seed, cost, action
 STATUS_ICONS = {"submitting": "⋯", "throttled": "⋯", "reconciling": "⋯", "queued": "⋯", "in-progress": "◔",
                 "success": "✓", "failure": "✕", "canceled": "⊘"}
+STATUS_COLORS = {"success": "#2e7d32", "failure": "#b00020", "canceled": "#b26a00"}
 MY_MODELS, PUBLIC = "My models", "Public catalog"
 
 
@@ -132,7 +133,7 @@ class Panel(w.VBox):
         self.save_folder = w.Text(value="outputs/panel", layout=w.Layout(width="14em"))
         self.save_button = w.Button(description="Save selected", icon="save", layout=w.Layout(width="auto"))
         self.save_note = w.HTML()
-        self.selection_note = w.HTML(_quiet("click a tile to select it"))
+        self.selection_note = w.HTML(_quiet("· click a tile to select it"))
         self.viewer_image = w.Image(format="jpeg", layout=w.Layout(object_fit="contain", max_width="100%",
                                                                    max_height="640px", flex="0 1 auto"))
         self.viewer_info = w.HTML(layout=w.Layout(flex="1 1 300px", min_width="260px", margin="0 0 0 14px"))
@@ -145,11 +146,18 @@ class Panel(w.VBox):
                                              margin="6px 0 10px 0"))
         self.viewer.add_class("scenario-viewer")
         self.gallery = w.GridBox(layout=w.Layout(
-            grid_template_columns=f"repeat(auto-fill, {TILE + 14}px)", grid_gap="12px", width="100%",
+            grid_template_columns=f"repeat(auto-fill, {TILE_BOX}px)", grid_gap="12px", width="100%",
             overflow="visible"))
         self.gallery.add_class("scenario-gallery")
         self.gallery_title = w.HTML("<b>Gallery</b> " + _quiet("newest first"))
 
+        for widget, name in ((self.model_menu, "model"), (self.aspect, "aspect"), (self.count, "count"),
+                             (self.prompt, "prompt-input"), (self.generate_button, "generate"),
+                             (self.message, "generate-note"), (self.save_button, "save"),
+                             (self.save_note, "save-note"), (self.selection_note, "selection-note"),
+                             (self.aspect_note, "aspect-note"), (self.model_hint, "model-hint"),
+                             (self.cost, "cost")):
+            widget.add_class(f"scenario-{name}")
         label = "6em"
         self.children = [
             w.HBox([w.HTML("<b style='font-size:15px'>Scenario</b>", layout=w.Layout(width=label)), self.scope],
@@ -303,10 +311,8 @@ class Panel(w.VBox):
             self.cost.value = ""
             return
         self.model_message.value = ""
-        hint = type_words(self._model)
-        if self._runnable is not self._model:
-            hint += f" · runs through {self._runnable.name}"
-        self.model_hint.value = _quiet(hint)
+        routed = self._runnable is not self._model
+        self.model_hint.value = _quiet(f"runs through {self._runnable.name}") if routed else ""
         self._build_form(self._runnable)
         self.generate_button.disabled = False
         self._on_prompt(None)
@@ -465,7 +471,9 @@ class Panel(w.VBox):
         try:
             model, prompt, inputs = self.request()
             estimate = self.client.estimate(model, prompt, **inputs)
-            self.cost.value = f"<b>{html.escape(str(estimate))}</b> {_quiet('estimate')}"
+            detail = ", ".join(f"{k} {v:g}" for k, v in estimate.details.items())
+            self.cost.value = (f"<b>{estimate.creative_units:g} CU</b> "
+                               + _quiet("estimate" + (f" ({detail})" if detail else "")))
         except ScenarioError as exc:
             self.cost.value = _error_html(self._in_words(exc)) if self._touched else ""
 
@@ -487,6 +495,7 @@ class Panel(w.VBox):
     def _add_job_row(self, handle: Generation) -> None:
         cell = lambda: w.HTML(layout=w.Layout(overflow="hidden"))  # noqa: E731
         icon, model, seed, cost, note = cell(), cell(), cell(), cell(), w.HTML()
+        seed.add_class("scenario-seed")
         bar = w.FloatProgress(min=0, max=1, layout=w.Layout(width="11.5em"))
         cancel = w.Button(description="Cancel", icon="stop", layout=w.Layout(width="7em"))
         action = w.Box([cancel], layout=w.Layout(width="7.5em"))
@@ -494,8 +503,9 @@ class Panel(w.VBox):
             grid_template_columns=JOB_COLUMNS, align_items="center", grid_gap="0 8px"))
         row = w.VBox([grid, note], layout=w.Layout(border_bottom="1px solid #eee", padding="2px 0"))
         row.add_class("scenario-job")
-        model.value = (f'<span title="{html.escape(handle.prompt)}" style="white-space:nowrap">'
-                       f'{html.escape(handle.model_name)}</span>')
+        model.value = (f'<div title="{html.escape(handle.prompt)}" style="width:23.5em;white-space:nowrap;'
+                       f'overflow:hidden;text-overflow:ellipsis;line-height:1.3">{html.escape(handle.model_name)} '
+                       f'<span style="{QUIET}">{html.escape(handle.prompt)}</span></div>')
         parts = SimpleNamespace(row=row, icon=icon, bar=bar, seed=seed, cost=cost, note=note, action=action,
                                 cancel=cancel)
         self.job_rows[id(handle)] = parts
@@ -505,11 +515,12 @@ class Panel(w.VBox):
 
         def update(h: Generation) -> None:  # poller thread: set values only
             bar.value = h.progress
-            icon.value = f'<span title="{html.escape(h.status)}">{STATUS_ICONS.get(h.status, "·")}</span>'
+            icon.value = (f'<span title="{html.escape(h.status)}" style="font-weight:bold;color:'
+                          f'{STATUS_COLORS.get(h.status, "#666")}">{STATUS_ICONS.get(h.status, "·")}</span>')
             seeds = [s for s in h.seeds if s is not None] or ([h.seed] if h.seed is not None else [])
             seed.value = "" if not seeds else (
                 f'<span title="{html.escape(", ".join(map(str, seeds)))}" style="white-space:nowrap">'
-                f'seed {seeds[0]}{f" +{len(seeds) - 1} more" if len(seeds) > 1 else ""}</span>')
+                f'seed {seeds[0]}{f" +{len(seeds) - 1}" if len(seeds) > 1 else ""}</span>')
             cost.value = "" if h.cost is None else f"{h.cost:g} CU"
             if not h.done:
                 return
@@ -575,8 +586,8 @@ class Panel(w.VBox):
         return items
 
     def _tile(self, item: Item) -> w.VBox:
-        caption = w.HTML(caption_html(item), layout=w.Layout(width=f"{TILE}px"))
-        code = w.HTML(layout=w.Layout(display="none"))
+        caption = w.HTML(caption_html(item), layout=w.Layout(width=f"{TILE_INNER}px", margin="0"))
+        code = w.HTML(layout=w.Layout(display="none", margin="0"))
         buttons, overlay = [], None
         if item.kind == "image":
             overlay = w.Button(description="", tooltip=item.handle.prompt,
@@ -594,7 +605,7 @@ class Panel(w.VBox):
         as_magic.on_click(lambda _, it=item: self.show_magic(it))
         buttons.append(as_magic)
         tile = w.VBox([area, caption, w.HBox(buttons, layout=w.Layout(margin="4px 0 0 0")), code],
-                      layout=w.Layout(width=f"{TILE + 14}px", padding="6px", border="1px solid #e3e3e3",
+                      layout=w.Layout(width=f"{TILE_BOX}px", padding="6px", border="1px solid #e3e3e3",
                                       align_items="flex-start"))
         tile.add_class("scenario-tile")
         item.widgets = {"tile": tile, "code": code, "caption": caption, "overlay": overlay}
@@ -621,9 +632,8 @@ class Panel(w.VBox):
         overlay = item.widgets.get("overlay")
         if overlay is not None:
             overlay.style.button_color = "rgba(47,111,222,0.22)" if item.selected else "transparent"
-            overlay.description = "✓" if item.selected else ""
         picked = sum(i.selected for i in self.items)
-        self.selection_note.value = _quiet(f"{picked} selected" if picked else "click a tile to select it")
+        self.selection_note.value = _quiet(f"· {picked} selected" if picked else "· click a tile to select it")
         self.save_note.value = ""
 
     def view(self, item: Item) -> None:
@@ -632,7 +642,6 @@ class Panel(w.VBox):
         data, mime, width, height = thumbnail_grid([image], VIEW_MAX)
         self.viewer_image.format = mime.split("/")[1]
         self.viewer_image.value = data
-        self.viewer_image.width, self.viewer_image.height = str(width), str(height)
         handle = item.handle
         rows = [("Prompt", handle.prompt), ("Model", handle.model_name)]
         if handle.base_model_id:
@@ -672,13 +681,13 @@ class Panel(w.VBox):
         text = self.magic_for(item)
         code, tile = item.widgets["code"], item.widgets["tile"]
         if code.layout.display == "none" or not code.value:
-            code.value = code_html(text, width=2 * TILE + 14)
+            code.value = code_html(text, width=2 * TILE_BOX - 2)
             code.layout.display = None
-            tile.layout.width = f"{2 * (TILE + 14) + 12}px"
+            tile.layout.width = f"{2 * TILE_BOX + 12}px"
             tile.layout.grid_column = "span 2"
         else:
             code.layout.display = "none"
-            tile.layout.width = f"{TILE + 14}px"
+            tile.layout.width = f"{TILE_BOX}px"
             tile.layout.grid_column = None
         return text
 
