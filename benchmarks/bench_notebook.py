@@ -181,7 +181,7 @@ def main(argv=None) -> dict:
 
 
 def table(r: dict) -> str:
-    b, l, k = r["bytes"], r["load_ext"], r["kernel"]
+    b, load, k = r["bytes"], r["load_ext"], r["kernel"]
     ok = lambda cond: "met" if cond else "missed"  # noqa: E731
     return "\n".join([
         "| measure | scenario_nb | baseline | target |",
@@ -189,8 +189,8 @@ def table(r: dict) -> str:
         f"| bytes added to a saved .ipynb per 1024×1024 image | {b['ours_bytes'] / 1024:.0f} KiB | "
         f"{b['naive_bytes'] / 1024:.0f} KiB (`display(Image(png))`) — {b['ratio']:.0f}× smaller | ≥ 20× smaller: "
         f"{ok(b['ratio'] >= 20)} |",
-        f"| time `%load_ext scenario_nb` adds | {l['load_ext_ms']:.0f} ms | importing ipywidgets: "
-        f"{l['import_ipywidgets_ms']:.0f} ms | ≤ 150 ms: {ok(l['load_ext_ms'] <= 150)} |",
+        f"| time `%load_ext scenario_nb` adds | {load['load_ext_ms']:.0f} ms | importing ipywidgets: "
+        f"{load['import_ipywidgets_ms']:.0f} ms | ≤ 150 ms: {ok(load['load_ext_ms'] <= 150)} |",
         f"| kernel blocked by a `--no-wait` cell | {k['no_wait_ms']:.0f} ms | one bare generation POST: "
         f"{k['submit_ms']:.0f} ms | ≤ POST + 20 ms: {ok(k['no_wait_ms'] <= k['submit_ms'] + 20)} |",
         f"| kernel RSS growth after {k['images']} images | {k['rss_growth_mb']:.0f} MB | "

@@ -215,7 +215,8 @@ def targets(result: dict) -> list:
         o, b = row["ours"], row["baseline"]
         if row["n"] == 64 and not row["cap"]:
             ratio = (o["wall"] - o["download_tail"]) / o["slowest"]
-            lines.append(f"- 64 concurrent: wall ÷ slowest job, download excluded, {ratio:.2f} (≤ 1.10): {ok(ratio <= 1.10)}")
+            lines.append(f"- 64 concurrent: wall ÷ slowest job, download excluded, {ratio:.2f} (≤ 1.10): "
+                         f"{ok(ratio <= 1.10)}")
         if row["n"] > 1 and not row["cap"]:
             lines.append(f"- {row['n']} concurrent: detection median {o['latency_median']:.2f} s (≤ 0.5 s): "
                          f"{ok(o['latency_median'] <= 0.5)}, with {o['gets_per_job']:.2f} GETs per job "

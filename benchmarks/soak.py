@@ -115,8 +115,9 @@ def table(r: dict) -> str:
         "| | submitted | succeeded | failed with a clear error | lost | duplicate jobs | requests before Retry-After "
         "| uncertain POSTs | adopted | clean failures (nothing charged) |",
         "|---|---|---|---|---|---|---|---|---|---|",
-        f"| scenario_nb | {o['submitted']} | {o['succeeded']} | {o['failed_clearly']} | {o['lost']} | {o['duplicates']} | "
-        f"{o['early_requests']} | {o['uncertain_posts']} | {o['adopted']} | {o['clean_failures']} |",
+        f"| scenario_nb | {o['submitted']} | {o['succeeded']} | {o['failed_clearly']} | {o['lost']} | "
+        f"{o['duplicates']} | {o['early_requests']} | {o['uncertain_posts']} | {o['adopted']} | "
+        f"{o['clean_failures']} |",
         f"| official SDK, default retries (POSTs only) | {s['submitted']} | {s['submitted'] - s['errors']} | "
         f"{s['errors']} ({s['paid_but_reported_failed']} of them paid for) | {s['paid_but_reported_failed']} | "
         f"{s['duplicates']} | – | – | – | – |",

@@ -1,42 +1,54 @@
 """scenario_nb: generate images from your Scenario models inside Jupyter.
 
     %load_ext scenario_nb          then  %%scenario MODEL  with the prompt as the cell body
-    scenario_nb.Panel()            a widget panel on the same client, poller and history
+    scenario_nb.Panel()            a widget panel on the same client, engine and history
     ScenarioClient().generate(...) the Python API: returns a live Generation at once
 
-Exceptions are documented in one place: `scenario_nb._errors`. Set `SCENARIO_NB_LOG_LEVEL=DEBUG` to see
-every API call (method, path, status, time) on the process's stderr (the terminal running Jupyter, never a
-notebook output); credentials and signed URLs are never logged.
+Exceptions are documented in one place: `scenario_nb._errors`. Problems found in the background (a job
+that could not be recorded, a failing callback) are logged by the `scenario_nb` logger to the process's
+stderr (the terminal running Jupyter, never a notebook cell); a job's own output shows its own errors. Set
+`SCENARIO_NB_LOG_LEVEL=DEBUG` to see every API call (method, path, status, time) there too; credentials
+and signed URLs are never logged.
 """
 
 import logging as _logging
 import os as _os
 import sys as _sys
+from typing import TYPE_CHECKING
 
 from ._client import CostEstimate, ScenarioClient
 from ._errors import (APIConnectionError, APIError, APITimeoutError, AuthenticationError, BadRequestError,
-                      ConfigurationError, DownloadFailedError, InputError, JobFailedError, JobTimeoutError,
-                      NotFoundError, PermissionDeniedError, RateLimitError, ScenarioError, ServerError,
-                      StorageError, SubmitFailedError)
-from ._generation import Generation, wait_all
+                      ConfigurationError, ConflictError, DownloadFailedError, InputError, JobFailedError,
+                      JobTimeoutError, NotFoundError, OutcomeUnknownError, PermissionDeniedError, RateLimitError,
+                      ScenarioError, ServerError, StorageError, SubmitFailedError, UnprocessableEntityError)
+from ._generation import Generation, Output, wait_all
 from ._models import Model, ModelInput
+from ._version import __version__
 
-__version__ = "0.1.0"
-
-if _os.environ.get("SCENARIO_NB_LOG_LEVEL"):
-    _handler = _logging.StreamHandler(_sys.__stderr__)
-    _handler.setFormatter(_logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
-    _logging.getLogger("scenario_nb").addHandler(_handler)
-    _logging.getLogger("scenario_nb").setLevel(_os.environ["SCENARIO_NB_LOG_LEVEL"].upper())
+if TYPE_CHECKING:
+    from ._panel import Panel
 
 __all__ = [
-    "client", "ScenarioClient", "Generation", "CostEstimate", "Model", "ModelInput", "wait_all", "Panel",
-    "load_ipython_extension", "unload_ipython_extension",
+    "__version__", "client", "ScenarioClient", "Generation", "Output", "CostEstimate", "Model", "ModelInput",
+    "wait_all", "Panel", "load_ipython_extension", "unload_ipython_extension",
     "ScenarioError", "ConfigurationError", "InputError", "StorageError", "APIError", "BadRequestError",
-    "AuthenticationError", "PermissionDeniedError", "NotFoundError", "RateLimitError", "ServerError",
-    "APIConnectionError", "APITimeoutError", "SubmitFailedError", "JobFailedError", "JobTimeoutError",
-    "DownloadFailedError",
+    "AuthenticationError", "PermissionDeniedError", "NotFoundError", "ConflictError", "UnprocessableEntityError",
+    "RateLimitError", "ServerError", "APIConnectionError", "APITimeoutError", "SubmitFailedError",
+    "OutcomeUnknownError", "JobFailedError", "JobTimeoutError", "DownloadFailedError",
 ]
+
+for _name in __all__:  # errors show as scenario_nb.NotFoundError, not scenario_nb._errors.NotFoundError
+    _obj = globals().get(_name)
+    if isinstance(_obj, type) and issubclass(_obj, ScenarioError):
+        _obj.__module__ = __name__
+
+_log = _logging.getLogger("scenario_nb")
+if not _log.handlers:
+    _handler = _logging.StreamHandler(_sys.__stderr__)  # the terminal, never whatever cell is running
+    _handler.setFormatter(_logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    _log.addHandler(_handler)
+    _log.setLevel((_os.environ.get("SCENARIO_NB_LOG_LEVEL") or "WARNING").upper())
+    _log.propagate = False
 
 
 def client() -> ScenarioClient:
@@ -45,8 +57,8 @@ def client() -> ScenarioClient:
     return get_session().client
 
 
-def __getattr__(name):
-    if name == "Panel":  # ipywidgets is imported only when the panel is used
+def __getattr__(name: str):
+    if name == "Panel":  # ipywidgets is imported only when the panel is used (it costs ~300 ms)
         from ._panel import Panel
         return Panel
     raise AttributeError(f"module 'scenario_nb' has no attribute {name!r}")
@@ -59,4 +71,7 @@ def load_ipython_extension(ipython) -> None:
 
 
 def unload_ipython_extension(ipython) -> None:
-    """`%unload_ext scenario_nb`: jobs keep running; their history stays."""
+    """`%unload_ext scenario_nb`: remove the magics and stop following jobs (they keep running on the
+    server; the history knows them, and the next `%load_ext` follows them on)."""
+    from ._magics import unload
+    unload(ipython)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import difflib
+import hashlib
 import io
 import os
 import re
@@ -11,15 +12,30 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Optional, Union
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Optional, Union
 
-from ._errors import (APIError, DownloadFailedError, InputError, NotFoundError, PermissionDeniedError,
-                      RateLimitError, StorageError, SubmitFailedError)
-from ._http import Credentials, Transport, UncertainSubmit, mask
+from ._engine import Engine
+from ._errors import APIError, InputError, NotFoundError, PermissionDeniedError, StorageError
+from ._generation import Generation
+from ._history import History
+from ._http import Credentials, Transport, mask
 from ._models import Model, validate_inputs
 
-ImageLike = Union[bytes, str, os.PathLike, "PIL.Image.Image"]  # noqa: F821
-URL_RENEWALS = 3  # fresh signed URLs asked for when the asset origin refuses one (expired)
+if TYPE_CHECKING:
+    from PIL import Image as _PILImage
+
+    from ._store import FileStore
+
+ImageLike = Union[bytes, str, os.PathLike, "_PILImage.Image"]
+
+# Where each recorded LoRA type runs (contract §12b.6). Other types are found in the catalog.
+KNOWN_BASES = {
+    "flux.1-lora": "model_bfl-flux-1-dev", "flux.1-composition": "model_bfl-flux-1-dev",
+    "flux.2-dev-lora": "model_bfl-flux-2-dev", "flux.2-dev-edit-lora": "model_bfl-flux-2-dev",
+    "flux.1-kontext-lora": "model_flux-kontext-editing",
+    "qwen-image-edit-2511-lora": "model_qwen-image-edit-2511",
+    "zimage-lora": "model_z-image", "zimage-turbo-lora": "model_z-image", "zimage-de-turbo-lora": "model_z-image",
+}
 
 
 def default_home() -> Path:
@@ -64,26 +80,30 @@ class ScenarioClient:
 
     Credentials come from the arguments, else `SCENARIO_API_KEY` / `SCENARIO_API_SECRET` /
     `SCENARIO_API_URL`, else the official SDK's `SCENARIO_SDK_API_KEY` / `SCENARIO_SDK_API_SECRET` /
-    `SCENARIO_BASE_URL`. Generations return live `Generation` handles tracked by one shared poller.
+    `SCENARIO_BASE_URL`. Generations return live `Generation` handles that the client's engine keeps current.
     """
 
     def __init__(self, api_key: Optional[str] = None, api_secret: Optional[str] = None,
                  base_url: Optional[str] = None, *, home: Union[str, os.PathLike, None] = None,
-                 history_path: Union[str, os.PathLike, None] = None, max_retries: int = 4,
-                 timeout: tuple[float, float] = (5.0, 60.0)) -> None:
+                 history_path: Union[str, os.PathLike, None] = None, backend_id: Optional[str] = None,
+                 max_retries: int = 4, timeout: tuple[float, float] = (5.0, 60.0)) -> None:
         self._credentials = Credentials.resolve(api_key, api_secret, base_url)
         self._http = Transport(self._credentials, max_retries=max_retries, timeout=timeout)
-        self.home = Path(home) if home else default_home()
-        self.history_path = Path(history_path) if history_path else self.home / "history.sqlite"
+        self.home = Path(home).expanduser() if home else default_home()
+        self.history_path = Path(history_path).expanduser() if history_path else self.home / "history.sqlite"
+        # Which backend a history row belongs to: the URL and a digest of the key (never the key itself).
+        self.backend_id = backend_id or f"{self.base_url}#" + hashlib.sha256(
+            self._credentials.api_key.encode()).hexdigest()[:12]
         self._lock = threading.RLock()
         self._models: dict[str, Model] = {}
         self._catalog: Optional[list[Model]] = None
         self._own: Optional[tuple[float, list[Model]]] = None
         self._base_for_type: dict[str, Model] = {}
-        self._known_job_ids: set[str] = set()
-        self._store = None
-        self._history = None
-        self._poller = None
+        self._runnable: Optional[list[Model]] = None
+        self._store: Optional["FileStore"] = None
+        self._history: Optional[History] = None
+        self._engine = Engine(self._http, history=lambda: self.history, store=lambda: self.store,
+                              backend_id=self.backend_id)
 
     def __repr__(self) -> str:
         return f"ScenarioClient(base_url={self.base_url!r}, api_key={mask(self._credentials.api_key)!r})"
@@ -96,9 +116,9 @@ class ScenarioClient:
     def api_key_masked(self) -> str:
         return mask(self._credentials.api_key)
 
-    # -- Local state: file store, history, poller (created on first use) ---------------------------
+    # -- Local state: file store, history (opened on first use), engine ------------------------------
     @property
-    def store(self):
+    def store(self) -> "FileStore":
         with self._lock:
             if self._store is None:
                 from ._store import FileStore
@@ -106,26 +126,52 @@ class ScenarioClient:
             return self._store
 
     @property
-    def history(self):
+    def history(self) -> History:
+        """The history (and write-ahead ledger); opened on first use, so a broken one refuses a request."""
         with self._lock:
             if self._history is None:
-                from ._history import History
                 self._history = History(self.history_path)
             return self._history
 
+    def set_polling(self, *, floor: Optional[float] = None, job_timeout: Optional[float] = None,
+                    search_seconds: Optional[float] = None) -> None:
+        """Shortest interval between two polls of one job, when to stop watching a job, and how long to look
+        for the job of a request whose answer was lost (seconds; the API lists new jobs late, so at least 60)."""
+        if floor is not None:
+            self._engine.floor = floor
+        if job_timeout is not None:
+            self._engine.job_timeout = job_timeout
+        if search_seconds is not None:
+            self._engine.search_seconds = search_seconds
+
     @property
-    def poller(self):
-        with self._lock:
-            if self._poller is None:
-                from ._poller import Poller
-                self._poller = Poller(self)
-            return self._poller
+    def polling(self) -> dict:
+        """The engine's settings: `floor` (seconds between two polls of a job, at least) and `job_timeout`."""
+        return {"floor": self._engine.floor, "job_timeout": self._engine.job_timeout,
+                "search_seconds": self._engine.search_seconds}
+
+    def in_flight(self) -> list[Generation]:
+        """Every request of this client not finished yet: queued here, being sent, or running."""
+        return self._engine.in_flight()
+
+    def waiting(self) -> list[Generation]:
+        """Requests held here by the rate limit: not sent yet, nothing charged."""
+        return self._engine.waiting()
+
+    def recover(self) -> list[Generation]:
+        """Follow on every unfinished request the history holds for this backend (once per client):
+        jobs an earlier kernel left running, and requests whose answer was lost."""
+        return self._engine.recover()
 
     def close(self) -> None:
-        """Stop the poller and release connections; jobs keep running on the server."""
-        if self._poller is not None:
-            self._poller.stop()
+        """Stop following and release connections; jobs keep running on the server, and the history
+        holds everything the next client needs to follow them on."""
+        self._engine.close()
         self._http.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._engine.closed
 
     # -- Models ----------------------------------------------------------------------------------
     def _paged(self, path: str, key: str, params: dict) -> Iterator[dict]:
@@ -211,21 +257,36 @@ class ScenarioClient:
             self._catalog = catalog
         return catalog
 
-    def base_model_for(self, model: Model) -> Model:
-        """The platform model that runs a trained LoRA or composition of this type.
+    def _runnable_catalog(self) -> list[Model]:
+        """The public models that can run (type `custom`), listed with the API's own type filter, cached."""
+        with self._lock:
+            if self._runnable is not None:
+                return self._runnable
+        found = [m for m in self.models(public=True, types="custom") if m.runnable]
+        with self._lock:
+            self._runnable = found
+        return found
 
-        Found from the public catalog: the first runnable model with a `model`/`model_array` input whose
-        `modelTypes` accepts the type, looking first at models whose id names the same family.
+    def base_model_for(self, model: Model) -> Model:
+        """The platform model that runs a trained LoRA or composition of this type (cached per type).
+
+        The recorded base for the type first (contract §12b.6); else the public runnable models whose id,
+        name or `compliantModelIds` hint names the type's family; else the rest of the catalog, in its order.
+        The winner is the first whose `model`/`model_array` input lists the type in `modelTypes`.
         """
         with self._lock:
             if model.type in self._base_for_type:
                 return self._base_for_type[model.type]
         family = _family(model.type)
-        runnable = [m for m in self.public_models() if m.runnable]
-        runnable.sort(key=lambda m: family not in _family(m.id) and family not in _family(m.name))
-        for candidate in runnable[:40]:
+        hints = {_family(str(s)) for s in model.raw.get("compliantModelIds") or []} | {family}
+        known = KNOWN_BASES.get(model.type)
+        runnable = self._runnable_catalog()
+        named = [m for m in runnable if m.id != known and
+                 any(h and (h in _family(m.id) or h in _family(m.name)) for h in hints)]
+        rest = [m for m in runnable if m not in named and m.id != known]
+        for candidate in ([known] if known else []) + [m.id for m in named] + [m.id for m in rest][:60]:
             try:
-                full = self.model(candidate.id)
+                full = self.model(candidate)
             except (NotFoundError, PermissionDeniedError):
                 continue
             if any(i.type in ("model", "model_array") and model.type in i.model_types for i in full.inputs):
@@ -268,93 +329,50 @@ class ScenarioClient:
         body.update(extra)
         return requested, runnable, validate_inputs(runnable, body)
 
-    def estimate(self, model: Union[str, Model], prompt: Optional[str] = None, **inputs: Any) -> CostEstimate:
+    def estimate(self, model: Union[str, Model], prompt: Optional[str] = None, *,
+                 base_model: Optional[str] = None, **inputs: Any) -> CostEstimate:
         """Price a request with a dry run (HTTP 269): nothing is created or spent."""
-        requested, runnable, body = self.prepare(model, prompt, **inputs)
-        _, data = self._http.request("POST", f"/generate/custom/{runnable.id}", params={"dryRun": "true"},
-                                     json_body=body)
+        requested, runnable, body = self.prepare(model, prompt, base_model=base_model, **inputs)
+        data = self._http.request("POST", f"/generate/custom/{runnable.id}", params={"dryRun": "true"},
+                                  json_body=body)
         return CostEstimate.parse(data, requested.id, body)
 
-    def generate(self, model: Union[str, Model], prompt: Optional[str] = None, *, dry_run: bool = False,
-                 base_model: Optional[str] = None, source: str = "api", **inputs: Any):
-        """Start a generation and return its live `Generation` handle as soon as the job exists.
+    def generate(self, model: Union[str, Model], prompt: Optional[str] = None, *,
+                 base_model: Optional[str] = None, _source: str = "api", **inputs: Any) -> Generation:
+        """Start a generation and return its live `Generation` handle as soon as the request is answered.
 
         `inputs` are the model's own input names (`aspectRatio`, `numOutputs`, `seed`, ...). A trained
-        LoRA or composition id runs through a base model found in the public catalog. `dry_run=True`
-        returns a `CostEstimate` instead and spends nothing.
+        LoRA or composition runs through the base model that accepts it. The request is written to the
+        history before it is sent (a history that cannot be written refuses it: `StorageError`, nothing
+        sent). Price it first with `estimate()`.
         """
-        if dry_run:
-            return self.estimate(model, prompt, base_model=base_model, **inputs)
-        from ._generation import Generation
         requested, runnable, body = self.prepare(model, prompt, base_model=base_model, **inputs)
-        handle = Generation(self, model_id=requested.id, run_model_id=runnable.id,
+        handle = Generation(self._engine, model_id=requested.id, run_model_id=runnable.id,
                             base_model_id=None if runnable.id == requested.id else runnable.id,
-                            inputs=body, source=source, model_name=requested.name)
-        self.submit(handle)
-        return handle
+                            inputs=body, source=_source, model_name=requested.name)
+        return self._engine.submit(handle)
 
-    def submit(self, handle, *, background: bool = True) -> str:
-        """POST the handle's request once: "created", "throttled" or "uncertain".
+    def previous(self, model: Union[str, Model], body: dict) -> Optional[Generation]:
+        """The identical request already sent from this machine to this backend, if any, as a live handle.
 
-        A 429 (or a rate gate still closed from one) creates nothing: with `background` the poller
-        sends it later, in order, so the caller never waits. A lost answer is reconciled by the poller.
+        Anything but a failed, canceled or never-created request counts: in flight, queued, unknown, timed
+        out, succeeded with outputs stored (shown from the store), or succeeded but not fetched (fetched
+        again). Used by re-run safety: it never sends a new generation.
         """
-        path = (f"/workflows/{handle.run_model_id}/run" if handle.kind == "workflow"
-                else f"/generate/custom/{handle.run_model_id}")
-        method = "PUT" if handle.kind == "workflow" else "POST"
-        wait = self._http.gate.remaining()
+        model_id = model.id if isinstance(model, Model) else model
+        key = History.request_key(model_id, str(body.get("prompt", "")), body)
+        live = self._engine.live_handle(request_key=key)
+        if live is not None:
+            return live
+        record = self.history.find_reusable(key, self.backend_id)
+        if record is None:
+            return None
+        if self._engine.outputs_stored(record):
+            return self._engine.finished_handle(record)
         try:
-            if wait > 0:
-                raise RateLimitError("waiting for the rate limit", retry_after=wait)
-            _, data = self._http.request(method, path, json_body=handle.inputs, submit=True, retries=0)
-        except RateLimitError as exc:
-            handle._throttled(exc.retry_after)
-            if background:
-                self.poller.queue_submit(handle)
-            return "throttled"
-        except UncertainSubmit as exc:
-            handle._uncertain(exc.sent_at)
-            self.poller.queue_reconcile(handle)
-            return "uncertain"
-        self._created(handle, data)
-        return "created"
-
-    def _created(self, handle, data: dict) -> None:
-        job = data.get("job") or {}
-        job_id = job.get("jobId") or job.get("id")
-        if not job_id:
-            raise APIError("the API created no job id in its answer", status_code=500, body=data)
-        cost = data.get("creativeUnitsCost")
-        with self._lock:
-            self._known_job_ids.add(job_id)
-        handle._attach(job_id, job, cost)
-        self.poller.track(handle)
-
-    def reconcile(self, handle) -> bool:
-        """After a lost answer, find the job our request may have created and adopt it.
-
-        Looks at jobs created since shortly before the request left, for the same model and inputs, not
-        already owned by another handle. Returns True when adopted.
-        """
-        since = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(handle._sent_at - 120))
-        for row in self._paged("/jobs", "jobs", {"createdAfter": since, "pageSize": 100}):
-            job_id = row.get("jobId") or row.get("id")
-            meta = row.get("metadata") or {}
-            echoed = meta.get("input") or {}
-            with self._lock:
-                if job_id in self._known_job_ids:
-                    continue
-            same_model = echoed.get("modelId") in (handle.run_model_id, None) or \
-                meta.get("workflowId") == handle.run_model_id
-            if same_model and all(echoed.get(k) == v for k, v in handle.inputs.items()):
-                self._created(handle, {"job": row})
-                return True
-        return False
-
-    def nothing_created(self, handle) -> SubmitFailedError:
-        return SubmitFailedError(
-            f"the request for {handle.model_name} got no answer and no job was created from it: nothing was "
-            f"charged; run it again")
+            return self._engine.follow_record(record)
+        except NotFoundError:  # the backend no longer knows it (e.g. an earlier embedded sandbox)
+            return None
 
     # -- Jobs --------------------------------------------------------------------------------------
     def get_job(self, job_id: str) -> dict:
@@ -364,7 +382,13 @@ class ScenarioClient:
     def jobs(self, *, status: Optional[str] = None, types: Union[str, Iterable[str], None] = None,
              workflow_id: Optional[str] = None, created_after: Optional[str] = None,
              limit: Optional[int] = None) -> list[dict]:
-        """Jobs, newest first, across every page (or the first `limit`)."""
+        """Jobs, newest first, across every page (or the first `limit`).
+
+        The API takes `created_after` only without `status`, `types` and `workflow_id`.
+        """
+        if created_after and (status or types or workflow_id):
+            raise InputError("jobs(): the API takes created_after only without status, types and workflow_id; "
+                             "filter the results yourself, or drop created_after")
         out = []
         params = {"status": status, "types": _csv(types), "workflowId": workflow_id,
                   "createdAfter": created_after, "pageSize": min(limit or 100, 100)}
@@ -374,57 +398,42 @@ class ScenarioClient:
                 break
         return out
 
-    def job(self, job_id: str):
-        """Re-attach to any job by id: a live `Generation` that finishes and downloads its images."""
-        from ._generation import Generation
-        handle = self.poller.handle_for(job_id)
-        if handle is not None and not isinstance(handle.exception, DownloadFailedError):
-            return handle  # else: paid for, not yet fetched; a fresh handle fetches again
-        record = None
+    def job(self, job_id: str) -> Generation:
+        """Re-attach to any job by id: a live `Generation` that finishes and stores its outputs.
+
+        A handle that timed out or could not fetch its outputs is taken back and followed again.
+        """
+        job_id = job_id.strip()
+        if not job_id:
+            raise InputError("no job id given; %scenario history lists them")
         try:
             record = self.history.get(job_id)
         except StorageError:
-            pass
-        job = self.get_job(job_id)
-        meta = job.get("metadata") or {}
-        inputs = dict(meta.get("input") or (record.inputs if record else {}))
-        run_model = inputs.get("modelId") or (record.model_id if record else "") or meta.get("workflowId") or ""
-        handle = Generation(self, model_id=record.model_id if record else run_model, run_model_id=run_model,
-                            base_model_id=record.base_model_id if record else None,
-                            inputs={k: v for k, v in inputs.items() if k != "modelId"},
-                            source=record.source if record else "api",
-                            kind="workflow" if job.get("jobType") == "workflow" else "generation")
-        handle._attach(job_id, job, record.cost if record else None, new=False)
-        with self._lock:
-            self._known_job_ids.add(job_id)
-        self.poller.track(handle)
-        return handle
+            record = None
+        live = self._engine.live_handle(job_id=job_id)
+        if record is not None and (live is None or live.ok) and self._engine.outputs_stored(record):
+            return self._engine.finished_handle(record)  # everything is here: no request needed
+        return self._engine.reattach(job_id)
 
-    def cancel(self, job_id: str) -> dict:
-        """Ask the server to cancel a job (it becomes `canceled` shortly after)."""
-        return self._http.request("POST", f"/jobs/{job_id}/action", json_body={"action": "cancel"})[1]["job"]
+    def cancel(self, job_id: str) -> str:
+        """Ask Scenario to cancel a job; returns the outcome (see `Generation.cancel`)."""
+        return self.job(job_id).cancel()
 
     # -- Assets ------------------------------------------------------------------------------------
     def asset(self, asset_id: str) -> dict:
         """The asset record, with a fresh signed `url`."""
         return self._http.get(f"/assets/{asset_id}")["asset"]
 
-    def download_asset(self, asset_id: str, url: Optional[str] = None) -> bytes:
-        """The asset's bytes. A refused (expired) signed URL is renewed from the API, up to URL_RENEWALS times."""
-        url = url or self.asset(asset_id)["url"]
-        for _ in range(URL_RENEWALS):
-            try:
-                return self._http.download(url)
-            except (PermissionDeniedError, NotFoundError):
-                url = self.asset(asset_id)["url"]
-        return self._http.download(url)
-
     def fetch_asset(self, asset_id: str) -> Path:
-        """Make sure the asset is in the local file store; returns its path."""
-        store = self.store
-        if not store.has(asset_id):
-            store.put(asset_id, self.download_asset(asset_id))
-        return store.path_for(asset_id)
+        """Make sure an asset (any kind) is in the local file store; returns its path."""
+        asset_id = asset_id.strip()
+        if not asset_id:
+            raise InputError("no asset id given")
+        asset = self.asset(asset_id)
+        mime = str(asset.get("mimeType") or "image/png")
+        if not self.store.has(asset_id, mime):
+            self.store.put(asset_id, self._http.download(asset["url"]), mime)
+        return self.store.path_for(asset_id, mime)
 
     def upload_image(self, image: ImageLike, name: Optional[str] = None) -> str:
         """Upload an image (bytes, a path, or a PIL image) and return its asset id, for img2img inputs."""
@@ -454,7 +463,7 @@ class ScenarioClient:
             raise InputError(f"{name or 'the upload'} {what}; upload a PNG, JPEG or WebP") from None
         name = name or f"upload.{fmt}"
         body = {"name": name, "image": base64.b64encode(data).decode()}
-        return self._http.request("POST", "/assets", json_body=body)[1]["asset"]["id"]
+        return self._http.request("POST", "/assets", json_body=body)["asset"]["id"]
 
     # -- Workflows ---------------------------------------------------------------------------------
     def workflows(self) -> list[dict]:
@@ -466,21 +475,24 @@ class ScenarioClient:
         raw = self._http.get(f"/workflows/{workflow_id}")["workflow"]
         return Model.parse({**raw, "type": "workflow", "custom": True, "status": raw.get("status")})
 
-    def run_workflow(self, workflow_id: str, *, dry_run: bool = False, source: str = "api", **inputs: Any):
-        """Run a workflow (`PUT /workflows/{id}/run`); returns a `Generation` for its job."""
-        from ._generation import Generation
+    def _ready_workflow(self, workflow_id: str, inputs: dict) -> tuple[Model, dict]:
         workflow = self.workflow(workflow_id)
         if workflow.status not in ("ready", ""):
             raise InputError(f"workflow {workflow.name} is {workflow.status}; only ready workflows can run")
-        body = validate_inputs(workflow, inputs)
-        if dry_run:
-            _, data = self._http.request("PUT", f"/workflows/{workflow_id}/run", params={"dryRun": "true"},
-                                         json_body=body)
-            return CostEstimate.parse(data, workflow_id, body)
-        handle = Generation(self, model_id=workflow_id, run_model_id=workflow_id, inputs=body, source=source,
-                            kind="workflow", model_name=workflow.name)
-        self.submit(handle)
-        return handle
+        return workflow, validate_inputs(workflow, inputs)
+
+    def estimate_workflow(self, workflow_id: str, **inputs: Any) -> CostEstimate:
+        """Price a workflow run with a dry run: nothing is created or spent."""
+        _, body = self._ready_workflow(workflow_id, inputs)
+        data = self._http.request("PUT", f"/workflows/{workflow_id}/run", params={"dryRun": "true"}, json_body=body)
+        return CostEstimate.parse(data, workflow_id, body)
+
+    def run_workflow(self, workflow_id: str, *, _source: str = "api", **inputs: Any) -> Generation:
+        """Run a workflow (`PUT /workflows/{id}/run`); returns a `Generation` for its job."""
+        workflow, body = self._ready_workflow(workflow_id, inputs)
+        handle = Generation(self._engine, model_id=workflow_id, run_model_id=workflow_id, inputs=body,
+                            source=_source, kind="workflow", model_name=workflow.name)
+        return self._engine.submit(handle)
 
 
 def _csv(value: Union[str, Iterable[str], None]) -> Optional[str]:

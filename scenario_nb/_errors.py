@@ -8,18 +8,21 @@ Every message is one line that says what is wrong and what to do; none ever cont
     ├── InputError              a request refused before anything was sent or spent (also a ValueError)
     ├── StorageError            the local history or file store cannot be written or read
     ├── APIError                the API answered with an error status; `.status_code`, `.reason`, `.body`
-    │   ├── BadRequestError         400, 409, 422
+    │   ├── BadRequestError         400
     │   ├── AuthenticationError     401
     │   ├── PermissionDeniedError   403
     │   ├── NotFoundError           404
-    │   ├── RateLimitError          429; `.retry_after` in seconds
+    │   ├── ConflictError           409
+    │   ├── UnprocessableEntityError 422
+    │   ├── RateLimitError          429; `.retry_after` in seconds when the server said so
     │   └── ServerError             5xx
     ├── APIConnectionError      no answer (refused, dropped, unreachable)
     │   └── APITimeoutError         no answer in time
-    ├── SubmitFailedError       a generation request was lost and no job was created: nothing was charged
+    ├── SubmitFailedError       a generation request provably created no job: nothing was charged
+    ├── OutcomeUnknownError     a generation request's answer was lost and its job was not found (yet)
     └── JobFailedError          a job ended in failure or was canceled; `.job_id`, `.error`, `.hint`
         ├── JobTimeoutError         stopped watching a job that is still running; resume it by id
-        └── DownloadFailedError     the job succeeded but its images could not be fetched; fetch again by id
+        └── DownloadFailedError     the job succeeded but its outputs could not be fetched; fetch again by id
 """
 
 from __future__ import annotations
@@ -75,6 +78,14 @@ class NotFoundError(APIError):
     status_code = 404
 
 
+class ConflictError(APIError):
+    status_code = 409
+
+
+class UnprocessableEntityError(APIError):
+    status_code = 422
+
+
 class RateLimitError(APIError):
     status_code = 429
 
@@ -96,54 +107,66 @@ class APITimeoutError(APIConnectionError):
 
 
 class SubmitFailedError(ScenarioError):
-    """A generation request got no answer and no job was created from it: nothing was charged."""
+    """A generation request provably created no job (refused before any job, or never sent)."""
+
+
+class OutcomeUnknownError(ScenarioError):
+    """A generation request's answer was lost and no job matching it has shown up yet.
+
+    The job may exist (and be charged). The request stays in the history; a later `%scenario status`,
+    re-run of the same request, or `client.recover()` adopts the job when the API lists it.
+    """
 
 
 class JobFailedError(ScenarioError):
     """A job ended in `failure` or `canceled`; carries the server's error and hint."""
 
-    def __init__(self, job_id: str, error: str = "", hint: str = "", status: str = "failure") -> None:
+
+    def __init__(self, job_id: str, error: str = "", hint: str = "", status: str = "failure",
+                 text: Optional[str] = None) -> None:
         self.job_id = job_id
         self.error = error
         self.hint = hint
         self.status = status
-        if status == "canceled":
-            text = f"job {job_id} was canceled"
-        else:
-            text = f"job {job_id} failed: {error or 'no reason given'}"
-        if hint:
-            text += f" (hint: {hint})"
+        if text is None:
+            if status == "canceled":
+                text = f"job {job_id} was canceled"
+            else:
+                text = f"job {job_id} failed: {error or 'no reason given'}"
+            if hint:
+                text += f" (hint: {hint})"
         super().__init__(text)
 
 
 class JobTimeoutError(JobFailedError):
     """We stopped waiting; the job may still finish on the server and can be re-attached by id."""
 
+
     def __init__(self, job_id: str, seconds: float) -> None:
-        self.job_id, self.status, self.seconds = job_id, "timeout", seconds
-        self.error = f"still not finished after {seconds:g} s"
-        self.hint = f"re-attach later with %scenario job {job_id} or client.job({job_id!r})"
-        ScenarioError.__init__(self, f"gave up waiting for job {job_id} after {seconds:g} s; it may still "
-                                     f"finish: {self.hint}")
+        self.seconds = seconds
+        hint = f"re-attach with %scenario job {job_id} or client.job({job_id!r})"
+        super().__init__(job_id, f"still not finished after {seconds:g} s", hint, "timeout",
+                         text=f"stopped waiting for job {job_id} after {seconds:g} s; it is still running on "
+                              f"the server and will be charged when it finishes: {hint}")
 
 
 class DownloadFailedError(JobFailedError):
-    """The job succeeded (and was paid for) but its images could not be fetched; they can be, later, by id."""
+    """The job succeeded (and was paid for) but its outputs could not be fetched; they can be, later, by id."""
+
 
     def __init__(self, job_id: str, cause: Exception) -> None:
-        self.job_id, self.status, self.error = job_id, "success", str(cause)
-        self.hint = "fetch them again with %scenario job JOB_ID or client.job(JOB_ID)"
-        text = f"job {job_id} succeeded but its images could not be fetched: {cause}"
-        ScenarioError.__init__(self, text if "%scenario job" in text else f"{text}; {self.hint}")
+        hint = f"%scenario job {job_id} (or client.job) fetches them again"
+        super().__init__(job_id, str(cause), hint, "download-failed",
+                         text=f"job {job_id} is paid for but its outputs could not be fetched ({cause}); {hint}")
 
 
 _BY_STATUS = {400: BadRequestError, 401: AuthenticationError, 403: PermissionDeniedError,
-              404: NotFoundError, 409: BadRequestError, 422: BadRequestError, 429: RateLimitError}
+              404: NotFoundError, 409: ConflictError, 422: UnprocessableEntityError, 429: RateLimitError}
 
 _HINTS = {
     401: "Check SCENARIO_API_KEY and SCENARIO_API_SECRET (Project Settings > API Keys)",
     403: "Your plan or project cannot use this; check the model's access and your project",
-    429: "Scenario's rate or parallel-job limit was reached; it is retried automatically",
+    429: "Scenario's rate or parallel-job limit was reached",
 }
 
 

@@ -1,4 +1,9 @@
-"""`Generation`: a live handle on one job, updated by the client's poller, never blocking the kernel."""
+"""`Generation`: a live handle on one request and its job. State plus a small public API.
+
+The engine (`_engine.py`) is the only thing that changes a handle: it sends the request, follows the job,
+stores its outputs and records every step in the history. Front doors read the state and call the public
+methods (`wait`, `cancel`, `save`, `on_update`).
+"""
 
 from __future__ import annotations
 
@@ -6,16 +11,34 @@ import json
 import logging
 import threading
 import time
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Iterable, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional, Union
 
-from ._errors import JobFailedError, JobTimeoutError, ScenarioError, StorageError
-from ._models import TERMINAL_STATUSES
+from ._errors import InputError, JobTimeoutError, StorageError
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
+
+    from ._engine import Engine
 
 log = logging.getLogger("scenario_nb")
 
-LOCAL_STATES = ("submitting", "throttled", "reconciling")
+IN_FLIGHT = ("sending", "waiting", "unknown", "pending", "queued", "warming-up", "in-progress", "finalizing")
+STATUS_WORDS = {
+    "sending": "sending", "waiting": "queued here (waiting for a free slot; not sent yet)",
+    "unknown": "answer lost (looking for its job)", "not-sent": "not sent (nothing charged)",
+    "download-failed": "finished, outputs not fetched", "timeout": "stopped watching (still running)",
+}
+CANCEL_WORDS = {
+    "dropped": "canceled before it was sent: nothing was charged",
+    "requested": "cancel requested: the job ends as canceled shortly",
+    "refused": "Scenario does not cancel this kind of job: it will finish and be charged, and its images "
+               "will still arrive",
+    "finished": "already finished: nothing to cancel",
+    "unavailable": "could not ask Scenario to cancel it right now (rate limit or network); it keeps running",
+}
 
 
 def parse_time(text: Any) -> Optional[float]:
@@ -28,17 +51,32 @@ def parse_time(text: Any) -> Optional[float]:
         return None
 
 
-class Generation:
-    """One generation (or workflow run): status, progress, cost, and its images once downloaded.
+@dataclass(frozen=True)
+class Output:
+    """One stored output of a job: an image, a video, a 3D model, a document…"""
 
-    Returned at once by `client.generate(...)`; the client's single poller keeps it current. `wait()`
-    blocks only the caller, and Ctrl-C stops the waiting, never the job.
+    asset_id: str
+    kind: str
+    mime_type: str
+    path: Path
+
+    @property
+    def is_image(self) -> bool:
+        return self.kind == "image" or self.mime_type.startswith("image/")
+
+
+class Generation:
+    """One generation (or workflow run): status, progress, cost, and its outputs once stored.
+
+    Returned at once by `client.generate(...)`; the client's engine keeps it current from a background
+    thread. `wait()` blocks only the caller, and Ctrl-C stops the waiting, never the job.
     """
 
-    def __init__(self, client, *, model_id: str, run_model_id: str, inputs: dict,
+    def __init__(self, engine: "Engine", *, model_id: str, run_model_id: str, inputs: dict,
                  base_model_id: Optional[str] = None, source: str = "api", kind: str = "generation",
-                 model_name: str = "") -> None:
-        self.client = client
+                 model_name: str = "", request_id: str = "") -> None:
+        self._engine = engine
+        self.request_id = request_id
         self.model_id = model_id
         self.run_model_id = run_model_id
         self.base_model_id = base_model_id
@@ -47,39 +85,31 @@ class Generation:
         self.source = source
         self.kind = kind
         self.job_id: Optional[str] = None
-        self.status = "submitting"
+        self.status = "sending"
         self.progress = 0.0
         self.error: Optional[str] = None
         self.hint: Optional[str] = None
+        self.note = ""  # one plain line about the last thing that happened to it (e.g. a refused cancel)
         self.exception: Optional[BaseException] = None
         self.cost: Optional[float] = None
-        self.asset_ids: list[str] = []
-        self.files: list[Path] = []
+        self.outputs: list[Output] = []
+        self.text: Optional[str] = None  # text models answer in metadata.output
         self.seeds: list[Any] = []
         self.status_history: list[dict] = []
         self.submitted_at = time.time()
+        self.sent_at: Optional[float] = None
         self.finished_at: Optional[float] = None
         self.server_offset = 0.0
-        self._sent_at = self.submitted_at
-        self.uncertain = False  # its request's answer was lost once, and it was reconciled
         self._done = threading.Event()
         self._lock = threading.Lock()
         self._callbacks: list[Callable[["Generation"], None]] = []
 
-    @classmethod
-    def from_record(cls, client, record) -> "Generation":
-        """A finished handle rebuilt from the history (no request made), e.g. for re-run safety."""
-        handle = cls(client, model_id=record.model_id, run_model_id=record.base_model_id or record.model_id,
-                     inputs=record.inputs, base_model_id=record.base_model_id, source=record.source,
-                     kind=record.kind or "generation")
-        handle.job_id, handle.status, handle.cost = record.job_id, record.status, record.cost
-        handle.asset_ids, handle.files = list(record.asset_ids), [Path(f) for f in record.files]
-        handle.error, handle.hint, handle.progress = record.error, record.hint, 1.0
-        handle.submitted_at, handle.finished_at = record.created_at, record.finished_at or time.time()
-        handle._done.set()
-        return handle
-
     # -- What users read ---------------------------------------------------------------------------
+    @property
+    def backend(self) -> str:
+        """Where this job runs (its client's API URL); it stays there if the session switches backend."""
+        return self._engine.base_url
+
     @property
     def prompt(self) -> str:
         return str(self.inputs.get("prompt", ""))
@@ -91,7 +121,7 @@ class Generation:
 
     @property
     def done(self) -> bool:
-        """Finished (images stored, history written); `wait()` returns once callbacks saw it too."""
+        """Finished: outputs stored and history written (or given up on, with `.exception` saying why)."""
         return self.finished_at is not None
 
     @property
@@ -99,37 +129,58 @@ class Generation:
         return self.done and self.status == "success" and self.exception is None
 
     @property
-    def images(self) -> list:
-        """Full-resolution PIL images, loaded from the local file store."""
-        return [self.client.store.open_image(a) for a in self.asset_ids if self.client.store.has(a)]
+    def asset_ids(self) -> list[str]:
+        return [o.asset_id for o in self.outputs]
+
+    @property
+    def files(self) -> list[Path]:
+        return [o.path for o in self.outputs]
+
+    @property
+    def images(self) -> list["Image"]:
+        """Full-resolution PIL images (the image outputs), loaded from the local file store."""
+        return [self._engine.store.open_image(o.path) for o in self.outputs if o.is_image and o.path.is_file()]
 
     def __repr__(self) -> str:
-        return f"<Generation {self.job_id or '(not created yet)'} {self.model_name} {self.status}>"
+        return f"<Generation {self.job_id or '(no job yet)'} {self.model_name} {self.status}>"
+
+    def status_words(self) -> str:
+        if self.status == "in-progress":
+            return f"in-progress {self.progress:.0%}"
+        if self.status == "success" and self.exception is not None:
+            return STATUS_WORDS["download-failed"]
+        if self.exception is not None and isinstance(self.exception, JobTimeoutError):
+            return STATUS_WORDS["timeout"]
+        return STATUS_WORDS.get(self.status, self.status)
 
     def summary(self) -> str:
-        """One line: job, model, status, cost and what to do next."""
+        """One line (two with an error): job, model, status, cost, what it made."""
         parts = [self.job_id or "(no job yet)", self.model_name]
         if self.base_model_id:
             parts.append(f"via {self.base_model_id}")
-        state = self.status if self.status != "in-progress" else f"in-progress {self.progress:.0%}"
-        parts.append(state)
+        parts.append(self.status_words())
         if self.cost is not None:
             parts.append(f"{self.cost:g} CU")
-        if self.asset_ids and self.status == "success":
-            parts.append(f"{len(self.asset_ids)} image{'s' * (len(self.asset_ids) != 1)}")
+        if self.ok and self.outputs:
+            kinds = sorted({o.kind for o in self.outputs})
+            noun = "image" if kinds == ["image"] else "output"
+            parts.append(f"{len(self.outputs)} {noun}{'s' * (len(self.outputs) != 1)}")
         if self.seed is not None:
             parts.append(f"seed {self.seed}")
         text = " · ".join(str(p) for p in parts)
         if self.exception is not None:
             text += f"\n{self.exception}"
+        elif self.note:
+            text += f"\n{self.note}"
         return text
 
     def provenance(self) -> dict:
-        """Everything needed to know (and reproduce) how these images were made."""
+        """Everything needed to know (and reproduce) how these outputs were made."""
         return {"job_id": self.job_id, "model_id": self.model_id, "model_name": self.model_name,
                 "base_model_id": self.base_model_id, "prompt": self.prompt, "seed": self.seed,
-                "seeds": list(self.seeds), "inputs": self.inputs, "asset_ids": list(self.asset_ids),
-                "cost": self.cost, "status": self.status, "kind": self.kind}
+                "seeds": list(self.seeds), "inputs": self.inputs, "asset_ids": self.asset_ids,
+                "kinds": [o.kind for o in self.outputs], "cost": self.cost, "status": self.status,
+                "kind": self.kind, "backend": self.backend}
 
     def _repr_mimebundle_(self, include=None, exclude=None):
         from ._display import generation_bundle
@@ -138,31 +189,24 @@ class Generation:
     # -- What users do -----------------------------------------------------------------------------
     def wait(self, timeout: Optional[float] = None) -> "Generation":
         """Block until done; returns self, or raises the job's error. Ctrl-C stops waiting, not the job."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while not self._done.wait(0.1):
-            if deadline is not None and time.monotonic() >= deadline:
-                raise JobTimeoutError(self.job_id or "(not created yet)", timeout)
+        if not self._done.wait(timeout):
+            raise JobTimeoutError(self.job_id or "(not created yet)", timeout or 0)
         if self.exception is not None:
             raise self.exception
         return self
 
-    def cancel(self) -> "Generation":
-        """Cancel on the server (the job ends `canceled` shortly after); a queued request is dropped."""
-        if self.done:
-            if self.status in TERMINAL_STATUSES:
-                from ._errors import InputError
-                raise InputError(f"job {self.job_id} already ended ({self.status}); nothing to cancel")
-            return self
-        if self.job_id is None:
-            self.client.poller.forget(self)
-            self._finish(JobFailedError("(never created)", status="canceled"), status="canceled")
-            return self
-        self.client.cancel(self.job_id)
-        self.client.poller.poll_soon(self)
-        return self
+    def cancel(self) -> str:
+        """Try to stop the job; returns what happened, and `.note` says it in plain words.
+
+        "dropped": it was still waiting here, never sent, nothing charged. "requested": Scenario accepted;
+        the job ends `canceled` shortly. "refused": Scenario does not cancel this kind of job (generation
+        jobs, on the real API): it finishes, is charged, and its outputs still arrive. "finished": it had
+        already ended. "unavailable": the cancel could not be sent now (rate limit, network).
+        """
+        return self._engine.cancel(self)
 
     def on_update(self, callback: Callable[["Generation"], None]) -> "Generation":
-        """Call `callback(self)` on every change, from the poller thread.
+        """Call `callback(self)` on every change, from the engine's thread.
 
         Callbacks may set widget values; they must not print or display (that output would land in
         whatever cell is running). Called once right away so a view can draw the current state.
@@ -173,75 +217,54 @@ class Generation:
         return self
 
     def save(self, directory: Union[str, Path], only: Optional[Iterable[str]] = None) -> list[Path]:
-        """Write each image (or the asset ids in `only`) as PNG with provenance in its text chunks, plus a
-        JSON sidecar; returns the paths."""
+        """Copy each output (or the asset ids in `only`) into a folder, with provenance, plus a JSON sidecar.
+
+        Images are written as PNG with the prompt, seed and job id in their text chunks; other outputs as
+        they came. Returns the paths written, the sidecar last.
+        """
+        directory = Path(directory).expanduser()
+        if directory.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp", ".json", ".mp4", ".glb"):
+            raise InputError(f"save() takes a folder, not a file name ({directory.name}); e.g. "
+                             f"gen.save({str(directory.parent)!r})")
         if not self.ok:
-            raise StorageError(f"job {self.job_id} has no images to save yet ({self.status})")
-        directory = Path(directory)
+            raise StorageError(f"job {self.job_id or '(no job yet)'} has nothing to save yet ({self.status_words()})")
         try:
             directory.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StorageError(f"cannot create {directory}: {exc.strerror or exc}") from None
-        prov = self.provenance()
+        store = self._engine.store
         written = []
         wanted = set(only) if only is not None else set(self.asset_ids)
-        for index, asset_id in enumerate(self.asset_ids):
-            if asset_id not in wanted:
+        for index, output in enumerate(self.outputs):
+            if output.asset_id not in wanted:
                 continue
-            seed = self.seeds[index] if index < len(self.seeds) else self.seed
-            text = {"prompt": self.prompt, "model": self.model_id, "model_name": self.model_name,
-                    "seed": "" if seed is None else str(seed), "job_id": self.job_id or "",
-                    "asset_id": asset_id, "inputs": json.dumps(self.inputs, sort_keys=True),
-                    "Software": "scenario_nb"}
-            stem = f"{self.job_id}_{index}"
-            written.append(self.client.store.save_png_with_metadata(asset_id, directory / f"{stem}.png", text))
+            stem = directory / f"{self.job_id}_{index}"
+            if output.is_image:
+                seed = self.seeds[index] if index < len(self.seeds) else self.seed
+                text = {"prompt": self.prompt, "model": self.model_id, "model_name": self.model_name,
+                        "seed": "" if seed is None else str(seed), "job_id": self.job_id or "",
+                        "asset_id": output.asset_id, "inputs": json.dumps(self.inputs, sort_keys=True),
+                        "Software": "scenario_nb"}
+                written.append(store.save_png_with_metadata(output.path, stem.with_suffix(".png"), text))
+            else:
+                written.append(store.copy(output.path, stem.with_suffix(output.path.suffix)))
         sidecar = directory / f"{self.job_id}.json"
-        tmp = sidecar.with_suffix(".json.part")
-        try:
-            tmp.write_text(json.dumps({**prov, "files": [p.name for p in written]}, indent=2, default=str))
-            tmp.replace(sidecar)
-        except OSError as exc:
-            tmp.unlink(missing_ok=True)
-            raise StorageError(f"cannot write {sidecar}: {exc.strerror or exc}") from None
-        return written + [sidecar]
+        document = json.dumps({**self.provenance(), "text": self.text, "files": [p.name for p in written]},
+                              indent=2, default=str)
+        written.append(store.write_text(sidecar, document))
+        return written
 
-    # -- Called by the client and the poller ---------------------------------------------------------
-    def _attach(self, job_id: str, job: dict, cost: Any, new: bool = True) -> None:
-        """The job exists: remember it (history first, so a killed kernel loses nothing)."""
-        self.job_id = job_id
-        if cost is not None:
-            self.cost = float(cost)
-        created = parse_time(job.get("createdAt"))
-        if new and created:
-            self.server_offset = time.time() - created
-            self.submitted_at = created + self.server_offset
-        elif created:
-            self.submitted_at = created
-        self._apply(job, notify=False)
-        history = self.client.history
-        from ._history import History, JobRecord
-        if new or history.get(job_id) is None:
-            history.record(JobRecord(
-                job_id=job_id, backend_url=self.client.base_url, model_id=self.model_id,
-                base_model_id=self.base_model_id, prompt=self.prompt, inputs=self.inputs,
-                request_key=History.request_key(self.model_id, self.prompt, self.inputs), cost=self.cost,
-                status=self.status, progress=self.progress, asset_ids=[], files=[], error=None, hint=None,
-                source=self.source, kind=self.kind, created_at=self.submitted_at, updated_at=time.time(),
-                finished_at=None))
-        self._notify()
-
-    def _apply(self, job: dict, notify: bool = True) -> bool:
-        """Take a fresh job object; returns True when the status changed."""
+    # -- Kept current by the engine ------------------------------------------------------------------
+    def _apply(self, job: dict) -> None:
+        """Take a fresh job object from the API."""
         meta = job.get("metadata") or {}
-        status = str(job.get("status") or self.status)
-        changed = status != self.status
         with self._lock:
-            self.status = status
+            self.status = str(job.get("status") or self.status)
             try:
                 self.progress = max(0.0, min(1.0, float(job.get("progress") or 0)))
             except (TypeError, ValueError):
                 pass
-            if status == "success":
+            if self.status == "success":
                 self.progress = 1.0
             self.status_history = list(job.get("statusHistory") or self.status_history)
             self.error = meta.get("error") or self.error
@@ -249,34 +272,29 @@ class Generation:
             billing = job.get("billing") or {}
             if self.cost is None and billing.get("cuCost") is not None:
                 self.cost = float(billing["cuCost"])
-        if notify:
-            self._notify()
-        return changed
 
-    def _throttled(self, retry_after: Optional[float]) -> None:
-        self.status = "throttled"
-        self._notify()
+    def _set(self, **changes: Any) -> None:
+        with self._lock:
+            for name, value in changes.items():
+                setattr(self, name, value)
 
-    def _uncertain(self, sent_at: float) -> None:
-        self.status, self._sent_at, self.uncertain = "reconciling", sent_at, True
-        self._notify()
+    def _finish(self, exception: Optional[BaseException] = None, status: Optional[str] = None) -> None:
+        """Done: outputs stored (or given up on). Waiters are released by `_settle`, after the callbacks."""
+        with self._lock:
+            if status:
+                self.status = status
+            self.exception = exception
+            self.finished_at = time.time()
 
-    def _finish(self, exception: Optional[BaseException] = None, *, status: Optional[str] = None) -> None:
-        """Mark done (after any images are stored) and record the outcome in the history."""
-        if status:
-            self.status = status
-        self.exception = exception
-        self.finished_at = time.time()
-        if self.job_id and not isinstance(exception, JobTimeoutError):
-            try:
-                self.client.history.update(
-                    self.job_id, status=self.status, progress=self.progress, asset_ids=self.asset_ids,
-                    files=[str(f) for f in self.files], error=self.error or (str(exception) if exception else None),
-                    hint=self.hint, cost=self.cost, finished_at=self.finished_at, updated_at=self.finished_at)
-            except ScenarioError as exc:
-                log.warning("could not update the history for %s: %s", self.job_id, exc)
-        self._notify()
+    def _settle(self) -> None:
         self._done.set()
+
+    def _reopen(self) -> None:
+        """Followed again after a timeout or a failed download (re-attached)."""
+        with self._lock:
+            self.exception = None
+            self.finished_at = None
+            self._done.clear()
 
     def _notify(self) -> None:
         with self._lock:
@@ -287,8 +305,8 @@ class Generation:
     def _call(self, callback: Callable[["Generation"], None]) -> None:
         try:
             callback(self)
-        except Exception:  # a broken view must not stop the poller
-            log.exception("scenario_nb: an on_update callback failed")
+        except Exception:  # a broken view must not stop the engine; the log goes to the terminal
+            log.exception("an on_update callback of %s failed", self.job_id or self.request_id)
 
 
 def wait_all(handles: Iterable[Generation], timeout: Optional[float] = None) -> list[Generation]:
@@ -296,8 +314,8 @@ def wait_all(handles: Iterable[Generation], timeout: Optional[float] = None) -> 
     handles = list(handles)
     deadline = None if timeout is None else time.monotonic() + timeout
     for handle in handles:
-        while not handle._done.wait(0.1):
-            if deadline is not None and time.monotonic() >= deadline:
-                pending = [h.job_id for h in handles if not h.done]
-                raise JobTimeoutError(", ".join(str(j) for j in pending), timeout)
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        if not handle._done.wait(left):
+            pending = [h.job_id or h.request_id for h in handles if not h.done]
+            raise JobTimeoutError(", ".join(str(j) for j in pending), timeout or 0)
     return handles

@@ -1,8 +1,13 @@
-"""The local job history: SQLite in WAL mode, written before anything waits on a job.
+"""The local job history and write-ahead ledger: SQLite in WAL mode.
 
-A killed kernel loses nothing that was paid for: a new one lists every job and re-attaches to it.
-Several kernels may write at once; each write is one short immediate transaction, retried while the
-database is locked.
+A request is written here *before* it leaves the machine (status `sending`), its job id the moment it is
+known, and every change after that. So a killed kernel, a Ctrl-C or a lost answer never loses a paid job:
+the next look at the history (this kernel or the next) finds it and follows it on. If the history cannot
+be written, nothing is sent.
+
+Rows are keyed by a local request id; `job_id` is filled in once the server names the job. Several kernels
+may write at once: each write is one short immediate transaction, and SQLite's busy timeout waits out the
+others.
 """
 
 from __future__ import annotations
@@ -12,26 +17,36 @@ import json
 import os
 import sqlite3
 import threading
-import time
+import uuid
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional, Union
 
 from ._errors import StorageError
 
-SCHEMA_VERSION = 1
-TERMINAL = ("success", "failure", "canceled")
-_JSON_COLUMNS = {"inputs": dict, "asset_ids": list, "files": list}
+SCHEMA_VERSION = 2
+TERMINAL = ("success", "failure", "canceled", "not-sent")
+"""Statuses after which a row never changes again on the server (`not-sent`: proven never created)."""
+LOCAL_STATUSES = ("sending", "waiting", "unknown", "not-sent")
+"""Statuses only this machine knows: being sent, waiting for the rate limit, answer lost, never created."""
+_JSON_COLUMNS = {"inputs": dict, "asset_ids": list, "files": list, "mime_types": list}
+
+
+def new_request_id() -> str:
+    return "req_" + uuid.uuid4().hex[:24]
 
 
 @dataclass
 class JobRecord:
-    """One row of the history."""
+    """One row of the history: a request, and its job once it exists."""
 
-    job_id: str
+    request_id: str
+    job_id: Optional[str] = None
+    backend_id: str = ""
     backend_url: str = ""
     model_id: str = ""
     base_model_id: Optional[str] = None
+    model_name: str = ""
     prompt: str = ""
     inputs: dict = field(default_factory=dict)
     request_key: str = ""
@@ -39,17 +54,31 @@ class JobRecord:
     status: str = ""
     progress: float = 0.0
     asset_ids: list = field(default_factory=list)
+    mime_types: list = field(default_factory=list)
     files: list = field(default_factory=list)
+    text: Optional[str] = None
     error: Optional[str] = None
     hint: Optional[str] = None
     source: str = "api"
     kind: str = "generation"
+    sent_at: Optional[float] = None
     created_at: float = 0.0
     updated_at: float = 0.0
     finished_at: Optional[float] = None
 
+    @property
+    def in_flight(self) -> bool:
+        return self.status not in TERMINAL
+
 
 COLUMNS = [f.name for f in fields(JobRecord)]
+_TYPES = {"cost": "REAL", "progress": "REAL", "sent_at": "REAL", "created_at": "REAL", "updated_at": "REAL",
+          "finished_at": "REAL"}
+_SCHEMA = ["CREATE TABLE IF NOT EXISTS jobs (request_id TEXT PRIMARY KEY, job_id TEXT UNIQUE, " +
+           ", ".join(f"{c} {_TYPES.get(c, 'TEXT')}" for c in COLUMNS[2:]) + ")",
+           "CREATE INDEX IF NOT EXISTS jobs_request_key ON jobs (request_key)",
+           "CREATE INDEX IF NOT EXISTS jobs_created_at ON jobs (created_at)",
+           "CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status)"]
 
 
 def _encode(name: str, value: Any) -> Any:
@@ -70,118 +99,135 @@ def _decode(row: sqlite3.Row) -> JobRecord:
 
 
 class History:
-    """Every job this machine started or re-attached to, newest first."""
+    """Every request this machine sent (or re-attached to), newest first."""
 
     def __init__(self, path: Union[str, os.PathLike]) -> None:
         self.path = Path(path)
-        self._local = threading.local()
+        self._lock = threading.RLock()
+        self._conn: Optional[sqlite3.Connection] = None
+        with self._lock:
+            self._open()
+
+    def _fail(self, exc: BaseException, doing: str = "use") -> StorageError:
+        return StorageError(f"cannot {doing} the history database {self.path} ({exc}); nothing was sent. Set "
+                            f"SCENARIO_NB_HOME (or %config ScenarioMagics.history_path) to a writable place")
+
+    def _open(self) -> sqlite3.Connection:
+        """(Re)open the database, creating it and its schema if it is missing (deleted while we ran)."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._execute("""CREATE TABLE IF NOT EXISTS jobs (
-                job_id TEXT PRIMARY KEY, backend_url TEXT, model_id TEXT, base_model_id TEXT, prompt TEXT,
-                inputs TEXT, request_key TEXT, cost REAL, status TEXT, progress REAL, asset_ids TEXT,
-                files TEXT, error TEXT, hint TEXT, source TEXT, kind TEXT, created_at REAL, updated_at REAL,
-                finished_at REAL)""")
-            self._execute("CREATE INDEX IF NOT EXISTS jobs_request_key ON jobs (request_key)")
-            self._execute("CREATE INDEX IF NOT EXISTS jobs_created_at ON jobs (created_at)")
-            self._execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        except (OSError, sqlite3.Error) as exc:
-            raise StorageError(f"cannot use the history database {self.path} ({exc}); set "
-                               f"%config ScenarioMagics.history_path or SCENARIO_NB_HOME to a writable "
-                               f"place") from None
-
-    def _connection(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(self.path, timeout=10, isolation_level=None)
+            conn = sqlite3.connect(self.path, timeout=10, isolation_level=None, check_same_thread=False)
             conn.row_factory = sqlite3.Row
             conn.execute("PRAGMA busy_timeout = 10000")
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")
-            self._local.conn = conn
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                if version == 1:
+                    _migrate_v1(conn)
+                for statement in _SCHEMA:
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        except (OSError, sqlite3.Error) as exc:
+            raise self._fail(exc) from None
+        self._conn = conn
         return conn
 
-    def _execute(self, sql: str, params: tuple = ()) -> None:
-        """One short write transaction, retried while another process holds the lock."""
-        conn = self._connection()
-        for attempt in range(50):
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None or not self.path.exists():
+            return self._open()
+        return self._conn
+
+    def _write(self, sql: str, params: tuple) -> int:
+        """One short write transaction; returns the number of rows changed."""
+        with self._lock:
             try:
+                conn = self._connection()
                 conn.execute("BEGIN IMMEDIATE")
                 try:
-                    conn.execute(sql, params)
+                    changed = conn.execute(sql, params).rowcount
                     conn.execute("COMMIT")
                 except BaseException:
                     conn.execute("ROLLBACK")
                     raise
-                return
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) and "busy" not in str(exc):
-                    raise
-                time.sleep(0.02 * (attempt + 1))
-        raise StorageError(f"the history database {self.path} stayed locked; try again")
+                return changed
+            except (OSError, sqlite3.Error) as exc:
+                raise self._fail(exc, "write") from None
 
     def _query(self, sql: str, params: tuple = ()) -> list[JobRecord]:
-        try:
-            return [_decode(r) for r in self._connection().execute(sql, params).fetchall()]
-        except sqlite3.Error as exc:
-            raise StorageError(f"cannot read the history database {self.path} ({exc})") from None
+        with self._lock:
+            try:
+                return [_decode(r) for r in self._connection().execute(sql, params).fetchall()]
+            except (OSError, sqlite3.Error) as exc:
+                raise StorageError(f"cannot read the history database {self.path} ({exc})") from None
 
-    def _write(self, sql: str, params: tuple) -> None:
-        try:
-            self._execute(sql, params)
-        except sqlite3.Error as exc:
-            raise StorageError(f"cannot write the history database {self.path} ({exc}); check the disk "
-                               f"and SCENARIO_NB_HOME") from None
-
+    # -- Writing -----------------------------------------------------------------------------------
     def record(self, rec: JobRecord) -> None:
-        """Insert or replace a job, keeping the first created_at."""
+        """Insert or replace a row (keyed by request id), keeping its first created_at."""
         values = [_encode(name, getattr(rec, name)) for name in COLUMNS]
         placeholders = ", ".join("?" * len(COLUMNS))
-        updates = ", ".join(f"{c} = excluded.{c}" for c in COLUMNS if c not in ("job_id", "created_at"))
+        updates = ", ".join(f"{c} = excluded.{c}" for c in COLUMNS if c not in ("request_id", "created_at"))
         self._write(f"INSERT INTO jobs ({', '.join(COLUMNS)}) VALUES ({placeholders}) "
-                    f"ON CONFLICT(job_id) DO UPDATE SET {updates}", tuple(values))
+                    f"ON CONFLICT(request_id) DO UPDATE SET {updates}", tuple(values))
 
-    def update(self, job_id: str, **changes: Any) -> None:
+    def update(self, request_id: str, **changes: Any) -> None:
         unknown = set(changes) - set(COLUMNS)
         if unknown:
             raise ValueError(f"unknown history columns: {sorted(unknown)}")
-        if not changes:
-            return
-        assignments = ", ".join(f"{name} = ?" for name in changes)
-        self._write(f"UPDATE jobs SET {assignments} WHERE job_id = ?",
-                    tuple(_encode(k, v) for k, v in changes.items()) + (job_id,))
+        if changes:
+            assignments = ", ".join(f"{name} = ?" for name in changes)
+            self._write(f"UPDATE jobs SET {assignments} WHERE request_id = ?",
+                        tuple(_encode(k, v) for k, v in changes.items()) + (request_id,))
 
-    def get(self, job_id: str) -> Optional[JobRecord]:
-        rows = self._query("SELECT * FROM jobs WHERE job_id = ?", (job_id,))
+    # -- Reading -----------------------------------------------------------------------------------
+    def _one(self, sql: str, params: tuple) -> Optional[JobRecord]:
+        rows = self._query(sql + " LIMIT 1", params)
         return rows[0] if rows else None
 
-    def recent(self, limit: int = 20, backend_url: Optional[str] = None) -> list[JobRecord]:
-        if backend_url:
-            return self._query("SELECT * FROM jobs WHERE backend_url = ? ORDER BY created_at DESC LIMIT ?",
-                               (backend_url, limit))
+    def get(self, job_id: str) -> Optional[JobRecord]:
+        return self._one("SELECT * FROM jobs WHERE job_id = ?", (job_id,))
+
+    def get_request(self, request_id: str) -> Optional[JobRecord]:
+        return self._one("SELECT * FROM jobs WHERE request_id = ?", (request_id,))
+
+    def recent(self, limit: int = 20, backend_id: Optional[str] = None) -> list[JobRecord]:
+        if backend_id:
+            return self._query("SELECT * FROM jobs WHERE backend_id = ? ORDER BY created_at DESC LIMIT ?",
+                               (backend_id, limit))
         return self._query("SELECT * FROM jobs ORDER BY created_at DESC LIMIT ?", (limit,))
 
-    def unfinished(self, backend_url: Optional[str] = None) -> list[JobRecord]:
+    def unfinished(self, backend_id: Optional[str] = None) -> list[JobRecord]:
+        """Requests and jobs not known to have ended: what a new kernel follows on."""
         marks = ", ".join("?" * len(TERMINAL))
         sql = f"SELECT * FROM jobs WHERE (status IS NULL OR status NOT IN ({marks}))"
         params: tuple = TERMINAL
-        if backend_url:
-            sql, params = sql + " AND backend_url = ?", params + (backend_url,)
+        if backend_id:
+            sql, params = sql + " AND backend_id = ?", params + (backend_id,)
         return self._query(sql + " ORDER BY created_at DESC", params)
 
-    def find_success(self, request_key: str, backend_url: str) -> Optional[JobRecord]:
-        rows = self._query("SELECT * FROM jobs WHERE request_key = ? AND backend_url = ? AND status = 'success' "
-                           "ORDER BY created_at DESC LIMIT 1", (request_key, backend_url))
-        return rows[0] if rows else None
+    def find_reusable(self, request_key: str, backend_id: str) -> Optional[JobRecord]:
+        """The newest identical request on this backend that is paid for or may be: anything but failed,
+        canceled or proven never created."""
+        return self._one("SELECT * FROM jobs WHERE request_key = ? AND backend_id = ? AND status NOT IN "
+                         "('failure', 'canceled', 'not-sent') ORDER BY created_at DESC", (request_key, backend_id))
 
     def count(self) -> int:
-        return int(self._connection().execute("SELECT COUNT(*) FROM jobs").fetchone()[0])
+        with self._lock:
+            return int(self._connection().execute("SELECT COUNT(*) FROM jobs").fetchone()[0])
 
     def close(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            conn.close()
-            self._local.conn = None
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
 
     @staticmethod
     def request_key(model_id: str, prompt: str, inputs: dict) -> str:
@@ -189,3 +235,14 @@ class History:
         canonical = json.dumps({"model": model_id, "prompt": prompt, "inputs": inputs}, sort_keys=True,
                                separators=(",", ":"), default=str)
         return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _migrate_v1(conn: sqlite3.Connection) -> None:
+    """Schema 1 keyed rows by job id; keep every row, its job id doubling as the request id."""
+    conn.execute("ALTER TABLE jobs RENAME TO jobs_v1")
+    conn.execute(_SCHEMA[0])
+    old = [r[1] for r in conn.execute("PRAGMA table_info(jobs_v1)").fetchall()]
+    shared = [c for c in COLUMNS if c in old]
+    conn.execute(f"INSERT INTO jobs (request_id, backend_id, {', '.join(shared)}) "
+                 f"SELECT job_id, backend_url, {', '.join(shared)} FROM jobs_v1")
+    conn.execute("DROP TABLE jobs_v1")

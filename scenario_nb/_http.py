@@ -1,35 +1,39 @@
-"""HTTP transport: credentials, one pooled session, retries that never duplicate a paid job.
+"""HTTP transport: credentials, one pooled session, and retries that never pay twice.
 
-Reads are retried on 429, 5xx, dropped connections and timeouts with jittered exponential backoff that
-honours `Retry-After`. A generation POST is only retried where no job can exist (429, connection
-refused); any other failure after it left is reported as `UncertainSubmit` so the client can reconcile.
+Reads and downloads are retried by urllib3's `Retry` (429, 5xx, dropped connections, timeouts; jittered
+exponential backoff honouring `Retry-After`). A request that may create a paid job is never re-sent once it
+may have reached the server: a lost answer raises `UncertainSubmit` so the engine can find the job. Job
+creation has its own gate: after a 429 nobody creates anything until it opens again (the server's
+`Retry-After` if it gave one, else our own backoff growing across consecutive 429s); reads never wait on it.
+
+The session honours the environment's proxies and CA bundle (`HTTPS_PROXY`, `NO_PROXY`,
+`REQUESTS_CA_BUNDLE`), never `~/.netrc`, and sends the Authorization header to the API's origin only.
 """
 
 from __future__ import annotations
 
 import base64
-import email.utils
 import logging
 import os
 import random
 import re
 import threading
 import time
-from collections import deque
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, NewConnectionError
+from urllib3.util.retry import Retry
 
 from ._errors import (APIConnectionError, APITimeoutError, ConfigurationError, NotFoundError,
                       PermissionDeniedError, RateLimitError, ServerError, error_for_status)
+from ._version import USER_AGENT
 
 DEFAULT_BASE_URL = "https://api.cloud.scenario.com/v1"
-CONNECT_TIMEOUT = 5.0
-READ_TIMEOUT = 60.0
-USER_AGENT = "scenario_nb/0.1"
+TIMEOUT = (5.0, 60.0)  # connect, read (seconds)
 log = logging.getLogger("scenario_nb.http")
 
 _KEY_VARS = ("SCENARIO_API_KEY", "SCENARIO_SDK_API_KEY")
@@ -90,7 +94,7 @@ class Credentials:
 
 
 class UncertainSubmit(Exception):
-    """A POST left but its answer was lost: a job may or may not exist."""
+    """A paid request left but its answer was lost: a job may or may not exist."""
 
     def __init__(self, cause: str, sent_at: float) -> None:
         super().__init__(cause)
@@ -98,46 +102,182 @@ class UncertainSubmit(Exception):
         self.sent_at = sent_at
 
 
-class RateGate:
-    """Shared 'not before' time: after a 429 nobody sends anything until its Retry-After has passed."""
+class MalformedAnswer(ServerError):
+    """A 2xx whose body is not JSON (cut short, or a proxy's page)."""
+
+
+class CreationGate:
+    """'Not before' time for creating jobs, shared by every sender of one client.
+
+    A 429 without `Retry-After` (the real API's concurrency 429s carry none) closes it for our own backoff:
+    about 1 s, 2 s, 4 s … capped at 30 s, with jitter, growing while 429s keep coming and reset by the first
+    job created.
+    """
+
+    CAP = 30.0
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._not_before = 0.0
-        self.holds: deque = deque(maxlen=10_000)  # (when the 429 arrived, until), monotonic: for benchmarks
+        self._streak = 0
 
-    def hold_until(self, when: float) -> None:
+    def refused(self, retry_after: Optional[float]) -> float:
+        """Record a 429; returns how long the gate stays closed."""
         with self._lock:
-            self._not_before = max(self._not_before, when)
-            self.holds.append((time.monotonic(), when))
+            self._streak += 1
+            if retry_after is None:
+                retry_after = min(self.CAP, 2.0 ** (self._streak - 1)) * (0.75 + 0.5 * random.random())
+            self._not_before = max(self._not_before, time.monotonic() + retry_after)
+            return retry_after
+
+    def created(self) -> None:
+        with self._lock:
+            self._streak = 0
 
     def remaining(self) -> float:
         with self._lock:
             return max(0.0, self._not_before - time.monotonic())
 
-    def wait(self) -> None:
+
+class _NoNetrcSession(requests.Session):
+    """A session that honours proxies and CA bundles from the environment but never `~/.netrc`.
+
+    requests would add netrc credentials to any request without explicit auth, and again after a
+    redirect to another host; an asset download must carry no credentials of any kind.
+    """
+
+    def rebuild_auth(self, prepared_request, response) -> None:
+        headers = prepared_request.headers
+        if "Authorization" in headers and self.should_strip_auth(response.request.url, prepared_request.url):
+            del headers["Authorization"]
+
+
+def _no_auth(request):
+    return request
+
+
+def _read_retry(total: int) -> Retry:
+    return Retry(total=total, connect=total, read=total, status=total, other=0,
+                 allowed_methods=frozenset({"GET", "HEAD"}), status_forcelist=(429, 500, 502, 503, 504),
+                 backoff_factor=0.5, backoff_max=8.0, backoff_jitter=0.25, respect_retry_after_header=True,
+                 raise_on_status=False)
+
+
+class Transport:
+    """One pooled session speaking to one API base URL (plus its signed asset URLs)."""
+
+    def __init__(self, credentials: Credentials, *, pool_size: int = 64, max_retries: int = 4,
+                 timeout: tuple[float, float] = TIMEOUT) -> None:
+        self.credentials = credentials
+        self.base_url = credentials.base_url
+        self._api_origin = urlsplit(self.base_url)[:2]
+        self.timeout = timeout
+        self.creation_gate = CreationGate()
+        self.session = _NoNetrcSession()
+        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=_read_retry(max_retries))
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+        self.session.headers.update({"User-Agent": USER_AGENT, "Accept": "application/json"})
+
+    def __repr__(self) -> str:
+        return f"Transport({self.base_url!r}, key={mask(self.credentials.api_key)})"
+
+    def close(self) -> None:
+        self.session.close()
+
+    # -- API calls ---------------------------------------------------------------------------------
+    def _send(self, method: str, path: str, params: Optional[dict], json_body: Any) -> requests.Response:
+        started = time.monotonic()
+        response = self.session.request(
+            method, self.base_url + path, params=params, json=json_body, timeout=self.timeout,
+            headers={"Authorization": self.credentials.authorization()}, auth=_no_auth, allow_redirects=False)
+        log.debug("%s %s -> %s in %.0f ms", method, path, response.status_code,
+                  (time.monotonic() - started) * 1000)
+        return response
+
+    def request(self, method: str, path: str, *, params: Optional[dict] = None, json_body: Any = None) -> Any:
+        """A request that creates nothing paid (reads, dry runs, uploads, cancels): parsed JSON of any 2xx.
+
+        GETs are retried by the adapter; other methods are sent once, and a connection that never
+        opened is tried again (nothing reached the server).
+        """
+        params = {k: v for k, v in (params or {}).items() if v is not None}
+        attempt = 0
         while True:
-            delay = self.remaining()
-            if delay <= 0:
-                return
-            time.sleep(min(delay, 0.5))
+            try:
+                return _answer(self._send(method, path, params, json_body), method, path)
+            except requests.RequestException as exc:
+                if method == "GET" or not _never_sent(exc) or attempt >= 2:
+                    raise _connection_error(exc, method, path) from None
+            except MalformedAnswer:  # a truncated body is transient: read again (a read only)
+                if method != "GET" or attempt >= 2:
+                    raise
+            time.sleep(0.5 * 2 ** attempt)
+            attempt += 1
+
+    def get(self, path: str, **params: Any) -> Any:
+        return self.request("GET", path, params=params)
+
+    def create(self, method: str, path: str, json_body: Any) -> Any:
+        """Send a request that may create a paid job, exactly once.
+
+        Raises `RateLimitError` (nothing created; the creation gate is now closed), another `APIError` for a
+        4xx (nothing created), `APIConnectionError` when the connection never opened (nothing sent), and
+        `UncertainSubmit` for anything after the request may have reached the server.
+        """
+        sent_at = time.time()
+        try:
+            response = self._send(method, path, None, json_body)
+        except requests.RequestException as exc:
+            if _never_sent(exc):
+                raise _connection_error(exc, method, path) from None
+            raise UncertainSubmit(str(_connection_error(exc, method, path)), sent_at) from None
+        try:
+            data = _answer(response, method, path)
+        except RateLimitError as exc:
+            self.creation_gate.refused(exc.retry_after)
+            raise
+        except ServerError as exc:
+            raise UncertainSubmit(str(exc), sent_at) from None
+        self.creation_gate.created()
+        return data
+
+    # -- Asset downloads ---------------------------------------------------------------------------
+    def download(self, url: str) -> bytes:
+        """Fetch a signed asset URL: credentials only ever go to the API's own origin, never elsewhere."""
+        headers = {}
+        if urlsplit(url)[:2] == self._api_origin:
+            headers["Authorization"] = self.credentials.authorization()
+        try:
+            response = self.session.get(url, timeout=self.timeout, headers=headers, auth=_no_auth,
+                                        allow_redirects=True)
+        except requests.RequestException as exc:
+            raise APIConnectionError(f"asset download failed ({_short(exc)})") from None
+        # Signed URLs are as good as the asset: only the host is logged.
+        log.debug("asset download from %s -> %s", urlsplit(url).netloc, response.status_code)
+        if response.status_code == 200:
+            return response.content
+        raise _download_error(response)
+
+
+def _answer(response: requests.Response, method: str, path: str) -> Any:
+    """Parsed JSON of a 2xx (269 included), else the matching APIError with the server's reason."""
+    status = response.status_code
+    body, parsed = _parse_json(response)
+    if 200 <= status < 300:
+        if parsed:
+            return body
+        raise MalformedAnswer(f"malformed JSON in the answer to {method} {path}", status_code=status)
+    raise error_for_status(status, _reason(body, response.text), body, _retry_after(response, body))
 
 
 def _retry_after(response: requests.Response, body: Any) -> Optional[float]:
-    headers = response.headers
-    if headers.get("retry-after-ms"):
+    """The server's own wait, if it gave one (header, or a cooldown 429's `remainingSeconds`)."""
+    if "retry-after" in response.headers:
         try:
-            return float(headers["retry-after-ms"]) / 1000
-        except ValueError:
+            return Retry().parse_retry_after(response.headers["retry-after"])
+        except Exception:  # an unreadable header is as good as none
             pass
-    value = headers.get("retry-after")
-    if value:
-        try:
-            return max(0.0, float(value))
-        except ValueError:
-            parsed = email.utils.parsedate_to_datetime(value)
-            if parsed is not None:
-                return max(0.0, parsed.timestamp() - time.time())
     if isinstance(body, dict) and isinstance(body.get("remainingSeconds"), (int, float)):
         return float(body["remainingSeconds"])
     return None
@@ -149,127 +289,6 @@ def _reason(body: Any, text: str) -> str:
             if isinstance(body.get(key), str) and body[key]:
                 return body[key]
     return (text or "").strip()[:300] or "no reason given"
-
-
-def backoff(attempt: int) -> float:
-    """Jittered exponential backoff: about 0.5 s, 1 s, 2 s … capped at 8 s."""
-    return min(0.5 * 2 ** attempt, 8.0) * (1 - 0.25 * random.random())
-
-
-class Transport:
-    """One pooled `requests.Session` speaking to one API base URL."""
-
-    def __init__(self, credentials: Credentials, *, pool_size: int = 64, max_retries: int = 4,
-                 timeout: tuple[float, float] = (CONNECT_TIMEOUT, READ_TIMEOUT)) -> None:
-        self.credentials = credentials
-        self.base_url = credentials.base_url
-        self._api_origin = urlsplit(self.base_url)[:2]
-        self.max_retries = max_retries
-        self.timeout = timeout
-        self.gate = RateGate()
-        self.session = requests.Session()
-        self.session.trust_env = False  # never pick up netrc credentials for other hosts
-        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0)
-        self.session.mount("http://", adapter)
-        self.session.mount("https://", adapter)
-        self.session.headers.update({"User-Agent": USER_AGENT, "Accept": "application/json"})
-        self.on_request: Optional[Callable[[str, str], None]] = None  # hook for counting, tests, benchmarks
-
-    def __repr__(self) -> str:
-        return f"Transport({self.base_url!r}, key={mask(self.credentials.api_key)})"
-
-    def close(self) -> None:
-        self.session.close()
-
-    # -- API calls ---------------------------------------------------------------------------------
-    def request(self, method: str, path: str, *, params: Optional[dict] = None, json_body: Any = None,
-                submit: bool = False, retries: Optional[int] = None) -> tuple[int, Any]:
-        """Send an API request; returns (status, parsed JSON) for any 2xx (269 included).
-
-        `submit=True` marks a request that may create a paid job: it is never re-sent once it may have
-        reached the server, and a lost answer raises `UncertainSubmit`.
-        """
-        url = self.base_url + path
-        max_retries = self.max_retries if retries is None else retries
-        attempt = 0
-        while True:
-            self.gate.wait()
-            if self.gate.remaining() > 0:  # another thread just got a 429
-                continue
-            sent_at = time.time()
-            try:
-                if self.on_request:
-                    self.on_request(method, path)
-                response = self.session.request(
-                    method, url, params=params, json=json_body, timeout=self.timeout,
-                    headers={"Authorization": self.credentials.authorization()}, allow_redirects=False)
-            except requests.exceptions.ConnectTimeout:
-                error: Exception = APITimeoutError(f"could not connect to {self.base_url} in time")
-                never_sent = True
-            except requests.exceptions.Timeout:
-                error = APITimeoutError(f"{method} {path} got no answer in {self.timeout[1]:g} s")
-                never_sent = False
-            except requests.exceptions.ConnectionError as exc:
-                never_sent = _never_connected(exc)
-                error = APIConnectionError(
-                    f"could not reach {self.base_url} ({_short(exc)}); check the URL and your network"
-                    if never_sent else f"the connection dropped during {method} {path}")
-            else:
-                status = response.status_code
-                log.debug("%s %s -> %s in %.0f ms", method, path, status, (time.time() - sent_at) * 1000)
-                body, parsed = _parse_json(response)
-                if 200 <= status < 300:
-                    if parsed:
-                        return status, body
-                    error, never_sent = ServerError(f"malformed JSON in the answer to {method} {path}",
-                                                    status_code=status), False
-                else:
-                    retry_after = _retry_after(response, body)
-                    error = error_for_status(status, _reason(body, response.text), body, retry_after)
-                    if status == 429:
-                        wait = retry_after if retry_after is not None else backoff(attempt)
-                        self.gate.hold_until(time.monotonic() + wait)
-                        never_sent = True  # a 429 creates nothing
-                    elif status >= 500:
-                        never_sent = False
-                    else:
-                        raise error
-            # Decide whether to try again.
-            if submit and not never_sent:
-                raise UncertainSubmit(str(error), sent_at) from error
-            if attempt >= max_retries:
-                raise error
-            if not isinstance(error, RateLimitError):
-                time.sleep(backoff(attempt))
-            attempt += 1
-
-    def get(self, path: str, **params: Any) -> Any:
-        return self.request("GET", path, params={k: v for k, v in params.items() if v is not None})[1]
-
-    # -- Asset downloads ---------------------------------------------------------------------------
-    def download(self, url: str) -> bytes:
-        """Fetch a signed asset URL. The Authorization header is only ever sent to the API's origin."""
-        headers = {}
-        if urlsplit(url)[:2] == self._api_origin:
-            headers["Authorization"] = self.credentials.authorization()
-        attempt = 0
-        while True:
-            try:
-                response = self.session.get(url, timeout=self.timeout, headers=headers, allow_redirects=True)
-            except requests.exceptions.RequestException as exc:
-                error: Exception = APIConnectionError(f"asset download failed ({_short(exc)})")
-            else:
-                # Signed URLs are as good as the asset: only the host is logged.
-                log.debug("asset download from %s -> %s", urlsplit(url).netloc, response.status_code)
-                if response.status_code == 200:
-                    return response.content
-                error = _download_error(response)
-                if response.status_code < 500 and response.status_code != 429:
-                    raise error  # 403/404: the caller refreshes the signed URL
-            if attempt >= self.max_retries:
-                raise error
-            time.sleep(backoff(attempt))
-            attempt += 1
 
 
 def _download_error(response: requests.Response) -> Exception:
@@ -292,17 +311,40 @@ def _parse_json(response: requests.Response) -> tuple[Any, bool]:
         return None, False
 
 
-def _never_connected(exc: Exception) -> bool:
-    """True when the request provably never reached the server (refused, DNS failure)."""
-    text = repr(exc)
-    return any(marker in text for marker in ("NewConnectionError", "Connection refused", "NameResolutionError",
-                                             "Failed to resolve"))
+def _root_cause(exc: BaseException) -> BaseException:
+    """The urllib3 error under a requests error (through MaxRetryError)."""
+    cause: Any = exc.args[0] if exc.args else exc
+    if isinstance(cause, MaxRetryError) and cause.reason is not None:
+        cause = cause.reason
+    return cause if isinstance(cause, BaseException) else exc
 
 
-def _short(exc: Exception) -> str:
-    text = str(exc)
-    for marker in ("Connection refused", "Name or service not known", "timed out", "RemoteDisconnected"):
+def _never_sent(exc: requests.RequestException) -> bool:
+    """True when the request provably never reached the server (connection refused, DNS, connect timeout)."""
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return True
+    if isinstance(exc, requests.exceptions.ProxyError):
+        return False
+    return isinstance(exc, requests.exceptions.ConnectionError) and \
+        isinstance(_root_cause(exc), (NewConnectionError, ConnectTimeoutError))
+
+
+def _connection_error(exc: requests.RequestException, method: str, path: str) -> APIConnectionError:
+    if isinstance(exc, requests.exceptions.Timeout):
+        if _never_sent(exc):
+            return APITimeoutError("could not connect to the API in time; check your network or proxy")
+        return APITimeoutError(f"{method} {path} got no answer in time")
+    if _never_sent(exc):
+        return APIConnectionError(f"could not reach the API ({_short(exc)}); check the URL, your network "
+                                  f"and any HTTPS_PROXY setting")
+    return APIConnectionError(f"the connection dropped during {method} {path} ({_short(exc)})")
+
+
+def _short(exc: BaseException) -> str:
+    cause = _root_cause(exc)
+    text = str(cause)
+    for marker in ("Connection refused", "Name or service not known", "timed out", "RemoteDisconnected",
+                   "Connection reset"):
         if marker in text:
             return marker.lower()
-    return type(exc).__name__
-
+    return type(cause).__name__

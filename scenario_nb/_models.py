@@ -201,7 +201,7 @@ def aspect_options(model: Model) -> dict[str, dict]:
     return options
 
 
-def _normalise_ratio(text: str) -> str:
+def normalise_ratio(text: str) -> str:
     text = str(text).strip().lower()
     if text == "auto":
         return text
@@ -210,16 +210,25 @@ def _normalise_ratio(text: str) -> str:
     return f"{w // g}:{h // g}"
 
 
+def is_aspect(text: str) -> bool:
+    """Whether `text` reads as an aspect ratio (16:9, 16x9, auto), as `aspect_inputs` reads it."""
+    try:
+        normalise_ratio(text)
+        return True
+    except InputError:
+        return False
+
+
 def aspect_inputs(model: Model, ratio: str) -> dict:
     """The inputs that give `ratio` on this model, or an InputError listing the allowed ratios."""
     options = aspect_options(model)
     if not options:
         raise InputError(f"model {model.name} has no aspect ratio or width/height input; "
                          f"leave out --aspect")
-    wanted = _normalise_ratio(ratio)
+    wanted = normalise_ratio(ratio)
     ratios = {label: _label_value(label) for label in options}
     for label, values in options.items():
-        if label.lower() == wanted or (ratios[label] and _normalise_ratio(label) == wanted):
+        if label.lower() == wanted or (ratios[label] and normalise_ratio(label) == wanted):
             return dict(values)
     if wanted != "auto":  # presets are approximate (1344x768 is sold as 16:9)
         w, h = _ratio(wanted)

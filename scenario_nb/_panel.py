@@ -15,6 +15,7 @@ import math
 import threading
 import uuid
 from datetime import datetime
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Optional
 
@@ -32,14 +33,18 @@ DEFAULT_CHOICE = "model default"   # a real, visible option: a dropdown never sh
 VIEW_MAX = 1024                    # the View shows the image at its real size, up to this
 QUIET = "color:#666;font-size:12px"
 JOB_COLUMNS = "1.6em 24em 12em 12em 6.5em 7.5em"  # icon, model and prompt, progress, seed, cost, action
-STATUS_ICONS = {"submitting": "⋯", "throttled": "⋯", "reconciling": "⋯", "queued": "⋯", "in-progress": "◔",
-                "success": "✓", "failure": "✕", "canceled": "⊘"}
+STATUS_ICONS = {"sending": "⋯", "waiting": "⋯", "unknown": "?", "queued": "⋯", "in-progress": "◔",
+                "success": "✓", "failure": "✕", "canceled": "⊘", "not-sent": "⊘"}
 STATUS_COLORS = {"success": "#2e7d32", "failure": "#b00020", "canceled": "#b26a00"}
 MY_MODELS, PUBLIC = "My models", "Public catalog"
 
 
 def _error_html(text: str) -> str:
     return f'<span style="color:#b00020">✗ {html.escape(text)}</span>'
+
+
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:] + ("" if text.endswith(".") else ".")
 
 
 def _quiet(text: str) -> str:
@@ -482,7 +487,7 @@ class Panel(w.VBox):
         self._touched = True
         try:
             model, prompt, inputs = self.request()
-            handle = self.client.generate(model, prompt, source="panel", **inputs)
+            handle = self.client.generate(model, prompt, _source="panel", **inputs)
         except ScenarioError as exc:
             self.message.value = _error_html(self._in_words(exc))
             return None
@@ -522,6 +527,8 @@ class Panel(w.VBox):
                 f'<span title="{html.escape(", ".join(map(str, seeds)))}" style="white-space:nowrap">'
                 f'seed {seeds[0]}{f" +{len(seeds) - 1}" if len(seeds) > 1 else ""}</span>')
             cost.value = "" if h.cost is None else f"{h.cost:g} CU"
+            if h.note:
+                note.value = _quiet(_sentence(h.note))
             if not h.done:
                 return
             if action.children:
@@ -531,10 +538,10 @@ class Panel(w.VBox):
                 if not added:
                     added.append(True)
                     self._add_to_gallery(h)
-            elif h.status == "canceled":
+            elif h.status in ("canceled", "not-sent"):
                 bar.bar_style = "warning"
-                note.value = _quiet(getattr(h, "note", "") or "Canceled: no images. A job canceled before it "
-                                                               "ran is not charged.")
+                sent = "before it was sent" not in h.note
+                note.value = _quiet("Canceled: it made no images." if sent or not h.note else _sentence(h.note))
             else:
                 bar.bar_style = "danger"
                 reason = h.error or (str(h.exception) if h.exception else "no reason given")
@@ -551,36 +558,24 @@ class Panel(w.VBox):
             if parts:
                 parts.note.value = _error_html(str(exc))
             return "error"
-        outcome = outcome if isinstance(outcome, str) else "requested"
-        words = getattr(handle, "note", "") or {
-            "dropped": "Canceled before it was sent: nothing charged.",
-            "requested": "Cancel requested: the job stops shortly.",
-            "refused": "Scenario does not cancel this kind of job: it will finish and be charged, and its "
-                       "images will still arrive.",
-            "finished": "Already finished: nothing to cancel.",
-        }.get(outcome, "")
         if parts:
-            parts.note.value = _quiet(words)
+            parts.note.value = _quiet(_sentence(handle.note)) if handle.note else ""
             if outcome in ("refused", "finished", "dropped"):
                 parts.action.children = ()
             elif outcome == "requested":
-                parts.cancel.disabled, parts.cancel.description = True, "Canceling"
+                parts.cancel.disabled = True  # the note says it was asked
         return outcome
 
     # -- Gallery -------------------------------------------------------------------------------------
     def _items_for(self, handle: Generation) -> list[Item]:
-        outputs = getattr(handle, "outputs", None)
-        if not outputs:
-            outputs = [SimpleNamespace(asset_id=a, kind="image", path="") for a in handle.asset_ids]
         items = []
-        for index, output in enumerate(outputs):
-            kind = getattr(output, "kind", "image") or "image"
-            item = Item(handle=handle, index=index, asset_id=output.asset_id, kind=kind,
-                        path=str(getattr(output, "path", "") or ""))
-            if kind == "image" and self.client.store.has(output.asset_id):
-                image = self.client.store.open_image(output.asset_id)
+        for index, output in enumerate(handle.outputs):
+            item = Item(handle=handle, index=index, asset_id=output.asset_id,
+                        kind="image" if output.is_image else output.kind, path=str(output.path))
+            if output.is_image and output.path.is_file():
+                image = self.client.store.open_image(output.path)
                 item.thumb, item.mime, item.width, item.height = thumbnail_grid([image], TILE)
-            elif kind == "image":
+            elif output.is_image:
                 item.kind = "image (not downloaded)"
             items.append(item)
         return items
@@ -638,7 +633,7 @@ class Panel(w.VBox):
 
     def view(self, item: Item) -> None:
         """Open the image above the gallery at its real size (capped), with its full provenance."""
-        image = self.client.store.open_image(item.asset_id)
+        image = self.client.store.open_image(Path(item.path))
         data, mime, width, height = thumbnail_grid([image], VIEW_MAX)
         self.viewer_image.format = mime.split("/")[1]
         self.viewer_image.value = data

@@ -1,13 +1,17 @@
 """Shared fixtures: a real sandbox over loopback, an isolated home, and a real IPython shell.
 
 Every sandbox here uses distinctive credentials (`SUITE_KEY`, `SUITE_SECRET`, and whatever a test adds to
-`SECRETS`), and every exception the package, IPython, traitlets or requests constructs during the suite is
-kept as text in `RAISED_TEXTS`, so test_secrets can prove that none of them ever carried a secret.
+`SECRETS`), and every exception the package, IPython, traitlets or requests constructs during a test is turned
+into text (message, repr, traceback) when that test ends: if any of them holds a secret, that test errors. So the
+check covers the whole suite, in any order and any subset, and test_secrets provokes exceptions of its own.
+
+`require(module)` is `pytest.importorskip` that fails instead of skipping under CI (CI=true).
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import re
 import socket
@@ -24,9 +28,7 @@ import requests
 import traitlets
 from IPython.core.error import UsageError
 
-from scenario_nb import ScenarioError
-
-from scenario_nb import _session
+from scenario_nb import ScenarioError, _session
 from scenario_nb import sandbox as sandbox_mod
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,8 +38,7 @@ CREDENTIAL_VARS = ("SCENARIO_API_KEY", "SCENARIO_API_SECRET", "SCENARIO_API_URL"
 
 SUITE_KEY, SUITE_SECRET = "sk_SUITE_key_6b1f93d0c7", "ss_SUITE_secret_e2a48c5f19"
 SECRETS: set = {SUITE_KEY, SUITE_SECRET, "sandbox-key", "sandbox-secret"}  # the last two: the sandbox defaults
-RAISED_TEXTS: list = []  # (test id, text) for every recorded exception
-_raised_now: list = []
+_raised_now: list = []  # exceptions constructed since the current test started
 
 
 def _record_construction(cls) -> None:
@@ -55,26 +56,54 @@ for _cls in (ScenarioError, UsageError, traitlets.TraitError, requests.RequestEx
     _record_construction(_cls)
 
 
-@pytest.fixture(autouse=True)
-def _exception_texts(request):
-    """Turn this test's exceptions into text (message, repr, traceback) and let the objects go."""
-    yield
-    for exc in _raised_now:
-        with contextlib.suppress(Exception):
-            text = "".join(traceback.format_exception(exc)) + repr(exc) + str(exc)
-            RAISED_TEXTS.append((request.node.nodeid, text))
+def exception_text(exc: BaseException) -> str:
+    """Everything a user could see of an exception: its traceback, message and repr."""
+    return "".join(traceback.format_exception(exc)) + repr(exc) + str(exc)
+
+
+def secrets_in(text: str) -> list:
+    """The first characters of each known secret the text holds (never the whole secret)."""
+    return sorted(secret[:6] for secret in SECRETS if secret in text)
+
+
+def recorded_exceptions() -> list:
+    """The exceptions constructed so far in the running test (test_secrets reads them)."""
+    return list(_raised_now)
+
+
+def forget_recorded_exceptions() -> None:
+    """For the recorder's own test, which plants a leak on purpose."""
     _raised_now.clear()
 
 
-def pytest_collection_modifyitems(items):
-    """Tests marked `last` run after everything else (they read what the others recorded)."""
-    items.sort(key=lambda item: item.get_closest_marker("last") is not None)
+@pytest.fixture(autouse=True)
+def _no_secret_in_exceptions(request):
+    """After each test: fail it if an exception it constructed holds a secret, then let the objects go."""
+    _raised_now.clear()
+    yield
+    found = []
+    for exc in _raised_now:
+        with contextlib.suppress(Exception):  # half-built exceptions (a failed __init__) can't be shown anyway
+            if secrets_in(exception_text(exc)):
+                found.append((type(exc).__name__, secrets_in(exception_text(exc))))
+    _raised_now.clear()
+    if found:
+        pytest.fail(f"exceptions built during {request.node.nodeid} hold a secret: {found}", pytrace=False)
+
+
+def require(module: str):
+    """Import a test dependency; without it skip, except under CI, where a skip would hide tests that never ran."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        message = f"{module} is not importable ({exc}); pip install -e '.[test]'"
+        if os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no"):
+            pytest.fail(f"CI must run these tests: {message}", pytrace=False)
+        pytest.skip(message, allow_module_level=True)
 
 
 def reset_session() -> None:
-    if _session._session is not None:
-        _session._session.close()
-    _session._session = None
+    _session.reset()
 
 
 @pytest.fixture

@@ -169,8 +169,8 @@ CASES = [
      "asset ids"),
     ("magic", "unknown subcommand", lambda c: magic(c["ip"], "%scenario frobnicate"), "unknown %scenario command"),
     ("magic", "job id that doesn't exist", lambda c: magic(c["ip"], "%scenario job job_nope123"), "not found"),
-    ("magic", "cancel of a finished job", lambda c: magic(c["ip"], f"%scenario cancel {finished_job(c['client']).job_id}"),
-     "already ended"),
+    ("magic", "cancel of a finished job",
+     lambda c: magic(c["ip"], f"%scenario cancel {finished_job(c['client']).job_id}"), "already finished"),
     ("magic", "unknown workflow", lambda c: magic(c["ip"], "%scenario workflow workflow_nope"), "not found"),
     ("magic", "missing argument", lambda c: magic(c["ip"], "%scenario use"), "required"),
     ("panel", "no prompt", panel_case(p_no_prompt), "needs a prompt"),
@@ -189,17 +189,30 @@ CASES = [
      "decompression bomb"),
     ("api", "corrupt PNG from the asset origin", corrupt_png, "not a valid image"),
     ("api", "job id that doesn't exist", lambda c: api(lambda: c["client"].job("job_nope123")), "not found"),
-    ("api", "cancel of a finished job", lambda c: api(lambda: finished_job(c["client"]).cancel()), "already ended"),
+    ("api", "cancel of a finished job", lambda c: (lambda g: g.note if g.cancel() == "finished" else "?")(
+        finished_job(c["client"])), "already finished"),
     ("api", "unwritable history path", unwritable_history, "cannot use the history database"),
     ("api", "full disk in the file store", disk_full, "disk full"),
 ]
 
 
-@pytest.mark.parametrize("door, name, how, expected", CASES, ids=[f"{d}: {n}" for d, n, _, _ in CASES])
-def test_one_clear_line(door, name, how, expected, ip, env, tmp_path):
+# The cases that must make a job: they first finish one to cancel, or they test what happens once a job is paid.
+JOBS_MADE = {("magic", "cancel of a finished job"): 1, ("api", "cancel of a finished job"): 1,
+             ("api", "corrupt PNG from the asset origin"): 1, ("api", "full disk in the file store"): 1}
+
+
+# Known bug (issue 14, for the lead): the history is opened only after the POST, so an unwritable history path
+# still creates (and charges) a job that then goes unrecorded. Strict: the day it is fixed, this XPASS fails the run.
+KNOWN_BUGS: dict = {}  # (door, name) -> why it still fails; each runs as a strict xfail until it is fixed
+
+
+@pytest.mark.parametrize("door, name, how, expected", [
+    pytest.param(*case, id=f"{case[0]}: {case[1]}", marks=[pytest.mark.xfail(strict=True, reason=KNOWN_BUGS[case[:2]])]
+                 if case[:2] in KNOWN_BUGS else []) for case in CASES])
+def test_one_clear_line(door, name, how, expected, ip, env, tmp_path, bad_input_table):
     client = scenario_nb.client()
     ctx = {"ip": ip, "sb": env, "client": client, "tmp": tmp_path}
-    rows_before = {r.job_id: r.status for r in client.history.recent(100)}
+    jobs_before, rows_before = env.stats()["jobs_created"], client.history.count()
     line = how(ctx)
     line = line.replace("<span style=\"color:#b00020\">✗ ", "").replace("</span>", "").strip()
     assert expected in line, line
@@ -207,31 +220,30 @@ def test_one_clear_line(door, name, how, expected, ip, env, tmp_path):
     assert env.api_secret not in line
     home = Path(os.environ["SCENARIO_NB_HOME"])
     assert not list(home.rglob("*.part")), "half-written files left behind"
+    # By effect, on the sandbox: a refused request made no job; the others made exactly theirs, each in the history.
+    made = env.stats()["jobs_created"] - jobs_before
+    assert made == JOBS_MADE.get((door, name), 0), f"{made} job(s) created"
+    assert client.history.count() - rows_before == made
     for row in client.history.recent(100):  # history stays consistent: every row has a status
         assert row.status, row
-    if door != "api" or name not in ("corrupt PNG from the asset origin", "full disk in the file store",
-                                     "cancel of a finished job"):
-        created = {r.job_id for r in client.history.recent(100)} - set(rows_before)
-        finished = {j for j in created if client.history.get(j).status == "success"}
-        assert created <= finished | set(), f"a refused request left jobs: {created - finished}"
-    TABLE.append((door, name, line))
+    bad_input_table.append((door, name, line))
 
 
-TABLE: list = []
-TABLE_FILE = Path(__file__).resolve().parents[1] / "test-output" / "bad-input.md"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def write_table():
-    """After the cases ran, keep the table of every case and its line (test-output/bad-input.md)."""
-    yield
-    TABLE_FILE.parent.mkdir(exist_ok=True)
-    TABLE_FILE.write_text("\n".join(["| front door | bad input | the one line it produces |", "|---|---|---|"] +
-                                     [f"| {d} | {n} | {line.replace('|', '/')} |" for d, n, line in TABLE]) + "\n")
+@pytest.fixture(scope="module")
+def bad_input_table(tmp_path_factory):
+    """After the cases ran, keep the table of every case and its line, in a temp folder (or $BAD_INPUT_TABLE)."""
+    table: list = []
+    yield table
+    path = Path(os.environ.get("BAD_INPUT_TABLE") or tmp_path_factory.mktemp("bad-input") / "bad-input.md")
+    path.write_text("\n".join(["| front door | bad input | the one line it produces |", "|---|---|---|"] +
+                              [f"| {d} | {n} | {line.replace('|', '/')} |" for d, n, line in table]) + "\n")
 
 
 if __name__ == "__main__":
     import subprocess
-    code = subprocess.call([sys.executable, "-m", "pytest", "-q", __file__])
-    print(TABLE_FILE.read_text())
+    import tempfile
+    table_file = Path(tempfile.mkdtemp()) / "bad-input.md"
+    code = subprocess.call([sys.executable, "-m", "pytest", "-q", __file__],
+                           env={**os.environ, "BAD_INPUT_TABLE": str(table_file)})
+    print(table_file.read_text())
     sys.exit(code)

@@ -85,11 +85,11 @@ def test_binder_folder_follows_repo2docker_rules():
         path = BINDER / script
         assert path.read_text().startswith("#!"), f"binder/{script} needs a shebang"
         assert os.access(path, os.X_OK) and tracked_mode(path) == "100755", f"binder/{script} must be executable"
-    body = [l.strip() for l in (BINDER / "postBuild").read_text().splitlines()[1:] if l.strip()
-            and not l.lstrip().startswith("#")]
+    body = [line.strip() for line in (BINDER / "postBuild").read_text().splitlines()[1:] if line.strip()
+            and not line.lstrip().startswith("#")]
     assert body[0].startswith("set -e"), "binder/postBuild must start with set -e"
-    assert any("pip install" in l and " ." in f"{l} " for l in body), "postBuild must install the package"
-    start = [l.strip() for l in (BINDER / "start").read_text().splitlines() if l.strip()]
+    assert any("pip install" in line and " ." in f"{line} " for line in body), "postBuild must install the package"
+    start = [line.strip() for line in (BINDER / "start").read_text().splitlines() if line.strip()]
     assert start[-1] == 'exec "$@"', 'binder/start must end with exec "$@"'
     assert not any(var in (BINDER / "start").read_text() for var in ("SCENARIO_API_KEY", "SCENARIO_API_SECRET"))
 

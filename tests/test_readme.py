@@ -34,8 +34,8 @@ TESTS = 'pip install -q -e ".[test]" && python -m pytest'
 def commands() -> list:
     """The one-line commands of the README's shell blocks that start with `pip install`, in order."""
     blocks = re.findall(r"```(?:bash|sh|shell|console)?\n(.*?)```", README.read_text(), flags=re.S)
-    lines = [l.strip() for b in blocks for l in b.strip().splitlines()]
-    return [l for l in lines if l.startswith("pip install")]
+    lines = [line.strip() for block in blocks for line in block.strip().splitlines()]
+    return [line for line in lines if line.startswith("pip install")]
 
 
 def test_readme_has_exactly_the_two_setup_commands():
@@ -43,10 +43,50 @@ def test_readme_has_exactly_the_two_setup_commands():
 
 
 def test_ci_runs_the_readme_test_command_verbatim():
-    lines = [l.strip() for l in (ROOT / ".ci" / "run").read_text().splitlines()
-             if l.strip() and not l.strip().startswith("#")]
-    assert lines[-1] == commands()[1]
+    lines = (ROOT / ".ci" / "run").read_text().splitlines()
+    assert lines.count(commands()[1]) == 1, "the README's test command, byte for byte, on a line of its own"
     assert os.access(ROOT / ".ci" / "run", os.X_OK)
+
+
+def run_ci(tmp_path: Path, pytest_args: str) -> subprocess.CompletedProcess:
+    """.ci/run for real, except that `pip` answers at once (this machine already has the test extra) and
+    `chromium` is found; pytest runs for real on the given arguments, as CI runs it (CI=true, no stdin)."""
+    stubs = tmp_path / "bin"
+    stubs.mkdir()
+    for name in ("pip", "chromium"):
+        (stubs / name).write_text("#!/bin/sh\nexit 0\n")
+        (stubs / name).chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k not in CREDENTIAL_VARS}
+    env.update(PATH=f"{stubs}{os.pathsep}{env['PATH']}", CI="true", PYTEST_ADDOPTS=pytest_args,
+               PYTHONPATH=str(ROOT))
+    return subprocess.run(["bash", str(ROOT / ".ci" / "run")], env=env, stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_ci_fails_when_pytest_collects_no_test(tmp_path):
+    run = run_ci(tmp_path, "tests/test_readme.py -p no:cacheprovider -k no_test_has_this_name")
+    assert "deselected" in run.stdout, run.stdout + run.stderr  # pytest ran, and selected nothing
+    assert run.returncode == 1 and "collected no test" in run.stderr, (run.returncode, run.stderr)
+
+
+def test_ci_passes_when_the_tests_pass(tmp_path):
+    run = run_ci(tmp_path, "tests/test_readme.py -p no:cacheprovider -k test_readme_has_exactly_the_two_setup")
+    assert run.returncode == 0 and "1 passed" in run.stdout, run.stdout + run.stderr
+
+
+def test_require_fails_under_ci_and_skips_elsewhere(monkeypatch):
+    from conftest import require
+
+    def outcome(ci: str) -> type:
+        monkeypatch.setenv("CI", ci)
+        with pytest.raises(BaseException) as caught:  # skip and fail are BaseExceptions: catch both, compare
+            require("scenario_nb_no_such_module")
+        assert "scenario_nb_no_such_module" in str(caught.value)
+        return caught.type
+
+    assert require("json").dumps([]) == "[]"
+    assert outcome("true") is outcome("1") is pytest.fail.Exception
+    assert outcome("") is outcome("false") is pytest.skip.Exception
 
 
 def test_readme_pictures_and_placeholders_exist():

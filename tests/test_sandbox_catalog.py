@@ -8,6 +8,7 @@ import io
 import json
 import struct
 import time
+from typing import Optional
 
 import pytest
 import requests
@@ -74,7 +75,7 @@ def upload(sb, fmt="PNG"):
 
 # -- Output kinds -------------------------------------------------------------------------------------------
 
-def mp4_boxes(data: bytes, start: int = 0, end: int = None) -> list:
+def mp4_boxes(data: bytes, start: int = 0, end: Optional[int] = None) -> list:
     """[(type, payload start, payload end)] of the ISO-BMFF boxes in data[start:end]."""
     boxes, at, end = [], start, len(data) if end is None else end
     while at + 8 <= end:

@@ -14,10 +14,12 @@ from pathlib import Path
 import ipywidgets as w
 import nbformat
 import pytest
+import requests
 from nbclient import NotebookClient
 
 import scenario_nb
-from conftest import RAISED_TEXTS, SECRETS, kernel_env, reset_session, spawn_sandbox
+from conftest import (SECRETS, exception_text, forget_recorded_exceptions, kernel_env, recorded_exceptions,
+                      reset_session, secrets_in, spawn_sandbox)
 from scenario_nb import sandbox as sandbox_mod
 from test_notebooks import NOTEBOOKS, problems
 
@@ -115,9 +117,61 @@ def test_wrong_credentials_errors_hold_neither(tmp_path):
             client.close()
 
 
-@pytest.mark.last
-def test_no_exception_raised_in_the_suite_holds_a_secret():
-    """Every ScenarioError, UsageError, TraitError and requests error built while the suite ran (see conftest)."""
-    assert RAISED_TEXTS, "the recorder saw no exception at all"
-    found = [(test, secret[:6]) for test, text in RAISED_TEXTS for secret in SECRETS if secret in text]
+def test_exceptions_provoked_with_distinctive_credentials_hold_no_secret(tmp_path, monkeypatch):
+    """Every kind of error, provoked here with distinctive credentials, and read as a user would see it.
+
+    conftest does the same check after every test of the suite; this test makes sure there is something to check,
+    whatever runs before it (or nothing at all).
+    """
+    from IPython.testing.globalipapp import get_ipython
+
+    from scenario_nb._magics import ScenarioMagics
+    wrong_key, wrong_secret = KEY[::-1], SECRET[::-1]
+    SECRETS.update((KEY, SECRET, wrong_key, wrong_secret))
+    with sandbox_mod.start(job_seconds=0.2, api_key=KEY, api_secret=SECRET) as sb:
+        def client(key=KEY, secret=SECRET, url=sb.url):
+            return scenario_nb.ScenarioClient(key, secret, url, home=tmp_path / "home", max_retries=0)
+
+        provoked = [
+            lambda: client(secret=wrong_secret).models(),
+            lambda: client(key=wrong_key).models(),
+            lambda: client(url="http://127.0.0.1:9/v1").models(),
+            lambda: client().job("job_nope123"),
+            lambda: client().generate("model_google-gemini-3-1-flash", "x", numOutputs=99),
+            lambda: sb.inject("error_5xx", count=1) or client().models(),
+        ]
+        for call in provoked:
+            with pytest.raises(scenario_nb.ScenarioError):
+                call()
+
+        for var, value in (("SCENARIO_API_KEY", KEY), ("SCENARIO_API_SECRET", SECRET), ("SCENARIO_API_URL", sb.url),
+                           ("SCENARIO_NB_HOME", str(tmp_path / "home"))):
+            monkeypatch.setenv(var, value)
+        reset_session()
+        shell = get_ipython()
+        try:
+            scenario_nb.load_ipython_extension(shell)
+            for cell in ("%scenario use", "%%scenario Nope\nx", "%config ScenarioMagics.default_aspect = 'wide'"):
+                shell.run_cell(cell)
+        finally:
+            shell.configurables[:] = [c for c in shell.configurables if not isinstance(c, ScenarioMagics)]
+            reset_session()
+
+    kinds = {type(exc).__name__ for exc in recorded_exceptions()}
+    expected = {"AuthenticationError", "APIConnectionError", "ConnectionError", "NotFoundError", "InputError",
+                "ServerError", "UsageError", "TraitError"}
+    assert expected <= kinds, f"not provoked: {expected - kinds}"
+    found = [(type(exc).__name__, secrets_in(exception_text(exc))) for exc in recorded_exceptions()
+             if secrets_in(exception_text(exc))]
     assert not found, found
+
+
+def test_a_secret_in_an_exception_is_found(request):
+    """The recorder itself: an exception carrying the secret is seen and named (then forgotten, so this passes)."""
+    SECRETS.update((KEY, SECRET))
+    planted = scenario_nb.AuthenticationError(f"bad credentials {KEY}:{SECRET}")
+    requests.ConnectionError(f"https://x/?token={SECRET}")
+    leaked = [exc for exc in recorded_exceptions() if secrets_in(exception_text(exc))]
+    assert planted in leaked and len(leaked) == 2
+    assert secrets_in(exception_text(planted)) == sorted((KEY[:6], SECRET[:6]))
+    forget_recorded_exceptions()

@@ -1,4 +1,5 @@
-"""A local stand-in for the Scenario API: same routes, shapes, statuses and errors, real PNG images.
+"""A local stand-in for the Scenario API: same routes, shapes, statuses and errors; real files (PNG images,
+an MP4 video, a GLB model) and text answers.
 
     with scenario_nb.sandbox.start(job_seconds=2) as sb:
         client = scenario_nb.ScenarioClient(sb.api_key, sb.api_secret, sb.url)
@@ -72,6 +73,7 @@ class Sandbox:
         return self.state.generate_posts
 
     def stats(self) -> dict:
+        """Counters; `rate_limited` lists every 429 as {time, header, retry_after} (retry_after 0: no header)."""
         state = self.state
         with state.lock:
             return {"jobs_created": state.jobs_created, "generate_posts": state.generate_posts,

@@ -7,8 +7,8 @@ is logged so tests can check what a client really sent.
 from __future__ import annotations
 
 import base64
-import copy
 import binascii
+import copy
 import hashlib
 import hmac
 import io
@@ -30,7 +30,7 @@ from . import _catalog, _images, _media
 BASE58 = _catalog.BASE58
 TERMINAL = ("success", "failure", "canceled")
 RENDER_AHEAD = 64  # images rendered before their job succeeds, at most
-RENDER_FIELDS = ("style", "model_name", "prompt", "seed", "index", "width", "height")  # _images.render's arguments
+RENDER_FIELDS = ("style", "model_name", "prompt", "seed", "index", "width", "height", "base")  # render's arguments
 # Fractions of a job's duration at which it reaches each state.
 PHASES = (("queued", 0.0), ("warming-up", 0.1), ("in-progress", 0.25), ("finalizing", 0.9), ("success", 1.0))
 SIZES = {"21:9": (1568, 672), "16:9": (1344, 768), "3:2": (1248, 832), "4:3": (1152, 864), "5:4": (1136, 912),
@@ -216,7 +216,9 @@ class State:
         return fault
 
     # -- jobs --
-    def create_job(self, model: dict, body: dict, *, workflow: Optional[dict] = None) -> dict:
+    def create_job(self, model: dict, body: dict, *, workflow: Optional[dict] = None,
+                   base: Optional[bytes] = None) -> dict:
+        """A new job; `base` is its img2img input's bytes (read before taking the lock: it may need a render)."""
         with self.lock:
             now = time.time()
             opts = self.options
@@ -230,7 +232,7 @@ class State:
             job = {"id": new_id("job", self.rng), "type": "workflow" if workflow else "custom", "model": model,
                    "body": copy.deepcopy(body), "created": now,
                    "duration": duration, "failure": failure, "canceled_at": None, "assets": None,
-                   "workflow": workflow, "seed": body.get("seed", self.rng.randrange(2 ** 31))}
+                   "workflow": workflow, "seed": body.get("seed", self.rng.randrange(2 ** 31)), "base": base}
             self.jobs[job["id"]] = job
             self.jobs_created += 1
         self._render_ahead(job)
@@ -274,9 +276,24 @@ class State:
         lora = body.get("modelId") or next(iter(body.get("loras") or []), "")
         render_model = self.models.get(lora) or model
         width, height = output_size(body, model)
+        base = job.get("base")
         return [{"style": render_model.get("style", 0), "model_name": render_model.get("name", model["id"]),
                  "prompt": str(body.get("prompt", "")), "seed": int(job["seed"]) + index, "index": index,
-                 "width": width, "height": height} for index in range(int(body.get("numOutputs", 1) or 1))]
+                 "width": width, "height": height, "base": base}
+                for index in range(int(body.get("numOutputs", 1) or 1))]
+
+    def input_image(self, body: dict) -> Optional[bytes]:
+        """The bytes of the body's img2img source (an image asset or a data URL), if it has one."""
+        for ref in image_inputs(body):
+            if ref.startswith("data:"):
+                try:
+                    return base64.b64decode(ref.split(",", 1)[-1])
+                except (ValueError, binascii.Error):
+                    return None
+            asset = self.assets.get(ref)
+            if asset is not None and asset.get("kind", "image") == "image":
+                return self.image_bytes(asset)
+        return None
 
     def ensure_assets(self, job: dict) -> list:
         """The job's output assets, made once at success: images, a video, a 3D model, or none (text)."""
@@ -547,7 +564,6 @@ class ApiHandler(_Handler):
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
         fault = state.take_fault(method, path, ("rate_limit", "error_5xx", "drop", "slow", "malformed"))
-        header_on = sandbox.options["retry_after_header"]
         creates = method in ("POST", "PUT") and ("/generate/custom/" in path or path.endswith("/run"))
         try:
             if fault and fault["kind"] == "rate_limit":
@@ -555,7 +571,7 @@ class ApiHandler(_Handler):
                 if fault.get("remaining_seconds") is not None:
                     extra = {"remainingSeconds": float(fault["remaining_seconds"])}  # a cooldown 429
                 wait = fault.get("retry_after")
-                if wait is None and header_on:
+                if wait is None and sandbox.options["retry_after_header"]:
                     wait = 1.0
                 raise ApiError(429, "Too many requests", {"Retry-After": f"{float(wait):g}"} if wait else {}, **extra)
             if fault and not (creates and fault.get("after_create", fault["kind"] in ("slow", "malformed"))):
@@ -715,6 +731,7 @@ class ApiHandler(_Handler):
         validate_body(model["inputs"], body, state)
         if query.get("dryRun") in ("true", "api"):
             return 269, self._estimate(model, body), {}
+        base = state.input_image(body)
         with state.lock:
             active = state.active_jobs(now)
             limit = sandbox.options["max_parallel_jobs"]
@@ -726,7 +743,7 @@ class ApiHandler(_Handler):
                     headers["Retry-After"] = f"{max(1.0, round(soonest + 0.05, 1)):g}"
                 raise ApiError(429, f"Too many parallel jobs: the limit is {limit}", headers,
                                actionName="parallelCustomJobs", actionLimit=limit)
-            job = state.create_job(model, body)
+            job = state.create_job(model, body, base=base)
         view = job_view(state, job, cdn, now)
         if sandbox.options["legacy"]:
             return 200, {"job": {"id": job["id"], "status": view["status"]}}, {}

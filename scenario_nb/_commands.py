@@ -1,0 +1,257 @@
+"""The `%scenario` line subcommands (models, status, history, job, cancel, wait, ...).
+
+Each is one method `cmd_<name>(words)`; each prints or displays one result and raises `UsageError` (one
+line) for a user mistake. They reach the shared session through the magics object that owns them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import time
+from typing import TYPE_CHECKING, Any
+
+from IPython.core.error import UsageError
+from IPython.display import display
+
+from ._display import asset_bundle, show_generations, table_bundle
+from ._errors import NotFoundError
+from ._generation import wait_all
+
+if TYPE_CHECKING:
+    from ._magics import ScenarioMagics
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]  # one line, no SystemExit
+        raise UsageError(f"%scenario {self.prog}: {message}")
+
+
+def _parse(name: str, words: list, *args: tuple) -> argparse.Namespace:
+    parser = _Parser(prog=name, add_help=False)
+    for names, options in args:
+        parser.add_argument(*names, **options)
+    return parser.parse_args(words)
+
+
+def _required(value: str, what: str, where: str, tip: str = "") -> str:
+    value = (value or "").strip()
+    if not value:
+        raise UsageError(f"%scenario {where}: no {what} given" + (f"; {tip}" if tip else ""))
+    return value
+
+
+class Commands:
+    """`%scenario SUBCOMMAND ...`, dispatched by name."""
+
+    def __init__(self, magics: "ScenarioMagics") -> None:
+        self.magics = magics
+
+    @property
+    def client(self):
+        return self.magics.client
+
+    def run(self, line: str) -> Any:
+        from ._magics import SUBCOMMANDS
+        try:
+            words = shlex.split(line)
+        except ValueError as exc:
+            raise UsageError(f"%scenario: {exc} (check the quotes)") from None
+        if not words:
+            return self.cmd_status([])
+        command, rest = words[0], words[1:]
+        if command not in SUBCOMMANDS:
+            raise UsageError(f"unknown %scenario command {command!r}; one of: {', '.join(SUBCOMMANDS)} "
+                             f"(a generation is a %%scenario cell)")
+        return getattr(self, "cmd_" + command.replace("-", "_"))(rest)
+
+    def cmd_help(self, rest: list) -> None:
+        print(self.magics.scenario.__doc__)
+
+    # -- Models ----------------------------------------------------------------------------------------
+    def cmd_models(self, rest: list) -> None:
+        args = _parse("models", rest, (("--public",), {"action": "store_true"}), (("filter",), {"nargs": "?"}))
+        models = self.client.models(public=args.public, query=args.filter)
+        if not models:
+            print("No models found" + (" (try --public for the catalog)" if not args.public else ""))
+            return
+        display(table_bundle(["name", "id", "type", "status"], [(m.name, m.id, m.type, m.status) for m in models]),
+                raw=True)
+
+    def cmd_model(self, rest: list) -> None:
+        args = _parse("model", rest, (("model",), {}))
+        client = self.client
+        model = client.find_model(_required(args.model, "model", "model"))
+        print(f"{model.name} ({model.id}) · {model.type} · {model.status} · {model.privacy}")
+        if not model.runnable:
+            base, extra = client.route(model)
+            print(f"Runs through {base.name} ({base.id}) with {extra}")
+            model = base
+        rows = [(i.name, i.label or "", i.describe()) for i in model.inputs]
+        display(table_bundle(["input", "label", "type and limits"], rows), raw=True)
+
+    def cmd_use(self, rest: list) -> None:
+        args = _parse("use", rest, (("model",), {}))
+        model = self.client.find_model(_required(args.model, "model", "use"))
+        self.magics.session.current_model = model.id
+        print(f"%%scenario cells now use {model.name} ({model.id}) when they name no model")
+
+    # -- Where generations go ----------------------------------------------------------------------------
+    def cmd_status(self, rest: list) -> None:
+        from ._http import credentials_from_env
+        session = self.magics.session
+        client = session.client
+        client.recover()  # anything an earlier kernel or a lost answer left: followed on from now
+        key, secret, _ = credentials_from_env()
+        flying = client.in_flight()
+        waiting = [h for h in flying if h.status == "waiting"]
+        unknown = [h for h in flying if h.status in ("unknown", "sending") and not h.job_id]
+        print(session.notice)
+        env_words = "set" if key and secret else "not set"
+        if session.backend == "sandbox" and key and secret:
+            env_words += " (not used: %scenario use-credentials switches to them)"
+        print(f"backend: {session.backend} · URL: {client.base_url} · key: {client.api_key_masked} · "
+              f"credentials in the environment: {env_words}")
+        print(f"in flight: {len(flying)} ({len(waiting)} queued here, not sent yet; {len(unknown)} sent, answer "
+              f"lost, being looked for) · history: {client.history_path}")
+
+    def cmd_sandbox(self, rest: list) -> None:
+        self._switch(force_sandbox=True)
+
+    def cmd_use_credentials(self, rest: list) -> None:
+        from ._http import credentials_from_env
+        key, secret, _ = credentials_from_env()
+        if not (key and secret):
+            raise UsageError("no SCENARIO_API_KEY and SCENARIO_API_SECRET in the environment; set them (e.g. "
+                             "os.environ[...] = ... in a cell that prints nothing), then run this again")
+        self._switch(force_sandbox=False)
+
+    def _switch(self, *, force_sandbox: bool) -> None:
+        from ._session import current_session, replace_session
+        old = current_session()
+        session = replace_session(history_path=self.magics.history_path or None, force_sandbox=force_sandbox)
+        session.announced = True
+        print(session.notice)
+        left = old.client.in_flight() if old is not None else []
+        if left:
+            print(f"{len(left)} request(s) on {old.client.base_url} keep running there and are still followed "
+                  f"to the end (and charged there if that backend charges).")
+
+    # -- History and jobs ------------------------------------------------------------------------------------
+    def cmd_history(self, rest: list) -> None:
+        args = _parse("history", rest, (("n",), {"nargs": "?", "type": int, "default": 20}))
+        client = self.client
+        rows = client.history.recent(args.n)
+        if not rows:
+            print(f"No jobs in {client.history_path} yet")
+            return
+        display(table_bundle(
+            ["when", "job", "model", "status", "outputs", "cost", "prompt"],
+            [(time.strftime("%m-%d %H:%M", time.localtime(r.created_at or 0)), r.job_id or f"({r.request_id})",
+              r.model_name or r.model_id, r.status, len(r.asset_ids), "" if r.cost is None else f"{r.cost:g}",
+              _ellipsize(r.prompt or "", 60)) for r in rows]), raw=True)
+
+    def cmd_job(self, rest: list) -> None:
+        from ._session import session_for
+        args = _parse("job", rest, (("job_id",), {"nargs": "?", "default": ""}))
+        job_id = _required(args.job_id, "job id", "job", "%scenario history lists them")
+        client = self.client
+        record = client.history.get(job_id)
+        if record is not None and record.backend_id != client.backend_id:
+            other = session_for(record.backend_id)
+            if other is None:
+                raise UsageError(f"job {job_id} ran on {record.backend_url}, which this kernel no longer talks "
+                                 f"to; switch back to it (%scenario use-credentials or %scenario sandbox)")
+            client = other.client
+        try:
+            handle = client.job(job_id)
+        except NotFoundError:
+            raise UsageError(f"job {job_id} not found on {client.base_url}; check the id with "
+                             f"%scenario history") from None
+        show_generations([handle], wait=True, thumbnail_size=self.magics.thumbnail_size)
+
+    def cmd_cancel(self, rest: list) -> None:
+        args = _parse("cancel", rest, (("target",), {"nargs": "?", "default": ""}))
+        target = _required(args.target, "job id (or all)", "cancel")
+        client = self.client
+        if target != "all":
+            handle = client.job(target)
+            handle.cancel()
+            print(f"{handle.job_id}: {handle.note}")
+            return
+        flying = client.in_flight()
+        if not flying:
+            print("Nothing in flight to cancel")
+            return
+        queued = [h for h in flying if h.status == "waiting"]
+        running = [h for h in flying if h not in queued]
+        counts: dict = {}
+        for handle in queued + running:  # queued first: they must never be sent after this
+            outcome = handle.cancel()
+            counts[outcome] = counts.get(outcome, 0) + 1
+            print(f"{handle.job_id or handle.request_id} ({handle.model_name}): {handle.note}")
+        print("Cancel all: " + ", ".join(f"{n} {outcome}" for outcome, n in counts.items()))
+
+    def cmd_wait(self, rest: list) -> None:
+        handles = self.client.in_flight()
+        if not handles:
+            print("Nothing in flight")
+            return
+        queued = sum(h.status == "waiting" for h in handles)
+        print(f"Waiting for {len(handles)} request(s)" + (f", {queued} of them queued here" if queued else ""))
+        try:
+            wait_all(handles)
+        except KeyboardInterrupt:
+            print("Stopped waiting; the jobs were not stopped (see %scenario status)")
+            return
+        for handle in handles:
+            print(("✓ " if handle.ok else "✗ ") + handle.summary().replace("\n", " — "))
+
+    # -- Assets and workflows ----------------------------------------------------------------------------------
+    def cmd_asset(self, rest: list) -> None:
+        args = _parse("asset", rest, (("asset_id",), {"nargs": "?", "default": ""}))
+        asset_id = _required(args.asset_id, "asset id", "asset")
+        client = self.client
+        try:
+            asset = client.asset(asset_id)
+        except NotFoundError:
+            raise UsageError(f"asset {asset_id} not found on {client.base_url}") from None
+        path = client.fetch_asset(asset_id)
+        data, metadata = asset_bundle(asset, path, self.magics.thumbnail_size)
+        display(data, raw=True, metadata=metadata)
+
+    def cmd_workflows(self, rest: list) -> None:
+        flows = self.client.workflows()
+        if not flows:
+            print("No workflows")
+            return
+        display(table_bundle(["name", "id", "status"], [(w.get("name"), w.get("id"), w.get("status"))
+                                                        for w in flows]), raw=True)
+
+    def cmd_workflow(self, rest: list) -> None:
+        from ._magics import check_variable, settings
+        from ._models import request_inputs
+        args = _parse("workflow", rest, (("workflow_id",), {}), (("--set",), {"action": "append"}),
+                      (("-o", "--out"), {}), (("--no-wait",), {"action": "store_true"}))
+        check_variable(args.out)
+        client = self.client
+        try:
+            workflow = client.workflow(args.workflow_id)
+        except NotFoundError:
+            raise UsageError(f"workflow {args.workflow_id} not found on {client.base_url}; list them with "
+                             f"%scenario workflows") from None
+        inputs = request_inputs(workflow, settings=settings(args.set))
+        handle = client.run_workflow(args.workflow_id, _source="magic", **inputs)
+        if args.out:
+            self.magics.shell.user_ns[args.out] = handle
+        show_generations([handle], wait=self.magics.wait and not args.no_wait,
+                         thumbnail_size=self.magics.thumbnail_size)
+
+    def cmd_panel(self, rest: list):
+        from ._panel import Panel
+        return Panel(model=rest[0] if rest else None)
+
+
+def _ellipsize(text: str, limit: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"

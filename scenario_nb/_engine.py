@@ -1,0 +1,725 @@
+"""The engine: sends each request once, follows its job, stores its outputs and records every step.
+
+One engine per client, a few daemon worker threads whatever the number of jobs. The history is a
+write-ahead ledger: a request is recorded before it leaves, its job id as soon as it is known, and each
+change after; if the history cannot be written, nothing is sent.
+
+Each job is polled near its predicted completion rather than on a fixed beat: from the model's recent
+server-side durations (seeded from the history), else the job's own progress rate, else a probe never more
+than ~20 % late. Jobs sent together finish together: when one finishes, its siblings are polled at once.
+A request refused with 429 waits here, in order, until the creation gate opens; polls never wait on it.
+A request whose answer was lost is looked for in `GET /jobs` for at least a minute before it is called
+unknown, and never called "not charged" unless the server proved it.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import threading
+import time
+import weakref
+from collections import defaultdict, deque
+from typing import TYPE_CHECKING, Any, Callable, Optional
+
+from ._errors import (APIConnectionError, APIError, BadRequestError, DownloadFailedError, JobFailedError,
+                      JobTimeoutError, NotFoundError, OutcomeUnknownError, PermissionDeniedError, RateLimitError,
+                      ScenarioError, ServerError, StorageError, SubmitFailedError)
+from ._generation import CANCEL_WORDS, Generation, Output, parse_time
+from ._history import TERMINAL, JobRecord, History, new_request_id
+from ._http import Transport, UncertainSubmit
+
+if TYPE_CHECKING:
+    from ._store import FileStore
+
+log = logging.getLogger("scenario_nb")
+
+SEARCH_SECONDS = 75.0  # how long a lost answer's job is looked for in GET /jobs before it is called unknown
+URL_RENEWALS = 3  # fresh signed URLs asked for when the asset origin refuses one (expired)
+
+
+class DurationModel:
+    """Recent server-side durations per model, to predict when a job will finish."""
+
+    def __init__(self, size: int = 32) -> None:
+        self._seen: dict[str, deque] = defaultdict(lambda: deque(maxlen=size))
+        self._lock = threading.Lock()
+
+    def add(self, model_id: str, seconds: float) -> None:
+        if seconds > 0:
+            with self._lock:
+                self._seen[model_id].append(seconds)
+
+    def seed(self, model_id: str, durations: list) -> None:
+        with self._lock:
+            if model_id not in self._seen:
+                self._seen[model_id].extend(d for d in durations if d > 0)
+
+    def quantile(self, model_id: str, q: float) -> Optional[float]:
+        with self._lock:
+            seen = sorted(self._seen.get(model_id, ()))
+        return seen[min(len(seen) - 1, int(q * len(seen)))] if seen else None
+
+
+def server_duration(history: list) -> Optional[float]:
+    """Seconds from the first status to success, by the server's own clock."""
+    times = [parse_time(h.get("date")) for h in history if isinstance(h, dict)]
+    ends = [parse_time(h.get("date")) for h in history if isinstance(h, dict) and h.get("status") == "success"]
+    known = [t for t in times if t]
+    if not known or not ends or not ends[-1]:
+        return None
+    return ends[-1] - min(known)
+
+
+def _seed(value: Any) -> Any:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return value
+
+
+class Engine:
+    """Submits, follows, completes and records every request of one client (one backend)."""
+
+    def __init__(self, http: Transport, *, history: Callable[[], History], store: Callable[[], "FileStore"],
+                 backend_id: str, floor: float = 0.25, ceiling: float = 5.0, job_timeout: float = 3600.0,
+                 workers: int = 8, target_quantile: float = 0.6) -> None:
+        self._http = http
+        self._history_factory, self._store_factory = history, store
+        self.backend_id = backend_id
+        self.base_url = http.base_url
+        self.floor, self.ceiling, self.job_timeout = floor, ceiling, job_timeout
+        self.search_seconds = SEARCH_SECONDS
+        self.target_quantile = target_quantile
+        self.durations = DurationModel()
+        self._workers = workers
+        self._cond = threading.Condition()
+        self._queue: list = []  # heap of (due, seq, task, handle, token)
+        self._seq = itertools.count()
+        self._threads: list[threading.Thread] = []
+        self._stopped = False
+        self._live: dict[str, Generation] = {}  # request id -> handle, while in flight
+        self._by_job: "weakref.WeakValueDictionary[str, Generation]" = weakref.WeakValueDictionary()
+        self._known_jobs: set[str] = set()
+        self._waiting: deque = deque()  # handles refused with 429, sent in order once the gate opens
+        self._draining = False
+        self._tokens: dict[str, int] = {}  # request id -> the one poll task that counts
+        self._tracked_at: dict[str, float] = {}
+        self._polls: dict[str, int] = defaultdict(int)
+        self._samples: dict[str, tuple] = {}
+        self._seeded: set = set()
+        self._recovered = False
+
+    # -- Local state -------------------------------------------------------------------------------
+    @property
+    def history(self) -> History:
+        return self._history_factory()
+
+    @property
+    def store(self) -> "FileStore":
+        return self._store_factory()
+
+    def in_flight(self) -> list[Generation]:
+        """Every request not finished: waiting here, being sent, looked for, or running on the server."""
+        with self._cond:
+            return [h for h in self._live.values() if not h.done]
+
+    def waiting(self) -> list[Generation]:
+        """Requests held here by the rate limit: not sent, not charged."""
+        with self._cond:
+            return [h for h in self._waiting if not h.done]
+
+    def live_handle(self, *, job_id: Optional[str] = None, request_id: Optional[str] = None,
+                    request_key: Optional[str] = None) -> Optional[Generation]:
+        with self._cond:
+            if job_id:
+                return self._by_job.get(job_id)
+            if request_id:
+                return self._live.get(request_id)
+            for handle in self._live.values():
+                if not handle.done and self._key(handle) == request_key:
+                    return handle
+        return None
+
+    def close(self) -> None:
+        """Stop following (jobs keep running on the server; the history knows them)."""
+        with self._cond:
+            self._stopped = True
+            self._queue.clear()
+            self._cond.notify_all()
+
+    @property
+    def closed(self) -> bool:
+        return self._stopped
+
+    # -- The ledger --------------------------------------------------------------------------------
+    @staticmethod
+    def _key(handle: Generation) -> str:
+        return History.request_key(handle.model_id, handle.prompt, handle.inputs)
+
+    def _row(self, handle: Generation) -> JobRecord:
+        return JobRecord(
+            request_id=handle.request_id, job_id=handle.job_id, backend_id=self.backend_id,
+            backend_url=self.base_url, model_id=handle.model_id, base_model_id=handle.base_model_id,
+            model_name=handle.model_name, prompt=handle.prompt, inputs=handle.inputs,
+            request_key=self._key(handle), cost=handle.cost, status=handle.status, progress=handle.progress,
+            asset_ids=handle.asset_ids, mime_types=[o.mime_type for o in handle.outputs],
+            files=[str(p) for p in handle.files], text=handle.text,
+            error=handle.error or (str(handle.exception) if handle.exception else None), hint=handle.hint,
+            source=handle.source, kind=handle.kind, sent_at=handle.sent_at, created_at=handle.submitted_at,
+            updated_at=time.time(), finished_at=handle.finished_at)
+
+    def _record(self, handle: Generation, *, before_sending: bool = False) -> None:
+        """Write the handle's row. Before sending, a failure refuses the request; after, it is reported on
+        the handle and in the log, and the job is followed all the same (it is paid for)."""
+        try:
+            self.history.record(self._row(handle))
+        except StorageError as exc:
+            if before_sending:
+                raise
+            handle._set(note=f"not recorded in the history: {exc}")
+            log.warning("job %s is not in the history: %s", handle.job_id or handle.request_id, exc)
+
+    # -- Sending -----------------------------------------------------------------------------------
+    def submit(self, handle: Generation, *, block: bool = True) -> Generation:
+        """Record the request, then send it once (or queue it behind the rate limit).
+
+        With `block`, returns when the request has an answer (a job, a 429, or a lost answer); a Ctrl-C
+        while waiting stops only the waiting: the request goes on in the background and stays in the ledger.
+        """
+        if self._stopped:
+            raise SubmitFailedError("this client was closed (the session switched backend or the kernel is "
+                                    "stopping): nothing was sent")
+        handle.request_id = handle.request_id or new_request_id()
+        handle.submitted_at = time.time()
+        waits = self._http.creation_gate.remaining() > 0 or bool(self.waiting())
+        handle._set(status="waiting" if waits else "sending")
+        self._record(handle, before_sending=True)  # raises StorageError: nothing is sent
+        with self._cond:
+            self._live[handle.request_id] = handle
+        if waits:
+            self._enqueue(handle)
+            return handle
+        sender = threading.Thread(target=self._send, args=(handle,), name="scenario-send", daemon=True)
+        handle._sent = threading.Event()  # type: ignore[attr-defined]
+        sender.start()
+        if block:
+            try:
+                while not handle._sent.wait(0.05):  # type: ignore[attr-defined]
+                    pass
+            except KeyboardInterrupt as exc:  # the request goes on; the front door says so in one line
+                exc.handle = handle  # type: ignore[attr-defined]
+                raise
+        return handle
+
+    def _send(self, handle: Generation) -> None:
+        try:
+            self._send_once(handle)
+        except Exception as exc:  # never leave a request without an outcome
+            log.exception("sending %s failed", handle.request_id)
+            self._end(handle, OutcomeUnknownError(f"the request for {handle.model_name} failed while being sent "
+                                                  f"({exc}); %scenario status shows whether a job appeared"),
+                      status="unknown")
+        finally:
+            sent = getattr(handle, "_sent", None)
+            if sent is not None:
+                sent.set()
+
+    def _send_once(self, handle: Generation) -> str:
+        """POST (or PUT) the request exactly once: "created", "waiting", "unknown" or "not-sent"."""
+        path = (f"/workflows/{handle.run_model_id}/run" if handle.kind == "workflow"
+                else f"/generate/custom/{handle.run_model_id}")
+        handle._set(status="sending", sent_at=time.time())
+        try:
+            data = self._http.create("PUT" if handle.kind == "workflow" else "POST", path, handle.inputs)
+        except RateLimitError:
+            handle._set(status="waiting")
+            self._record(handle)
+            handle._notify()
+            self._enqueue(handle)
+            return "waiting"
+        except UncertainSubmit:
+            handle._set(status="unknown")
+            self._record(handle)
+            handle._notify()
+            self._schedule(handle, 0.5, self._reconcile)
+            return "unknown"
+        except (APIError, APIConnectionError) as exc:  # a 4xx, or never sent: provably no job
+            error = exc if isinstance(exc, APIError) else SubmitFailedError(
+                f"the request for {handle.model_name} never reached the API ({exc}); nothing was charged")
+            self._end(handle, error, status="not-sent")
+            return "not-sent"
+        job = data.get("job") or {}
+        job_id = job.get("jobId") or job.get("id")
+        if not job_id:
+            handle._set(status="unknown")
+            self._record(handle)
+            self._schedule(handle, 0.5, self._reconcile)
+            return "unknown"
+        self._adopt(handle, job, data.get("creativeUnitsCost"), created=True)
+        return "created"
+
+    def _adopt(self, handle: Generation, job: dict, cost: Any = None, *, created: bool = False) -> None:
+        """The job exists: remember its id (history first), then follow it."""
+        job_id = job.get("jobId") or job.get("id")
+        with self._cond:
+            self._known_jobs.add(job_id)
+            self._by_job[job_id] = handle
+            self._live[handle.request_id] = handle
+        handle._set(job_id=job_id, cost=float(cost) if cost is not None else handle.cost)
+        server_created = parse_time(job.get("createdAt"))
+        if created and server_created:
+            handle._set(server_offset=time.time() - server_created)
+        handle._apply(job)
+        self._record(handle)
+        handle._notify()
+        self._track(handle)
+
+    def _enqueue(self, handle: Generation) -> None:
+        with self._cond:
+            if handle not in self._waiting:
+                self._waiting.append(handle)
+            start, self._draining = not self._draining, True
+        if start:
+            self._schedule(None, self._http.creation_gate.remaining(), self._drain)
+
+    def _drain(self, _: Any = None) -> None:
+        """Send waiting requests one by one, oldest first, while the creation gate is open."""
+        while True:
+            with self._cond:
+                while self._waiting and self._waiting[0].done:
+                    self._waiting.popleft()
+                if not self._waiting or self._stopped:
+                    self._draining = False
+                    return
+                handle = self._waiting[0]
+            wait = self._http.creation_gate.remaining()
+            if wait > 0:
+                self._schedule(None, wait, self._drain)
+                return
+            with self._cond:
+                self._waiting.popleft()
+            if self._send_once(handle) == "waiting":  # refused again: it went back to the end; keep order
+                with self._cond:
+                    self._waiting.remove(handle)
+                    self._waiting.appendleft(handle)
+                self._schedule(None, self._http.creation_gate.remaining() or self.floor, self._drain)
+                return
+
+    # -- Lost answers ------------------------------------------------------------------------------
+    def _reconcile(self, handle: Generation) -> None:
+        """Look for the job a request whose answer was lost may have created; adopt it when found."""
+        if handle.done and handle.status != "unknown":
+            return
+        sent = handle.sent_at or handle.submitted_at
+        since = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(sent - 120))
+        try:
+            found = self._find_job(handle, since)
+        except ScenarioError as exc:
+            log.info("looking for the job of %s failed (%s); trying again", handle.request_id, exc)
+            found = None
+        if found is not None:
+            if handle.done:
+                handle._reopen()
+            handle._set(note="its answer was lost, and its job was found and adopted")
+            self._adopt(handle, found)
+            return
+        elapsed = time.time() - sent
+        if elapsed < self.search_seconds:
+            self._schedule(handle, min(8.0, max(1.0, elapsed / 4)), self._reconcile)
+        elif not handle.done:
+            self._end(handle, OutcomeUnknownError(
+                f"the request for {handle.model_name} was sent but its answer was lost, and no job for it has "
+                f"shown up yet: it may or may not have been created (and charged). It stays in the history as "
+                f"'unknown' (request {handle.request_id}); %scenario status or running the same cell again "
+                f"adopts the job if it appears"), status="unknown")
+
+    def _find_job(self, handle: Generation, since: str) -> Optional[dict]:
+        """A job created since `since` whose echoed input is this request, not owned by another handle.
+
+        `metadata.input` echoes the body as sent: a LoRA run through its base model echoes the LoRA's id as
+        `modelId`; other models may echo the URL's model, or none.
+        """
+        params: dict = {"createdAfter": since, "pageSize": 100}
+        own_ids = {handle.model_id, handle.run_model_id, None}
+        wanted = {k: v for k, v in handle.inputs.items() if k != "modelId"}
+        while True:
+            page = self._http.get("/jobs", **params)
+            for row in page.get("jobs") or []:
+                job_id = row.get("jobId") or row.get("id")
+                meta = row.get("metadata") or {}
+                echoed = meta.get("input") or {}
+                with self._cond:
+                    if job_id in self._known_jobs:
+                        continue
+                same_model = echoed.get("modelId") in own_ids or meta.get("workflowId") == handle.run_model_id
+                if same_model and all(echoed.get(k) == v for k, v in wanted.items()):
+                    return row
+            token = page.get("nextPaginationToken")
+            if not token or token == params.get("paginationToken"):
+                return None
+            params["paginationToken"] = token
+
+    # -- Following -----------------------------------------------------------------------------------
+    def _track(self, handle: Generation) -> None:
+        with self._cond:
+            self._tracked_at.setdefault(handle.request_id, time.monotonic())
+        self._schedule_poll(handle, self._next_delay(handle))
+
+    def _schedule_poll(self, handle: Generation, delay: float) -> None:
+        with self._cond:
+            token = self._tokens[handle.request_id] = next(self._seq)
+        self._schedule(handle, delay, self._poll, token)
+
+    def poll_soon(self, handle: Generation) -> None:
+        self._schedule_poll(handle, 0.0)
+
+    def _poll(self, handle: Generation, token: Optional[int] = None) -> None:
+        with self._cond:
+            if token is not None and self._tokens.get(handle.request_id) != token:
+                return  # a newer poll was scheduled for it
+        if handle.done or handle.job_id is None:
+            return
+        if time.monotonic() - self._tracked_at.get(handle.request_id, time.monotonic()) > self.job_timeout:
+            self._end(handle, JobTimeoutError(handle.job_id, self.job_timeout), record=False)
+            return
+        self._polls[handle.request_id] += 1
+        try:
+            job = self._http.get(f"/jobs/{handle.job_id}")["job"]
+        except NotFoundError:
+            self._end(handle, JobFailedError(handle.job_id, "the API no longer knows this job",
+                                             "it may belong to another project, or to a sandbox that stopped"),
+                      status="failure")
+            return
+        except ScenarioError as exc:  # transient: the transport already retried; never lose the job
+            log.info("poll of %s failed (%s); trying again", handle.job_id, exc)
+            self._schedule_poll(handle, min(self.ceiling, self.floor * 2 ** min(self._polls[handle.request_id], 4)))
+            return
+        before = handle.status
+        handle._apply(job)
+        self._samples[handle.request_id] = (time.time(), handle.progress)
+        if handle.status != before:
+            self._record(handle)
+        handle._notify()
+        if handle.status == "success":
+            duration = server_duration(handle.status_history)
+            if duration:
+                self.durations.add(handle.run_model_id, duration)
+                self._wake_siblings(handle, duration)
+            self._schedule(handle, 0.0, lambda h: self._complete(h, job))
+        elif handle.status in ("failure", "canceled"):
+            self._end(handle, JobFailedError(handle.job_id, handle.error or "", handle.hint or "", handle.status))
+        else:
+            self._schedule_poll(handle, self._next_delay(handle))
+
+    def _wake_siblings(self, finished: Generation, duration: float) -> None:
+        """Jobs of the same model sent about when this one was are due about now: ask at once."""
+        with self._cond:
+            siblings = [h for h in self._live.values() if h is not finished and not h.done and h.job_id and
+                        h.run_model_id == finished.run_model_id and h.status != "success"]
+        now = time.time()
+        for sibling in siblings:
+            due = sibling.submitted_at + 0.97 * duration
+            if due <= now + self.floor:
+                self._schedule_poll(sibling, max(0.0, due - now))
+
+    def _next_delay(self, handle: Generation) -> float:
+        """How long until this job is worth asking about again."""
+        now = time.time()
+        if handle.status == "finalizing":  # outputs are being stored: moments away
+            return self.floor
+        if handle.run_model_id not in self._seeded:
+            self._seed_from_history(handle.run_model_id)
+        predictions = []
+        typical = self.durations.quantile(handle.run_model_id, self.target_quantile)
+        if typical is not None:
+            predictions.append(handle.submitted_at + typical)
+        sample = self._samples.get(handle.request_id)
+        started = self._phase_start(handle, "in-progress")
+        if handle.status == "in-progress" and sample and 0 < handle.progress < 1 and started is not None \
+                and sample[0] > started:
+            rate = handle.progress / (sample[0] - started)
+            predictions.append(sample[0] + (1 - handle.progress) / rate + 0.2)
+        if not predictions:  # nothing known yet: never more than ~20 % late
+            return min(self.ceiling, max(self.floor, 0.2 * (now - handle.submitted_at)))
+        ahead = [t for t in predictions if t > now + self.floor]
+        if ahead:
+            return min(self.ceiling, min(ahead) - now)
+        overdue = max(0, self._polls[handle.request_id] - 1)
+        return min(self.ceiling, self.floor * 1.25 ** min(overdue, 12))
+
+    def _seed_from_history(self, model_id: str) -> None:
+        """Durations of this model's past successes on this backend (local clock: a slight overestimate)."""
+        self._seeded.add(model_id)
+        try:
+            rows = self.history.recent(200, backend_id=self.backend_id)
+        except ScenarioError:
+            return
+        self.durations.seed(model_id, [(r.finished_at or 0) - (r.sent_at or r.created_at) for r in rows
+                                       if r.status == "success" and r.finished_at and
+                                       model_id in (r.model_id, r.base_model_id)][:32])
+
+    @staticmethod
+    def _phase_start(handle: Generation, status: str) -> Optional[float]:
+        for entry in handle.status_history:
+            if entry.get("status") == status:
+                t = parse_time(entry.get("date"))
+                return None if t is None else t + handle.server_offset
+        return None
+
+    # -- Completing ----------------------------------------------------------------------------------
+    def _complete(self, handle: Generation, job: dict, attempt: int = 0) -> None:
+        """Resolve, download and store every output (images, videos, 3D, text), then mark the handle done."""
+        meta = job.get("metadata") or {}
+        wanted: dict[str, Optional[str]] = {a: None for a in meta.get("assetIds") or [] if isinstance(a, str)}
+        for index, image in enumerate((job.get("result") or {}).get("images") or []):  # the guide's shape
+            if not wanted and isinstance(image, dict) and image.get("url"):
+                wanted[f"{handle.job_id}-{index}"] = image["url"]
+        for node in meta.get("flow") or []:
+            for asset in (node.get("assets") or []) if isinstance(node, dict) else []:
+                if isinstance(asset, dict) and asset.get("assetId") and not meta.get("assetIds"):
+                    wanted.setdefault(asset["assetId"], None)
+        output = meta.get("output")
+        text = output.get("text") if isinstance(output, dict) and isinstance(output.get("text"), str) else \
+            output if isinstance(output, str) else None
+        if text is None and output:
+            import json
+            text = json.dumps(output, indent=2, default=str)
+        outputs, seeds = [], []
+        try:
+            for key, url in wanted.items():
+                stored, seed = self._fetch(key, url)
+                outputs.append(stored)
+                seeds.append(_seed(seed))
+        except (APIConnectionError, RateLimitError, ServerError) as exc:  # transient: a few more tries
+            if attempt < 8:
+                log.info("downloading the outputs of %s failed (%s); trying again", handle.job_id, exc)
+                self._schedule(handle, min(self.ceiling, 0.5 * 2 ** attempt),
+                               lambda h: self._complete(h, job, attempt + 1))
+                return
+            handle._set(outputs=[], text=text)
+            self._end(handle, DownloadFailedError(handle.job_id or "", exc), status="success")
+            return
+        except ScenarioError as exc:  # paid for, not fetched: the error says how to fetch again
+            handle._set(outputs=[], text=text)
+            self._end(handle, DownloadFailedError(handle.job_id or "", exc), status="success")
+            return
+        handle._set(outputs=outputs, seeds=seeds, text=text)
+        self._end(handle, None, status="success")
+
+    def _fetch(self, key: str, url: Optional[str]) -> tuple[Output, Any]:
+        """One output stored locally: (Output, its seed). A refused signed URL is renewed from the API."""
+        store = self.store
+        if url is not None:  # the guide's shape: a URL and nothing else
+            if not store.has(key):
+                store.put(key, self._http.download(url), "image/png")
+            return Output(key, "image", "image/png", store.path_for(key)), None
+        asset = self._http.get(f"/assets/{key}")["asset"]
+        mime = str(asset.get("mimeType") or "image/png")
+        kind = str(asset.get("kind") or mime.split("/")[0])
+        if not store.has(key, mime):
+            url = asset.get("url")
+            for attempt in range(URL_RENEWALS + 1):
+                try:
+                    data = self._http.download(url)
+                    break
+                except (PermissionDeniedError, NotFoundError):
+                    if attempt == URL_RENEWALS:
+                        raise
+                    url = self._http.get(f"/assets/{key}")["asset"].get("url")
+            try:
+                store.put(key, data, mime)
+            except StorageError:  # a corrupt download: once more from a fresh URL before giving up
+                store.put(key, self._http.download(self._http.get(f"/assets/{key}")["asset"].get("url")), mime)
+        return Output(key, kind, mime, store.path_for(key, mime)), (asset.get("metadata") or {}).get("seed")
+
+    def _end(self, handle: Generation, exception: Optional[BaseException], *, status: Optional[str] = None,
+             record: bool = True) -> None:
+        """Mark a handle done, after its outputs are stored, and record the outcome."""
+        with self._cond:
+            self._live.pop(handle.request_id, None)
+            self._tokens.pop(handle.request_id, None)
+            self._tracked_at.pop(handle.request_id, None)
+            self._polls.pop(handle.request_id, None)
+            self._samples.pop(handle.request_id, None)
+        handle._finish(exception, status)
+        if record:
+            self._record(handle)
+        handle._notify()
+        handle._settle()  # wait() returns once the history and every view have seen the end
+
+    # -- What handles and front doors ask for ------------------------------------------------------------
+    def cancel(self, handle: Generation) -> str:
+        """Try to stop a request or its job; returns the outcome (see `Generation.cancel`)."""
+        if handle.done:
+            outcome = "finished"
+        elif handle.job_id is None:
+            with self._cond:
+                queued = handle in self._waiting
+                if queued:
+                    self._waiting.remove(handle)
+            if queued:
+                handle._set(note=CANCEL_WORDS["dropped"])
+                self._end(handle, JobFailedError(handle.request_id, status="canceled",
+                                                 text=f"canceled before it was sent: nothing was charged"),
+                          status="not-sent")
+                return "dropped"
+            outcome = "unavailable"
+        else:
+            try:
+                self._http.request("POST", f"/jobs/{handle.job_id}/action", json_body={"action": "cancel"})
+                outcome = "requested"
+                self.poll_soon(handle)
+            except BadRequestError as exc:
+                outcome = "refused" if "cancel" in exc.reason.lower() else "unavailable"
+            except (RateLimitError, APIConnectionError):
+                outcome = "unavailable"
+        handle._set(note=CANCEL_WORDS[outcome])
+        handle._notify()
+        return outcome
+
+    def reattach(self, job_id: str) -> Generation:
+        """A live handle on any job by id: the one in flight, a timed-out or not-fetched one taken back, or a
+        new one built from the history and the server."""
+        handle = self.live_handle(job_id=job_id)
+        if handle is not None and not handle.done:
+            return handle
+        if handle is not None and isinstance(handle.exception, (JobTimeoutError, DownloadFailedError)):
+            handle._reopen()
+            handle._set(note="")
+            with self._cond:
+                self._live[handle.request_id] = handle
+            self._track(handle)
+            return handle
+        record = None
+        try:
+            record = self.history.get(job_id)
+        except StorageError:
+            pass
+        job = self._http.get(f"/jobs/{job_id}")["job"]
+        meta = job.get("metadata") or {}
+        handle = self._handle_from(record, job)
+        if record is None:
+            echoed = dict(meta.get("input") or {})
+            run_model = echoed.pop("modelId", "") or meta.get("workflowId") or ""
+            handle.inputs, handle.model_id, handle.run_model_id = echoed, run_model, run_model
+            handle.model_name = run_model
+        self._adopt(handle, job)
+        return handle
+
+    def _handle_from(self, record: Optional[JobRecord], job: Optional[dict] = None) -> Generation:
+        kind = record.kind if record else ("workflow" if (job or {}).get("jobType") == "workflow" else "generation")
+        handle = Generation(self, model_id=record.model_id if record else "",
+                            run_model_id=(record.base_model_id or record.model_id) if record else "",
+                            inputs=record.inputs if record else {}, base_model_id=record.base_model_id if record
+                            else None, source=record.source if record else "api", kind=kind,
+                            model_name=record.model_name if record else "",
+                            request_id=record.request_id if record else new_request_id())
+        if record is not None:
+            handle._set(cost=record.cost, submitted_at=record.created_at, sent_at=record.sent_at,
+                        status=record.status or "queued")
+        return handle
+
+    def finished_handle(self, record: JobRecord) -> Generation:
+        """A done handle rebuilt from a history row whose outputs are all stored (no request made)."""
+        handle = self._handle_from(record)
+        store = self.store
+        mimes = record.mime_types or ["image/png"] * len(record.asset_ids)
+        outputs = [Output(a, m.split("/")[0] if m.split("/")[0] in ("image", "video", "text") else "3d"
+                          if m.startswith("model/") else m.split("/")[0], m, store.path_for(a, m))
+                   for a, m in zip(record.asset_ids, mimes)]
+        handle._set(job_id=record.job_id, outputs=outputs, text=record.text, error=record.error,
+                    hint=record.hint, progress=1.0)
+        handle._finish(None, record.status)
+        handle._set(finished_at=record.finished_at or time.time())
+        handle._settle()
+        return handle
+
+    def outputs_stored(self, record: JobRecord) -> bool:
+        mimes = record.mime_types or ["image/png"] * len(record.asset_ids)
+        return record.status == "success" and (bool(record.asset_ids) or record.text is not None) and \
+            all(self.store.has(a, m) for a, m in zip(record.asset_ids, mimes))
+
+    def follow_record(self, record: JobRecord) -> Generation:
+        """Follow on a request from the history (this kernel's or an earlier one's)."""
+        if record.job_id:
+            return self.reattach(record.job_id)
+        live = self.live_handle(request_id=record.request_id)
+        if live is not None:
+            return live
+        handle = self._handle_from(record)
+        if record.status == "waiting":  # an earlier kernel held it here and never sent it
+            self._end(handle, SubmitFailedError(
+                f"the request for {handle.model_name} was still waiting for the rate limit when its kernel "
+                f"stopped; it was never sent and nothing was charged"), status="not-sent")
+            return handle
+        handle._set(status="unknown")
+        with self._cond:
+            self._live[handle.request_id] = handle
+        self._schedule(handle, 0.0, self._reconcile)
+        return handle
+
+    def recover(self) -> list[Generation]:
+        """Once per engine: follow on every unfinished request of this backend found in the history."""
+        with self._cond:
+            if self._recovered:
+                return []
+            self._recovered = True
+        try:
+            rows = self.history.unfinished(self.backend_id)
+        except StorageError:
+            return []
+        handles = []
+        for record in rows:
+            try:
+                handles.append(self.follow_record(record))
+            except NotFoundError:
+                handle = self._handle_from(record)
+                handle._set(job_id=record.job_id)
+                self._end(handle, JobFailedError(record.job_id or "", "the API no longer knows this job",
+                                                 "it may belong to another project, or to a sandbox that "
+                                                 "stopped"), status="failure")
+            except ScenarioError as exc:
+                log.warning("could not follow on %s: %s", record.job_id or record.request_id, exc)
+        return handles
+
+    # -- Scheduling --------------------------------------------------------------------------------
+    def _schedule(self, handle: Optional[Generation], delay: float, task: Callable, token: Any = None) -> None:
+        with self._cond:
+            if self._stopped:
+                return
+            heapq.heappush(self._queue, (time.monotonic() + delay, next(self._seq), task, handle, token))
+            self._threads = [t for t in self._threads if t.is_alive()]
+            if len(self._threads) < self._workers:
+                thread = threading.Thread(target=self._work, name="scenario-engine", daemon=True)
+                self._threads.append(thread)
+                thread.start()
+            self._cond.notify()
+
+    def _work(self) -> None:
+        """A worker: take the earliest due task, run it, repeat; exit after a minute with nothing to do."""
+        idle_since = time.monotonic()
+        while True:
+            with self._cond:
+                while True:
+                    if self._stopped:
+                        return
+                    now = time.monotonic()
+                    if self._queue and self._queue[0][0] <= now:
+                        _, _, task, handle, token = heapq.heappop(self._queue)
+                        break
+                    if not self._queue and now - idle_since > 60:
+                        self._threads = [t for t in self._threads if t is not threading.current_thread()]
+                        return
+                    self._cond.wait(self._queue[0][0] - now if self._queue else 60)
+            try:
+                task(handle, token) if token is not None else task(handle)
+            except Exception as exc:  # never lose a job to a bug or an odd answer: try again later
+                log.warning("%s on %s; trying again", exc, getattr(handle, "job_id", None))
+                if handle is not None and not handle.done:
+                    self._schedule(handle, self.ceiling, task, token)
+            idle_since = time.monotonic()
+
+
+__all__ = ["Engine", "DurationModel", "server_duration", "TERMINAL"]

@@ -1,0 +1,257 @@
+"""The client against a sandbox that answers as the real cloud does where it costs money (contract §6.5, §10,
+§10b): refused cancels, lost answers and a lagging job list, outputs that are not PNGs, proxies, 429s
+without Retry-After, refused list filters and LoRA routing at catalog scale. Judged by effect: jobs the
+sandbox created, POSTs it received, files stored, history rows."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import socketserver
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+import scenario_nb
+from scenario_nb import InputError, OutcomeUnknownError, ScenarioClient, wait_all
+from scenario_nb import sandbox as sandbox_mod
+from scenario_nb._display import generation_bundle
+
+from conftest import SUITE_KEY as KEY, SUITE_SECRET as SECRET  # noqa: E402
+
+HERO = "model_HeroKnightLoRA7aB3cD4eF5gH6j"           # a flux.2-dev-lora
+KONTEXT_LORA = "model_PotionEditKontext8mN2pQ4rS"     # a flux.1-kontext-lora: its base is last in the catalog
+VIDEO, MESH, TEXT = "model_bytedance-seedance-2-0", "model_meshy-7-txt23d", "model_scenario-prompt-writer"
+GEMINI = "model_google-gemini-3-1-flash"
+
+
+def start(**options):
+    options = {"api_key": KEY, "api_secret": SECRET, "job_seconds": 0.5, "seed": 7, **options}
+    return sandbox_mod.start(**options)
+
+
+@pytest.fixture
+def sb():
+    with start() as server:
+        yield server
+
+
+@pytest.fixture
+def client(sb, tmp_path):
+    c = ScenarioClient(KEY, SECRET, sb.url, home=tmp_path)
+    yield c
+    c.close()
+
+
+def posts(sb) -> list:
+    return [r for r in sb.requests if r["method"] == "POST" and "/generate/custom/" in r["path"]]
+
+
+# -- Lost answers ----------------------------------------------------------------------------------------
+
+def test_lost_answer_on_a_lora_route_is_adopted(client, sb):
+    """The echo's modelId is the LoRA's id (the body as sent), not the base model in the URL."""
+    created = sb.stats()["jobs_created"]
+    sb.inject("drop", after_create=True, path="/generate/custom")
+    gen = client.generate(HERO, "the hero, lost answer", seed=3)
+    assert gen.status == "unknown" and not gen.job_id
+    assert client.history.get_request(gen.request_id).status == "unknown"  # in the ledger before any search
+    gen.wait(timeout=60)
+    assert gen.ok and gen.images and "adopted" in gen.note
+    assert sb.stats()["jobs_created"] == created + 1 and len(posts(sb)) == 1
+    assert client.history.get(gen.job_id).request_id == gen.request_id  # the same row, now with its job
+
+
+def test_lost_answer_found_despite_a_30_second_list_lag(tmp_path):
+    with start(list_lag=30) as sb:
+        client = ScenarioClient(KEY, SECRET, sb.url, home=tmp_path)
+        sb.inject("drop", after_create=True, path="/generate/custom")
+        gen = client.generate(GEMINI, "found late", seed=4)
+        gen.wait(timeout=90)
+        assert gen.ok and gen.images and sb.stats()["jobs_created"] == 1 and len(posts(sb)) == 1
+        client.close()
+
+
+def test_a_lost_answer_never_found_is_unknown_not_free(client, sb):
+    """Nobody proved nothing was created: the user hears "unknown", and the request stays in the ledger."""
+    client.set_polling(search_seconds=4)
+    sb.inject("drop", after_create=False, path="/generate/custom")
+    gen = client.generate(GEMINI, "lost before the job existed")
+    with pytest.raises(OutcomeUnknownError) as info:
+        gen.wait(timeout=60)
+    text = str(info.value)
+    assert "nothing was charged" not in text and "may or may not" in text and gen.request_id in text
+    assert client.history.get_request(gen.request_id).status == "unknown"
+    assert sb.stats()["jobs_created"] == 0
+
+
+# -- Outputs that are not PNG images ---------------------------------------------------------------------------
+
+def test_video_and_3d_outputs_are_stored_as_they_came_and_shown(client, sb):
+    video = client.generate(VIDEO, "a knight walking, loop")
+    mesh = client.generate(MESH, "a wooden treasure chest")
+    wait_all([video, mesh], timeout=60)
+    assert video.ok and mesh.ok, (video.summary(), mesh.summary())
+    (clip,) = video.outputs
+    assert clip.kind == "video" and clip.mime_type == "video/mp4" and clip.path.suffix == ".mp4"
+    assert clip.path.read_bytes()[4:8] == b"ftyp" and video.images == []
+    (model,) = mesh.outputs
+    assert model.mime_type == "model/gltf-binary" and model.path.read_bytes()[:4] == b"glTF"
+    data, _ = generation_bundle(video)
+    assert "<video" in data["text/html"] and "data:video/mp4;base64," in data["text/html"]
+    data, _ = generation_bundle(mesh)
+    assert 'download="' in data["text/html"] and "data:model/gltf-binary;base64," in data["text/html"]
+    record = client.history.get(video.job_id)
+    assert record.mime_types == ["video/mp4"] and Path(record.files[0]) == clip.path
+    saved = video.save(client.home / "out")
+    assert any(p.suffix == ".mp4" and p.read_bytes() == clip.path.read_bytes() for p in saved)
+
+
+def test_a_text_model_answers_in_text(client, sb):
+    gen = client.generate(TEXT, "write a prompt for a potion icon").wait(timeout=30)
+    answer = client.get_job(gen.job_id)["metadata"]["output"]["text"]
+    assert gen.ok and gen.outputs == [] and gen.text == answer and "potion" in answer.lower()
+    assert gen.text in generation_bundle(gen)[0]["text/plain"]
+    assert client.history.get(gen.job_id).text == gen.text
+
+
+# -- Cancel ------------------------------------------------------------------------------------------------
+
+def test_cancel_all_reports_each_job_and_carries_on(ip, env):
+    from IPython.utils.capture import capture_output
+    for i in range(3):
+        ip.run_cell(f"%%scenario Gemini --no-wait -o g{i}\nbarrel number {i}")
+    with capture_output() as out:
+        ip.run_line_magic("scenario", "cancel all")
+    assert out.stdout.count("will finish and be charged") == 3 and "3 refused" in out.stdout
+    handles = [ip.user_ns[f"g{i}"] for i in range(3)]
+    wait_all(handles, timeout=60)
+    assert all(h.ok and h.images for h in handles)  # paid for, so delivered
+    assert env.stats()["jobs_created"] == 3
+
+
+# -- Networks -----------------------------------------------------------------------------------------------
+
+class _Proxy(http.server.BaseHTTPRequestHandler):
+    """A forward proxy for plain-HTTP URLs that remembers what passed through it."""
+
+    seen: list = []
+
+    def _forward(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else None
+        type(self).seen.append({"url": self.path, "authorization": "Authorization" in self.headers})
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in ("proxy-connection", "connection")}
+        request = urllib.request.Request(self.path, data=body, method=self.command, headers=headers)
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        try:
+            response = opener.open(request, timeout=30)
+            status, data, reply = response.status, response.read(), response.headers
+        except urllib.error.HTTPError as exc:
+            status, data, reply = exc.code, exc.read(), exc.headers
+        self.send_response(status)
+        for key in ("Content-Type", "Retry-After"):
+            if reply.get(key):
+                self.send_header(key, reply[key])
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    do_GET = do_POST = do_PUT = _forward
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_proxies_from_the_environment_carry_every_call_and_no_netrc(client, sb, monkeypatch, tmp_path):
+    proxy = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _Proxy)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    _Proxy.seen = []
+    address = f"http://127.0.0.1:{proxy.server_address[1]}"
+    cdn_host = sb.cdn_url.split("//")[1].split(":")[0]
+    (tmp_path / ".netrc").write_text(f"machine {cdn_host} login netrc-user password netrc-password\n")
+    monkeypatch.setenv("NETRC", str(tmp_path / ".netrc"))
+    for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+        monkeypatch.setenv(var, address)
+    for var in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    try:
+        proxied = ScenarioClient(KEY, SECRET, sb.url, home=tmp_path / "home")
+        gen = proxied.generate(GEMINI, "through the proxy").wait(timeout=30)
+        assert gen.ok and gen.images
+        api_calls = [r for r in sb.requests if r["path"].startswith("/v1/")]
+        through = [s for s in _Proxy.seen if "/v1/" in s["url"]]
+        assert api_calls and len(through) == len(api_calls), "an API call went around the proxy"
+        assert all(s["authorization"] for s in through)
+        downloads = [s for s in _Proxy.seen if s["url"].startswith(sb.cdn_url)]
+        assert downloads and not any(s["authorization"] for s in downloads), "credentials sent to the CDN"
+        assert sb.cdn_requests and not any(r["authorization"] for r in sb.cdn_requests)
+        proxied.close()
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
+
+
+# -- 429s without Retry-After ------------------------------------------------------------------------------------
+
+def test_429s_without_retry_after_back_off_and_polls_keep_flowing(tmp_path):
+    with start(max_parallel_jobs=2, job_seconds=3) as sb:
+        client = ScenarioClient(KEY, SECRET, sb.url, home=tmp_path)
+        handles = [client.generate(GEMINI, f"crate {i}", seed=i) for i in range(6)]
+        assert [h.status for h in handles].count("waiting") == 4  # one 429, then the others queue behind it
+        wait_all(handles, timeout=120)
+        assert all(h.ok for h in handles) and sb.stats()["jobs_created"] == 6
+        assert sb.stats()["rate_limited"] and not any(r["header"] for r in sb.stats()["rate_limited"])
+        sent = posts(sb)
+        refused = [r["time"] for r in sb.stats()["rate_limited"]]
+        for when in refused:
+            following = [p["time"] for p in sent if p["time"] > when + 0.001]
+            assert not following or following[0] - when >= 0.7, "a POST went out before the backoff allowed"
+        first, last = refused[0], max(refused)
+        polls = [r for r in sb.requests if r["method"] == "GET" and "/v1/jobs/" in r["path"]
+                 and first < r["time"] < last]
+        assert polls, "polls of running jobs stopped behind a creation 429"
+        client.close()
+
+
+# -- Filters and routing ---------------------------------------------------------------------------------------
+
+def test_a_filter_combination_the_api_rejects_is_refused_locally(client, sb):
+    before = len(sb.requests)
+    with pytest.raises(InputError, match="created_after only without"):
+        client.jobs(created_after="2026-01-01T00:00:00.000Z", status="success")
+    assert len(sb.requests) == before
+
+
+def test_a_kontext_lora_finds_its_base_without_scanning_the_catalog(client, sb):
+    ref = client.upload_image(Image.new("RGB", (64, 64), "teal"))
+    before = len(sb.requests)
+    gen = client.generate(KONTEXT_LORA, "the potion, edited", referenceImages=[ref]).wait(timeout=30)
+    assert gen.ok and gen.base_model_id == "model_flux-kontext-editing"
+    details = [r for r in sb.requests[before:] if r["method"] == "GET" and r["path"].startswith("/v1/models/")]
+    assert len(details) <= 3, f"{len(details)} model details read to route one LoRA"
+    body = json.loads(json.dumps(gen.inputs))
+    assert body["loras"] == [KONTEXT_LORA]
+    again = client.generate(KONTEXT_LORA, "the potion, edited again", referenceImages=[ref])
+    assert again.base_model_id == gen.base_model_id  # learned once, cached
+    again.wait(timeout=30)
+
+
+def test_sdk_and_guide_shapes_are_not_served_by_default(client, sb):
+    gen = client.generate(GEMINI, "shape check").wait(timeout=30)
+    job = client.get_job(gen.job_id)
+    assert "id" not in job and "result" not in job and job["jobId"] == gen.job_id
+
+
+def test_status_and_errors_never_say_retried_automatically(sb, tmp_path):
+    c = ScenarioClient(KEY, SECRET, sb.url, home=tmp_path, max_retries=0)
+    sb.inject("rate_limit", path="/models")
+    with pytest.raises(scenario_nb.RateLimitError) as info:
+        c.models()
+    assert "retried automatically" not in str(info.value) and info.value.retry_after is None
+    c.close()
+    time.sleep(0)
