@@ -34,6 +34,7 @@ class Item:
     width: int = 0
     height: int = 0
     path: str = ""
+    text: str = ""
     selected: bool = False
     widgets: dict = field(default_factory=dict, repr=False)
 
@@ -90,12 +91,25 @@ def image_area(item: Item, overlay: w.Button) -> w.GridBox:
         align_items="center", width=f"{TILE_INNER}px", height=f"{TILE}px", overflow="hidden"))
 
 
+KIND_WORDS = {"video": "🎬 video", "3d": "🧊 3D model", "text": "📝 text", "audio": "🔊 audio"}
+
+
+def other_body(item: Item) -> str:
+    """What a tile shows for an output that is not an image: its kind, and the text or where the file is."""
+    words = html.escape(KIND_WORDS.get(item.kind, item.kind))
+    if item.text:
+        return (f'<b>{words}</b><div style="margin-top:6px;font-size:12px;line-height:1.35;text-align:left;'
+                f'overflow:hidden;max-height:{TILE - 40}px">{html.escape(item.text)}</div>')
+    name = item.path.rsplit("/", 1)[-1] if item.path else item.asset_id
+    return (f'<b>{words}</b><div title="{html.escape(item.path)}" style="margin-top:6px;font-size:11px;'
+            f'color:#666;word-break:break-all">saved as {html.escape(name)}</div>')
+
+
 def other_area(item: Item) -> w.HTML:
-    """A plain tile for outputs that are not images (video, 3D, text): the kind and a link to open it."""
-    link = f'<a href="{html.escape(item.path)}" target="_blank">open</a>' if item.path else item.asset_id
-    return w.HTML(f'<div style="width:{TILE_INNER}px;height:{TILE}px;display:flex;flex-direction:column;'
-                  f'align-items:center;justify-content:center;background:#eef0f3;border-radius:4px;'
-                  f'line-height:1.5"><b>{html.escape(item.kind)}</b><span>{link}</span></div>')
+    """A plain tile for outputs that are not images (video, 3D, text): the kind, the text or the file."""
+    return w.HTML(f'<div style="width:{TILE_INNER}px;height:{TILE}px;box-sizing:border-box;padding:10px;'
+                  f'display:flex;flex-direction:column;align-items:center;justify-content:center;'
+                  f'background:#eef0f3;line-height:1.5">{other_body(item)}</div>', layout=w.Layout(margin="0"))
 
 
 def snapshot_html(items: list[Item], total: int) -> str:
@@ -107,7 +121,7 @@ def snapshot_html(items: list[Item], total: int) -> str:
             body = (f'<img src="data:{item.mime};base64,{data}" width="{item.width}" height="{item.height}" '
                     f'alt="{html.escape(item.handle.prompt)}" style="max-width:{TILE}px;max-height:{TILE}px">')
         else:
-            body = f"<b>{html.escape(item.kind)}</b>"
+            body = f'<div style="padding:10px;text-align:center">{other_body(item)}</div>'
         tiles.append(f'<div style="width:{TILE_INNER}px;margin:0 12px 12px 0">'
                      f'<div style="width:{TILE_INNER}px;height:{TILE}px;display:flex;align-items:center;'
                      f'justify-content:center;background:#f4f5f7">{body}</div>{caption_html(item)}</div>')

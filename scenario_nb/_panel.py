@@ -578,6 +578,8 @@ class Panel(w.VBox):
             elif output.is_image:
                 item.kind = "image (not downloaded)"
             items.append(item)
+        if not items and handle.text:  # text models answer with words, not files
+            items.append(Item(handle=handle, index=0, asset_id="", kind="text", text=handle.text))
         return items
 
     def _tile(self, item: Item) -> w.VBox:

@@ -297,3 +297,25 @@ def test_no_widget_holds_a_secret(panel, env):
         for name in widget.keys:
             value = getattr(widget, name, None)
             assert not (isinstance(value, str) and env.api_secret in value)
+
+
+def test_video_and_text_outputs_get_plain_tiles(panel):
+    public(panel)
+    panel.select_model("Seedance 2.0")
+    panel.prompt.value = "a knight walks into the mist"
+    video = panel.generate()
+    video.wait(60)
+    panel.select_model("Prompt Writer")
+    panel.prompt.value = "a knight"
+    words = panel.generate()
+    words.wait(60)
+    assert wait_for(lambda: len(panel.gallery.children) == 2)
+    text_tile, video_tile = panel.gallery.children
+    for tile in (text_tile, video_tile):
+        assert not any(isinstance(x, w.Image) for x in walk(tile))
+        assert [b.description for b in walk(tile) if isinstance(b, w.Button)] == ["As %%scenario"]
+    assert words.text[:40] in text_tile.children[0].value
+    assert "video" in video_tile.children[0].value and video.outputs[0].path.name in video_tile.children[0].value
+    assert "Seedance 2.0" in video_tile.children[1].value
+    assert panel.show_magic(panel.items[1]).startswith("%%scenario model_bytedance-seedance-2-0")
+    assert "video" in panel._repr_mimebundle_()["text/html"]
