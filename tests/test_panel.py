@@ -319,3 +319,15 @@ def test_video_and_text_outputs_get_plain_tiles(panel):
     assert "Seedance 2.0" in video_tile.children[1].value
     assert panel.show_magic(panel.items[1]).startswith("%%scenario model_bytedance-seedance-2-0")
     assert "video" in panel._repr_mimebundle_()["text/html"]
+
+
+def test_a_failed_job_says_why_in_its_row(panel, env):
+    env.inject("job_failure", error="content policy violation", hint="Rephrase the prompt")
+    panel.select_model("Hero Knight")
+    panel.prompt.value = "something the provider refuses"
+    job = panel.generate()
+    assert wait_for(lambda: job.done, 30) and job.status == "failure"
+    row = panel.job_rows[id(job)]
+    assert wait_for(lambda: "Failed: content policy violation (Rephrase the prompt)" in row.note.value)
+    assert row.action.children == () and row.bar.bar_style == "danger" and "✕" in row.icon.value
+    assert "job_" not in row.note.value and not panel.items
