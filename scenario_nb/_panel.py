@@ -23,7 +23,8 @@ import ipywidgets as w
 
 from ._display import magic_text, thumbnail_grid
 from ._errors import InputError, ScenarioError
-from ._gallery import ACCENT, TILE, TILE_BOX, TILE_INNER, Item, caption_html, code_html, image_area, other_area, snapshot_html
+from ._gallery import (ACCENT, TILE, TILE_BOX, TILE_INNER, Item, caption_html, code_html, image_area, other_area,
+                       snapshot_html)
 from ._generation import Generation
 from ._models import Model, ModelInput, aspect_inputs, aspect_options, request_inputs, type_words
 
@@ -338,7 +339,7 @@ class Panel(w.VBox):
             control.observe(lambda _: self._schedule_cost(), "value")
             controls[spec.name] = control
         self._controls = controls
-        width = _em([model.input(n).label or n for n in controls], extra=1.5)
+        width = _em([s.label or s.name for s in model.inputs if s.name in controls], extra=1.5)
         groups: dict[str, list] = {}
         for spec in model.inputs:
             if spec.name in controls:
@@ -432,8 +433,9 @@ class Panel(w.VBox):
         if self._model is None or self._runnable is None:
             raise InputError("pick a model first")
         settings: dict[str, Any] = {}
+        specs = {spec.name: spec for spec in self._runnable.inputs}
         for name, control in self._controls.items():
-            spec = self._runnable.input(name)
+            spec = specs[name]
             value = control.value
             if isinstance(control, w.FileUpload):
                 if value:
@@ -516,7 +518,7 @@ class Panel(w.VBox):
         self.job_rows[id(handle)] = parts
         self.jobs.children = (row,) + tuple(self.jobs.children)
         cancel.on_click(lambda _: self.cancel(handle))
-        added = []
+        added: list[bool] = []
 
         def update(h: Generation) -> None:  # poller thread: set values only
             bar.value = h.progress

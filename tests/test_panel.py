@@ -206,7 +206,7 @@ def test_two_jobs_of_two_fill_a_gallery_of_tiles_newest_first(panel, env, tmp_pa
     assert [i.handle for i in panel.items] == [second, second, first, first]
     seeds = [i.seed for i in panel.items]
     assert seeds == second.seeds + first.seeds and len(set(seeds)) == 4
-    for item, tile in zip(panel.items, panel.gallery.children):
+    for item, tile in zip(panel.items, panel.gallery.children, strict=True):
         area, caption = tile.children[0], tile.children[1]
         image = area.children[0]
         natural = Image.open(io.BytesIO(image.value)).size
