@@ -38,6 +38,10 @@ STATUS_ICONS = {"sending": "⋯", "waiting": "⋯", "unknown": "?", "queued": "�
                 "success": "✓", "failure": "✕", "canceled": "⊘", "not-sent": "⊘"}
 STATUS_COLORS = {"success": "#2e7d32", "failure": "#b00020", "canceled": "#b26a00"}
 MY_MODELS, PUBLIC = "My models", "Public catalog"
+# Where the live panel (or its saved widget state) is drawn, the static snapshot right after it is hidden.
+SNAPSHOT_STYLE = ("<style>.jp-OutputArea-child:has(.scenario-panel) + .jp-OutputArea-child "
+                  ".scenario-gallery-snapshot, .output_area:has(.scenario-panel) + .output_area "
+                  ".scenario-gallery-snapshot {display: none}</style>")
 
 
 def _error_html(text: str) -> str:
@@ -228,18 +232,29 @@ class Panel(w.VBox):
             data["text/html"] = snapshot_html(self.items, len(self.items))
         return data
 
+    def snapshot_bundle(self) -> dict:
+        """The gallery as static HTML, hidden by CSS wherever the live panel is drawn right above it."""
+        data = {"text/plain": self.summary() if self.items else ""}
+        data["text/html"] = SNAPSHOT_STYLE + (snapshot_html(self.items, len(self.items)) if self.items else "")
+        return data
+
     def _ipython_display_(self) -> None:
-        """Displayed with a display id, so the saved output's snapshot follows the gallery."""
+        """The widget, then a snapshot output that follows the gallery through its display id.
+
+        The snapshot is a separate output so that updating it never redraws the live widget (which would
+        take the focus from someone typing); saved notebooks show it where widgets cannot be drawn.
+        """
         from IPython.display import display
+        display(self._repr_mimebundle_(), raw=True)
         self._display_id = self._display_id or uuid.uuid4().hex
-        display(self._repr_mimebundle_(), raw=True, display_id=self._display_id)
+        display(self.snapshot_bundle(), raw=True, display_id=self._display_id)
 
     def _refresh_snapshot(self) -> None:
         if self._display_id is None or self.comm is None:
             return
         from IPython.display import update_display
         with self._snapshot_lock:
-            update_display(self._repr_mimebundle_(), raw=True, display_id=self._display_id)
+            update_display(self.snapshot_bundle(), raw=True, display_id=self._display_id)
 
     def close(self) -> None:
         """Close the panel and every widget in it; running jobs go on (they are in the history)."""

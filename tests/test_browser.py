@@ -172,6 +172,7 @@ def drive(page, tmp_path) -> None:
     prompt = page.locator(f"{PANEL} .scenario-prompt-input textarea")
     prompt.fill("a knight resting under a giant glowing mushroom, painterly fantasy concept art")
     page.wait_for_timeout(300)
+    page.evaluate("() => { document.querySelector('.scenario-panel').dataset.probe = 'same view'; }")
     page.click(f"{PANEL} .scenario-generate")
     page.wait_for_selector(f"{PANEL} .scenario-job", timeout=30_000)
     prompt.fill("a lantern-lit tower on a cliff at dusk, painterly fantasy concept art")
@@ -183,6 +184,12 @@ def drive(page, tmp_path) -> None:
         '.scenario-panel .scenario-job .progress-bar-success').length === 2""", timeout=30_000)
     assert page.locator(f"{PANEL} .scenario-job button:has-text('Cancel')").count() == 0
     assert page.locator("text=Loading widget").count() == 0
+    # the static snapshot for saved notebooks follows the gallery, hidden under the live panel
+    page.wait_for_function("""() => document.querySelectorAll('.scenario-gallery-snapshot img').length === 4""",
+                           timeout=30_000)
+    assert not page.locator(".scenario-gallery-snapshot").first.is_visible()
+    # and the live view was never redrawn meanwhile (a redraw takes the focus from someone typing)
+    assert page.evaluate("() => document.querySelector('.scenario-panel').dataset.probe") == "same view"
 
     # The grid: tiles side by side, never drawn larger than the thumbnail, each with its own seed
     tiles = page.evaluate("""() => [...document.querySelectorAll('.scenario-panel .scenario-tile')].map(t => {

@@ -22,10 +22,11 @@ def test_saved_panel_notebook_shows_the_gallery_in_html(tmp_path):
     nb = nbformat.read(ROOT / "notebooks" / "02-panel.ipynb", as_version=4)
     NotebookClient(nb, timeout=180, kernel_name="python3", store_widget_state=True,
                    resources={"metadata": {"path": str(tmp_path)}}).execute(env=kernel_env(tmp_path / "home"))
-    panel_out = next(o for c in nb.cells if c.cell_type == "code" for o in c.outputs
-                     if WIDGET_VIEW in o.get("data", {}))
-    assert panel_out.data["text/plain"].startswith("Scenario panel · FLUX.2 dev · 2 images"), panel_out.data
-    assert panel_out.data["text/html"].count("data:image/jpeg;base64,") == 2
+    cell = next(c for c in nb.cells if c.cell_type == "code" and "Panel()" in c.source)
+    widget, snapshot = cell.outputs
+    assert WIDGET_VIEW in widget.data and "VBox(" not in widget.data["text/plain"]
+    assert snapshot.data["text/plain"].startswith("Scenario panel · FLUX.2 dev · 2 images"), snapshot.data
+    assert snapshot.data["text/html"].count("data:image/jpeg;base64,") == 2
 
     # Where the widget state is not saved or not used (GitHub, nbviewer, a plain Lab save)
     stateless = copy.deepcopy(nb)
