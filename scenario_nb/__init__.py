@@ -42,9 +42,18 @@ for _name in __all__:  # errors show as scenario_nb.NotFoundError, not scenario_
     if isinstance(_obj, type) and issubclass(_obj, ScenarioError):
         _obj.__module__ = __name__
 
+def _terminal():
+    """The process's real stderr (the terminal running Jupyter). In a kernel that captures file descriptor 2
+    into whatever cell is running, that is the copy ipykernel keeps of the original descriptor."""
+    original = getattr(_sys.stderr, "_original_stdstream_copy", None)
+    if isinstance(original, int):
+        return open(original, "w", buffering=1, closefd=False)
+    return _sys.__stderr__
+
+
 _log = _logging.getLogger("scenario_nb")
 if not _log.handlers:
-    _handler = _logging.StreamHandler(_sys.__stderr__)  # the terminal, never whatever cell is running
+    _handler = _logging.StreamHandler(_terminal())  # never whatever cell happens to be running
     _handler.setFormatter(_logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
     _log.addHandler(_handler)
     _log.setLevel((_os.environ.get("SCENARIO_NB_LOG_LEVEL") or "WARNING").upper())

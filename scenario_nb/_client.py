@@ -18,7 +18,7 @@ from ._engine import Engine
 from ._errors import APIError, InputError, NotFoundError, PermissionDeniedError, StorageError
 from ._generation import Generation
 from ._history import History
-from ._http import Credentials, Transport, mask
+from ._http import TIMEOUT, Credentials, Transport, mask
 from ._models import Model, validate_inputs
 
 if TYPE_CHECKING:
@@ -86,7 +86,7 @@ class ScenarioClient:
     def __init__(self, api_key: Optional[str] = None, api_secret: Optional[str] = None,
                  base_url: Optional[str] = None, *, home: Union[str, os.PathLike, None] = None,
                  history_path: Union[str, os.PathLike, None] = None, backend_id: Optional[str] = None,
-                 max_retries: int = 4, timeout: tuple[float, float] = (5.0, 60.0)) -> None:
+                 max_retries: int = 4, timeout: tuple[float, float] = TIMEOUT) -> None:
         self._credentials = Credentials.resolve(api_key, api_secret, base_url)
         self._http = Transport(self._credentials, max_retries=max_retries, timeout=timeout)
         self.home = Path(home).expanduser() if home else default_home()
@@ -300,7 +300,7 @@ class ScenarioClient:
         """The runnable model and the extra inputs that run `model` (itself, or a LoRA via its base)."""
         if model.runnable:
             return model, {}
-        if model.status not in ("trained", ""):
+        if not model.trained:
             raise InputError(f"model {model.name} is {model.status}, not trained yet; it cannot generate")
         base = self.model(base_model) if base_model else self.base_model_for(model)
         single = next((i for i in base.inputs if i.type == "model" and model.type in i.model_types), None)
@@ -406,14 +406,19 @@ class ScenarioClient:
         job_id = job_id.strip()
         if not job_id:
             raise InputError("no job id given; %scenario history lists them")
+        return self.stored_job(job_id) or self._engine.reattach(job_id)
+
+    def stored_job(self, job_id: str) -> Optional[Generation]:
+        """A finished job whose outputs are all in the local store, from the history (no request made; any
+        backend's), else None."""
         try:
             record = self.history.get(job_id)
         except StorageError:
-            record = None
+            return None
         live = self._engine.live_handle(job_id=job_id)
         if record is not None and (live is None or live.ok) and self._engine.outputs_stored(record):
-            return self._engine.finished_handle(record)  # everything is here: no request needed
-        return self._engine.reattach(job_id)
+            return self._engine.finished_handle(record)
+        return None
 
     def cancel(self, job_id: str) -> str:
         """Ask Scenario to cancel a job; returns the outcome (see `Generation.cancel`)."""

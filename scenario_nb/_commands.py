@@ -133,7 +133,7 @@ class Commands:
         session.announced = True
         print(session.notice)
         left = old.client.in_flight() if old is not None else []
-        if left:
+        if old is not None and left:
             print(f"{len(left)} request(s) on {old.client.base_url} keep running there and are still followed "
                   f"to the end (and charged there if that backend charges).")
 
@@ -157,6 +157,10 @@ class Commands:
         job_id = _required(args.job_id, "job id", "job", "%scenario history lists them")
         client = self.client
         record = client.history.get(job_id)
+        stored = client.stored_job(job_id)
+        if stored is not None:
+            show_generations([stored], wait=True, thumbnail_size=self.magics.thumbnail_size)
+            return
         if record is not None and record.backend_id != client.backend_id:
             other = session_for(record.backend_id)
             if other is None:
@@ -243,7 +247,7 @@ class Commands:
         inputs = request_inputs(workflow, settings=settings(args.set))
         handle = client.run_workflow(args.workflow_id, _source="magic", **inputs)
         if args.out:
-            self.magics.shell.user_ns[args.out] = handle
+            self.magics.user_ns[args.out] = handle
         show_generations([handle], wait=self.magics.wait and not args.no_wait,
                          thumbnail_size=self.magics.thumbnail_size)
 

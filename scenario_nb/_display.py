@@ -27,7 +27,7 @@ def thumbnail_grid(images: Iterable, size: int = DEFAULT_THUMBNAIL_SIZE, gap: in
     for image in images:
         has_alpha = image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info)
         thumb = image.convert("RGBA" if has_alpha else "RGB")
-        thumb.thumbnail((size, size), Image.LANCZOS)
+        thumb.thumbnail((size, size), Image.Resampling.LANCZOS)
         thumbs.append(thumb)
     if not thumbs:
         raise ValueError("no images")
@@ -114,7 +114,7 @@ def table_bundle(headers: list, rows: list) -> dict:
     """A small table as text/plain and left-aligned, unwrapped text/html."""
     cells = [[str(c) for c in row] for row in rows]
     widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
-    text = "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip()
+    text = "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
                      for row in [headers] + cells)
     style = 'style="text-align:left;white-space:nowrap"'
     head = "".join(f"<th {style}>{html.escape(h)}</th>" for h in headers)

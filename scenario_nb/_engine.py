@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 from ._errors import (APIConnectionError, APIError, BadRequestError, DownloadFailedError, JobFailedError,
                       JobTimeoutError, NotFoundError, OutcomeUnknownError, PermissionDeniedError, RateLimitError,
                       ScenarioError, ServerError, StorageError, SubmitFailedError)
-from ._generation import CANCEL_WORDS, Generation, Output, parse_time
-from ._history import TERMINAL, JobRecord, History, new_request_id
+from ._generation import CANCEL_WORDS, Generation, Output, kind_of, parse_time
+from ._history import History, JobRecord, new_request_id
 from ._http import Transport, UncertainSubmit
 
 if TYPE_CHECKING:
@@ -262,7 +262,7 @@ class Engine:
 
     def _adopt(self, handle: Generation, job: dict, cost: Any = None, *, created: bool = False) -> None:
         """The job exists: remember its id (history first), then follow it."""
-        job_id = job.get("jobId") or job.get("id")
+        job_id = str(job.get("jobId") or job.get("id"))
         with self._cond:
             self._known_jobs.add(job_id)
             self._by_job[job_id] = handle
@@ -517,7 +517,7 @@ class Engine:
             return Output(key, "image", "image/png", store.path_for(key)), None
         asset = self._http.get(f"/assets/{key}")["asset"]
         mime = str(asset.get("mimeType") or "image/png")
-        kind = str(asset.get("kind") or mime.split("/")[0])
+        kind = str(asset.get("kind") or kind_of(mime))
         if not store.has(key, mime):
             url = asset.get("url")
             for attempt in range(URL_RENEWALS + 1):
@@ -562,7 +562,7 @@ class Engine:
             if queued:
                 handle._set(note=CANCEL_WORDS["dropped"])
                 self._end(handle, JobFailedError(handle.request_id, status="canceled",
-                                                 text=f"canceled before it was sent: nothing was charged"),
+                                                 text="canceled before it was sent: nothing was charged"),
                           status="not-sent")
                 return "dropped"
             outcome = "unavailable"
@@ -624,22 +624,23 @@ class Engine:
     def finished_handle(self, record: JobRecord) -> Generation:
         """A done handle rebuilt from a history row whose outputs are all stored (no request made)."""
         handle = self._handle_from(record)
-        store = self.store
-        mimes = record.mime_types or ["image/png"] * len(record.asset_ids)
-        outputs = [Output(a, m.split("/")[0] if m.split("/")[0] in ("image", "video", "text") else "3d"
-                          if m.startswith("model/") else m.split("/")[0], m, store.path_for(a, m))
-                   for a, m in zip(record.asset_ids, mimes)]
-        handle._set(job_id=record.job_id, outputs=outputs, text=record.text, error=record.error,
+        handle._set(job_id=record.job_id, outputs=self._stored_outputs(record), text=record.text, error=record.error,
                     hint=record.hint, progress=1.0)
         handle._finish(None, record.status)
         handle._set(finished_at=record.finished_at or time.time())
         handle._settle()
         return handle
 
-    def outputs_stored(self, record: JobRecord) -> bool:
+    def _stored_outputs(self, record: JobRecord) -> list[Output]:
+        """The outputs a history row names, where the file store keeps them (rows of schema 1: PNGs)."""
         mimes = record.mime_types or ["image/png"] * len(record.asset_ids)
+        return [Output(a, kind_of(m), m, self.store.path_for(a, m))
+                for a, m in zip(record.asset_ids, mimes, strict=True)]
+
+    def outputs_stored(self, record: JobRecord) -> bool:
+        """Whether a successful row's outputs are all on disk (then it can be shown with no request)."""
         return record.status == "success" and (bool(record.asset_ids) or record.text is not None) and \
-            all(self.store.has(a, m) for a, m in zip(record.asset_ids, mimes))
+            all(o.path.is_file() for o in self._stored_outputs(record))
 
     def follow_record(self, record: JobRecord) -> Generation:
         """Follow on a request from the history (this kernel's or an earlier one's)."""
@@ -722,4 +723,4 @@ class Engine:
             idle_since = time.monotonic()
 
 
-__all__ = ["Engine", "DurationModel", "server_duration", "TERMINAL"]
+__all__ = ["Engine", "DurationModel", "server_duration"]

@@ -63,30 +63,45 @@ class APIError(ScenarioError):
 
 
 class BadRequestError(APIError):
+    """400: the request was refused as invalid; nothing was created."""
+
     status_code = 400
 
 
 class AuthenticationError(APIError):
+    """401: the key or secret was not accepted."""
+
     status_code = 401
 
 
 class PermissionDeniedError(APIError):
+    """403: the plan, the project or a signed URL does not allow this."""
+
     status_code = 403
 
 
 class NotFoundError(APIError):
+    """404: no such model, job, asset or workflow (in this project)."""
+
     status_code = 404
 
 
 class ConflictError(APIError):
+    """409: the request conflicts with the resource's state (e.g. a name in use)."""
+
     status_code = 409
 
 
 class UnprocessableEntityError(APIError):
+    """422: well-formed but not acceptable (e.g. a training set)."""
+
     status_code = 422
 
 
 class RateLimitError(APIError):
+    """429: a rate or parallel-job limit; nothing was created. `retry_after` only when the
+    server gave one (its concurrency 429s do not)."""
+
     status_code = 429
 
     def __init__(self, reason: str, *, retry_after: Optional[float] = None, **kwargs: Any) -> None:
@@ -95,6 +110,8 @@ class RateLimitError(APIError):
 
 
 class ServerError(APIError):
+    """5xx: the server failed; for a generation request the job may exist all the same."""
+
     status_code = 500
 
 

@@ -25,7 +25,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("scenario_nb")
 
-IN_FLIGHT = ("sending", "waiting", "unknown", "pending", "queued", "warming-up", "in-progress", "finalizing")
 STATUS_WORDS = {
     "sending": "sending", "waiting": "queued here (waiting for a free slot; not sent yet)",
     "unknown": "answer lost (looking for its job)", "not-sent": "not sent (nothing charged)",
@@ -49,6 +48,12 @@ def parse_time(text: Any) -> Optional[float]:
         return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
     except ValueError:
         return None
+
+
+def kind_of(mime_type: str) -> str:
+    """An asset kind (as the API names them) from a MIME type: image, video, 3d, audio, text or document."""
+    family = mime_type.split("/")[0]
+    return {"model": "3d", "application": "document"}.get(family, family)
 
 
 @dataclass(frozen=True)

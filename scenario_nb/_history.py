@@ -27,8 +27,6 @@ from ._errors import StorageError
 SCHEMA_VERSION = 2
 TERMINAL = ("success", "failure", "canceled", "not-sent")
 """Statuses after which a row never changes again on the server (`not-sent`: proven never created)."""
-LOCAL_STATUSES = ("sending", "waiting", "unknown", "not-sent")
-"""Statuses only this machine knows: being sent, waiting for the rate limit, answer lost, never created."""
 _JSON_COLUMNS = {"inputs": dict, "asset_ids": list, "files": list, "mime_types": list}
 
 

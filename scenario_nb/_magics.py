@@ -127,6 +127,13 @@ class ScenarioMagics(Magics, Configurable):
         if session is not None:
             replace_session(history_path=change["new"] or None, force_sandbox=session.force_sandbox)
 
+    @property
+    def user_ns(self) -> dict:
+        """The notebook's variables (for `{name}` in prompts and `-o VAR`)."""
+        if self.shell is None:
+            raise UsageError("scenario_nb's magics need an IPython shell")
+        return self.shell.user_ns
+
     # -- Shared session ------------------------------------------------------------------------------
     @property
     def session(self):
@@ -209,7 +216,7 @@ class ScenarioMagics(Magics, Configurable):
         check_variable(args.out)
         client = self.client
         model = self._model(args.model)
-        text = fill_prompt(cell, self.shell.user_ns)
+        text = fill_prompt(cell, self.user_ns)
         prompts = [p.strip() for p in text.splitlines() if p.strip()] if args.each else [text.strip()]
         if not prompts or not all(prompts):
             raise UsageError("empty prompt: write what to generate in the cell body under %%scenario")
@@ -248,7 +255,7 @@ class ScenarioMagics(Magics, Configurable):
             return None
         ready = [h for h in handles if h is not None]
         if args.out:
-            self.shell.user_ns[args.out] = ready if args.each else ready[0]
+            self.user_ns[args.out] = ready if args.each else ready[0]
         save = str(Path(args.save).expanduser()) if args.save else None
         show_generations(ready, wait=self.wait and not args.no_wait, thumbnail_size=self.thumbnail_size,
                          after=(lambda h: self._save(h, save)) if save else None)

@@ -14,7 +14,6 @@ from typing import Any, Optional
 
 from ._errors import InputError
 
-TERMINAL_STATUSES = ("success", "failure", "canceled")
 COMMON_ASPECTS = ("1:1", "16:9", "9:16", "4:3", "3:4", "3:2", "2:3", "21:9")
 
 
@@ -115,6 +114,7 @@ class Model:
 
     @property
     def trained(self) -> bool:
+        """Ready to generate (platform models carry no status)."""
         return self.status in ("trained", "")
 
     def input(self, name: str) -> Optional[ModelInput]:
@@ -233,7 +233,8 @@ def aspect_inputs(model: Model, ratio: str) -> dict:
     if wanted != "auto":  # presets are approximate (1344x768 is sold as 16:9)
         w, h = _ratio(wanted)
         for label, values in options.items():
-            if ratios[label] and abs(ratios[label] / (w / h) - 1) < 0.03:
+            ratio_of = ratios[label]
+            if ratio_of and abs(ratio_of / (w / h) - 1) < 0.03:
                 return dict(values)
     raise InputError(f"aspect {ratio} is not allowed for {model.name}; allowed: {', '.join(options)}")
 

@@ -13,7 +13,7 @@ import io
 import os
 import tempfile
 from pathlib import Path
-from typing import Callable, Union
+from typing import IO, Callable, Union
 
 from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
@@ -33,7 +33,7 @@ def _umask() -> int:
 FILE_MODE = 0o666 & ~_umask()  # what open() would give a new file
 
 
-def atomic_write(path: Path, write: Callable[[io.BufferedWriter], None], what: str) -> Path:
+def atomic_write(path: Path, write: Callable[[IO[bytes]], object], what: str) -> Path:
     """Write through a temp file in the same folder, fsync, then rename over `path`."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -157,7 +157,7 @@ class FileStore:
         if path.is_file():
             return path.read_bytes()
         image = self.open_image(asset_id)
-        image.thumbnail((max_side, max_side), Image.LANCZOS)
+        image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
         if image.mode == "RGBA" and image.getchannel("A").getextrema()[0] == 255:
             image = image.convert("RGB")
         buf = io.BytesIO()

@@ -214,3 +214,50 @@ def kernel_env(home: Path, server: dict = None, job_seconds: str = "1") -> dict:
         env.update({"SCENARIO_API_URL": server["url"], "SCENARIO_API_KEY": server["key"],
                     "SCENARIO_API_SECRET": server["secret"]})
     return env
+
+
+class Kernel:
+    """A real IPython kernel (jupyter_client), to run cells as a notebook does."""
+
+    def __init__(self, env: dict) -> None:
+        from jupyter_client.manager import start_new_kernel
+        self.km, self.kc = start_new_kernel(kernel_name="python3", env=env)
+
+    def run(self, code: str, allow_errors: bool = False) -> list:
+        outputs = []
+
+        def hook(msg):
+            if msg["msg_type"] in ("stream", "display_data", "execute_result", "error", "update_display_data"):
+                outputs.append(msg["content"])
+
+        self.kc.execute_interactive(code, timeout=180, output_hook=hook)
+        errors = [o for o in outputs if "ename" in o]
+        assert allow_errors or not errors, errors and errors[0]["evalue"]
+        return outputs
+
+    def run_interrupted(self, code: str, after: float, timeout: float = 60) -> list:
+        """Run a cell and press Ctrl-C (SIGINT to the kernel) `after` seconds into it."""
+        msg_id = self.kc.execute(code)
+        time.sleep(after)
+        self.km.interrupt_kernel()
+        outputs = []
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            msg = self.kc.get_iopub_msg(timeout=deadline - time.time())
+            if msg["parent_header"].get("msg_id") != msg_id:
+                continue
+            if msg["msg_type"] in ("stream", "display_data", "execute_result", "error", "update_display_data"):
+                outputs.append(msg["content"])
+            if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+                return outputs
+        raise AssertionError("the interrupted cell never finished")
+
+    def kill(self) -> None:
+        self.kc.stop_channels()
+        self.km.shutdown_kernel(now=True)
+
+
+def text_of(outputs: list) -> str:
+    """Everything a cell printed or displayed as text (tracebacks included)."""
+    return "\n".join(o.get("text", "") or o.get("data", {}).get("text/plain", "") or
+                     "\n".join(o.get("traceback", [])) for o in outputs)

@@ -137,6 +137,29 @@ def unwritable_history(ctx):
     return api(lambda: client.generate(GEMINI, "x"))
 
 
+def blocked_history(ctx) -> str:
+    """A history path under a file: it can never be written (root ignores read-only modes, so not chmod)."""
+    blocker = ctx["tmp"] / "blocker"
+    blocker.write_text("a file, not a folder")
+    return str(blocker / "history.sqlite")
+
+
+def magic_unwritable_history(ctx):
+    ctx["ip"].run_cell(f"%config ScenarioMagics.history_path = {blocked_history(ctx)!r}")
+    return magic(ctx["ip"], "%%scenario Gemini --force\na potion nobody may pay for")
+
+
+def p_unwritable_history(panel, ctx):
+    ctx["ip"].run_cell(f"%config ScenarioMagics.history_path = {blocked_history(ctx)!r}")
+    panel_pick(panel, GEMINI).prompt.value = "a potion nobody may pay for"
+    panel.generate()
+    return panel.message.value
+
+
+def save_to_a_file_name(ctx):
+    return api(lambda: finished_job(ctx["client"]).save(ctx["tmp"] / "out" / "img.png"))
+
+
 def missing_credentials(ctx):
     saved = {k: os.environ.pop(k) for k in list(os.environ) if k.startswith(("SCENARIO_API", "SCENARIO_SDK"))}
     try:
@@ -192,17 +215,25 @@ CASES = [
     ("api", "cancel of a finished job", lambda c: (lambda g: g.note if g.cancel() == "finished" else "?")(
         finished_job(c["client"])), "already finished"),
     ("api", "unwritable history path", unwritable_history, "cannot use the history database"),
+    ("magic", "unwritable history path", magic_unwritable_history, "nothing was sent"),
+    ("panel", "unwritable history path", panel_case(p_unwritable_history), "nothing was sent"),
+    ("magic", "-o that is not a variable name", lambda c: magic(c["ip"], "%%scenario Gemini -o my-var\nx"),
+     "Python variable name"),
+    ("magic", "--set seed= and --seed together", lambda c: magic(c["ip"], "%%scenario Gemini --set seed=7 --seed 8\nx"),
+     "keep one"),
+    ("magic", "job with an empty id", lambda c: magic(c["ip"], "%scenario job ''"), "no job id given"),
+    ("magic", "asset with an empty id", lambda c: magic(c["ip"], "%scenario asset ''"), "no asset id given"),
+    ("api", "save() given a file name", save_to_a_file_name, "takes a folder"),
     ("api", "full disk in the file store", disk_full, "disk full"),
 ]
 
 
 # The cases that must make a job: they first finish one to cancel, or they test what happens once a job is paid.
 JOBS_MADE = {("magic", "cancel of a finished job"): 1, ("api", "cancel of a finished job"): 1,
+             ("api", "save() given a file name"): 1,
              ("api", "corrupt PNG from the asset origin"): 1, ("api", "full disk in the file store"): 1}
 
 
-# Known bug (issue 14, for the lead): the history is opened only after the POST, so an unwritable history path
-# still creates (and charges) a job that then goes unrecorded. Strict: the day it is fixed, this XPASS fails the run.
 KNOWN_BUGS: dict = {}  # (door, name) -> why it still fails; each runs as a strict xfail until it is fixed
 
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 import re
 
 import nbformat
-from jupyter_client.manager import start_new_kernel
 from nbclient import NotebookClient
 
-from conftest import kernel_env
+from conftest import Kernel, kernel_env, text_of
 
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 
@@ -48,31 +47,6 @@ def test_no_wait_output_completes_in_its_own_cell_after_later_cells(tmp_path, sa
     state = nb.metadata["widgets"][WIDGET_STATE]["state"]
     live = [m for m in state.values() if m["model_name"] == "HTMLModel" and "data:image/" in m["state"]["value"]]
     assert live, "the live widget never got its image"
-
-
-class Kernel:
-    def __init__(self, env: dict) -> None:
-        self.km, self.kc = start_new_kernel(kernel_name="python3", env=env)
-
-    def run(self, code: str) -> list:
-        outputs = []
-
-        def hook(msg):
-            if msg["msg_type"] in ("stream", "display_data", "execute_result", "error", "update_display_data"):
-                outputs.append(msg["content"])
-
-        self.kc.execute_interactive(code, timeout=120, output_hook=hook)
-        errors = [o for o in outputs if "ename" in o]
-        assert not errors, errors[0]["evalue"]
-        return outputs
-
-    def kill(self) -> None:
-        self.kc.stop_channels()
-        self.km.shutdown_kernel(now=True)
-
-
-def text_of(outputs: list) -> str:
-    return "\n".join(o.get("text", "") or o.get("data", {}).get("text/plain", "") for o in outputs)
 
 
 def test_killed_kernel_with_ten_jobs_in_flight_loses_nothing(tmp_path, sandbox_process):

@@ -214,3 +214,30 @@ def test_two_processes_writing_history_lose_no_row(tmp_path):
     procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(path), tag]) for tag in "xy"]
     assert all(p.wait(timeout=60) == 0 for p in procs)
     assert History(path).count() == 400
+
+
+def test_quoted_model_names_work_everywhere(ip, env):
+    result, out = run(ip, '%%scenario "Hero Knight" -a 16:9 -o q\nthe hero, quoted')
+    assert result.error_in_exec is None and ip.user_ns["q"].model_name == "Hero Knight"
+    result, out = run(ip, "%%scenario 'Hero Knight' -a 16:9 -o q2\nthe hero, single quotes")
+    assert result.error_in_exec is None and ip.user_ns["q2"].ok
+    for line in ('model "Hero Knight"', 'use "Hero Knight"', 'models "Hero Knight"'):
+        result, out = run(ip, f"%scenario {line}")
+        assert result.error_in_exec is None, (line, result.error_in_exec)
+    assert "Hero Knight (model_" in out.stdout or "Hero Knight" in str(out.outputs[0].data)
+    result, out = run(ip, '%%scenario "Hero Knight -o x\nunbalanced')
+    assert "quotes" in str(result.error_in_exec)
+
+
+def test_unload_really_unloads_and_load_again_follows_on(ip, env):
+    run(ip, "%%scenario Gemini --no-wait -o pending\na job across a reload")
+    pending = ip.user_ns["pending"]
+    ip.run_line_magic("load_ext", "scenario_nb")  # as a notebook does (the fixture registered it directly)
+    ip.run_line_magic("unload_ext", "scenario_nb")
+    assert "scenario" not in ip.magics_manager.magics["line"] and "scenario" not in ip.magics_manager.magics["cell"]
+    assert not any(type(c).__name__ == "ScenarioMagics" for c in ip.configurables)
+    from scenario_nb import _session
+    assert _session.current_session() is None and pending._engine.closed  # nothing follows it any more
+    ip.run_line_magic("load_ext", "scenario_nb")
+    result, out = run(ip, f"%scenario job {pending.job_id}")  # the history knows it: followed on, delivered
+    assert result.error_in_exec is None and any(k.startswith("image/") for o in out.outputs for k in o.data)
