@@ -72,9 +72,8 @@ def caption_html(item: Item, width: int = TILE_INNER) -> str:
 def code_html(text: str, width: Optional[int] = None) -> str:
     """The exact cell, selectable in one click (user-select: all), wrapped to the tile."""
     size = f"width:{width}px;" if width else ""
-    first, _, rest = text.partition("\n")  # the magic line wraps only between its words ("--set" stays whole)
-    tokens = " ".join(f'<span style="white-space:nowrap">{html.escape(word)}</span>' for word in first.split(" "))
-    body = tokens + ("\n" + html.escape(rest) if rest else "")
+    word = '<span style="white-space:nowrap">{}</span>'  # lines wrap only between words ("--set" stays whole)
+    body = "\n".join(" ".join(word.format(html.escape(t)) for t in line.split(" ")) for line in text.split("\n"))
     return (f'<div style="{size}line-height:1.3;font-size:11px;padding-top:4px">'
             '<div style="color:#666">Select, copy, paste into a cell:</div>'
             '<pre class="scenario-magic" style="user-select:all;-webkit-user-select:all;white-space:pre-wrap;'
