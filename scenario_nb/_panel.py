@@ -124,6 +124,10 @@ class Panel(w.VBox):
                                      style={"button_width": "auto"})
         self.model_menu = w.Dropdown(options=[("Loading models…", "")], value="", layout=w.Layout(width="20em"))
         self.model_hint = w.HTML()
+        self.model_filter = w.Text(placeholder="filter by name", continuous_update=False,
+                                   layout=w.Layout(width="11em"))
+        self.model_filter_note = w.HTML()
+        self._listed: list[Model] = []
         self.model_message = w.HTML()
         self.prompt = w.Textarea(placeholder="Describe what to generate…", rows=3, layout=w.Layout(width="40em"))
         self.prompt_info = w.HTML()
@@ -172,7 +176,8 @@ class Panel(w.VBox):
         self.children = [
             w.HBox([w.HTML("<b style='font-size:15px'>Scenario</b>", layout=w.Layout(width=label)), self.scope],
                    layout=w.Layout(align_items="center")),
-            w.HBox([_label("Model", label), self.model_menu, self.model_hint], layout=w.Layout(align_items="center")),
+            w.HBox([_label("Model", label), self.model_menu, self.model_filter, self.model_filter_note,
+                    self.model_hint], layout=w.Layout(align_items="center")),
             self.model_message,
             w.HBox([_label("Prompt", label), w.VBox([self.prompt, self.prompt_info])]),
             w.HBox([_label("Aspect", label), self.aspect, _label("Images", "4.5em"), self.count, self.aspect_note],
@@ -190,6 +195,7 @@ class Panel(w.VBox):
         ]
 
         self.scope.observe(lambda _: self._load_models(), "value")
+        self.model_filter.observe(lambda _: self._show_models(), "value")
         self.model_menu.observe(self._on_model, "value")
         self.prompt.observe(self._on_prompt, "value")
         self.aspect.observe(self._on_aspect, "value")
@@ -295,19 +301,37 @@ class Panel(w.VBox):
                                                                     "; switch to the public catalog"))
                 return
             self.model_message.value = ""
-            options = [(f"{m.name} — {type_words(m)}" + ("" if m.trained else f" ({m.status})"), m.id)
-                       for m in models]
-            self.model_menu.layout.width = _em([o[0] for o in options], extra=3)
-            self.model_menu.options = options
-            ids = [m.id for m in models]
-            if self._wanted in ids:
-                self.model_menu.value = self._wanted
-            else:
-                self.model_menu.value = next((m.id for m in models if m.trained), ids[0])
+            self._listed = models
+            self._show_models(self._wanted)
 
         self._loader = threading.Thread(target=load, name="scenario-panel-models", daemon=True)
         self._loader.start()
         return self._loader
+
+    def _show_models(self, wanted: Optional[str] = None) -> None:
+        """The listed models whose name or id holds the filter (as `%scenario models FILTER` keeps them)."""
+        query = self.model_filter.value.strip().lower()
+        models = [m for m in self._listed if query in m.name.lower() or query in m.id.lower()]
+        if not models:
+            self.model_filter_note.value = _quiet(f"no model matches {self.model_filter.value.strip()!r}")
+            return
+        self.model_filter_note.value = _quiet(f"{len(models)} of {len(self._listed)}") if query else ""
+        options = [(f"{m.name} — {type_words(m)}" + ("" if m.trained else f" ({m.status})"), m.id)
+                   for m in models]
+        ids = [m.id for m in models]
+        current = wanted or self.model_menu.value
+        keep = current if current in ids else next((m.id for m in models if m.trained), ids[0])
+        self.model_menu.layout.width = _em([o[0] for o in options], extra=3)
+        if keep == self.model_menu.value:
+            self._building = True  # the picked model stays: no rebuild of its form
+            try:
+                self.model_menu.options = options
+                self.model_menu.value = keep
+            finally:
+                self._building = False
+        else:
+            self.model_menu.options = options
+            self.model_menu.value = keep
 
     def select_model(self, text: str) -> str:
         """Pick the model whose name (or id) contains `text`, as a click in the menu would."""
@@ -319,7 +343,7 @@ class Panel(w.VBox):
         return value
 
     def _on_model(self, change) -> None:
-        if not change["new"]:
+        if not change["new"] or self._building:
             return
         try:
             self._model = self.client.model(change["new"])

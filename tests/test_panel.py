@@ -331,3 +331,21 @@ def test_a_failed_job_says_why_in_its_row(panel, env):
     assert wait_for(lambda: "Failed: content policy violation (Rephrase the prompt)" in row.note.value)
     assert row.action.children == () and row.bar.bar_style == "danger" and "✕" in row.icon.value
     assert "job_" not in row.note.value and not panel.items
+
+
+def test_the_filter_narrows_the_same_list_and_keeps_the_form(panel, env):
+    client = scenario_nb.client()
+    public(panel)
+    panel.select_model("GPT Image")
+    panel._controls["quality"].value = "high"
+    panel.model_filter.value = "image"
+    assert [v for _, v in panel.model_menu.options] == [m.id for m in client.models(public=True, query="image")]
+    assert panel.model_menu.value == "model_openai-gpt-image-2" and panel._controls["quality"].value == "high"
+    assert f"of {len(client.models(public=True))}" in panel.model_filter_note.value
+    panel.model_filter.value = "seedance"
+    assert panel.model_menu.value == "model_bytedance-seedance-2-0" and "quality" not in panel._controls
+    panel.model_filter.value = "no such model anywhere"
+    assert "no model matches" in panel.model_filter_note.value
+    assert panel.model_menu.value == "model_bytedance-seedance-2-0"
+    panel.model_filter.value = ""
+    assert len(panel.model_menu.options) == len(client.models(public=True))
