@@ -331,6 +331,8 @@ def test_a_failed_job_says_why_in_its_row(panel, env):
     assert wait_for(lambda: "Failed: content policy violation (Rephrase the prompt)" in row.note.value)
     assert row.action.children == () and row.bar.bar_style == "danger" and "✕" in row.icon.value
     assert "job_" not in row.note.value and not panel.items
+    model_cell = row.row.children[0].children[1].value  # the picked model's name, not its base model
+    assert "Hero Knight" in model_cell and "FLUX" not in model_cell
 
 
 def test_the_filter_narrows_the_same_list_and_keeps_the_form(panel, env):
