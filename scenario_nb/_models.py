@@ -125,6 +125,24 @@ class Model:
         return self.input("prompt") or next((i for i in self.inputs if i.prompt), None)
 
 
+def type_words(model: Model) -> str:
+    """A model's kind in plain words for menus ("your LoRA", "composition", "image model"), not its API type."""
+    kind = model.type.lower()
+    yours = "your " if model.privacy == "private" else ""
+    if "lora" in kind:
+        return yours + "LoRA"
+    if "composition" in kind:
+        return yours + "composition"
+    outputs = {c.split("2", 1)[1] for c in model.capabilities if "2" in c}
+    if outputs and "img" not in outputs:
+        for made, words in (("video", "video model"), ("3d", "3D model"), ("txt", "text model")):
+            if made in outputs:
+                return words
+    if model.runnable or kind == "custom":
+        return "image model"
+    return yours + "model"
+
+
 # -- Aspect ratios -------------------------------------------------------------------------------------
 
 def _ratio(text: str) -> tuple[int, int]:

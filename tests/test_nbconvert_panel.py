@@ -1,0 +1,44 @@
+"""A saved 02-panel notebook reads well where no widget can be drawn (GitHub, nbviewer, nbconvert).
+
+The panel's output carries a static snapshot of its gallery (`text/html` with `data:` thumbnails) and a
+meaningful `text/plain` line, kept current through its display id while jobs finish in later cells.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+
+import nbformat
+from nbclient import NotebookClient
+from nbconvert import HTMLExporter
+
+from conftest import ROOT, kernel_env
+
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+
+def test_saved_panel_notebook_shows_the_gallery_in_html(tmp_path):
+    nb = nbformat.read(ROOT / "notebooks" / "02-panel.ipynb", as_version=4)
+    NotebookClient(nb, timeout=180, kernel_name="python3", store_widget_state=True,
+                   resources={"metadata": {"path": str(tmp_path)}}).execute(env=kernel_env(tmp_path / "home"))
+    cell = next(c for c in nb.cells if c.cell_type == "code" and "Panel()" in c.source)
+    widget, snapshot = cell.outputs
+    assert WIDGET_VIEW in widget.data and "VBox(" not in widget.data["text/plain"]
+    assert snapshot.data["text/plain"].startswith("Scenario panel · FLUX.2 dev · 2 images"), snapshot.data
+    assert snapshot.data["text/html"].count("data:image/jpeg;base64,") == 2
+
+    # Where the widget state is not saved or not used (GitHub, nbviewer, a plain Lab save)
+    stateless = copy.deepcopy(nb)
+    stateless.metadata.pop("widgets", None)
+    page, _ = HTMLExporter().from_notebook_node(stateless)
+    assert "VBox(" not in page
+    snapshot = page[page.index("scenario-gallery-snapshot"):]
+    tags = [dict(re.findall(r'(\w+)="([^"]*)"', tag)) for tag in re.findall(r"<img [^>]+>", snapshot)]
+    assert len(tags) == 2 and all(t["src"].startswith("data:image/jpeg;base64,") for t in tags)
+    assert all(abs(int(t["width"]) / int(t["height"]) - 16 / 9) < 0.05 for t in tags), tags
+    assert "a floating island with a waterfall" in snapshot
+
+    # With the saved widget state, nbconvert draws the widgets; never the VBox(...) text either
+    page, _ = HTMLExporter().from_notebook_node(nb)
+    assert "VBox(" not in page and WIDGET_VIEW in page
