@@ -230,16 +230,12 @@ class Engine:
         handle._set(status="sending", sent_at=time.time())
         try:
             data = self._http.create("PUT" if handle.kind == "workflow" else "POST", path, handle.inputs)
-        except RateLimitError:
-            handle._set(status="waiting")
-            self._record(handle)
-            handle._notify()
+        except RateLimitError:  # nothing was created: it waits here, in order, for the gate to open
+            self._mark(handle, "waiting")
             self._enqueue(handle)
             return "waiting"
-        except UncertainSubmit:
-            handle._set(status="unknown")
-            self._record(handle)
-            handle._notify()
+        except UncertainSubmit:  # it may have created a job: look for it
+            self._mark(handle, "unknown")
             self._schedule(handle, 0.5, self._reconcile)
             return "unknown"
         except (APIError, APIConnectionError) as exc:  # a 4xx, or never sent: provably no job
@@ -248,14 +244,18 @@ class Engine:
             self._end(handle, error, status="not-sent")
             return "not-sent"
         job = data.get("job") or {}
-        job_id = job.get("jobId") or job.get("id")
-        if not job_id:
-            handle._set(status="unknown")
-            self._record(handle)
+        if not (job.get("jobId") or job.get("id")):  # an answer without a job id: as good as lost
+            self._mark(handle, "unknown")
             self._schedule(handle, 0.5, self._reconcile)
             return "unknown"
         self._adopt(handle, job, data.get("creativeUnitsCost"), created=True)
         return "created"
+
+    def _mark(self, handle: Generation, status: str) -> None:
+        """A local status change: recorded, then shown."""
+        handle._set(status=status)
+        self._record(handle)
+        handle._notify()
 
     def _adopt(self, handle: Generation, job: dict, cost: Any = None, *, created: bool = False) -> None:
         """The job exists: remember its id (history first), then follow it."""
