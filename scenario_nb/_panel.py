@@ -95,6 +95,13 @@ def control_for(spec: ModelInput) -> w.Widget:
                   continuous_update=False, layout=w.Layout(width="22em"))
 
 
+
+def _where(client, session) -> str:
+    """Where this panel's generations go, and whether they cost anything."""
+    if session.client is client and session.backend == "sandbox":
+        return "on the embedded sandbox: nothing is charged"
+    return f"on {client.base_url} (key {client.api_key_masked}): spends creative units"
+
 class Panel(w.VBox):
     """Model, prompt, aspect and count, more settings, cost, live job rows and a gallery of tiles."""
 
@@ -103,6 +110,8 @@ class Panel(w.VBox):
         from ._session import get_session
         session = get_session()
         self.client = client or session.client
+        self._follows_session = client is None  # then it refuses to bill a backend the session has left
+        self.backend_line = w.HTML(_quiet(_where(self.client, session)))
         self._wanted = model or session.current_model
         self._model: Optional[Model] = None
         self._runnable: Optional[Model] = None
@@ -174,8 +183,8 @@ class Panel(w.VBox):
             widget.add_class(f"scenario-{name}")
         label = "6em"
         self.children = [
-            w.HBox([w.HTML("<b style='font-size:15px'>Scenario</b>", layout=w.Layout(width=label)), self.scope],
-                   layout=w.Layout(align_items="center")),
+            w.HBox([w.HTML("<b style='font-size:15px'>Scenario</b>", layout=w.Layout(width=label)), self.scope,
+                    self.backend_line], layout=w.Layout(align_items="center")),
             w.HBox([_label("Model", label), self.model_menu, self.model_filter, self.model_filter_note,
                     self.model_hint], layout=w.Layout(align_items="center")),
             self.model_message,
@@ -526,6 +535,13 @@ class Panel(w.VBox):
     def generate(self) -> Optional[Generation]:
         """Send the form as a generation; returns its handle (the kernel is never kept waiting)."""
         self._touched = True
+        from ._session import current_session
+        session = current_session()
+        if self._follows_session and session is not None and session.client is not self.client:
+            self.message.value = _error_html(
+                f"not sent: this panel was opened on {self.client.base_url}, and the session now uses "
+                f"{session.client.base_url}; open a new panel (%scenario panel) to generate there")
+            return None
         try:
             model, prompt, inputs = self.request()
             handle = self.client.generate(model, prompt, _source="panel", **inputs)

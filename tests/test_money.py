@@ -297,3 +297,17 @@ def test_a_new_kernel_follows_on_requests_the_last_one_left(tmp_path, sandbox_pr
     finally:
         second.kill()
     assert os.path.exists(tmp_path / "assets")
+
+
+def test_a_panel_opened_before_a_backend_switch_never_bills_the_old_backend(ip, env, fake_comm):
+    panel = scenario_nb.Panel().wait_ready()
+    assert env.url in panel.backend_line.value and "spends creative units" in panel.backend_line.value
+    panel.model_menu.value = next(v for label, v in panel.model_menu.options if v and "Hero" in label)
+    panel.prompt.value = "sent before the switch"
+    assert panel.generate() is not None and env.stats()["jobs_created"] == 1
+    ip.run_line_magic("scenario", "sandbox")
+    panel.prompt.value = "sent after the switch"
+    assert panel.generate() is None and "open a new panel" in panel.message.value
+    assert env.stats()["jobs_created"] == 1  # the old backend was not billed again
+    fresh = scenario_nb.Panel().wait_ready()
+    assert "embedded sandbox: nothing is charged" in fresh.backend_line.value
