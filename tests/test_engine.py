@@ -16,12 +16,27 @@ from scenario_nb import sandbox as sandbox_mod
 from conftest import SUITE_KEY as KEY, SUITE_SECRET as SECRET  # noqa: E402 (scanned for in every exception)
 
 
-def make(tmp_path, **options):
+def make(tmp_path, client_options=None, **options):
     sb = sandbox_mod.start(api_key=KEY, api_secret=SECRET, **options)
-    client = ScenarioClient(KEY, SECRET, sb.url, home=tmp_path)
+    client = ScenarioClient(KEY, SECRET, sb.url, home=tmp_path, **(client_options or {}))
     model = next(m for m in client.models(public=True) if client.model(m.id).input("numOutputs") is not None
                  and client.model(m.id).runnable)
     return sb, client, model.id
+
+
+@pytest.fixture
+def made(tmp_path):
+    """`made(**sandbox_options)`: a sandbox, a client and a model, all stopped after the test."""
+    started = []
+
+    def make_one(**options):
+        sb, client, model = make(tmp_path, **options)
+        started.append((sb, client))
+        return sb, client, model
+    yield make_one
+    for sb, client in started:
+        client.close()
+        sb.stop()
 
 
 @pytest.fixture
@@ -62,97 +77,70 @@ def test_failure_carries_error_and_hint(setup):
     assert client.history.get(gen.job_id).status == "failure"
 
 
-def test_cancel_refused_the_job_finishes_and_its_images_arrive(tmp_path):
+def test_cancel_refused_the_job_finishes_and_its_images_arrive(made):
     """The real API refuses to cancel generation jobs (contract §6.5): say so, keep following, deliver."""
-    sb, client, model = make(tmp_path, job_seconds=2.0)
-    try:
-        gen = client.generate(model, "to be canceled")
-        time.sleep(0.3)
-        assert gen.cancel() == "refused"
-        assert "will finish and be charged" in gen.note and "still arrive" in gen.note
-        assert gen.wait(timeout=30).ok and gen.images and gen.files[0].is_file()
-        assert client.get_job(gen.job_id)["status"] == "success"  # it ran on, as on the real API
-        assert client.history.get(gen.job_id).status == "success"
-    finally:
-        client.close()
-        sb.stop()
+    sb, client, model = made(job_seconds=2.0)
+    gen = client.generate(model, "to be canceled")
+    time.sleep(0.3)
+    assert gen.cancel() == "refused"
+    assert "will finish and be charged" in gen.note and "still arrive" in gen.note
+    assert gen.wait(timeout=30).ok and gen.images and gen.files[0].is_file()
+    assert client.get_job(gen.job_id)["status"] == "success"  # it ran on, as on the real API
+    assert client.history.get(gen.job_id).status == "success"
 
 
-def test_429_storm_all_complete_none_lost(tmp_path):
-    sb, client, model = make(tmp_path, job_seconds=0.5, max_parallel_jobs=4)
-    try:
-        handles = [client.generate(model, f"storm {i}") for i in range(16)]
-        assert any(h.status == "waiting" for h in handles) and client.waiting()
-        wait_all(handles, timeout=120)
-        assert all(h.ok for h in handles), [h.summary() for h in handles if not h.ok]
-        assert sb.stats()["jobs_created"] == 16 and sb.stats()["rate_limited"]
-    finally:
-        client.close()
-        sb.stop()
+def test_429_storm_all_complete_none_lost(made):
+    sb, client, model = made(job_seconds=0.5, max_parallel_jobs=4)
+    handles = [client.generate(model, f"storm {i}") for i in range(16)]
+    assert any(h.status == "waiting" for h in handles) and client.waiting()
+    wait_all(handles, timeout=120)
+    assert all(h.ok for h in handles), [h.summary() for h in handles if not h.ok]
+    assert sb.stats()["jobs_created"] == 16 and sb.stats()["rate_limited"]
 
 
-def test_transient_errors_reach_the_engine_and_never_lose_a_job(tmp_path):
+def test_transient_errors_reach_the_engine_and_never_lose_a_job(made):
     """With no retries in the transport, every 5xx, dropped and malformed answer reaches the engine."""
-    sb = sandbox_mod.start(api_key=KEY, api_secret=SECRET, job_seconds=1.0, seed=5)
-    client = ScenarioClient(KEY, SECRET, sb.url, home=tmp_path, max_retries=0)
-    try:
-        model = next(m.id for m in client.models(public=True) if client.model(m.id).runnable and
-                     client.model(m.id).input("numOutputs") is not None)
-        handles = [client.generate(model, f"flaky {i}") for i in range(12)]
-        assert all(h.job_id for h in handles)  # every request created its job before the faults start
-        sb.set_faults(error_5xx=0.25, drop=0.15, malformed=0.1)
-        wait_all(handles, timeout=120)
-        assert all(h.ok and h.images for h in handles), [h.summary() for h in handles if not h.ok]
-        assert sum(sb.stats()["faults"].values()) >= 5, "the faults never happened"
-    finally:
-        client.close()
-        sb.stop()
+    sb, client, model = made(job_seconds=1.0, seed=5, client_options={"max_retries": 0})
+    handles = [client.generate(model, f"flaky {i}") for i in range(12)]
+    assert all(h.job_id for h in handles)  # every request created its job before the faults start
+    sb.set_faults(error_5xx=0.25, drop=0.15, malformed=0.1)
+    wait_all(handles, timeout=120)
+    assert all(h.ok and h.images for h in handles), [h.summary() for h in handles if not h.ok]
+    assert sum(sb.stats()["faults"].values()) >= 5, "the faults never happened"
 
 
-def test_wait_timeout_names_the_job_and_it_lives_on(tmp_path):
-    sb, client, model = make(tmp_path, job_seconds=1.5)
-    try:
-        gen = client.generate(model, "patience")
-        with pytest.raises(JobTimeoutError, match=gen.job_id):
-            gen.wait(timeout=0.2)
-        assert gen.wait(timeout=30).ok
-    finally:
-        client.close()
-        sb.stop()
+def test_wait_timeout_names_the_job_and_it_lives_on(made):
+    sb, client, model = made(job_seconds=1.5)
+    gen = client.generate(model, "patience")
+    with pytest.raises(JobTimeoutError, match=gen.job_id):
+        gen.wait(timeout=0.2)
+    assert gen.wait(timeout=30).ok
 
 
-def test_job_timeout_is_not_the_end(tmp_path):
-    sb, client, model = make(tmp_path, job_seconds=3.0)
-    try:
-        client.set_polling(job_timeout=0.5)
-        gen = client.generate(model, "too slow")
-        with pytest.raises(JobTimeoutError, match=gen.job_id) as info:
-            gen.wait(timeout=30)
-        assert "still running on the server" in str(info.value)
-        assert client.history.get(gen.job_id).status not in ("failure", "success")  # in flight, not failed
-        client.set_polling(job_timeout=60)
-        again = client.job(gen.job_id)
-        assert again is gen and again.wait(timeout=30).ok and gen.images  # the same handle, taken back
-        assert client.history.get(gen.job_id).status == "success"
-    finally:
-        client.close()
-        sb.stop()
+def test_job_timeout_is_not_the_end(made):
+    sb, client, model = made(job_seconds=3.0)
+    client.set_polling(job_timeout=0.5)
+    gen = client.generate(model, "too slow")
+    with pytest.raises(JobTimeoutError, match=gen.job_id) as info:
+        gen.wait(timeout=30)
+    assert "still running on the server" in str(info.value)
+    assert client.history.get(gen.job_id).status not in ("failure", "success")  # in flight, not failed
+    client.set_polling(job_timeout=60)
+    again = client.job(gen.job_id)
+    assert again is gen and again.wait(timeout=30).ok and gen.images  # the same handle, taken back
+    assert client.history.get(gen.job_id).status == "success"
 
 
-def test_interrupted_wait_leaves_the_job_running_and_reattachable(tmp_path):
-    sb, client, model = make(tmp_path, job_seconds=1.0)
-    try:
-        gen = client.generate(model, "interrupt me")
-        threading.Timer(0.2, _thread.interrupt_main).start()
-        with pytest.raises(KeyboardInterrupt):
-            gen.wait(timeout=30)
-        other = ScenarioClient(KEY, SECRET, sb.url, home=tmp_path)
-        again = other.job(gen.job_id).wait(timeout=30)
-        assert again.ok and again.images and again.prompt == "interrupt me"
-        other.close()
-    finally:
-        client.close()
-        sb.stop()
+def test_interrupted_wait_leaves_the_job_running_and_reattachable(made, tmp_path):
+    sb, client, model = made(job_seconds=1.0)
+    gen = client.generate(model, "interrupt me")
+    threading.Timer(0.2, _thread.interrupt_main).start()
+    with pytest.raises(KeyboardInterrupt):
+        gen.wait(timeout=30)
+    other = ScenarioClient(KEY, SECRET, sb.url, home=tmp_path)
+    again = other.job(gen.job_id).wait(timeout=30)
+    assert again.ok and again.images and again.prompt == "interrupt me"
+    other.close()
 
 
 def test_callbacks_run_on_the_engine_thread(setup):
@@ -189,15 +177,11 @@ def test_mimebundle_has_text_image_and_provenance(setup):
     assert meta["scenario_nb"]["job_id"] == gen.job_id and meta["scenario_nb"]["prompt"] == "bundle"
 
 
-def test_adaptive_polls_fewer_than_a_fixed_beat(tmp_path):
-    sb, client, model = make(tmp_path, job_seconds=2.0, job_jitter=0.2)
-    try:
-        client.generate(model, "teach the poller").wait(timeout=30)  # learn this model's duration
-        start = len(sb.requests)
-        handles = [client.generate(model, f"learned {i}") for i in range(8)]
-        wait_all(handles, timeout=30)
-        polls = [r for r in sb.requests[start:] if r["method"] == "GET" and "/jobs/" in r["path"]]
-        assert len(polls) / 8 <= 2.5, "more job polls than a 1 s fixed beat would make"
-    finally:
-        client.close()
-        sb.stop()
+def test_adaptive_polls_fewer_than_a_fixed_beat(made):
+    sb, client, model = made(job_seconds=2.0, job_jitter=0.2)
+    client.generate(model, "teach the poller").wait(timeout=30)  # learn this model's duration
+    start = len(sb.requests)
+    handles = [client.generate(model, f"learned {i}") for i in range(8)]
+    wait_all(handles, timeout=30)
+    polls = [r for r in sb.requests[start:] if r["method"] == "GET" and "/jobs/" in r["path"]]
+    assert len(polls) / 8 <= 2.5, "more job polls than a 1 s fixed beat would make"
