@@ -112,7 +112,8 @@ def dominant_colours(image: Image.Image, count: int) -> list:
     quantized = image.quantize(colors=count, method=Image.Quantize.MEDIANCUT)
     palette = quantized.getpalette() or []
     total = image.width * image.height
-    found = [(n / total, tuple(palette[3 * i:3 * i + 3])) for n, i in quantized.getcolors() or []]
+    counts: list = quantized.getcolors() or []  # [(pixels, palette index)]
+    found = [(n / total, tuple(palette[3 * i:3 * i + 3])) for n, i in counts]
     return sorted(found, reverse=True)
 
 
@@ -124,7 +125,7 @@ def look_of(images: list) -> tuple:
         shares += dominant_colours(_open_rgb(data, 64), 4)
     merged: list = []  # colours closer than 40 count as one
     for share, colour in sorted(shares, reverse=True):
-        near = next((m for m in merged if sum((a - b) ** 2 for a, b in zip(m[1], colour)) < 1600), None)
+        near = next((m for m in merged if sum((a - b) ** 2 for a, b in zip(m[1], colour, strict=True)) < 1600), None)
         if near:
             near[0] += share
         else:

@@ -25,13 +25,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Optional
 from urllib.parse import parse_qs, urlsplit
 
-from . import _catalog, _images, _media, _text, _training
+from . import _catalog, _images, _media, _training
 from ._common import ApiError, iso, new_id
 
 BASE58 = _catalog.BASE58
 TERMINAL = ("success", "failure", "canceled")
 RENDER_AHEAD = 64  # images rendered before their job succeeds, at most
-RENDER_FIELDS = ("style", "model_name", "prompt", "seed", "index", "width", "height", "base", "look")  # render's arguments
+# render's arguments; `look` is a trained LoRA's (palette, motif)
+RENDER_FIELDS = ("style", "model_name", "prompt", "seed", "index", "width", "height", "base", "look")
 # Fractions of a job's duration at which it reaches each state.
 PHASES = (("queued", 0.0), ("warming-up", 0.1), ("in-progress", 0.25), ("finalizing", 0.9), ("success", 1.0))
 SIZES = {"21:9": (1568, 672), "16:9": (1344, 768), "3:2": (1248, 832), "4:3": (1152, 864), "5:4": (1136, 912),

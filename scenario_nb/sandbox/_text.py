@@ -30,7 +30,7 @@ MODES = ("completion", "contextual", "contextual-v2", "image-editing", "inventiv
 
 
 def colour_name(rgb: tuple) -> str:
-    return min(COLOUR_NAMES, key=lambda n: sum((a - b) ** 2 for a, b in zip(COLOUR_NAMES[n], rgb)))
+    return min(COLOUR_NAMES, key=lambda n: sum((a - b) ** 2 for a, b in zip(COLOUR_NAMES[n], rgb, strict=True)))
 
 
 def facts(data: bytes) -> dict:

@@ -230,10 +230,11 @@ class Trainings:
         if run["samples"] is None:
             prompts = run["parameters"].get("samplePrompts") or []
             epochs = range(1, run["epochs"] + 1) if prompts else [run["epochs"]]
-            run["samples"] = {}
+            samples: dict = {}
             for epoch in epochs:
-                run["samples"][epoch] = [self._sample_asset(model, run, prompt, epoch * 100 + n)
-                                         for n, prompt in enumerate(prompts)]
+                samples[epoch] = [self._sample_asset(model, run, prompt, epoch * 100 + n)
+                                  for n, prompt in enumerate(prompts)]
+            run["samples"] = samples
         snap = self.snapshot(run, state.clock())
         model["trainingStats"] = {"startedAt": iso(snap["started"]), "endedAt": iso(snap["end"]),
                                   "queueDuration": round(snap["started"] - run["start"], 3),
@@ -308,7 +309,7 @@ class Trainings:
             raise ApiError(400, "concepts are only for flux.1-composition models")
         now = iso(state.clock())
         model_id = new_id("model", state.rng)
-        model = {"id": model_id, "type": mtype or "flux.2-dev-lora", "status": "new", "privacy": "private",
+        model: dict = {"id": model_id, "type": mtype or "flux.2-dev-lora", "status": "new", "privacy": "private",
                  "source": "scenario", "custom": False, "capabilities": ["txt2img", "img2img"], "tags": [],
                  "collectionIds": list(body.get("collectionIds") or []), "exampleAssetIds": [],
                  "trainingImagesNumber": 0, "trainingImages": [], "trainingImagePairs": [], "trainingProgress": {},
@@ -389,7 +390,7 @@ class Trainings:
                 sources.append((asset.get("name") or f"{asset_id}.png", self.state.image_bytes(asset), asset_id))
         known = {self.state.assets[a]["sha"] for a in record["images"]}
         known_sources = {self.state.assets[a].get("from_asset") for a in record["images"]}
-        for name, data, origin in sources:
+        for _, data, origin in sources:
             digest = hashlib.sha256(data).hexdigest()
             if origin is not None and (origin in known_sources or origin in record["images"]):
                 raise ApiError(400, "The provided assetId is already a training image of this model")
