@@ -122,7 +122,7 @@ def look_of(images: list) -> tuple:
     common first, at most 5); the motif a 128 px square crop of its first image, as PNG bytes."""
     shares: list = []
     for data in images:
-        shares += dominant_colours(_open_rgb(data, 64), 4)
+        shares += dominant_colours(_open_rgb(data, 64), 6)
     merged: list = []  # colours closer than 40 count as one
     for share, colour in sorted(shares, reverse=True):
         near = next((m for m in merged if sum((a - b) ** 2 for a, b in zip(m[1], colour, strict=True)) < 1600), None)
