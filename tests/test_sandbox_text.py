@@ -43,10 +43,10 @@ def test_captions_describe_each_image_in_order(sb):
     data = answer.json()
     captions = data["captions"]
     assert len(captions) == 3 and data["detailsLevel"] == "action"
-    assert "red" in captions[0] and "square" in captions[0]
-    assert "blue" in captions[1] and "wide" in captions[1]
-    assert "green" in captions[2] and "tall" in captions[2]
-    assert all("white" in c for c in captions)  # the square in the middle
+    assert "on a red background" in captions[0] and "square" in captions[0]
+    assert "on a blue background" in captions[1] and "wide" in captions[1]
+    assert "on a green background" in captions[2] and "tall" in captions[2]
+    assert all(" of a white " in c for c in captions)  # the square in the middle
     assert data["job"]["jobType"] == "caption" and data["job"]["status"] == "success" and data["job"]["progress"] == 1
     assert api(sb, "GET", f"/jobs/{data['job']['jobId']}").json()["job"]["status"] == "success"
     assert data["creativeUnitsCost"] == 3 and data["costDetails"] == {"caption": 3}
