@@ -144,3 +144,40 @@ def test_prompt_dry_run(sb):
     assert answer.status_code == 269
     assert answer.json() == {"creativeUnitsCost": 2, "creativeUnitsDiscount": 0, "costDetails": {"prompt": 2}}
     assert len(sb.jobs) == before
+
+
+def test_describe_style_from_images_or_a_models_training_set(sb):
+    images = [png("#c01818"), png("#a01010")]
+    answer = api(sb, "POST", "/generate/describe-style", json={"images": images})
+    assert answer.status_code == 200, answer.text
+    data = answer.json()
+    assert "red" in data["description"] and "2 reference images" in data["description"]
+    assert data["synthesis"].startswith("flat red") and data["job"]["jobType"] == "describe-style"
+    assert data["costDetails"] == {"describe-style": 1}
+    model = api(sb, "POST", "/models", json={"type": "flux.2-dev-lora"}).json()["model"]["id"]
+    api(sb, "POST", f"/models/{model}/training-images", json={"name": "b.png", "data": png("#1830c0")})
+    trained_on = api(sb, "POST", "/generate/describe-style", json={"modelId": model}).json()
+    assert "blue" in trained_on["synthesis"] and "1 reference image:" in trained_on["description"]
+    assert api(sb, "POST", "/generate/describe-style", json={}).json() == {
+        "reason": "One of images, assetIds or modelId is required"}
+    assert api(sb, "POST", "/generate/describe-style", params={"dryRun": "true"},
+               json={"images": images}).status_code == 269
+
+
+@pytest.mark.parametrize("text, language, english", [
+    ("un chevalier avec une épée rouge", "fr", "a knight with a sword red"),
+    ("un gato azul en el bosque", "es", "a cat blue in the forest"),
+    ("ein Ritter mit Schwert", "de", "a knight with sword"),
+    ("a knight with a red sword", "en", "a knight with a red sword"),
+])
+def test_translate(sb, text, language, english):
+    data = api(sb, "POST", "/generate/translate", json={"prompt": text}).json()
+    assert (data["detectedLanguage"], data["translation"]) == (language, english)
+    assert data["job"]["jobType"] == "translate" and data["costDetails"] == {"translate": 1}
+
+
+def test_translate_needs_a_prompt(sb):
+    before = len(sb.jobs)
+    answer = api(sb, "POST", "/generate/translate", json={"images": []})
+    assert (answer.status_code, answer.json()) == (400, {"reason": "prompt is required"})
+    assert len(sb.jobs) == before

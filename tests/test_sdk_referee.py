@@ -22,7 +22,8 @@ from PIL import Image
 
 scenario_sdk = pytest.importorskip("scenario_sdk")
 from scenario_sdk.types import (AssetRetrieveResponse, AssetUpdateResponse, AssetUploadResponse,  # noqa: E402
-                                GenerateCaptionResponse, GeneratePromptResponse, GenerateRunModelResponse,
+                                GenerateCaptionResponse, GenerateDescribeStyleResponse, GeneratePromptResponse,
+                                GenerateRunModelResponse, GenerateTranslateResponse,
                                 JobListResponse, JobRetrieveResponse, JobTriggerActionResponse, ModelCreateResponse,
                                 ModelListResponse, ModelRetrieveResponse, ModelUpdateResponse, WorkflowListResponse,
                                 WorkflowRetrieveResponse, WorkflowRunResponse)
@@ -54,7 +55,8 @@ KNOWN_DEVIATIONS = {
        for key in ("stage", "updatedAt")},
     **{f"model.uiConfig.resolutionComponent.presets[].{key}": _label_only for key in ("width", "height")},
     "<dry-run>.job": lambda obj: True,
-    **{f"<dry-run>.{key}": _cost_only for key in ("model", "captions", "prompts")},
+    **{f"<dry-run>.{key}": _cost_only for key in ("model", "captions", "prompts", "description", "synthesis",
+                                                  "translation", "detectedLanguage")},
 }
 
 
@@ -393,3 +395,8 @@ def test_text_tool_answers_conform(sdk):
     with pytest.raises(scenario_sdk.BadRequestError) as missing:
         sdk.generate.prompt(mode="completion")
     error_body(missing.value)
+    conforms(GenerateDescribeStyleResponse, sdk.generate.with_raw_response.describe_style(images=[image]))
+    dry_run_conforms(GenerateDescribeStyleResponse, sdk.generate.with_raw_response.describe_style(
+        images=[image], dry_run="true"))
+    conforms(GenerateTranslateResponse, sdk.generate.with_raw_response.translate(prompt="un chat rouge"))
+    dry_run_conforms(GenerateTranslateResponse, sdk.generate.with_raw_response.translate(prompt="x", dry_run="api"))

@@ -107,3 +107,51 @@ def prompts(*, mode: str, prompt: str, count: int, seed: int, captions: list, co
             text = f"{concept}, {text}"
         out.append(text if text not in out else f"{text}, take {n + 1}")
     return out
+
+
+def describe_style(images: list, *, unwanted: Optional[list] = None) -> tuple:
+    """(description, synthesis) of the images' shared style: their colours, finish and light."""
+    seen = [facts(data) for data in images]
+    colours: list = []
+    for f in seen:
+        for name in [f["background"], *f["subject"]]:
+            if name not in colours:
+                colours.append(name)
+    finish = "richly textured with detailed shading" if sum(f["busy"] for f in seen) * 2 > len(seen) else \
+        "flat colours and simple, clean shapes"
+    light = max(("bright", "dark", "evenly lit"), key=lambda w: sum(f["light"] == w for f in seen))
+    palette = ", ".join(colours[:4])
+    description = (f"A {finish} style over {len(seen)} reference image{'s' if len(seen) > 1 else ''}: a palette of "
+                   f"{palette}, {light} scenes, mostly {seen[0]['shape']} framing.")
+    synthesis = f"{'textured' if 'textured' in finish else 'flat'} {' and '.join(colours[:2])} style, {light}"
+    return _strip(description, unwanted or []), _strip(synthesis, unwanted or [])
+
+
+WORDS = {
+    "fr": {"un": "a", "une": "a", "le": "the", "la": "the", "les": "the", "de": "of", "du": "of the", "et": "and",
+           "avec": "with", "sur": "on", "dans": "in", "chat": "cat", "chien": "dog", "chevalier": "knight",
+           "épée": "sword", "rouge": "red", "bleu": "blue", "bleue": "blue", "vert": "green", "verte": "green",
+           "forêt": "forest", "château": "castle", "dragon": "dragon", "fiole": "vial", "table": "table"},
+    "es": {"un": "a", "una": "a", "el": "the", "la": "the", "los": "the", "de": "of", "y": "and", "con": "with",
+           "sobre": "on", "en": "in", "gato": "cat", "perro": "dog", "caballero": "knight", "espada": "sword",
+           "rojo": "red", "roja": "red", "azul": "blue", "verde": "green", "bosque": "forest", "castillo": "castle"},
+    "de": {"ein": "a", "eine": "a", "der": "the", "die": "the", "das": "the", "und": "and", "mit": "with",
+           "auf": "on", "im": "in the", "katze": "cat", "hund": "dog", "ritter": "knight", "schwert": "sword",
+           "rot": "red", "rote": "red", "roter": "red", "blau": "blue", "grün": "green", "wald": "forest",
+           "burg": "castle"},
+}
+
+
+def translate(prompt: str) -> tuple:
+    """(English text, ISO 639-1 code): the language with the most known words, translated word by word."""
+    words = prompt.split()
+    scores = {lang: sum(w.lower().strip(".,!?") in table for w in words) for lang, table in WORDS.items()}
+    lang = max(scores, key=lambda k: scores[k])
+    if scores[lang] == 0 or scores[lang] * 3 < len(words):
+        return prompt, "en"
+    out = []
+    for word in words:
+        core = word.lower().strip(".,!?")
+        english = WORDS[lang].get(core, core)
+        out.append(word.lower().replace(core, english) if core else word)
+    return " ".join(out), lang

@@ -309,6 +309,7 @@ class Trainings:
             raise ApiError(400, "concepts are only for flux.1-composition models")
         now = iso(state.clock())
         model_id = new_id("model", state.rng)
+        # `type` is required on every Model [SDK]; without one in the body we assume FLUX.2 dev LoRA [INFERRED].
         model: dict = {"id": model_id, "type": mtype or "flux.2-dev-lora", "status": "new", "privacy": "private",
                  "source": "scenario", "custom": False, "capabilities": ["txt2img", "img2img"], "tags": [],
                  "collectionIds": list(body.get("collectionIds") or []), "exampleAssetIds": [],
@@ -316,8 +317,6 @@ class Trainings:
                  "parameters": {}, "authorId": _catalog.AUTHOR, "ownerId": _catalog.OWNER,
                  "userId": _catalog.AUTHOR, "createdAt": now, "updatedAt": now,
                  "style": int(hashlib.sha256(model_id.encode()).hexdigest(), 16) % 11}
-        if mtype is None:
-            del model["type"]  # set later with PUT /models/{id}; training refuses a model without one
         for key in ("name", "shortDescription", "concepts"):
             if body.get(key) is not None:
                 model[key] = copy.deepcopy(body[key])
@@ -337,7 +336,7 @@ class Trainings:
         if "parameters" in body:
             if model["status"] != "new":
                 raise ApiError(400, "Parameters can only be changed while the model is new")
-            check_parameters(model.get("type", "flux.2-dev-lora"), body["parameters"], self.state)
+            check_parameters(model["type"], body["parameters"], self.state)
             model["parameters"] = copy.deepcopy(body["parameters"])
         for key in ("name", "shortDescription"):
             if key in body:
@@ -481,9 +480,7 @@ class Trainings:
             raise ApiError(400, "Model is already training")
         if model["status"] != "new" or model["id"] not in self.records:
             raise ApiError(400, f"Only a new model can be trained; this one is {model['status']}")
-        mtype = model.get("type")
-        if mtype is None:
-            raise ApiError(400, "Set the model's type before training it")
+        mtype = model["type"]
         if mtype not in TRAINABLE:
             raise ApiError(400, f"Models of type {mtype} cannot be trained")
         if set(body) - {"parameters"}:
@@ -657,14 +654,59 @@ def prompt(state, body: dict, query: dict) -> tuple:
     return 200, {**answer, **estimate}
 
 
+def describe_style(state, body: dict, query: dict) -> tuple:
+    """`POST /generate/describe-style`: the style of images, asset ids, or a model's training images."""
+    refs = list(body.get("images") or []) + list(body.get("assetIds") or [])
+    model = _style_model(state, body.get("modelId"))
+    if model is not None and not refs:
+        record = state.trainings.records.get(model["id"])
+        refs = list(record["images"]) if record else []
+        if not refs:
+            raise ApiError(400, f"Model {model['id']} has no training images to describe")
+    if not refs:
+        raise ApiError(400, "One of images, assetIds or modelId is required")
+    unwanted = body.get("unwantedSequences") or []
+    if not isinstance(unwanted, list) or not all(isinstance(u, str) for u in unwanted):
+        raise ApiError(400, "unwantedSequences must be an array of strings")
+    _sampling(body)
+    data = [_image_bytes(state, ref, "images") for ref in refs]
+    estimate = {"creativeUnitsCost": 1, "creativeUnitsDiscount": 0, "costDetails": {"describe-style": 1}}
+    if query.get("dryRun") in ("true", "api"):
+        return 269, estimate
+    description, synthesis = _text.describe_style(data, unwanted=unwanted)
+    with state.lock:
+        job = _text_job(state, "describe-style")
+    return 200, {"description": description, "synthesis": synthesis, "job": job, **estimate}
+
+
+def translate(state, body: dict, query: dict) -> tuple:
+    """`POST /generate/translate`: the prompt in English and the language it was in."""
+    text = body.get("prompt")
+    if not isinstance(text, str) or not text.strip():
+        raise ApiError(400, "prompt is required")
+    _sampling(body)
+    for ref in body.get("images") or []:
+        _image_bytes(state, ref, "images")
+    estimate = {"creativeUnitsCost": 1, "creativeUnitsDiscount": 0, "costDetails": {"translate": 1}}
+    if query.get("dryRun") in ("true", "api"):
+        return 269, estimate
+    translation, language = _text.translate(text)
+    with state.lock:
+        job = _text_job(state, "translate")
+    return 200, {"translation": translation, "detectedLanguage": language, "job": job, **estimate}
+
+
+TEXT_TOOLS = {"caption": caption, "prompt": prompt, "describe-style": describe_style, "translate": translate}
+
+
 def route(state, method: str, parts: list, query: dict, body: Any, cdn: str,
           asset_view: Callable) -> Optional[tuple]:
     """The training and text routes: (status, payload), or None when the path is not one of them."""
     head = parts[0]
-    if head == "generate" and method == "POST" and len(parts) == 2 and parts[1] in ("caption", "prompt"):
+    if head == "generate" and method == "POST" and len(parts) == 2 and parts[1] in TEXT_TOOLS:
         if not isinstance(body, dict):
             raise ApiError(400, "The body must be an object")
-        return (caption if parts[1] == "caption" else prompt)(state, body, query)
+        return TEXT_TOOLS[parts[1]](state, body, query)
     if head == "assets" and method == "PUT" and len(parts) == 2:
         with state.lock:
             asset = state.assets.get(parts[1])
