@@ -122,6 +122,8 @@ def test_create_answers_a_new_private_model(sb):
     ({"type": "flux.3-ultra-lora"}, "Invalid model type: flux.3-ultra-lora"),
     ({"type": "custom"}, "Invalid model type: custom"),
     ({"type": "flux.2-dev-lora", "name": "x" * 65}, "name must be a string of at most 64 characters"),
+    ({"type": "flux.2-dev-lora", "parameters": {"nbEpochs": 2}},
+     "Unknown field parameters; parameters go in PUT /models/{id} or the train call"),
 ])
 def test_create_refusals_make_no_model(sb, body, reason):
     before = len(sb.state.models)
@@ -289,8 +291,10 @@ def test_dry_run_is_269_linear_in_images_and_epochs_and_changes_nothing(sb):
         prices[epochs] = answer.json()["creativeUnitsCost"]  # the real images count (3), not the simulated 12
     assert prices == {1: 10, 2: 20, 4: 40}
     assert get_model(sb, model["id"])["status"] == "new" and training_jobs(sb) == []
+    assert sb.stats()["trainings_started"] == 0
     started = ok(api(sb, "PUT", path, json={"parameters": {"nbEpochs": 4}}))
     assert started["creativeUnitsCost"] == 40 and started["costDetails"] == {"train-model": 40}
+    assert sb.stats()["trainings_started"] == 1 and len(training_jobs(sb)) == 1
 
 
 # -- The stage machine ---------------------------------------------------------------------------------------

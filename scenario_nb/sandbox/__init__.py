@@ -77,10 +77,12 @@ class Sandbox:
         return self.state.generate_posts
 
     def stats(self) -> dict:
-        """Counters; `rate_limited` lists every 429 as {time, header, retry_after} (retry_after 0: no header)."""
+        """Counters; `rate_limited` lists every 429 as {time, header, retry_after} (retry_after 0: no header).
+        `jobs_created` counts generation jobs only; `jobs` also holds training and text-tool jobs."""
         state = self.state
         with state.lock:
             return {"jobs_created": state.jobs_created, "generate_posts": state.generate_posts,
+                    "trainings_started": state.trainings.started,
                     "requests": len(state.requests), "cdn_requests": len(state.cdn_requests),
                     "rate_limited": list(state.rate_limited), "faults": dict(state.fault_counts)}
 

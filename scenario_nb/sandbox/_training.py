@@ -32,6 +32,7 @@ EDIT = ("flux.2-dev-edit-lora", "flux.2-klein-4b-edit-lora", "flux.2-klein-9b-ed
         "qwen-image-edit-2509-lora", "qwen-image-edit-2511-lora")
 TRAINABLE = STANDARD + EDIT
 COMPOSITION = "flux.1-composition"
+CREATE_FIELDS = {"type", "name", "shortDescription", "baseModelId", "classSlug", "collectionIds", "concepts"}
 TRAINING_JOB_TYPES = ("flux-model-training", "musubi-model-training", "model-training")
 # With `train_seconds` the stages take these shares of it; otherwise the contract's real durations (§12d.4).
 STAGE_SHARES = (("pending", 0.1), ("queued-for-train", 0.2), ("starting-train", 0.15), ("running-train", 0.55))
@@ -161,6 +162,7 @@ class Trainings:
         self.state = state
         self.records: dict[str, dict] = {}  # model id → {"images": [asset ids], "pairs": [...], "run": ...}
         self.pending_failures: list = []
+        self.started = 0  # trainings that began (dry runs and refusals excluded)
 
     # -- reading ---------------------------------------------------------------------------------------
     def refresh(self, model: dict, cdn: str) -> dict:
@@ -301,6 +303,9 @@ class Trainings:
     def create(self, body: dict) -> dict:
         """`POST /models` (§12b.1): a private model, status `new`."""
         state = self.state
+        unknown = sorted(set(body) - CREATE_FIELDS)
+        if unknown:  # create takes no parameters and no concept [SDK]: they go in PUT /models/{id} or the train body
+            raise ApiError(400, f"Unknown field {unknown[0]}; parameters go in PUT /models/{{id}} or the train call")
         mtype = body.get("type")
         if mtype is not None and mtype not in TRAINABLE + (COMPOSITION,):
             raise ApiError(400, f"Invalid model type: {mtype}")
@@ -524,6 +529,7 @@ class Trainings:
             "look": _images.look_of([state.assets[a]["data"] for a in record["images"]])}
         state.jobs[job_id] = {"id": job_id, "type": job_type(mtype), "created": now, "workflow": None,
                               "training": model["id"]}
+        self.started += 1
         model["jobId"] = job_id
         model["parameters"] = copy.deepcopy(params)
         model.setdefault("name", f"{mtype} model {iso(now)[:16].replace('T', ' ')}")
