@@ -561,3 +561,15 @@ def test_cli_train_seconds():
     finally:
         proc.terminate()
         assert proc.wait(timeout=10) == 0
+
+
+def test_the_lora_scale_sets_how_much_of_the_training_set_shows(sb, clock):
+    red = trained(sb, clock, RED, name="Red set")
+    body = {"prompt": "a knight", "width": 384, "height": 384, "seed": 9, "loras": [red]}
+    shares = [share_near(render(sb, body | {"lorasScale": [scale]}), RED + ("#ffffff",))
+              for scale in (0, 0.3, 0.7, 1.0)]
+    assert shares[0] < 0.2 and shares[-1] > 0.85
+    assert shares == sorted(shares) and len(set(shares)) == 4, shares
+    with_slot = share_near(render(sb, {"prompt": "a knight", "width": 384, "height": 384, "seed": 9,
+                                       "modelId": red}), RED + ("#ffffff",))
+    assert with_slot > 0.85  # the modelId slot has no scale: the LoRA at full strength

@@ -279,6 +279,10 @@ class State:
         base = job.get("base")
         with self.lock:
             look = self.trainings.look(lora) if lora else None  # a LoRA trained here: its training set's look
+        if look is not None:  # as strong as its scale: lorasScale for `loras`, full for the `modelId` slot
+            scales = body.get("lorasScale") or []
+            scale = scales[0] if not body.get("modelId") and scales else 1.0
+            look = look + (round(max(0.0, min(1.0, float(scale))), 3),)
         return [{"style": render_model.get("style", 0), "model_name": render_model.get("name", model["id"]),
                  "prompt": str(body.get("prompt", "")), "seed": int(job["seed"]) + index, "index": index,
                  "width": width, "height": height, "base": base, "look": look}

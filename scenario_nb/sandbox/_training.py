@@ -262,11 +262,11 @@ class Trainings:
             "id": asset_id, "job_id": run["job_id"], "model_id": model["id"], "source": "txt2img", "kind": "image",
             "created": state.clock(), "data": None, "size": None, "aspect": None, "prompt": prompt,
             "style": model["style"], "model_name": model.get("name") or model["id"], "seed": seed, "index": 0,
-            "width": 1024, "height": 1024, "base": None, "look": run["look"]}
+            "width": 1024, "height": 1024, "base": None, "look": run["look"] + (1.0,)}
         return asset_id
 
     def look(self, model_id: str) -> Optional[tuple]:
-        """A trained model's (palette, motif) for rendering, None for any other model."""
+        """A trained model's (palette, motif) for rendering, None for any other model (or one not trained)."""
         record = self.records.get(model_id)
         if record is None or record["run"] is None:
             return None
@@ -422,7 +422,7 @@ class Trainings:
             "width": width, "height": height, "created": state.clock(), "data": data, "size": len(data),
             "prompt": "", "name": name, "format": fmt.lower(), "mime": Image.MIME.get(fmt, "image/png"),
             "training_of": model["id"], "from_asset": origin, "sha": hashlib.sha256(data).hexdigest(),
-            "caption": _text.caption(data), "description": ""}
+            "caption": _text.caption(data), "description": "", "colours": _images.colour_shares(data)}
         return asset_id
 
     def replace_image(self, model: dict, image_id: str, body: dict, cdn: str) -> dict:
@@ -445,6 +445,7 @@ class Trainings:
         asset = self.state.assets[image_id]
         asset.update({"data": data, "size": len(data), "name": name, "width": width, "height": height,
                       "format": fmt.lower(), "sha": hashlib.sha256(data).hexdigest(), "caption": _text.caption(data),
+                      "colours": _images.colour_shares(data),
                       "from_asset": body.get("assetId")})
         self.state.images.pop(image_id, None)
         return {"trainingImage": self.image_view(asset, cdn)}
@@ -526,7 +527,8 @@ class Trainings:
             "position": state.rng.randint(1, 3), "epochs": epochs, "failure": failure, "canceled_at": None,
             "cost": cost, "job_id": job_id, "parameters": params, "samples": None,
             "parent": new_id("model", state.rng),
-            "look": _images.look_of([state.assets[a]["data"] for a in record["images"]])}
+            "look": _images.look_of([state.assets[a]["colours"] for a in record["images"]],
+                                    state.assets[record["images"][0]]["data"])}
         state.jobs[job_id] = {"id": job_id, "type": job_type(mtype), "created": now, "workflow": None,
                               "training": model["id"]}
         self.started += 1
