@@ -573,3 +573,31 @@ def test_the_lora_scale_sets_how_much_of_the_training_set_shows(sb, clock):
     with_slot = share_near(render(sb, {"prompt": "a knight", "width": 384, "height": 384, "seed": 9,
                                        "modelId": red}), RED + ("#ffffff",))
     assert with_slot > 0.85  # the modelId slot has no scale: the LoRA at full strength
+
+
+def test_seeded_training_failures_and_injected_429s(clock):
+    with sandbox_mod.start(train_seconds=10, clock=clock, faults={"training_failure": 1.0}) as sb:
+        model = new_model(sb)
+        add_images(sb, model["id"], RED)
+        job_id = ok(api(sb, "PUT", f"/models/{model['id']}/train", json={}))["job"]["jobId"]
+        clock.now += 100
+        assert get_model(sb, model["id"])["status"] == "failed"
+        assert ok(api(sb, "GET", f"/jobs/{job_id}"))["job"]["metadata"]["error"]
+        assert sb.stats()["faults"] == {"training_failure": 1}
+
+        other = new_model(sb)
+        add_images(sb, other["id"], BLUE)
+        sb.inject("rate_limit", path="/train", remaining_seconds=42)  # a cooldown
+        cooldown = api(sb, "PUT", f"/models/{other['id']}/train", json={})
+        assert (cooldown.status_code, cooldown.json()) == (429, {"reason": "Too many requests", "remainingSeconds": 42})
+        sb.inject("rate_limit", path="/train")
+        busy = api(sb, "PUT", f"/models/{other['id']}/train", json={})
+        assert busy.json() == {"reason": "Too many requests", "actionName": "parallel-training", "actionLimit": 1}
+        assert get_model(sb, other["id"])["status"] == "new" and sb.stats()["trainings_started"] == 1
+
+
+def test_renaming_a_catalog_model_stays_in_its_sandbox(sb):
+    hero = "model_HeroKnightLoRA7aB3cD4eF5gH6j"
+    assert ok(api(sb, "PUT", f"/models/{hero}", json={"name": "Hero Knight v2"}))["model"]["name"] == "Hero Knight v2"
+    with sandbox_mod.start() as fresh:
+        assert ok(api(fresh, "GET", f"/models/{hero}"))["model"]["name"] == "Hero Knight"

@@ -165,7 +165,8 @@ class State:
         self.clock = options.get("clock") or time.time  # trainings read this one: tests may inject theirs
         self.rng = random.Random(options["seed"])
         self.fault_rng = random.Random(options["seed"] + 1)
-        self.models = _catalog.model_by_id()
+        # A copy per sandbox: renaming a model (PUT /models/{id}) must not leak into the next sandbox.
+        self.models = {k: dict(v) for k, v in _catalog.model_by_id().items()}
         self.workflows = {w["id"]: w for w in _catalog.WORKFLOWS}
         self.jobs: dict[str, dict] = {}
         self.assets: dict[str, dict] = {}
@@ -588,6 +589,9 @@ class ApiHandler(_Handler):
         try:
             if fault and fault["kind"] == "rate_limit":
                 extra = {"actionName": "parallelCustomJobs", "actionLimit": sandbox.options["max_parallel_jobs"]}
+                if path.endswith("/train"):
+                    extra = {"actionName": "parallel-training",
+                             "actionLimit": sandbox.options["max_parallel_trainings"]}
                 if fault.get("remaining_seconds") is not None:
                     extra = {"remainingSeconds": float(fault["remaining_seconds"])}  # a cooldown 429
                 wait = fault.get("retry_after")
