@@ -601,3 +601,23 @@ def test_renaming_a_catalog_model_stays_in_its_sandbox(sb):
     assert ok(api(sb, "PUT", f"/models/{hero}", json={"name": "Hero Knight v2"}))["model"]["name"] == "Hero Knight v2"
     with sandbox_mod.start() as fresh:
         assert ok(api(fresh, "GET", f"/models/{hero}"))["model"]["name"] == "Hero Knight"
+
+
+def test_dataset_score_warns_before_paying(sb):
+    model = new_model(sb)
+    add_images(sb, model["id"], RED[:2])
+    ok(api(sb, "POST", f"/models/{model['id']}/training-images", json={"name": "small.png", "data": data_url(
+        png(BLUE[0], size=(640, 900)))}))
+    images = [i["id"] for i in get_model(sb, model["id"])["trainingImages"]]
+    score = ok(api(sb, "GET", f"/models/{model['id']}/scores/training-dataset"))
+    assert score["modelId"] == model["id"] and score["status"] == "incomplete" and 0 <= score["score"] <= 1
+    assert score["assetsWarnings"] == [{"assetId": images[2], "message": ["Width and height must be larger than 1024"]}]
+    assert len(score["details"]["assetCouplesSimilarity"]) == 3
+    similarity = {tuple(c["couple"]): c["similarity"] for c in score["details"]["assetCouplesSimilarity"]}
+    assert similarity[(images[0], images[1])] > similarity[(images[0], images[2])]  # two reds are closer than red-blue
+    ok(api(sb, "PUT", f"/assets/{images[0]}", json={"description": "a red disc"}))
+    ok(api(sb, "PUT", f"/assets/{images[1]}", json={"description": "a red disc"}))
+    again = ok(api(sb, "GET", f"/models/{model['id']}/scores/training-dataset"))
+    assert {"couple": images[:2], "message": ["Captions are identical"]} in again["assetCouplesWarnings"]
+    empty = new_model(sb)
+    assert ok(api(sb, "GET", f"/models/{empty['id']}/scores/training-dataset"))["status"] == "unknown"

@@ -27,8 +27,9 @@ from scenario_sdk.types import (AssetRetrieveResponse, AssetUpdateResponse, Asse
                                 JobListResponse, JobRetrieveResponse, JobTriggerActionResponse, ModelCreateResponse,
                                 ModelListResponse, ModelRetrieveResponse, ModelUpdateResponse, WorkflowListResponse,
                                 WorkflowRetrieveResponse, WorkflowRunResponse)
-from scenario_sdk.types.models import (TrainActionResponse, TrainingImageAddResponse,  # noqa: E402
-                                       TrainingImageReplacePairsResponse, TrainTriggerResponse)
+from scenario_sdk.types.models import (ScoreRetrieveTrainingDatasetResponse, TrainActionResponse,  # noqa: E402
+                                       TrainingImageAddResponse, TrainingImageReplacePairsResponse,
+                                       TrainTriggerResponse)
 
 from scenario_nb import sandbox as sandbox_mod  # noqa: E402
 
@@ -299,7 +300,7 @@ class Clock:
         return self.now
 
 
-def data_url(colour: str, size=(1024, 1024)) -> str:
+def data_url(colour: str, size=(1024, 1024)) -> str:  # 1024 px: no dataset warning
     buf = io.BytesIO()
     Image.new("RGB", size, colour).save(buf, format="PNG")
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
@@ -325,6 +326,9 @@ def test_training_answers_conform():
             for n, colour in enumerate(("#c01818", "#e03030", "#901010"))]
         conforms(AssetRetrieveResponse, sdk.assets.with_raw_response.retrieve(images[0]))
         conforms(AssetUpdateResponse, sdk.assets.with_raw_response.update(images[0], description="a red potion"))
+        score = conforms(ScoreRetrieveTrainingDatasetResponse,
+                         sdk.models.scores.with_raw_response.retrieve_training_dataset(model_id))
+        assert "assetsWarnings" not in score  # 1024 px images with captions: nothing to warn about
         parameters = {"nbEpochs": 2, "samplePrompts": ["a red potion"], "conceptPrompt": "rdptn"}
         dry = dry_run_conforms(TrainTriggerResponse, sdk.models.train.with_raw_response.trigger(
             model_id, dry_run="true", parameters=parameters))
