@@ -621,3 +621,20 @@ def test_dataset_score_warns_before_paying(sb):
     assert {"couple": images[:2], "message": ["Captions are identical"]} in again["assetCouplesWarnings"]
     empty = new_model(sb)
     assert ok(api(sb, "GET", f"/models/{empty['id']}/scores/training-dataset"))["status"] == "unknown"
+
+
+def test_deleted_models_are_gone_but_listed_as_deleted(sb, clock):
+    lora = trained(sb, clock, RED)
+    busy = new_model(sb)
+    add_images(sb, busy["id"], BLUE)
+    ok(api(sb, "PUT", f"/models/{busy['id']}/train", json={}))
+    refused(api(sb, "DELETE", f"/models/{busy['id']}"), 400,
+            "Cannot delete a model that is training; cancel its training first")
+    assert ok(api(sb, "DELETE", f"/models/{lora}")) == {}
+    refused(api(sb, "GET", f"/models/{lora}"), 404, f"Model {lora} not found")
+    refused(api(sb, "POST", f"/generate/custom/{FLUX2}", json={"prompt": "x", "modelId": lora}), 404,
+            f"Model {lora} not found")
+    assert lora not in [m["id"] for m in ok(api(sb, "GET", "/models"))["models"]]
+    deleted = ok(api(sb, "GET", "/models", params={"status": "deleted"}))["models"]
+    assert [m["id"] for m in deleted] == [lora] and deleted[0]["deletedAt"]
+    assert busy["id"] in [m["id"] for m in ok(api(sb, "GET", "/models"))["models"]]

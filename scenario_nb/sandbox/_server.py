@@ -737,7 +737,11 @@ class ApiHandler(_Handler):
         types = set(filter(None, (query.get("types") or query.get("type") or "").split(",")))
         tags = set(filter(None, (query.get("tags") or "").split(",")))
         with state.lock:
-            models = [state.trainings.refresh(m, cdn) for m in state.models.values()]
+            if query.get("status") == "deleted":
+                models = list(state.trainings.deleted.values())
+                query = {k: v for k, v in query.items() if k != "status"}
+            else:
+                models = [state.trainings.refresh(m, cdn) for m in state.models.values()]
         rows = [m for m in models if m["privacy"] == privacy
                 and (not types or m["type"] in types) and (not query.get("status") or m["status"] == query["status"])
                 and (not tags or tags & set(m["tags"]))]

@@ -163,6 +163,7 @@ class Trainings:
         self.records: dict[str, dict] = {}  # model id → {"images": [asset ids], "pairs": [...], "run": ...}
         self.pending_failures: list = []
         self.started = 0  # trainings that began (dry runs and refusals excluded)
+        self.deleted: dict[str, dict] = {}  # model id → model, listed by ?status=deleted with its deletedAt
 
     # -- reading ---------------------------------------------------------------------------------------
     def refresh(self, model: dict, cdn: str) -> dict:
@@ -348,6 +349,15 @@ class Trainings:
                 model[key] = body[key]
         model["updatedAt"] = iso(self.state.clock())
         return model
+
+    def delete(self, model: dict, cdn: str) -> dict:
+        """`DELETE /models/{id}`: gone from reads and runs, listed by `?status=deleted` with `deletedAt` (§4.1)."""
+        self.refresh(model, cdn)
+        if model["status"] == "training":
+            raise ApiError(400, "Cannot delete a model that is training; cancel its training first")
+        model["deletedAt"] = iso(self.state.clock())
+        self.deleted[model["id"]] = self.state.models.pop(model["id"])
+        return {}
 
     @staticmethod
     def _check_texts(body: dict) -> None:
@@ -831,6 +841,8 @@ def route(state, method: str, parts: list, query: dict, body: Any, cdn: str,
             raise ApiError(400, "The body must be an object")
         if method == "PUT" and tail == ():
             answer: Any = {"model": trainings.update(trainings.refresh(model, cdn), body)}
+        elif method == "DELETE" and tail == ():
+            return 200, trainings.delete(model, cdn)
         elif method == "POST" and tail == ("training-images",):
             answer = trainings.add_images(model, body, cdn)
         elif method == "PUT" and tail == ("training-images", "pairs"):
