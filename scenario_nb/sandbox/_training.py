@@ -206,7 +206,7 @@ class Trainings:
         else:
             outcome, stop = None, now
         history = [{"status": "queued", "date": iso(start)}]
-        if stop >= started and not (outcome and outcome[1] == "canceled" and stop < started):
+        if stop >= started:
             history.append({"status": "in-progress", "date": iso(started)})
         if outcome:
             history.append({"status": outcome[1], "date": iso(stop)})
@@ -695,7 +695,7 @@ def _style_model(state, model_id: Any) -> Optional[dict]:
 def caption(state, body: dict, query: dict) -> tuple:
     """`POST /generate/caption`: one caption per image, same order, synchronous."""
     images = body.get("images")
-    if not isinstance(images, list) or not images:
+    if not isinstance(images, list) or not images or not all(isinstance(i, str) for i in images):
         raise ApiError(400, "images is required: an array of asset ids or data URLs")
     details = body.get("detailsLevel", "action")
     if details not in ("action", "action+style"):
@@ -730,6 +730,10 @@ def prompt(state, body: dict, query: dict) -> tuple:
         raise ApiError(400, "prompt must be a string")
     if mode in ("completion", "inventive", "structured") and not text:
         raise ApiError(400, f"prompt is required with mode {mode}")
+    for key in ("images", "assetIds"):
+        if body.get(key) is not None and (not isinstance(body[key], list)
+                                          or not all(isinstance(i, str) for i in body[key])):
+            raise ApiError(400, f"{key} must be an array of asset ids or data URLs")
     images = list(body.get("images") or []) + list(body.get("assetIds") or [])
     if len(images) > (15 if mode == "contextual-v2" else 5):
         raise ApiError(400, f"images must be at most {15 if mode == 'contextual-v2' else 5} items long")
@@ -759,6 +763,10 @@ def prompt(state, body: dict, query: dict) -> tuple:
 
 def describe_style(state, body: dict, query: dict) -> tuple:
     """`POST /generate/describe-style`: the style of images, asset ids, or a model's training images."""
+    for key in ("images", "assetIds"):
+        if body.get(key) is not None and (not isinstance(body[key], list)
+                                          or not all(isinstance(i, str) for i in body[key])):
+            raise ApiError(400, f"{key} must be an array of asset ids or data URLs")
     refs = list(body.get("images") or []) + list(body.get("assetIds") or [])
     model = _style_model(state, body.get("modelId"))
     if model is not None and not refs:
@@ -815,12 +823,14 @@ def route(state, method: str, parts: list, query: dict, body: Any, cdn: str,
             asset = state.assets.get(parts[1])
             if asset is None:
                 raise ApiError(404, f"Asset {parts[1]} not found")
+            if not isinstance(body, dict):
+                raise ApiError(400, "The body must be an object")
             for key in ("description", "name"):
                 if key in body:
                     if not isinstance(body[key], str):
                         raise ApiError(400, f"{key} must be a string")
                     asset[key] = body[key]
-        return 200, {"asset": asset_view(state, asset, cdn)}
+        return 200, {"asset": asset_view(state, asset, cdn)}  # outside the lock: it may render the image
     if head != "models" or (method, len(parts)) == ("GET", 1) or (method == "GET" and len(parts) == 2):
         return None
     if method == "GET" and parts[2:] != ["scores", "training-dataset"]:
