@@ -116,6 +116,8 @@ class Sandbox:
             self.state.rates.update(rates)
 
 
+# "model-training": trainings accept cancel through their own route, POST /models/{id}/train/action (contract
+# §12b.4); POST /jobs/{id}/action refuses every training job, as the real cloud does (§12d.5).
 DEFAULT_CANCELLABLE = ("inference", "model-training")
 
 

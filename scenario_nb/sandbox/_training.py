@@ -845,7 +845,7 @@ def route(state, method: str, parts: list, query: dict, body: Any, cdn: str,
         if model is None:
             raise ApiError(404, f"Model {parts[1] if len(parts) > 1 else ''} not found")
         if model["privacy"] != "private":
-            raise ApiError(403, f"You are not allowed to change model {model['id']}")
+            raise ApiError(403, f"You do not own model {model['id']}")
         tail = tuple(parts[2:])
         if not isinstance(body, dict) and tail != ("training-images", "pairs"):
             raise ApiError(400, "The body must be an object")
