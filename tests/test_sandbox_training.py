@@ -116,6 +116,8 @@ def test_create_answers_a_new_private_model(sb):
     own = ok(api(sb, "GET", "/models"))["models"]
     assert own[0]["id"] == model["id"]  # private list, newest first
     assert [m["id"] for m in ok(api(sb, "GET", "/models", params={"status": "new"}))["models"]] == [model["id"]]
+    untyped = ok(api(sb, "POST", "/models", json={}))["model"]
+    assert untyped["type"] == "flux.2-dev-lora" and untyped["status"] == "new"  # `type` is required on a Model [SDK]
 
 
 @pytest.mark.parametrize("body, reason", [
