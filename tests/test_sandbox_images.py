@@ -100,14 +100,14 @@ def check_caption_fits(image: Image.Image, label: str) -> None:
 @pytest.mark.parametrize("ratios", [["21:9", "16:9", "3:2", "4:3", "5:4", "1:1"], ["4:5", "3:4", "2:3", "9:16"]])
 def test_caption_fits_every_aspect_ratio(sb, ratios):
     bodies = [{"prompt": LONG_PROMPT, "aspectRatio": ratio} for ratio in ratios]
-    for ratio, image in zip(ratios, images(sb, GEMINI, bodies)):
+    for ratio, image in zip(ratios, images(sb, GEMINI, bodies), strict=True):
         check_caption_fits(image, ratio)
 
 
 def test_caption_fits_extreme_sizes(sb):
     sizes = [(256, 2048), (2048, 256), (128, 128), (16, 16)]
     bodies = [{"prompt": LONG_PROMPT, "width": w, "height": h} for w, h in sizes]
-    for (w, h), image in zip(sizes, images(sb, GPT, bodies)):
+    for (w, h), image in zip(sizes, images(sb, GPT, bodies), strict=True):
         assert image.size == (w, h)
         if min(w, h) >= 128:
             check_caption_fits(image, f"{w}x{h}")

@@ -21,10 +21,15 @@ import pytest
 from PIL import Image
 
 scenario_sdk = pytest.importorskip("scenario_sdk")
-from scenario_sdk.types import (AssetRetrieveResponse, AssetUploadResponse, GenerateRunModelResponse,  # noqa: E402
-                                JobListResponse, JobRetrieveResponse, JobTriggerActionResponse,
-                                ModelListResponse, ModelRetrieveResponse, WorkflowListResponse,
+from scenario_sdk.types import (AssetRetrieveResponse, AssetUpdateResponse, AssetUploadResponse,  # noqa: E402
+                                GenerateCaptionResponse, GenerateDescribeStyleResponse, GeneratePromptResponse,
+                                GenerateRunModelResponse, GenerateTranslateResponse,
+                                JobListResponse, JobRetrieveResponse, JobTriggerActionResponse, ModelCreateResponse,
+                                ModelListResponse, ModelRetrieveResponse, ModelUpdateResponse, WorkflowListResponse,
                                 WorkflowRetrieveResponse, WorkflowRunResponse)
+from scenario_sdk.types.models import (ScoreRetrieveTrainingDatasetResponse, TrainActionResponse,  # noqa: E402
+                                       TrainingImageAddResponse, TrainingImageReplacePairsResponse,
+                                       TrainTriggerResponse)
 
 from scenario_nb import sandbox as sandbox_mod  # noqa: E402
 
@@ -37,15 +42,22 @@ def _label_only(obj: dict) -> bool:
     return set(obj) == {"label"}
 
 
+def _cost_only(obj: dict) -> bool:
+    return set(obj) == {"creativeUnitsCost", "creativeUnitsDiscount", "costDetails"}
+
+
 # Recorded from the real API (contract §4.1, §4.5, §5), and nothing else: a model's `trainingProgress` can be
 # the empty object `{}` (no stage, no updatedAt), an "Auto" resolution preset is only a label, and a dry run
 # (HTTP 269) has no `job` — although the SDK types all of these as required. Exact paths (list indices as
-# `[]`), each exempt only when the object holding it is exactly the recorded shape.
+# `[]`), each exempt only when the object holding it is exactly the recorded shape. A dry run carries the cost
+# and nothing else (§5, §12b.3, §12d.3, §12d.7): no `model` for a training, no `captions` / `prompts`.
 KNOWN_DEVIATIONS = {
     **{f"{where}trainingProgress.{key}": _empty for where in ("models[].", "model.")
        for key in ("stage", "updatedAt")},
     **{f"model.uiConfig.resolutionComponent.presets[].{key}": _label_only for key in ("width", "height")},
     "<dry-run>.job": lambda obj: True,
+    **{f"<dry-run>.{key}": _cost_only for key in ("model", "captions", "prompts", "description", "synthesis",
+                                                  "translation", "detectedLanguage")},
 }
 
 
@@ -276,3 +288,119 @@ def test_sdk_reads_the_base_url_from_the_environment(sb, monkeypatch):
     monkeypatch.setenv("SCENARIO_SDK_API_KEY", sb.api_key)
     monkeypatch.setenv("SCENARIO_SDK_API_SECRET", sb.api_secret)
     assert scenario_sdk.Scenario().models.list().models
+
+
+# -- Training and the text tools (contract §12b–§12e) ------------------------------------------------------------
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_795_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def data_url(colour: str, size=(1024, 1024)) -> str:  # 1024 px: no dataset warning
+    buf = io.BytesIO()
+    Image.new("RGB", size, colour).save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def dry_run_conforms(model: type, response) -> dict:
+    assert response.http_response.status_code == 269
+    data = json.loads(response.http_response.content)
+    assert _cost_only(data) and not problems(model, data, "<dry-run>"), data
+    response.parse()
+    return data
+
+
+def test_training_answers_conform():
+    clock = Clock()
+    with sandbox_mod.start(job_seconds=0.3, seed=4, list_lag=0, train_seconds=100, clock=clock) as sb:
+        sdk = scenario_sdk.Scenario(api_key=sb.api_key, api_secret=sb.api_secret, base_url=sb.url, max_retries=0)
+        model_id = conforms(ModelCreateResponse, sdk.models.with_raw_response.create(
+            name="Potion Icons", type="flux.1-lora"))["model"]["id"]
+        conforms(ModelUpdateResponse, sdk.models.with_raw_response.update(model_id, type="flux.2-dev-lora"))
+        images = [conforms(TrainingImageAddResponse, sdk.models.training_images.with_raw_response.add(
+            model_id, data=data_url(colour), name=f"{n}.png"))["trainingImage"]["id"]
+            for n, colour in enumerate(("#c01818", "#e03030", "#901010"))]
+        conforms(AssetRetrieveResponse, sdk.assets.with_raw_response.retrieve(images[0]))
+        conforms(AssetUpdateResponse, sdk.assets.with_raw_response.update(images[0], description="a red potion"))
+        score = conforms(ScoreRetrieveTrainingDatasetResponse,
+                         sdk.models.scores.with_raw_response.retrieve_training_dataset(model_id))
+        assert "assetsWarnings" not in score  # 1024 px images with captions: nothing to warn about
+        parameters = {"nbEpochs": 2, "samplePrompts": ["a red potion"], "conceptPrompt": "rdptn"}
+        dry = dry_run_conforms(TrainTriggerResponse, sdk.models.train.with_raw_response.trigger(
+            model_id, dry_run="true", parameters=parameters))
+        assert dry["costDetails"] == {"train-model": dry["creativeUnitsCost"]}
+        started = conforms(TrainTriggerResponse, sdk.models.train.with_raw_response.trigger(
+            model_id, parameters=parameters))
+        job_id = started["job"]["jobId"]
+        stages, statuses = set(), set()
+        for _ in range(12):  # every stage on the way, then trained
+            model = conforms(ModelRetrieveResponse, sdk.models.with_raw_response.retrieve(model_id))["model"]
+            stages.add(model["trainingProgress"].get("stage", model["status"]))
+            statuses.add(conforms(JobRetrieveResponse, sdk.jobs.with_raw_response.retrieve(job_id))["job"]["status"])
+            every_page(sdk.models.with_raw_response.list, "models", ModelListResponse, page_size=5)
+            clock.now += 9.5
+        assert stages == {"pending", "queued-for-train", "starting-train", "running-train", "trained"}
+        assert statuses == {"queued", "in-progress", "success"}
+        assert model["epochs"] and model["trainingStats"] and model["thumbnail"]
+        every_page(sdk.jobs.with_raw_response.list, "jobs", JobListResponse, page_size=5)
+        run = conforms(GenerateRunModelResponse, sdk.generate.with_raw_response.run_model(
+            "model_bfl-flux-2-dev", body={"prompt": "rdptn potion", "modelId": model_id}))
+        assert wait_success(sdk, run["job"]["jobId"])["status"] == "success"
+
+        edit_id = sdk.models.create(name="Potion Edits", type="flux.2-dev-edit-lora").model.id
+        pair_ids = [sdk.models.training_images.add(edit_id, data=data_url(c), name=f"{c}.png").training_image.id
+                    for c in ("#102090", "#3050e0")]
+        conforms(TrainingImageReplacePairsResponse, sdk.models.training_images.with_raw_response.replace_pairs(
+            edit_id, body=[{"sourceId": pair_ids[0], "targetId": pair_ids[1], "instruction": "brighter"}]))
+        with pytest.raises(scenario_sdk.BadRequestError) as one_pair:
+            sdk.models.train.trigger(edit_id)
+        error_body(one_pair.value)
+
+        sb.inject("training_failure")
+        failing = sdk.models.create(name="Doomed", type="zimage-lora").model.id
+        sdk.models.training_images.add(failing, data=data_url("#20a040"), name="g.png")
+        failed_job = conforms(TrainTriggerResponse, sdk.models.train.with_raw_response.trigger(failing))["job"]
+        clock.now += 1000
+        job = conforms(JobRetrieveResponse, sdk.jobs.with_raw_response.retrieve(failed_job["jobId"]))["job"]
+        assert job["status"] == "failure" and job["metadata"]["error"]
+        conforms(ModelRetrieveResponse, sdk.models.with_raw_response.retrieve(failing))
+
+        canceled = sdk.models.create(name="Stopped", type="flux.2-dev-lora").model.id
+        sdk.models.training_images.add(canceled, data=data_url("#e0c030"), name="y.png")
+        sdk.models.train.trigger(canceled)
+        clock.now += 50
+        answer = conforms(TrainActionResponse, sdk.models.train.with_raw_response.action(canceled, action="cancel"))
+        assert answer["model"]["status"] == "training-canceled"
+        with pytest.raises(scenario_sdk.BadRequestError) as again:
+            sdk.models.train.action(canceled, action="cancel")
+        error_body(again.value)
+        with pytest.raises(scenario_sdk.BadRequestError) as listed:
+            sdk.models.list(status="training-canceled")  # the list filter has no such status (§4.1)
+        error_body(listed.value)
+
+
+def test_text_tool_answers_conform(sdk):
+    image = data_url("#1830c0", (1344, 768))
+    captions = conforms(GenerateCaptionResponse, sdk.generate.with_raw_response.caption(
+        images=[image, upload(sdk)], details_level="action+style"))
+    assert len(captions["captions"]) == 2
+    conforms(JobRetrieveResponse, sdk.jobs.with_raw_response.retrieve(captions["job"]["jobId"]))
+    dry_run_conforms(GenerateCaptionResponse, sdk.generate.with_raw_response.caption(images=[image], dry_run="true"))
+    prompts = conforms(GeneratePromptResponse, sdk.generate.with_raw_response.prompt(
+        mode="structured", prompt="a knight", num_results=2, model_id="model_bfl-flux-2-dev"))
+    assert len(prompts["prompts"]) == 2 and len(prompts["calls"]) == 2
+    conforms(GeneratePromptResponse, sdk.generate.with_raw_response.prompt(mode="contextual", images=[image]))
+    dry_run_conforms(GeneratePromptResponse, sdk.generate.with_raw_response.prompt(
+        mode="completion", prompt="x", dry_run="true"))
+    with pytest.raises(scenario_sdk.BadRequestError) as missing:
+        sdk.generate.prompt(mode="completion")
+    error_body(missing.value)
+    conforms(GenerateDescribeStyleResponse, sdk.generate.with_raw_response.describe_style(images=[image]))
+    dry_run_conforms(GenerateDescribeStyleResponse, sdk.generate.with_raw_response.describe_style(
+        images=[image], dry_run="true"))
+    conforms(GenerateTranslateResponse, sdk.generate.with_raw_response.translate(prompt="un chat rouge"))
+    dry_run_conforms(GenerateTranslateResponse, sdk.generate.with_raw_response.translate(prompt="x", dry_run="api"))

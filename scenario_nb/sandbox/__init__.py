@@ -4,6 +4,9 @@ an MP4 video, a GLB model) and text answers.
     with scenario_nb.sandbox.start(job_seconds=2) as sb:
         client = scenario_nb.ScenarioClient(sb.api_key, sb.api_secret, sb.url)
 
+It trains LoRAs too (create, training images, dry-run price, stages, cancel, failures; `train_seconds` sets how
+long a training takes) and answers the caption and prompt tools.
+
 It binds 127.0.0.1 only, serves asset files from a second origin that checks signed URLs (like
 Scenario's CDN), and can inject faults, seeded or one at a time, for tests and benchmarks. It sits
 beside the package: the client never imports it.
@@ -12,14 +15,15 @@ beside the package: the client never imports it.
 from __future__ import annotations
 
 import threading
-from typing import Any, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional
 
+from . import _training
 from ._server import ApiHandler, CdnHandler, State, _Server
 
 __all__ = ["Sandbox", "start"]
 
 FAULT_KINDS = ("rate_limit", "error_5xx", "drop", "slow", "malformed", "job_failure", "expired_url",
-               "corrupt_image")
+               "corrupt_image", "training_failure")
 
 
 class Sandbox:
@@ -73,10 +77,12 @@ class Sandbox:
         return self.state.generate_posts
 
     def stats(self) -> dict:
-        """Counters; `rate_limited` lists every 429 as {time, header, retry_after} (retry_after 0: no header)."""
+        """Counters; `rate_limited` lists every 429 as {time, header, retry_after} (retry_after 0: no header).
+        `jobs_created` counts generation jobs only; `jobs` also holds training and text-tool jobs."""
         state = self.state
         with state.lock:
             return {"jobs_created": state.jobs_created, "generate_posts": state.generate_posts,
+                    "trainings_started": state.trainings.started,
                     "requests": len(state.requests), "cdn_requests": len(state.cdn_requests),
                     "rate_limited": list(state.rate_limited), "faults": dict(state.fault_counts)}
 
@@ -92,7 +98,10 @@ class Sandbox:
             raise ValueError(f"unknown fault {kind!r}; one of {', '.join(FAULT_KINDS)}")
         state = self.state
         with state.lock:
-            if kind == "job_failure":
+            if kind == "training_failure":  # the next trainings fail halfway through running-train
+                state.trainings.pending_failures += [(params.get("error", _training.FAILURE[0]),
+                                                      params.get("hint", _training.FAILURE[1]))] * count
+            elif kind == "job_failure":
                 state.pending_failures += [(params.get("error", "The provider rejected the request"),
                                             params.get("hint", "Try again with another prompt"))] * count
             elif kind == "expired_url":
@@ -101,11 +110,14 @@ class Sandbox:
                 state.injected.append({"kind": kind, "count": count, "path": path, "method": method, **params})
 
     def set_faults(self, **rates: float) -> None:
-        """Seeded fault rates (0–1) per kind, plus `slow_seconds` and `retry_after` (a Retry-After header)."""
+        """Seeded fault rates (0–1) per kind, plus `slow_seconds` and `retry_after` (a Retry-After header).
+        `training_failure` is drawn once per training, when it starts."""
         with self.state.lock:
             self.state.rates.update(rates)
 
 
+# "model-training": trainings accept cancel through their own route, POST /models/{id}/train/action (contract
+# §12b.4); POST /jobs/{id}/action refuses every training job, as the real cloud does (§12d.5).
 DEFAULT_CANCELLABLE = ("inference", "model-training")
 
 
@@ -113,7 +125,9 @@ def start(*, port: int = 0, api_key: str = "sandbox-key", api_secret: str = "san
           job_seconds: float = 3.0, job_jitter: float = 0.0, max_parallel_jobs: int = 32, url_ttl: float = 600.0,
           seed: int = 0, faults: Optional[dict] = None, legacy_shapes: bool = False,
           cancellable_types: Iterable[str] = DEFAULT_CANCELLABLE, retry_after_header: bool = False,
-          list_lag: float = 3.0, legacy: bool = False) -> Sandbox:
+          list_lag: float = 3.0, legacy: bool = False, train_seconds: Optional[float] = None,
+          max_parallel_trainings: int = 1, max_training_images: int = 50,
+          clock: Optional[Callable[[], float]] = None) -> Sandbox:
     """Start a sandbox on 127.0.0.1 in background threads (port 0: a free one).
 
     The defaults are the real cloud's, never kinder: generation (`custom`) jobs refuse cancel
@@ -121,8 +135,15 @@ def start(*, port: int = 0, api_key: str = "sandbox-key", api_secret: str = "san
     (`retry_after_header=True` adds one), `GET /jobs` shows a new job only after `list_lag` seconds, and
     the quick-start guide's `job.id` / `result.images[].url` appear only with `legacy_shapes=True`
     (`legacy` is its old name).
+
+    A training takes `train_seconds` in all (stages: pending 10%, queued-for-train 20%, starting-train 15%,
+    running-train 55%); without it, the real durations (2 s, 10–60 s, 30–90 s, ~1 min per epoch). At most
+    `max_parallel_trainings` run at once (429 `parallel-training`) and a model holds at most
+    `max_training_images` (429 `add-training-image`). Trainings read `clock` (default `time.time`).
     """
     return Sandbox(port=port, api_key=api_key, api_secret=api_secret, job_seconds=job_seconds,
                    job_jitter=job_jitter, max_parallel_jobs=max_parallel_jobs, url_ttl=url_ttl, seed=seed,
                    faults=faults, legacy=legacy_shapes or legacy, cancellable_types=tuple(cancellable_types),
-                   retry_after_header=retry_after_header, list_lag=list_lag)
+                   retry_after_header=retry_after_header, list_lag=list_lag, train_seconds=train_seconds,
+                   max_parallel_trainings=max_parallel_trainings, max_training_images=max_training_images,
+                   clock=clock)

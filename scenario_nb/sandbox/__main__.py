@@ -26,6 +26,10 @@ def main(argv=None) -> int:
                         help="send Retry-After on 429s (the real cloud's concurrency 429s carry none)")
     parser.add_argument("--list-lag", type=float, default=3.0,
                         help="seconds before a new job shows in GET /jobs (GET /jobs/{id} sees it at once)")
+    parser.add_argument("--train-seconds", type=float, default=None,
+                        help="how long a training takes in all (default: the real durations, minutes per epoch)")
+    parser.add_argument("--max-parallel-trainings", type=int, default=1,
+                        help="trainings at once before 429 parallel-training")
     parser.add_argument("--legacy-shapes", action="store_true",
                         help="answer with the quick-start guide's shapes: job.id and result.images[].url")
     args = parser.parse_args(argv)
@@ -33,7 +37,8 @@ def main(argv=None) -> int:
                     job_seconds=args.job_seconds, job_jitter=args.jitter, max_parallel_jobs=args.max_parallel,
                     seed=args.seed, cancellable_types=[t for t in args.cancellable_types.split(",") if t],
                     retry_after_header=args.retry_after_header, list_lag=args.list_lag,
-                    legacy_shapes=args.legacy_shapes)
+                    legacy_shapes=args.legacy_shapes, train_seconds=args.train_seconds,
+                    max_parallel_trainings=args.max_parallel_trainings)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     print(f"Scenario sandbox API: {sandbox.url}", flush=True)

@@ -25,25 +25,19 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Optional
 from urllib.parse import parse_qs, urlsplit
 
-from . import _catalog, _images, _media
+from . import _catalog, _images, _media, _training
+from ._common import ApiError, iso, new_id
 
 BASE58 = _catalog.BASE58
 TERMINAL = ("success", "failure", "canceled")
 RENDER_AHEAD = 64  # images rendered before their job succeeds, at most
-RENDER_FIELDS = ("style", "model_name", "prompt", "seed", "index", "width", "height", "base")  # render's arguments
+# render's arguments; `look` is a trained LoRA's (palette, motif)
+RENDER_FIELDS = ("style", "model_name", "prompt", "seed", "index", "width", "height", "base", "look")
 # Fractions of a job's duration at which it reaches each state.
 PHASES = (("queued", 0.0), ("warming-up", 0.1), ("in-progress", 0.25), ("finalizing", 0.9), ("success", 1.0))
 SIZES = {"21:9": (1568, 672), "16:9": (1344, 768), "3:2": (1248, 832), "4:3": (1152, 864), "5:4": (1136, 912),
          "1:1": (1024, 1024), "4:5": (912, 1136), "3:4": (864, 1152), "2:3": (832, 1248), "9:16": (768, 1344)}
 MAX_UPLOAD = 6 * 1024 * 1024
-
-
-def new_id(prefix: str, rng: random.Random) -> str:
-    return prefix + "_" + "".join(rng.choice(BASE58) for _ in range(24))
-
-
-def iso(t: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t * 1000) % 1000:03d}Z"
 
 
 def parse_iso(text: str) -> Optional[float]:
@@ -52,12 +46,6 @@ def parse_iso(text: str) -> Optional[float]:
         return datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
     except (ValueError, AttributeError):
         return None
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, reason: str, headers: Optional[dict] = None, **extra: Any) -> None:
-        super().__init__(reason)
-        self.status, self.reason, self.headers, self.extra = status, reason, headers or {}, extra
 
 
 class Drop(Exception):
@@ -141,9 +129,13 @@ def validate_body(inputs: list, body: dict, state: "State") -> None:
                 lora = state.models.get(item)
                 if lora is None:
                     raise ApiError(404, f"Model {item} not found")
-                if lora["type"] not in spec.get("modelTypes", []):
+                if lora.get("type") not in spec.get("modelTypes", []):
                     raise ApiError(400, f"Invalid model(s): {item}.\nAllowed model types: "
                                         f"{', '.join(spec.get('modelTypes', []))}")
+                with state.lock:
+                    status = state.trainings.refresh(lora, "")["status"]
+                if status != "trained":  # a LoRA in training (or failed, canceled) has nothing to run yet
+                    raise ApiError(400, f"Model {item} is not trained (status {status})")
 
 
 def output_size(body: dict, model: dict) -> tuple[int, int]:
@@ -170,9 +162,11 @@ class State:
     def __init__(self, options: dict) -> None:
         self.options = options
         self.lock = threading.RLock()
+        self.clock = options.get("clock") or time.time  # trainings read this one: tests may inject theirs
         self.rng = random.Random(options["seed"])
         self.fault_rng = random.Random(options["seed"] + 1)
-        self.models = _catalog.model_by_id()
+        # A copy per sandbox: renaming a model (PUT /models/{id}) must not leak into the next sandbox.
+        self.models = {k: dict(v) for k, v in _catalog.model_by_id().items()}
         self.workflows = {w["id"]: w for w in _catalog.WORKFLOWS}
         self.jobs: dict[str, dict] = {}
         self.assets: dict[str, dict] = {}
@@ -190,6 +184,7 @@ class State:
         self.images: "OrderedDict[str, bytes]" = OrderedDict()
         self.rendered_ahead: dict[tuple, tuple[bytes, float]] = {}
         self.render_queue: "queue.SimpleQueue" = queue.SimpleQueue()
+        self.trainings = _training.Trainings(self)
         threading.Thread(target=self._render_worker, name="scenario-sandbox-render", daemon=True).start()
 
     # -- faults --
@@ -239,10 +234,16 @@ class State:
         return job
 
     def active_jobs(self, now: float) -> list:
-        return [j for j in self.jobs.values() if self.status_of(j, now)[0] not in TERMINAL]
+        return [j for j in self.jobs.values()
+                if j["type"] in ("custom", "workflow") and self.status_of(j, now)[0] not in TERMINAL]
 
     def status_of(self, job: dict, now: float) -> tuple[str, float, list]:
         """(status, progress, statusHistory) at time `now`."""
+        if "view" in job:  # a text tool's job: done when answered
+            return job["view"]["status"], 1.0, job["view"]["statusHistory"]
+        if "training" in job:
+            with self.lock:
+                return self.trainings.job_status(job)
         elapsed = (now - job["created"]) / job["duration"]
         history, status, progress = [], "queued", 0.0
         end = 0.5 if job["failure"] else 1.0
@@ -277,9 +278,15 @@ class State:
         render_model = self.models.get(lora) or model
         width, height = output_size(body, model)
         base = job.get("base")
+        with self.lock:
+            look = self.trainings.look(lora) if lora else None  # a LoRA trained here: its training set's look
+        if look is not None:  # as strong as its scale: lorasScale for `loras`, full for the `modelId` slot
+            scales = body.get("lorasScale") or []
+            scale = scales[0] if not body.get("modelId") and scales else 1.0
+            look = look + (round(max(0.0, min(1.0, float(scale))), 3),)
         return [{"style": render_model.get("style", 0), "model_name": render_model.get("name", model["id"]),
                  "prompt": str(body.get("prompt", "")), "seed": int(job["seed"]) + index, "index": index,
-                 "width": width, "height": height, "base": base}
+                 "width": width, "height": height, "base": base, "look": look}
                 for index in range(int(body.get("numOutputs", 1) or 1))]
 
     def input_image(self, body: dict) -> Optional[bytes]:
@@ -394,6 +401,11 @@ def _render_key(params: dict) -> tuple:
 
 
 def job_view(state: State, job: dict, cdn: str, now: float) -> dict:
+    if "view" in job:
+        return copy.deepcopy(job["view"])
+    if "training" in job:
+        with state.lock:
+            return state.trainings.job_view(job)
     status, progress, history = state.status_of(job, now)
     body = job["body"]
     # The body as sent (a LoRA run through its base keeps the LoRA's id); the URL's model only when absent.
@@ -447,6 +459,8 @@ def asset_view(state: State, asset: dict, cdn: str) -> dict:
                      "parentJobId": asset["job_id"], "outputIndex": asset["index"]})
         if asset.get("aspect"):
             meta["aspectRatio"] = asset["aspect"]
+    if asset.get("training_of"):
+        meta.update({"trainingImage": True, "name": asset["name"]})
     properties: dict = {"size": asset["size"]}
     if kind == "image":
         meta.update({"width": asset["width"], "height": asset["height"]} if not uploaded else {})
@@ -456,11 +470,18 @@ def asset_view(state: State, asset: dict, cdn: str) -> dict:
     elif kind == "3d":
         properties.update(_media.CUBE_PROPERTIES)
     edits = ["PROMPT_EDITING", "REMOVE_BACKGROUND", "UPSCALE", "VECTORIZATION"] if kind == "image" else []
-    return {"id": asset["id"], "kind": kind, "mimeType": asset.get("mime") or _media.MIME[kind], "status": "success",
+    view = {"id": asset["id"], "kind": kind, "mimeType": asset.get("mime") or _media.MIME[kind], "status": "success",
             "privacy": "private", "source": asset["source"], "url": state.signed_url(asset["id"], cdn),
             "authorId": _catalog.AUTHOR, "ownerId": _catalog.OWNER, "collectionIds": [], "tags": [],
             "editCapabilities": edits, "metadata": meta, "properties": properties,
             "createdAt": iso(asset["created"]), "updatedAt": iso(asset["created"])}
+    if asset.get("caption"):
+        view["automaticCaptioning"] = asset["caption"]
+    if asset.get("description") is not None:
+        view["description"] = asset["description"]  # the manual one, else the automatic one (contract §12b.2)
+        if not asset["description"] and asset.get("caption"):
+            view["description"] = asset["caption"]
+    return view
 
 
 # -- HTTP --------------------------------------------------------------------------------------------------
@@ -568,6 +589,9 @@ class ApiHandler(_Handler):
         try:
             if fault and fault["kind"] == "rate_limit":
                 extra = {"actionName": "parallelCustomJobs", "actionLimit": sandbox.options["max_parallel_jobs"]}
+                if path.endswith("/train"):
+                    extra = {"actionName": "parallel-training",
+                             "actionLimit": sandbox.options["max_parallel_trainings"]}
                 if fault.get("remaining_seconds") is not None:
                     extra = {"remainingSeconds": float(fault["remaining_seconds"])}  # a cooldown 429
                 wait = fault.get("retry_after")
@@ -633,13 +657,17 @@ class ApiHandler(_Handler):
             parts[1], {}).get("privacy") == "public"))) or head == "assets"
         self._authorized(method, public)
         now = time.time()
+        trained = _training.route(state, method, parts, query, body, cdn, asset_view)
+        if trained is not None:
+            return trained[0], trained[1], {}
         if head == "models" and method == "GET":
             if len(parts) == 1:
-                return 200, self._list_models(query), {}
+                return 200, self._list_models(query, cdn), {}
             model = state.models.get(parts[1])
             if model is None:
                 raise ApiError(404, f"Model {parts[1]} not found")
-            return 200, {"model": _catalog.public_view(model, listing=False)}, {}
+            with state.lock:
+                return 200, {"model": _catalog.public_view(state.trainings.refresh(model, cdn), listing=False)}, {}
         if head == "generate" and method == "POST" and len(parts) == 3 and parts[1] == "custom":
             return self._generate(parts[2], body, query, now, cdn)
         if head == "jobs":
@@ -654,7 +682,8 @@ class ApiHandler(_Handler):
                 if body.get("action") != "cancel":
                     raise ApiError(400, f"Unknown action {body.get('action')!r}; the only action is cancel")
                 with state.lock:
-                    if state.status_of(job, now)[0] in TERMINAL:
+                    if state.status_of(job, now)[0] in TERMINAL or "training" in job:
+                        # A training is cancelled through POST /models/{id}/train/action (contract §12d.5).
                         raise ApiError(400, "Cannot cancel this type of job")
                     if job["type"] not in self.server.sandbox.options["cancellable_types"]:
                         # The real answer for a running generation (contract §6.5): refused, and it runs on.
@@ -695,15 +724,25 @@ class ApiHandler(_Handler):
                 return 200, {"job": job_view(state, job, cdn, now), "workflow": flow}, {}
         raise ApiError(404, f"Route {method} {path} not found")
 
-    def _list_models(self, query: dict) -> dict:
+    def _list_models(self, query: dict, cdn: str) -> dict:
+        state = self.server.sandbox.state
         privacy = query.get("privacy", "private")
         if privacy not in ("private", "public"):
             raise ApiError(400, "privacy must be private or public")
         if query.get("type") and query.get("types"):
             raise ApiError(400, "type and types cannot be combined")
+        if query.get("status") and query["status"] not in ("new", "training", "trained", "failed", "deleted"):
+            # The list filter's enum differs from the model's: no training-canceled, no copying (§4.1).
+            raise ApiError(400, "status must be one of new, training, trained, failed, deleted")
         types = set(filter(None, (query.get("types") or query.get("type") or "").split(",")))
         tags = set(filter(None, (query.get("tags") or "").split(",")))
-        rows = [m for m in _catalog.MODELS if m["privacy"] == privacy
+        with state.lock:
+            if query.get("status") == "deleted":
+                models = list(state.trainings.deleted.values())
+                query = {k: v for k, v in query.items() if k != "status"}
+            else:
+                models = [state.trainings.refresh(m, cdn) for m in state.models.values()]
+        rows = [m for m in models if m["privacy"] == privacy
                 and (not types or m["type"] in types) and (not query.get("status") or m["status"] == query["status"])
                 and (not tags or tags & set(m["tags"]))]
         sort_by = query.get("sortBy", "score" if privacy == "public" else "createdAt")
@@ -713,6 +752,9 @@ class ApiHandler(_Handler):
         rows.sort(key=lambda m: m.get(sort_by, 0), reverse=direction == "desc")  # stable: ties keep catalog order
         page = paginate(rows, query, "models", 100, 500)
         page["models"] = [_catalog.public_view(m, listing=True) for m in page["models"]]
+        for row in page["models"]:
+            if "trainingImages" in row:  # list rows carry the first 3 only (§12b.2)
+                row["trainingImages"] = row["trainingImages"][:3]
         return page
 
     def _estimate(self, model: dict, body: dict) -> dict:
