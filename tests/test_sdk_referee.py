@@ -20,7 +20,9 @@ import pydantic
 import pytest
 from PIL import Image
 
-scenario_sdk = pytest.importorskip("scenario_sdk")
+from conftest import require
+
+scenario_sdk = require("scenario_sdk")  # under CI a missing SDK fails the run
 from scenario_sdk.types import (AssetRetrieveResponse, AssetUpdateResponse, AssetUploadResponse,  # noqa: E402
                                 GenerateCaptionResponse, GenerateDescribeStyleResponse, GeneratePromptResponse,
                                 GenerateRunModelResponse, GenerateTranslateResponse,

@@ -48,7 +48,10 @@ def _pad(data: bytes, filler: bytes) -> bytes:
 def glb_cube(seed: int) -> bytes:
     """A glTF 2.0 binary: one cube mesh with per-face vertex colours (hues chosen by the seed)."""
     base_hue = int.from_bytes(hashlib.sha256(str(seed).encode()).digest()[:2], "big") / 65535
-    positions, normals, colours, indices = [], [], [], []
+    positions: list[float] = []
+    normals: list[float] = []
+    colours: list[float] = []
+    indices: list[int] = []
     for face, (normal, corners) in enumerate(_FACES):
         red, green, blue = colorsys.hsv_to_rgb((base_hue + face / 6) % 1.0, 0.65, 0.95)
         for corner in corners:
