@@ -45,8 +45,9 @@ class Session:
             job_seconds = float(os.environ.get("SCENARIO_NB_SANDBOX_JOB_SECONDS", "3"))
             # A fresh seed per kernel: history and file store are shared by every kernel, so job and asset
             # ids must never repeat across sandboxes (a repeated asset id would show another kernel's image).
+            train_seconds = float(os.environ.get("SCENARIO_NB_SANDBOX_TRAIN_SECONDS", "30"))
             self.sandbox = sandbox.start(job_seconds=job_seconds, job_jitter=min(1.0, job_seconds / 4),
-                                         seed=secrets.randbelow(2 ** 31))
+                                         train_seconds=train_seconds, seed=secrets.randbelow(2 ** 31))
             self.client = ScenarioClient(self.sandbox.api_key, self.sandbox.api_secret, self.sandbox.url,
                                          history_path=history_path, backend_id=SANDBOX_BACKEND_ID)
             self.backend = "sandbox"
