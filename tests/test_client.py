@@ -93,11 +93,12 @@ def test_model_inputs_are_typed(client):
 
 
 def test_find_model_by_prefix_and_did_you_mean(client):
-    own = client.models()
-    assert client.find_model(own[0].name[:6]).id == own[0].id or len(
-        [m for m in own if m.name.startswith(own[0].name[:6])]) > 1
-    with pytest.raises(InputError, match="did you mean|list them"):
-        client.find_model(own[0].name[:-2] + "zz")
+    hero = next(m for m in client.models() if m.name == "Hero Knight")
+    assert client.find_model("Hero").id == hero.id and client.find_model("hero knight").id == hero.id
+    with pytest.raises(InputError, match="matches several"):
+        client.find_model("Pixel")  # Pixel Forest Style and Pixel Knights
+    with pytest.raises(InputError, match="did you mean 'Hero Knight'"):
+        client.find_model("Hero Knigt")
     with pytest.raises(InputError, match="not found"):
         client.find_model("model_doesNotExist123")
 
