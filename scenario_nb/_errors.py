@@ -51,6 +51,10 @@ class APIError(ScenarioError):
 
     status_code: int = 0
 
+    def __init_subclass__(cls, status: int = 0, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.status_code = status or cls.status_code
+
     def __init__(self, reason: str, *, status_code: Optional[int] = None, body: Any = None,
                  hint: str = "") -> None:
         if status_code is not None:
@@ -62,57 +66,41 @@ class APIError(ScenarioError):
         super().__init__(f"{text}. {hint}" if hint else text)
 
 
-class BadRequestError(APIError):
+class BadRequestError(APIError, status=400):
     """400: the request was refused as invalid; nothing was created."""
 
-    status_code = 400
 
-
-class AuthenticationError(APIError):
+class AuthenticationError(APIError, status=401):
     """401: the key or secret was not accepted."""
 
-    status_code = 401
 
-
-class PermissionDeniedError(APIError):
+class PermissionDeniedError(APIError, status=403):
     """403: the plan, the project or a signed URL does not allow this."""
 
-    status_code = 403
 
-
-class NotFoundError(APIError):
+class NotFoundError(APIError, status=404):
     """404: no such model, job, asset or workflow (in this project)."""
 
-    status_code = 404
 
-
-class ConflictError(APIError):
+class ConflictError(APIError, status=409):
     """409: the request conflicts with the resource's state (e.g. a name in use)."""
 
-    status_code = 409
 
-
-class UnprocessableEntityError(APIError):
+class UnprocessableEntityError(APIError, status=422):
     """422: well-formed but not acceptable (e.g. a training set)."""
 
-    status_code = 422
 
-
-class RateLimitError(APIError):
+class RateLimitError(APIError, status=429):
     """429: a rate or parallel-job limit; nothing was created. `retry_after` only when the
     server gave one (its concurrency 429s do not)."""
-
-    status_code = 429
 
     def __init__(self, reason: str, *, retry_after: Optional[float] = None, **kwargs: Any) -> None:
         self.retry_after = retry_after
         super().__init__(reason, **kwargs)
 
 
-class ServerError(APIError):
+class ServerError(APIError, status=500):
     """5xx: the server failed; for a generation request the job may exist all the same."""
-
-    status_code = 500
 
 
 class APIConnectionError(ScenarioError):
