@@ -1,0 +1,108 @@
+"""Measurements taken from outside the package: the sandbox's request log and this process's CPU clocks.
+
+The package keeps no benchmark hooks. What the client sent is read from the sandbox's own log (what
+arrived, when), and what the engine cost is this process's CPU minus the CPU of the thread that called it.
+"""
+
+from __future__ import annotations
+
+import bisect
+import resource
+import threading
+import time
+from datetime import datetime
+
+GENERATE = "/generate/custom/"
+BACKOFF_FLOOR, BACKOFF_CAP = 0.75, 30.0  # the client's own backoff after a 429 without Retry-After: ≥ 0.75 × 2^k
+IN_TRANSIT = 0.05  # a POST already on its way when a 429 was answered is not a violation
+
+
+def server_times(history: list) -> tuple[float, float]:
+    """(first status, success) of a job, by the server's clock (the same machine's clock here)."""
+    dates = {h["status"]: datetime.fromisoformat(h["date"].replace("Z", "+00:00")).timestamp() for h in history}
+    return min(dates.values()), dates["success"]
+
+
+def first_poll_after(log: list, job_id: str, success: float) -> float:
+    """When the client first asked about this job once it had succeeded (seconds after the success)."""
+    path = f"/jobs/{job_id}"
+    return min((r["time"] for r in log if r["method"] == "GET" and r["path"].endswith(path)
+                and r["time"] >= success), default=float("nan")) - success
+
+
+def early_posts(log: list, rate_limited: list) -> dict:
+    """Generation POSTs that arrived sooner after a 429 than the client's own backoff allows.
+
+    The log does not say which request a 429 answered: each 429 is paired with the latest request logged
+    before it. A 429 with `Retry-After` promises that many seconds; one without promises the client's own
+    backoff, at least 0.75 s doubling per consecutive 429 on a POST (capped at 30 s). The streak is reset by
+    any POST not refused (a slight underestimate of the client's real streak, so never a false alarm).
+    """
+    log = sorted(log, key=lambda r: r["time"])
+    times = [r["time"] for r in log]
+    posts_429: set = set()
+    holds = []
+    for entry in sorted(rate_limited, key=lambda e: e["time"]):
+        i = bisect.bisect_right(times, entry["time"]) - 1
+        while i >= 0 and i in posts_429:
+            i -= 1
+        if i < 0:
+            continue
+        posts_429.add(i)
+        if log[i]["method"] in ("POST", "PUT") and GENERATE in log[i]["path"]:
+            holds.append((i, entry))
+    streak, last, bounds = 0, -1, []
+    for i, entry in holds:
+        between = any(j not in posts_429 and log[j]["method"] == "POST" and GENERATE in log[j]["path"]
+                      for j in range(last + 1, i))
+        streak = 1 if between else streak + 1
+        last = i
+        promise = entry["retry_after"] if entry.get("header") else \
+            BACKOFF_FLOOR * min(BACKOFF_CAP, 2.0 ** (streak - 1))
+        bounds.append((entry["time"], entry["time"] + promise))
+    posts = [r["time"] for r in log if r["method"] == "POST" and GENERATE in r["path"]]
+    early = [t for t in posts if any(got + IN_TRANSIT < t < until for got, until in bounds)]
+    return {"early": len(early), "post_429s": len(bounds), "posts": len(posts)}
+
+
+class EngineCpu:
+    """CPU of every thread but the caller's, in this process, over a window.
+
+    The client's engine runs on its own threads (`scenario-engine*` workers, one `scenario-send` per
+    request); the caller's thread only calls `generate` and waits. Process CPU (which keeps the CPU of
+    threads that have exited) minus the caller thread's own CPU is the engine's, provided nothing else
+    runs here: the sandbox lives in another process, and `foreign` lists any other thread seen.
+    """
+
+    OURS = ("scenario-engine", "scenario-send")
+
+    def __init__(self) -> None:
+        self.foreign: set = set()
+        self._stop = threading.Event()
+
+    @staticmethod
+    def _process() -> float:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
+
+    def __enter__(self) -> "EngineCpu":
+        self._main, self._process_start = time.thread_time(), self._process()
+        self._watch = threading.Thread(target=self._look, name="bench-watch", daemon=True)
+        self._watch_cpu = 0.0
+        self._watch.start()
+        return self
+
+    def _look(self) -> None:
+        start = time.thread_time()
+        while not self._stop.wait(0.5):
+            for thread in threading.enumerate():
+                if thread is not threading.main_thread() and thread is not self._watch and \
+                        not thread.name.startswith(self.OURS):
+                    self.foreign.add(thread.name)
+        self._watch_cpu = time.thread_time() - start
+
+    def __exit__(self, *exc) -> None:
+        self.caller = time.thread_time() - self._main
+        self._stop.set()
+        self._watch.join()
+        self.engine = max(0.0, self._process() - self._process_start - self.caller - self._watch_cpu)
