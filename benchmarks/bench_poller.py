@@ -22,6 +22,8 @@ import statistics
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from pathlib import Path
 
 import requests
@@ -41,6 +43,7 @@ class SandboxProcess:
         import re
         import subprocess
         self.api_key, self.api_secret = "sandbox-key", "sandbox-secret"
+        self.job_seconds = float(options.get("job_seconds", 3.0))
         args = [sys.executable, "-m", "scenario_nb.sandbox", "--port", "0"]
         for name, value in options.items():
             args += [f"--{name.replace('_', '-')}", str(value)]
@@ -141,6 +144,44 @@ def run_baseline(sb, n: int, sample: int, tmp: Path) -> dict:
             "local_median": statistics.median(local), "local_p95": p95(local)}
 
 
+def run_oracle(sb, n: int, workers: int = 8) -> dict:
+    """The sandbox's own floor for a cold batch: plain `requests`, all N submitted, then each job fetched by a
+    pool of `workers` threads at the moment it is due to end (jitter 0: known in advance), as no real client
+    could. What it cannot beat is the sandbox: rendering and serving N images at once."""
+    auth = (sb.api_key, sb.api_secret)
+    start = time.time()
+    with requests.Session() as http:
+        sent = []
+        for i in range(n):
+            job = http.post(f"{sb.url}/generate/custom/{MODEL}", auth=auth, timeout=60,
+                            json={"prompt": f"oracle job {n}-{i}", "seed": i}).json()["job"]
+            sent.append(job)
+
+        def fetch(job: dict) -> tuple:
+            job_id = job.get("jobId") or job["id"]
+            created = datetime.fromisoformat(job["createdAt"].replace("Z", "+00:00")).timestamp()
+            time.sleep(max(0.0, created + sb.job_seconds - time.time()))
+            while job["status"] != "success":
+                job = http.get(f"{sb.url}/jobs/{job_id}", auth=auth, timeout=60).json()["job"]
+                if job["status"] != "success":
+                    time.sleep(0.02)
+            for asset_id in job["metadata"]["assetIds"]:
+                url = http.get(f"{sb.url}/assets/{asset_id}", auth=auth, timeout=60).json()["asset"]["url"]
+                http.get(url, timeout=60).raise_for_status()
+            return server_times(job["statusHistory"]), time.time()
+
+        with ThreadPoolExecutor(workers) as pool:
+            done = list(pool.map(fetch, sent))
+    end = max(t for _, t in done)
+    local = [t - success for (_, success), t in done]
+    log = [r for r in sb.requests if r["time"] >= start]
+    polls, gets = count_gets(sb, start, log)
+    return {"wall": end - start, "sampled": n, "slowest": max(b - a for (a, b), _ in done),
+            "polls_per_job": polls / n, "gets_per_job": gets / n, "seen_median": float("nan"),
+            "seen_p95": float("nan"), "local_median": statistics.median(local), "local_p95": p95(local),
+            "who": f"oracle ({workers} threads)"}
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--job-seconds", type=float, default=4.0)
@@ -174,8 +215,10 @@ def main(argv=None) -> dict:
             with SandboxProcess(job_seconds=args.job_seconds, jitter=0, max_parallel=10_000, seed=9) as sb:
                 client = scenario_nb.ScenarioClient(sb.api_key, sb.api_secret, sb.url, home=tmp / "cold")
                 rows.append({"n": args.cold, "kind": "cold", "cap": None, "jitter": 0.0,
-                             "ours": run_ours(client, sb, args.cold, "cold"), "baseline": None})
+                             "ours": run_ours(client, sb, args.cold, "cold")})
                 client.close()
+            with SandboxProcess(job_seconds=args.job_seconds, jitter=0, max_parallel=10_000, seed=9) as sb:
+                rows[-1]["baseline"] = run_oracle(sb, args.cold)
         if len(sizes) > 1 and not args.only_cold:
             with SandboxProcess(job_seconds=args.job_seconds, jitter=args.jitter, max_parallel=args.cap,
                                 seed=8) as sb:
@@ -210,12 +253,11 @@ def table(result: dict) -> str:
                      f"{o['seen_p95']:.2f} | {o['local_median']:.2f} / {o['local_p95']:.2f} | "
                      f"{o['engine_cpu']:.2f} ({100 * o['engine_cpu'] / o['wall']:.1f} %) | {o['lost']} | "
                      f"{o['rate_limited']} | {o['early']} | {o['peak_rss_mb']:.0f} |")
-        if b is None:
-            continue
         note = "" if b["sampled"] == row["n"] else f" (extrapolated from {b['sampled']} jobs)"
-        lines.append(f"| {n} | baseline | {b['wall']:.1f}{note} | {b['wall'] / b['slowest']:.2f} | – | "
-                     f"{b['polls_per_job']:.2f} | {b['gets_per_job']:.2f} | {b['seen_median']:.2f} / "
-                     f"{b['seen_p95']:.2f} | {b['local_median']:.2f} / {b['local_p95']:.2f} | – | – | – | – | – |")
+        seen = "–" if b["seen_median"] != b["seen_median"] else f"{b['seen_median']:.2f} / {b['seen_p95']:.2f}"
+        lines.append(f"| {n} | {b.get('who', 'baseline')} | {b['wall']:.1f}{note} | {b['wall'] / b['slowest']:.2f} | "
+                     f"– | {b['polls_per_job']:.2f} | {b['gets_per_job']:.2f} | {seen} | "
+                     f"{b['local_median']:.2f} / {b['local_p95']:.2f} | – | – | – | – | – |")
     return "\n".join(lines + [""] + targets(result))
 
 
@@ -226,15 +268,16 @@ def targets(result: dict) -> list:
     for row in result["rows"]:
         o, b = row["ours"], row["baseline"]
         if row["kind"] == "cold":
-            ratio = o["wall"] / o["slowest"]
+            ratio, floor = o["wall"] / o["slowest"], b["wall"] / b["slowest"]
             lines.append(f"- {row['n']} concurrent, cold: first submit → all images local ÷ slowest job "
                          f"{ratio:.2f} (≤ 1.10): {ok(ratio <= 1.10)} (submitting took {o['submit_spread']:.2f} s; "
-                         f"jobs seen {o['seen_median']:.2f} s median, {o['seen_max']:.2f} s at worst after success)")
+                         f"jobs seen {o['seen_median']:.2f} s median, {o['seen_max']:.2f} s at worst after success; "
+                         f"the oracle on the same sandbox: {floor:.2f})")
         elif row["n"] == 64 and not row["cap"]:
             ratio = (o["wall"] - o["download_tail"]) / o["slowest"]
             lines.append(f"- 64 concurrent: wall ÷ slowest job, download excluded, {ratio:.2f} (≤ 1.10): "
                          f"{ok(ratio <= 1.10)}")
-        if row["n"] > 1 and b is not None and not row["cap"]:
+        if row["n"] > 1 and row["kind"] != "cold" and not row["cap"]:
             lines.append(f"- {row['n']} concurrent: success → first poll median {o['seen_median']:.2f} s (≤ 0.5 s): "
                          f"{ok(o['seen_median'] <= 0.5)}, with {o['gets_per_job']:.2f} GETs per job "
                          f"(the 2.5 s loop: {b['gets_per_job']:.2f}): {ok(o['gets_per_job'] <= b['gets_per_job'])}")
