@@ -66,12 +66,14 @@ def early_posts(log: list, rate_limited: list) -> dict:
 
 
 class EngineCpu:
-    """CPU of every thread but the caller's, in this process, over a window.
+    """CPU of every thread but the caller's, in this process, over a window, and how it splits by thread.
 
-    The client's engine runs on its own threads (`scenario-engine*` workers, one `scenario-send` per
-    request); the caller's thread only calls `generate` and waits. Process CPU (which keeps the CPU of
-    threads that have exited) minus the caller thread's own CPU is the engine's, provided nothing else
-    runs here: the sandbox lives in another process, and `foreign` lists any other thread seen.
+    The client's engine runs on its own threads (`scenario-engine` workers, `scenario-engine-fetch*`
+    downloaders where the engine has them, one short-lived `scenario-send` per request); the caller's thread
+    only calls `generate` and waits. `engine` is process CPU (which keeps the CPU of threads that have exited)
+    minus the caller's own, so nothing is missed, provided nothing else runs here: the sandbox lives in another
+    process, and `foreign` lists any other thread seen. `by_name` splits it: each long-lived thread's own CPU
+    clock, read every 0.1 s and at the end (before the threads go), and `send` the rest (short-lived senders).
     """
 
     OURS = ("scenario-engine", "scenario-send")
@@ -79,6 +81,7 @@ class EngineCpu:
     def __init__(self) -> None:
         self.foreign: set = set()
         self._stop = threading.Event()
+        self._last: dict = {}  # thread -> (name, CPU seconds at the last look)
 
     @staticmethod
     def _process() -> float:
@@ -87,18 +90,30 @@ class EngineCpu:
 
     def __enter__(self) -> "EngineCpu":
         self._main, self._process_start = time.thread_time(), self._process()
+        self._start = {}
+        self._look_once(self._start)
         self._watch = threading.Thread(target=self._look, name="bench-watch", daemon=True)
         self._watch_cpu = 0.0
         self._watch.start()
         return self
 
+    def _look_once(self, into: dict) -> None:
+        for thread in threading.enumerate():
+            if thread is threading.main_thread() or thread.name == "bench-watch":
+                continue
+            if not thread.name.startswith(self.OURS):
+                self.foreign.add(thread.name)
+                continue
+            try:
+                into[thread] = (thread.name, time.clock_gettime(time.pthread_getcpuclockid(thread.ident)))
+            except (OSError, TypeError):  # it has just exited
+                pass
+
     def _look(self) -> None:
         start = time.thread_time()
-        while not self._stop.wait(0.5):
-            for thread in threading.enumerate():
-                if thread is not threading.main_thread() and thread is not self._watch and \
-                        not thread.name.startswith(self.OURS):
-                    self.foreign.add(thread.name)
+        while not self._stop.wait(0.1):
+            self._look_once(self._last)
+        self._look_once(self._last)
         self._watch_cpu = time.thread_time() - start
 
     def __exit__(self, *exc) -> None:
@@ -106,3 +121,10 @@ class EngineCpu:
         self._stop.set()
         self._watch.join()
         self.engine = max(0.0, self._process() - self._process_start - self.caller - self._watch_cpu)
+        self.by_name: dict = {}
+        for thread, (name, seconds) in self._last.items():
+            group = "fetch" if name.startswith("scenario-engine-fetch") else \
+                "poll" if name.startswith("scenario-engine") else None
+            if group:
+                self.by_name[group] = self.by_name.get(group, 0.0) + seconds - self._start.get(thread, (0, 0.0))[1]
+        self.by_name["send"] = max(0.0, self.engine - sum(self.by_name.values()))

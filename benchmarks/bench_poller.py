@@ -104,11 +104,14 @@ def run_ours(client, sb, n: int, label: str = "bench") -> dict:
     local = [h.finished_at - server[h.job_id][1] for h in ok]
     polls, gets = count_gets(sb, start, log)
     limited = [r for r in sb.stats()["rate_limited"] if r["time"] >= start]
-    return {"wall": wall, "submit_spread": submitted - start, "slowest": max(b - a for a, b in server.values()),
+    all_seen = max(server[h.job_id][1] + s for h, s in zip(ok, seen, strict=True)) - start
+    return {"wall": wall, "submit_spread": submitted - start, "all_seen": all_seen,
+            "slowest": max(b - a for a, b in server.values()),
             "polls_per_job": polls / n, "gets_per_job": gets / n,
             "seen_median": statistics.median(seen), "seen_p95": p95(seen), "seen_max": max(seen),
             "local_median": statistics.median(local), "local_p95": p95(local),
-            "engine_cpu": cpu.engine, "caller_cpu": cpu.caller, "foreign_threads": sorted(cpu.foreign),
+            "engine_cpu": cpu.engine, "caller_cpu": cpu.caller, "engine_cpu_by_thread": cpu.by_name,
+            "poll_cpu": cpu.by_name.get("poll", 0.0), "foreign_threads": sorted(cpu.foreign),
             "lost": n - len(ok), "early": early_posts(log, limited)["early"], "rate_limited": len(limited),
             "download_tail": end - max(s for _, s in server.values()),
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
@@ -239,25 +242,29 @@ def table(result: dict) -> str:
              f"ours = one client and its engine, baseline = the guide's 2.5 s loop, one job at a time. "
              f"Cold = a fresh client and home (no history, no warm-up), jitter 0. Every figure is taken from "
              f"outside the package: requests from the sandbox's log, times from each job's `statusHistory` "
-             f"(same machine clock), engine CPU = this process's CPU minus the calling thread's.", "",
+             f"(same machine clock), engine CPU = this process's CPU minus the calling thread's; polling threads = "
+             f"the `scenario-engine` workers' own CPU clocks (they also download where the engine has no "
+             f"separate downloaders).", "",
              "| N | who | wall (s) | wall ÷ slowest job | last success → all local (s) | job polls / job "
              "| GETs / job | success → first poll, median / p95 (s) | success → images local, median / p95 (s) "
-             "| engine CPU (s, % of wall) | lost | 429s received | POSTs sooner than its backoff after a 429 "
+             "| engine CPU, all threads (s, % of wall) "
+             "| of it polling threads (% of wall) | lost | 429s received | POSTs sooner than its backoff after a 429 "
              "| peak RSS (MB) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in result["rows"]:
         o, b = row["ours"], row["baseline"]
         n = f"{row['n']}" + (f" (cap {row['cap']})" if row["cap"] else "") + (" cold" if row["kind"] == "cold" else "")
         lines.append(f"| {n} | ours | {o['wall']:.1f} | {o['wall'] / o['slowest']:.2f} | {o['download_tail']:.2f} | "
                      f"{o['polls_per_job']:.2f} | {o['gets_per_job']:.2f} | {o['seen_median']:.2f} / "
                      f"{o['seen_p95']:.2f} | {o['local_median']:.2f} / {o['local_p95']:.2f} | "
-                     f"{o['engine_cpu']:.2f} ({100 * o['engine_cpu'] / o['wall']:.1f} %) | {o['lost']} | "
+                     f"{o['engine_cpu']:.2f} ({100 * o['engine_cpu'] / o['wall']:.1f} %) | "
+                     f"{o['poll_cpu']:.2f} ({100 * o['poll_cpu'] / o['wall']:.1f} %) | {o['lost']} | "
                      f"{o['rate_limited']} | {o['early']} | {o['peak_rss_mb']:.0f} |")
         note = "" if b["sampled"] == row["n"] else f" (extrapolated from {b['sampled']} jobs)"
         seen = "–" if b["seen_median"] != b["seen_median"] else f"{b['seen_median']:.2f} / {b['seen_p95']:.2f}"
         lines.append(f"| {n} | {b.get('who', 'baseline')} | {b['wall']:.1f}{note} | {b['wall'] / b['slowest']:.2f} | "
                      f"– | {b['polls_per_job']:.2f} | {b['gets_per_job']:.2f} | {seen} | "
-                     f"{b['local_median']:.2f} / {b['local_p95']:.2f} | – | – | – | – | – |")
+                     f"{b['local_median']:.2f} / {b['local_p95']:.2f} | – | – | – | – | – | – |")
     return "\n".join(lines + [""] + targets(result))
 
 
@@ -272,7 +279,8 @@ def targets(result: dict) -> list:
             lines.append(f"- {row['n']} concurrent, cold: first submit → all images local ÷ slowest job "
                          f"{ratio:.2f} (≤ 1.10): {ok(ratio <= 1.10)} (submitting took {o['submit_spread']:.2f} s; "
                          f"jobs seen {o['seen_median']:.2f} s median, {o['seen_max']:.2f} s at worst after success; "
-                         f"the oracle on the same sandbox: {floor:.2f})")
+                         f"the oracle on the same sandbox: {floor:.2f}); first submit → every success seen ÷ "
+                         f"slowest job, downloads excluded: {o['all_seen'] / o['slowest']:.2f}")
         elif row["n"] == 64 and not row["cap"]:
             ratio = (o["wall"] - o["download_tail"]) / o["slowest"]
             lines.append(f"- 64 concurrent: wall ÷ slowest job, download excluded, {ratio:.2f} (≤ 1.10): "
@@ -285,7 +293,10 @@ def targets(result: dict) -> list:
             lines.append(f"- {row['n']} jobs, cap {row['cap']}: {o['lost']} lost, {o['early']} POSTs sooner than the "
                          f"client's backoff after a 429: {ok(o['lost'] == 0 and o['early'] == 0)}")
     cpu = max(r["ours"]["engine_cpu"] / r["ours"]["wall"] for r in result["rows"])
-    lines.append(f"- engine CPU at most {100 * cpu:.1f} % of wall on every row (≤ 2 %): {ok(cpu <= 0.02)}")
+    poll = max(r["ours"]["poll_cpu"] / r["ours"]["wall"] for r in result["rows"])
+    lines.append(f"- CPU of the engine's polling threads at most {100 * poll:.1f} % of wall on every row (≤ 2 %): "
+                 f"{ok(poll <= 0.02)}; all its threads (sending, polling, downloading, storing): at most "
+                 f"{100 * cpu:.1f} % (≤ 2 %): {ok(cpu <= 0.02)}")
     foreign = sorted({t for r in result["rows"] for t in r["ours"]["foreign_threads"]})
     if foreign:
         lines.append(f"- other threads ran beside the engine (their CPU is counted as the engine's): "
