@@ -15,6 +15,7 @@ from datetime import datetime
 GENERATE = "/generate/custom/"
 BACKOFF_FLOOR, BACKOFF_CAP = 0.75, 30.0  # the client's own backoff after a 429 without Retry-After: ≥ 0.75 × 2^k
 IN_TRANSIT = 0.05  # a POST already on its way when a 429 was answered is not a violation
+AMBIGUOUS = 0.1  # a 429 logged this soon after two requests may have answered either: left out
 
 
 def server_times(history: list) -> tuple[float, float]:
@@ -34,14 +35,15 @@ def early_posts(log: list, rate_limited: list) -> dict:
     """Generation POSTs that arrived sooner after a 429 than the client's own backoff allows.
 
     The log does not say which request a 429 answered: each 429 is paired with the latest request logged
-    before it. A 429 with `Retry-After` promises that many seconds; one without promises the client's own
-    backoff, at least 0.75 s doubling per consecutive 429 on a POST (capped at 30 s). The streak is reset by
-    any POST not refused (a slight underestimate of the client's real streak, so never a false alarm).
+    before it, and left out (counted as ambiguous) when another request arrived within 0.1 s before it. A 429
+    with `Retry-After` promises that many seconds; one without promises the client's own backoff, at least
+    0.75 s doubling per consecutive 429 on a POST (capped at 30 s). The streak is reset by any POST not
+    refused (a slight underestimate of the client's real streak, so never a false alarm).
     """
     log = sorted(log, key=lambda r: r["time"])
     times = [r["time"] for r in log]
     posts_429: set = set()
-    holds = []
+    holds, ambiguous = [], 0
     for entry in sorted(rate_limited, key=lambda e: e["time"]):
         i = bisect.bisect_right(times, entry["time"]) - 1
         while i >= 0 and i in posts_429:
@@ -50,6 +52,10 @@ def early_posts(log: list, rate_limited: list) -> dict:
             continue
         posts_429.add(i)
         if log[i]["method"] in ("POST", "PUT") and GENERATE in log[i]["path"]:
+            rivals = [j for j in range(bisect.bisect_left(times, entry["time"] - AMBIGUOUS), i) if j not in posts_429]
+            if rivals:  # another request arrived just before: the 429 may have been its
+                ambiguous += 1
+                continue
             holds.append((i, entry))
     streak, last, bounds = 0, -1, []
     for i, entry in holds:
@@ -61,8 +67,10 @@ def early_posts(log: list, rate_limited: list) -> dict:
             BACKOFF_FLOOR * min(BACKOFF_CAP, 2.0 ** (streak - 1))
         bounds.append((entry["time"], entry["time"] + promise))
     posts = [r["time"] for r in log if r["method"] == "POST" and GENERATE in r["path"]]
-    early = [t for t in posts if any(got + IN_TRANSIT < t < until for got, until in bounds)]
-    return {"early": len(early), "post_429s": len(bounds), "posts": len(posts)}
+    early = [(round(t - got, 3), round(until - got, 3)) for t in posts for got, until in bounds
+             if got + IN_TRANSIT < t < until]
+    return {"early": len({t for t in posts if any(got + IN_TRANSIT < t < until for got, until in bounds)}),
+            "post_429s": len(bounds), "posts": len(posts), "ambiguous_429s": ambiguous, "early_gaps": early[:20]}
 
 
 class EngineCpu:

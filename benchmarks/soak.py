@@ -143,7 +143,8 @@ def table(r: dict) -> str:
         "|---|---|---|---|---|---|---|---|---|---|",
         f"| scenario_nb | {o['submitted']} | {o['succeeded']} | {o['failed_clearly']} | {o['lost']} | "
         f"{o['duplicates']} | {o['paid_unknown']} of {o['paid']} | {o['early_requests']} "
-        f"(of {o['posts']} POSTs, {o['post_429s']} refused) | {o['outcome_unknown']} "
+        f"(of {o['posts']} POSTs, {o['post_429s']} refused, {o['ambiguous_429s']} 429s unattributable) | "
+        f"{o['outcome_unknown']} "
         f"({o['outcome_unknown_paid']} paid) | "
         f"{o['clean_failures']} ({o['clean_failures_charged']} charged) |",
         f"| official SDK, default retries (POSTs only) | {s['submitted']} | {s['submitted'] - s['errors']} | "

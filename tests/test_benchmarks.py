@@ -23,16 +23,23 @@ def _post(t):
 def test_early_posts_follows_the_clients_own_backoff():
     """A POST 0.3 s after a header-less 429 is early, one after 0.8 s is not; two 429s in a row double it."""
     once = [{"time": 0.001, "header": False, "retry_after": 0.0}]  # answers the POST at 0.0
-    assert _measure.early_posts([_post(0.0), _post(0.3)], once) == {"early": 1, "post_429s": 1, "posts": 2}
+    assert _measure.early_posts([_post(0.0), _post(0.3)], once) == {"early": 1, "post_429s": 1, "posts": 2,
+                                                                     "ambiguous_429s": 0,
+                                                                     "early_gaps": [(0.299, 0.75)]}
     assert _measure.early_posts([_post(0.0), _post(0.8)], once)["early"] == 0
     twice = once + [{"time": 1.001, "header": False, "retry_after": 0.0}]  # answers the POST at 1.0: streak 2
     log = [_post(0.0), _post(1.0), _post(1.9), _post(2.6)]  # 1.9 < 1.0 + 1.5; 2.6 is not
-    assert _measure.early_posts(log, twice) == {"early": 1, "post_429s": 2, "posts": 4}
+    assert _measure.early_posts(log, twice)["early"] == 1
+    # A 429 that may have answered another request just before is left out, not guessed.
+    rival = [{"time": 0.0, "method": "GET", "path": "/v1/jobs/j"}, _post(0.0005), _post(0.3)]
+    assert _measure.early_posts(rival, once)["ambiguous_429s"] == 1
+    assert _measure.early_posts(rival, once)["early"] == 0
     # A Retry-After promises exactly that long; a 429 on a GET closes nothing for POSTs.
     log = [_post(0.0), _post(0.6), {"time": 0.7, "method": "GET", "path": "/v1/jobs/j"}, _post(0.8)]
     limited = [{"time": 0.001, "header": True, "retry_after": 0.5},
                {"time": 0.701, "header": False, "retry_after": 0.0}]
-    assert _measure.early_posts(log, limited) == {"early": 0, "post_429s": 1, "posts": 3}
+    assert _measure.early_posts(log, limited)["early"] == 0
+    assert _measure.early_posts(log, limited)["post_429s"] == 1
 
 
 def test_bench_poller_quick_measures_every_row(capsys):
