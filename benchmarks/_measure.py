@@ -45,18 +45,21 @@ def early_posts(log: list, rate_limited: list) -> dict:
     posts_429: set = set()
     holds, ambiguous = [], 0
     for entry in sorted(rate_limited, key=lambda e: e["time"]):
+        named = "path" in entry  # a sandbox that says which request a 429 answered: exact pairing
         i = bisect.bisect_right(times, entry["time"]) - 1
-        while i >= 0 and i in posts_429:
+        while i >= 0 and (i in posts_429 or named and (log[i]["method"], log[i]["path"]) !=
+                          (entry.get("method"), entry["path"])):
             i -= 1
         if i < 0:
             continue
         posts_429.add(i)
-        if log[i]["method"] in ("POST", "PUT") and GENERATE in log[i]["path"]:
-            rivals = [j for j in range(bisect.bisect_left(times, entry["time"] - AMBIGUOUS), i) if j not in posts_429]
-            if rivals:  # another request arrived just before: the 429 may have been its
-                ambiguous += 1
-                continue
-            holds.append((i, entry))
+        if log[i]["method"] not in ("POST", "PUT") or GENERATE not in log[i]["path"]:
+            continue
+        start = bisect.bisect_left(times, entry["time"] - AMBIGUOUS)
+        if not named and any(j not in posts_429 for j in range(start, i)):
+            ambiguous += 1  # another request arrived just before: the 429 may have been its
+            continue
+        holds.append((i, entry))
     streak, last, bounds = 0, -1, []
     for i, entry in holds:
         between = any(j not in posts_429 and log[j]["method"] == "POST" and GENERATE in log[j]["path"]

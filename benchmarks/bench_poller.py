@@ -104,6 +104,7 @@ def run_ours(client, sb, n: int, label: str = "bench") -> dict:
     local = [h.finished_at - server[h.job_id][1] for h in ok]
     polls, gets = count_gets(sb, start, log)
     limited = [r for r in sb.stats()["rate_limited"] if r["time"] >= start]
+    backoff = early_posts(log, limited)
     all_seen = max(server[h.job_id][1] + s for h, s in zip(ok, seen, strict=True)) - start
     return {"wall": wall, "submit_spread": submitted - start, "all_seen": all_seen,
             "slowest": max(b - a for a, b in server.values()),
@@ -112,7 +113,9 @@ def run_ours(client, sb, n: int, label: str = "bench") -> dict:
             "local_median": statistics.median(local), "local_p95": p95(local),
             "engine_cpu": cpu.engine, "caller_cpu": cpu.caller, "engine_cpu_by_thread": cpu.by_name,
             "poll_cpu": cpu.by_name.get("poll", 0.0), "foreign_threads": sorted(cpu.foreign),
-            "lost": n - len(ok), "early": early_posts(log, limited)["early"], "rate_limited": len(limited),
+            "lost": n - len(ok), "early": backoff["early"],
+            "ambiguous_429s": backoff["ambiguous_429s"], "post_429s": backoff["post_429s"],
+            "rate_limited": len(limited),
             "download_tail": end - max(s for _, s in server.values()),
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
@@ -259,7 +262,8 @@ def table(result: dict) -> str:
                      f"{o['seen_p95']:.2f} | {o['local_median']:.2f} / {o['local_p95']:.2f} | "
                      f"{o['engine_cpu']:.2f} ({100 * o['engine_cpu'] / o['wall']:.1f} %) | "
                      f"{o['poll_cpu']:.2f} ({100 * o['poll_cpu'] / o['wall']:.1f} %) | {o['lost']} | "
-                     f"{o['rate_limited']} | {o['early']} | {o['peak_rss_mb']:.0f} |")
+                     f"{o['rate_limited']} | {o['early']} (of {o['post_429s']}; {o['ambiguous_429s']} 429s "
+                     f"unattributable) | {o['peak_rss_mb']:.0f} |")
         note = "" if b["sampled"] == row["n"] else f" (extrapolated from {b['sampled']} jobs)"
         seen = "–" if b["seen_median"] != b["seen_median"] else f"{b['seen_median']:.2f} / {b['seen_p95']:.2f}"
         lines.append(f"| {n} | {b.get('who', 'baseline')} | {b['wall']:.1f}{note} | {b['wall'] / b['slowest']:.2f} | "

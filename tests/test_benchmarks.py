@@ -34,6 +34,9 @@ def test_early_posts_follows_the_clients_own_backoff():
     rival = [{"time": 0.0, "method": "GET", "path": "/v1/jobs/j"}, _post(0.0005), _post(0.3)]
     assert _measure.early_posts(rival, once)["ambiguous_429s"] == 1
     assert _measure.early_posts(rival, once)["early"] == 0
+    # A sandbox that names the request a 429 answered is taken at its word.
+    named = [{**once[0], "method": "POST", "path": POST}]
+    assert _measure.early_posts(rival, named)["early"] == 1
     # A Retry-After promises exactly that long; a 429 on a GET closes nothing for POSTs.
     log = [_post(0.0), _post(0.6), {"time": 0.7, "method": "GET", "path": "/v1/jobs/j"}, _post(0.8)]
     limited = [{"time": 0.001, "header": True, "retry_after": 0.5},
