@@ -1,0 +1,79 @@
+"""Each benchmark runs end to end in its quickest mode, so a refactor that breaks one is caught here.
+
+No timing assertions (figures belong in the benchmarks' own tables): only that each one measured what it
+says it measures, from outside the package (the sandbox's log, the public handles, our own clocks).
+"""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import _measure  # noqa: E402
+import bench_notebook  # noqa: E402
+import bench_poller  # noqa: E402
+import soak  # noqa: E402
+
+POST = "/v1/generate/custom/model_x"
+
+
+def _post(t):
+    return {"time": t, "method": "POST", "path": POST}
+
+
+def test_early_posts_follows_the_clients_own_backoff():
+    """A POST 0.3 s after a header-less 429 is early, one after 0.8 s is not; two 429s in a row double it."""
+    once = [{"time": 0.001, "header": False, "retry_after": 0.0}]  # answers the POST at 0.0
+    assert _measure.early_posts([_post(0.0), _post(0.3)], once) == {"early": 1, "post_429s": 1, "posts": 2,
+                                                                     "ambiguous_429s": 0,
+                                                                     "early_gaps": [(0.299, 0.75)]}
+    assert _measure.early_posts([_post(0.0), _post(0.8)], once)["early"] == 0
+    twice = once + [{"time": 1.001, "header": False, "retry_after": 0.0}]  # answers the POST at 1.0: streak 2
+    log = [_post(0.0), _post(1.0), _post(1.9), _post(2.6)]  # 1.9 < 1.0 + 1.5; 2.6 is not
+    assert _measure.early_posts(log, twice)["early"] == 1
+    # A 429 that may have answered another request just before is left out, not guessed.
+    rival = [{"time": 0.0, "method": "GET", "path": "/v1/jobs/j"}, _post(0.0005), _post(0.3)]
+    assert _measure.early_posts(rival, once)["ambiguous_429s"] == 1
+    assert _measure.early_posts(rival, once)["early"] == 0
+    # A sandbox that names the request a 429 answered is taken at its word.
+    named = [{**once[0], "method": "POST", "path": POST}]
+    assert _measure.early_posts(rival, named)["early"] == 1
+    # A Retry-After promises exactly that long; a 429 on a GET closes nothing for POSTs.
+    log = [_post(0.0), _post(0.6), {"time": 0.7, "method": "GET", "path": "/v1/jobs/j"}, _post(0.8)]
+    limited = [{"time": 0.001, "header": True, "retry_after": 0.5},
+               {"time": 0.701, "header": False, "retry_after": 0.0}]
+    assert _measure.early_posts(log, limited)["early"] == 0
+    assert _measure.early_posts(log, limited)["post_429s"] == 1
+
+
+def test_bench_poller_quick_measures_every_row(capsys):
+    result = bench_poller.main(["--quick", "--json"])
+    rows = result["rows"]
+    assert [(r["n"], r["kind"], r["cap"]) for r in rows] == [(1, "first", None), (4, "warm", None),
+                                                             (8, "cold", None), (8, "warm", 4)]
+    for row in rows:
+        ours = row["ours"]
+        assert ours["lost"] == 0, ours
+        assert ours["polls_per_job"] >= 1 and ours["gets_per_job"] > ours["polls_per_job"], ours  # from the log
+        assert ours["engine_cpu"] > 0 and ours["slowest"] > 0, ours
+        assert ours["seen_median"] == ours["seen_median"], "no poll found after a success in the sandbox log"
+    assert rows[-1]["ours"]["rate_limited"] >= 1, "the capped run met no 429"
+    table = bench_poller.table(result)
+    assert "cold" in table and "engine CPU" in table
+    assert '"rows"' in capsys.readouterr().out
+
+
+def test_soak_quick_counts_from_the_sandbox(capsys):
+    result = soak.main(["--quick", "--json"])
+    ours, sdk = result["ours"], result["sdk"]
+    assert ours["submitted"] == 12 and sdk["submitted"] == 6
+    assert ours["posts"] >= ours["submitted"] - ours["clean_failures"], ours
+    assert ours["paid"] >= ours["succeeded"] > 0, ours
+    assert sum(ours["faults_injected"].values()) > 0, ours
+    assert "official SDK" in soak.table(result)
+
+
+def test_bench_notebook_quick_runs(capsys):
+    result = bench_notebook.main(["--quick", "--json"])
+    assert result["bytes"]["ours_bytes"] > 0 and result["bytes"]["naive_bytes"] > result["bytes"]["ours_bytes"]
+    assert result["kernel"]["images"] > 0
+    assert "kernel blocked" in bench_notebook.table(result)
