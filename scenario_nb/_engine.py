@@ -93,11 +93,14 @@ class Engine:
         self.search_seconds = SEARCH_SECONDS
         self.target_quantile = target_quantile
         self.durations = DurationModel()
-        self._workers = workers
-        self._cond = threading.Condition()
-        self._queue: list = []  # heap of (due, seq, task, handle, token)
+        # Two lanes: polls (and sends, searches) on two threads — a poll costs ~2 ms of CPU — and output
+        # downloads on the rest, so a burst of downloads never holds up seeing the next success.
+        self._lane_sizes = {"poll": 2, "fetch": max(1, workers - 2)}
+        self._lock = threading.RLock()
+        self._wakeups = {lane: threading.Condition(self._lock) for lane in self._lane_sizes}
+        self._queues: dict[str, list] = {lane: [] for lane in self._lane_sizes}  # heaps of (due, seq, task, …)
         self._seq = itertools.count()
-        self._threads: list[threading.Thread] = []
+        self._threads: dict[str, list[threading.Thread]] = {lane: [] for lane in self._lane_sizes}
         self._stopped = False
         self._live: dict[str, Generation] = {}  # request id -> handle, while in flight
         self._by_job: "weakref.WeakValueDictionary[str, Generation]" = weakref.WeakValueDictionary()
@@ -108,6 +111,8 @@ class Engine:
         self._tracked_at: dict[str, float] = {}
         self._polls: dict[str, int] = defaultdict(int)
         self._samples: dict[str, tuple] = {}
+        self._asking: set = set()  # request ids with a poll on the wire: a wake-up never sends a second
+        self._completing: set = set()  # request ids whose success was seen: completed once, never polled again
         self._seeded: set = set()
         self._recovered = False
 
@@ -122,17 +127,17 @@ class Engine:
 
     def in_flight(self) -> list[Generation]:
         """Every request not finished: waiting here, being sent, looked for, or running on the server."""
-        with self._cond:
+        with self._lock:
             return [h for h in self._live.values() if not h.done]
 
     def waiting(self) -> list[Generation]:
         """Requests held here by the rate limit: not sent, not charged."""
-        with self._cond:
+        with self._lock:
             return [h for h in self._waiting if not h.done]
 
     def live_handle(self, *, job_id: Optional[str] = None, request_id: Optional[str] = None,
                     request_key: Optional[str] = None) -> Optional[Generation]:
-        with self._cond:
+        with self._lock:
             if job_id:
                 return self._by_job.get(job_id)
             if request_id:
@@ -144,10 +149,11 @@ class Engine:
 
     def close(self) -> None:
         """Stop following (jobs keep running on the server; the history knows them)."""
-        with self._cond:
+        with self._lock:
             self._stopped = True
-            self._queue.clear()
-            self._cond.notify_all()
+            for lane, queue in self._queues.items():
+                queue.clear()
+                self._wakeups[lane].notify_all()
 
     @property
     def closed(self) -> bool:
@@ -196,7 +202,7 @@ class Engine:
         waits = self._http.creation_gate.remaining() > 0 or bool(self.waiting())
         handle._set(status="waiting" if waits else "sending")
         self._record(handle, before_sending=True)  # raises StorageError: nothing is sent
-        with self._cond:
+        with self._lock:
             self._live[handle.request_id] = handle
         if waits:
             self._enqueue(handle)
@@ -260,7 +266,7 @@ class Engine:
     def _adopt(self, handle: Generation, job: dict, cost: Any = None, *, created: bool = False) -> None:
         """The job exists: remember its id (history first), then follow it."""
         job_id = str(job.get("jobId") or job.get("id"))
-        with self._cond:
+        with self._lock:
             self._known_jobs.add(job_id)
             self._by_job[job_id] = handle
             self._live[handle.request_id] = handle
@@ -274,7 +280,7 @@ class Engine:
         self._track(handle)
 
     def _enqueue(self, handle: Generation) -> None:
-        with self._cond:
+        with self._lock:
             if handle not in self._waiting:
                 self._waiting.append(handle)
             start, self._draining = not self._draining, True
@@ -284,7 +290,7 @@ class Engine:
     def _drain(self, _: Any = None) -> None:
         """Send waiting requests one by one, oldest first, while the creation gate is open."""
         while True:
-            with self._cond:
+            with self._lock:
                 while self._waiting and self._waiting[0].done:
                     self._waiting.popleft()
                 if not self._waiting or self._stopped:
@@ -295,10 +301,10 @@ class Engine:
             if wait > 0:
                 self._schedule(None, wait, self._drain)
                 return
-            with self._cond:
+            with self._lock:
                 self._waiting.popleft()
             if self._send_once(handle) == "waiting":  # refused again: it went back to the end; keep order
-                with self._cond:
+                with self._lock:
                     self._waiting.remove(handle)
                     self._waiting.appendleft(handle)
                 self._schedule(None, self._http.creation_gate.remaining() or self.floor, self._drain)
@@ -347,7 +353,7 @@ class Engine:
                 job_id = row.get("jobId") or row.get("id")
                 meta = row.get("metadata") or {}
                 echoed = meta.get("input") or {}
-                with self._cond:
+                with self._lock:
                     if job_id in self._known_jobs:
                         continue
                 same_model = echoed.get("modelId") in own_ids or meta.get("workflowId") == handle.run_model_id
@@ -360,12 +366,12 @@ class Engine:
 
     # -- Following -----------------------------------------------------------------------------------
     def _track(self, handle: Generation) -> None:
-        with self._cond:
+        with self._lock:
             self._tracked_at.setdefault(handle.request_id, time.monotonic())
         self._schedule_poll(handle, self._next_delay(handle))
 
     def _schedule_poll(self, handle: Generation, delay: float) -> None:
-        with self._cond:
+        with self._lock:
             token = self._tokens[handle.request_id] = next(self._seq)
         self._schedule(handle, delay, self._poll, token)
 
@@ -373,11 +379,22 @@ class Engine:
         self._schedule_poll(handle, 0.0)
 
     def _poll(self, handle: Generation, token: Optional[int] = None) -> None:
-        with self._cond:
+        with self._lock:
             if token is not None and self._tokens.get(handle.request_id) != token:
                 return  # a newer poll was scheduled for it
-        if handle.done or handle.job_id is None:
-            return
+            if handle.done or handle.job_id is None or handle.request_id in self._completing:
+                return
+            if handle.request_id in self._asking:
+                return  # the poll already on the wire answers for this one too
+            self._asking.add(handle.request_id)
+        try:
+            self._ask(handle)
+        finally:
+            with self._lock:
+                self._asking.discard(handle.request_id)
+
+    def _ask(self, handle: Generation) -> None:
+        assert handle.job_id is not None
         if time.monotonic() - self._tracked_at.get(handle.request_id, time.monotonic()) > self.job_timeout:
             self._end(handle, JobTimeoutError(handle.job_id, self.job_timeout), record=False)
             return
@@ -393,31 +410,37 @@ class Engine:
             log.info("poll of %s failed (%s); trying again", handle.job_id, exc)
             self._schedule_poll(handle, min(self.ceiling, self.floor * 2 ** min(self._polls[handle.request_id], 4)))
             return
+        status = str(job.get("status") or handle.status)
+        with self._lock:  # decide on this answer's own status: the first to see success completes the job
+            if handle.request_id in self._completing:
+                return
+            if status == "success":
+                self._completing.add(handle.request_id)
         before = handle.status
         handle._apply(job)
         self._samples[handle.request_id] = (time.time(), handle.progress)
         if handle.status != before:
             self._record(handle)
         handle._notify()
-        if handle.status == "success":
+        if status == "success":
             duration = server_duration(handle.status_history)
             if duration:
                 self.durations.add(handle.run_model_id, duration)
                 self._wake_siblings(handle, duration)
-            self._schedule(handle, 0.0, lambda h: self._complete(h, job))
-        elif handle.status in ("failure", "canceled"):
+            self._schedule(handle, 0.0, lambda h: self._complete(h, job), lane="fetch")
+        elif status in ("failure", "canceled"):
             self._end(handle, JobFailedError(handle.job_id, handle.error or "", handle.hint or "", handle.status))
         else:
             self._schedule_poll(handle, self._next_delay(handle))
 
     def _wake_siblings(self, finished: Generation, duration: float) -> None:
         """Jobs of the same model sent about when this one was are due about now: ask at once."""
-        with self._cond:
+        with self._lock:
             siblings = [h for h in self._live.values() if h is not finished and not h.done and h.job_id and
-                        h.run_model_id == finished.run_model_id and h.status != "success"]
+                        h.run_model_id == finished.run_model_id and h.request_id not in self._completing]
         now = time.time()
         for sibling in siblings:
-            due = sibling.submitted_at + 0.97 * duration
+            due = (sibling.sent_at or sibling.submitted_at) + 0.97 * duration  # sent, not queued here
             if due <= now + self.floor:
                 self._schedule_poll(sibling, max(0.0, due - now))
 
@@ -429,9 +452,10 @@ class Engine:
         if handle.run_model_id not in self._seeded:
             self._seed_from_history(handle.run_model_id)
         predictions = []
+        sent = handle.sent_at or handle.submitted_at  # a request held here by the rate limit starts when sent
         typical = self.durations.quantile(handle.run_model_id, self.target_quantile)
         if typical is not None:
-            predictions.append(handle.submitted_at + typical)
+            predictions.append(sent + typical)
         sample = self._samples.get(handle.request_id)
         started = self._phase_start(handle, "in-progress")
         if handle.status == "in-progress" and sample and 0 < handle.progress < 1 and started is not None \
@@ -439,7 +463,7 @@ class Engine:
             rate = handle.progress / (sample[0] - started)
             predictions.append(sample[0] + (1 - handle.progress) / rate + 0.2)
         if not predictions:  # nothing known yet: never more than ~20 % late
-            return min(self.ceiling, max(self.floor, 0.2 * (now - handle.submitted_at)))
+            return min(self.ceiling, max(self.floor, 0.2 * (now - sent)))
         ahead = [t for t in predictions if t > now + self.floor]
         if ahead:
             return min(self.ceiling, min(ahead) - now)
@@ -493,7 +517,7 @@ class Engine:
             if attempt < 8:
                 log.info("downloading the outputs of %s failed (%s); trying again", handle.job_id, exc)
                 self._schedule(handle, min(self.ceiling, 0.5 * 2 ** attempt),
-                               lambda h: self._complete(h, job, attempt + 1))
+                               lambda h: self._complete(h, job, attempt + 1), lane="fetch")
                 return
             handle._set(outputs=[], text=text)
             self._end(handle, DownloadFailedError(handle.job_id or "", exc), status="success")
@@ -534,12 +558,13 @@ class Engine:
     def _end(self, handle: Generation, exception: Optional[BaseException], *, status: Optional[str] = None,
              record: bool = True) -> None:
         """Mark a handle done, after its outputs are stored, and record the outcome."""
-        with self._cond:
+        with self._lock:
             self._live.pop(handle.request_id, None)
             self._tokens.pop(handle.request_id, None)
             self._tracked_at.pop(handle.request_id, None)
             self._polls.pop(handle.request_id, None)
             self._samples.pop(handle.request_id, None)
+            self._completing.discard(handle.request_id)
         handle._finish(exception, status)
         if record:
             self._record(handle)
@@ -552,7 +577,7 @@ class Engine:
         if handle.done:
             outcome = "finished"
         elif handle.job_id is None:
-            with self._cond:
+            with self._lock:
                 queued = handle in self._waiting
                 if queued:
                     self._waiting.remove(handle)
@@ -585,7 +610,7 @@ class Engine:
         if handle is not None and isinstance(handle.exception, (JobTimeoutError, DownloadFailedError)):
             handle._reopen()
             handle._set(note="")
-            with self._cond:
+            with self._lock:
                 self._live[handle.request_id] = handle
             self._track(handle)
             return handle
@@ -653,14 +678,14 @@ class Engine:
                 f"stopped; it was never sent and nothing was charged"), status="not-sent")
             return handle
         handle._set(status="unknown")
-        with self._cond:
+        with self._lock:
             self._live[handle.request_id] = handle
         self._schedule(handle, 0.0, self._reconcile)
         return handle
 
     def recover(self) -> list[Generation]:
         """Once per engine: follow on every unfinished request of this backend found in the history."""
-        with self._cond:
+        with self._lock:
             if self._recovered:
                 return []
             self._recovered = True
@@ -683,41 +708,43 @@ class Engine:
         return handles
 
     # -- Scheduling --------------------------------------------------------------------------------
-    def _schedule(self, handle: Optional[Generation], delay: float, task: Callable, token: Any = None) -> None:
-        with self._cond:
+    def _schedule(self, handle: Optional[Generation], delay: float, task: Callable, token: Any = None, *,
+                  lane: str = "poll") -> None:
+        with self._lock:
             if self._stopped:
                 return
-            heapq.heappush(self._queue, (time.monotonic() + delay, next(self._seq), task, handle, token))
-            self._threads = [t for t in self._threads if t.is_alive()]
-            if len(self._threads) < self._workers:
-                thread = threading.Thread(target=self._work, name="scenario-engine", daemon=True)
-                self._threads.append(thread)
+            heapq.heappush(self._queues[lane], (time.monotonic() + delay, next(self._seq), task, handle, token))
+            threads = self._threads[lane] = [t for t in self._threads[lane] if t.is_alive()]
+            if len(threads) < self._lane_sizes[lane]:
+                thread = threading.Thread(target=self._work, args=(lane,), name=f"scenario-engine-{lane}",
+                                          daemon=True)  # daemon: exit never waits for a request
+                threads.append(thread)
                 thread.start()
-            self._cond.notify()
+            self._wakeups[lane].notify()
 
-    def _work(self) -> None:
-        """A worker: take the earliest due task, run it, repeat; exit after a minute with nothing to do."""
+    def _work(self, lane: str) -> None:
+        """A worker of one lane: take its earliest due task, run it, repeat; exit after a minute of nothing."""
+        queue, wakeup = self._queues[lane], self._wakeups[lane]
         idle_since = time.monotonic()
         while True:
-            with self._cond:
+            with self._lock:
                 while True:
                     if self._stopped:
                         return
                     now = time.monotonic()
-                    if self._queue and self._queue[0][0] <= now:
-                        _, _, task, handle, token = heapq.heappop(self._queue)
+                    if queue and queue[0][0] <= now:
+                        _, _, task, handle, token = heapq.heappop(queue)
                         break
-                    if not self._queue and now - idle_since > 60:
-                        self._threads = [t for t in self._threads if t is not threading.current_thread()]
+                    if not queue and now - idle_since > 60:
+                        self._threads[lane] = [t for t in self._threads[lane] if t is not threading.current_thread()]
                         return
-                    self._cond.wait(self._queue[0][0] - now if self._queue else 60)
+                    wakeup.wait(queue[0][0] - now if queue else 60)
             try:
                 task(handle, token) if token is not None else task(handle)
             except Exception as exc:  # never lose a job to a bug or an odd answer: try again later
                 log.warning("%s on %s; trying again", exc, getattr(handle, "job_id", None))
                 if handle is not None and not handle.done:
-                    self._schedule(handle, self.ceiling, task, token)
+                    self._schedule(handle, self.ceiling, task, token, lane=lane)
             idle_since = time.monotonic()
-
 
 __all__ = ["Engine", "DurationModel", "server_duration"]

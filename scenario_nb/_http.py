@@ -24,6 +24,7 @@ from typing import Any, Optional
 from urllib.parse import urlsplit
 
 import requests
+import urllib3
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, NewConnectionError
 from urllib3.util.retry import Retry
@@ -139,23 +140,6 @@ class CreationGate:
             return max(0.0, self._not_before - time.monotonic())
 
 
-class _NoNetrcSession(requests.Session):
-    """A session that honours proxies and CA bundles from the environment but never `~/.netrc`.
-
-    requests would add netrc credentials to any request without explicit auth, and again after a
-    redirect to another host; an asset download must carry no credentials of any kind.
-    """
-
-    def rebuild_auth(self, prepared_request, response) -> None:
-        headers = prepared_request.headers
-        if "Authorization" in headers and self.should_strip_auth(response.request.url, prepared_request.url):
-            del headers["Authorization"]
-
-
-def _no_auth(request):
-    return request
-
-
 def _read_retry(total: int) -> Retry:
     return Retry(total=total, connect=total, read=total, status=total, other=0,
                  allowed_methods=frozenset({"GET", "HEAD"}), status_forcelist=(429, 500, 502, 503, 504),
@@ -173,7 +157,12 @@ class Transport:
         self._api_origin = urlsplit(self.base_url)[:2]
         self.timeout = timeout
         self.creation_gate = CreationGate()
-        self.session = _NoNetrcSession()
+        # The environment's proxies and CA bundle are read once per origin (`_settings`), not on every request
+        # (a third of a poll's CPU), and with `trust_env` off requests never reads `~/.netrc`: an asset
+        # download carries no credentials of any kind, even after a redirect.
+        self.session = requests.Session()
+        self.session.trust_env = False
+        self._origin_settings: dict[tuple, dict] = {}
         adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=_read_retry(max_retries))
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
@@ -185,12 +174,26 @@ class Transport:
     def close(self) -> None:
         self.session.close()
 
+    def _settings(self, url: str) -> dict:
+        """Proxies, CA bundle and client certificate for this URL's origin, from the environment, as requests
+        itself would find them (HTTPS_PROXY, NO_PROXY, REQUESTS_CA_BUNDLE, ...)."""
+        origin = urlsplit(url)[:2]
+        found = self._origin_settings.get(origin)
+        if found is None:
+            with requests.Session() as reader:  # trust_env on: reads the environment, sends nothing
+                found = reader.merge_environment_settings(url, {}, None, None, None)
+            found.pop("stream", None)
+            self._origin_settings[origin] = found
+        return found
+
     # -- API calls ---------------------------------------------------------------------------------
     def _send(self, method: str, path: str, params: Optional[dict], json_body: Any) -> requests.Response:
         started = time.monotonic()
+        url = self.base_url + path
         response = self.session.request(
-            method, self.base_url + path, params=params, json=json_body, timeout=self.timeout,
-            headers={"Authorization": self.credentials.authorization()}, auth=_no_auth, allow_redirects=False)
+            method, url, params=params, json=json_body, timeout=self.timeout,
+            headers={"Authorization": self.credentials.authorization()}, allow_redirects=False,
+            **self._settings(url))
         log.debug("%s %s -> %s in %.0f ms", method, path, response.status_code,
                   (time.monotonic() - started) * 1000)
         return response
@@ -249,15 +252,15 @@ class Transport:
         if urlsplit(url)[:2] == self._api_origin:
             headers["Authorization"] = self.credentials.authorization()
         try:
-            response = self.session.get(url, timeout=self.timeout, headers=headers, auth=_no_auth,
-                                        allow_redirects=True)
-        except requests.RequestException as exc:
+            with self.session.get(url, timeout=self.timeout, headers=headers, allow_redirects=True, stream=True,
+                                  **self._settings(url)) as response:
+                # Signed URLs are as good as the asset: only the host is logged.
+                log.debug("asset download from %s -> %s", urlsplit(url).netloc, response.status_code)
+                if response.status_code != 200:
+                    raise _download_error(response)
+                return response.raw.read(decode_content=True)  # in one read: a fraction of the CPU of .content
+        except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
             raise APIConnectionError(f"asset download failed ({_short(exc)})") from None
-        # Signed URLs are as good as the asset: only the host is logged.
-        log.debug("asset download from %s -> %s", urlsplit(url).netloc, response.status_code)
-        if response.status_code == 200:
-            return response.content
-        raise _download_error(response)
 
 
 def _answer(response: requests.Response, method: str, path: str) -> Any:

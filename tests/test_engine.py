@@ -60,6 +60,7 @@ def test_many_handles_complete_out_of_order_on_few_threads(setup):
     wait_all(handles, timeout=60)
     peak = max(peak, client_threads())
     assert all(h.ok and h.images for h in handles)
+    assert len(sb.cdn_requests) == sum(len(h.asset_ids) for h in handles), "an output was fetched twice"
     assert peak - before <= 8 + 2, "a thread per job?"  # the engine's 8 workers, a sender, slack
     order = sorted(handles, key=lambda h: h.finished_at)
     assert [h.job_id for h in order] != [h.job_id for h in handles], "expected out-of-order completion"
