@@ -31,6 +31,7 @@ from ._common import ApiError, iso, new_id
 BASE58 = _catalog.BASE58
 TERMINAL = ("success", "failure", "canceled")
 RENDER_AHEAD = 64  # images rendered before their job succeeds, at most
+RENDER_THREADS = 2  # images rendered at once while jobs run (a 1 MP PNG takes ~90 ms)
 # render's arguments; `look` is a trained LoRA's (palette, motif)
 RENDER_FIELDS = ("style", "model_name", "prompt", "seed", "index", "width", "height", "base", "look")
 # Fractions of a job's duration at which it reaches each state.
@@ -185,7 +186,8 @@ class State:
         self.rendered_ahead: dict[tuple, tuple[bytes, float]] = {}
         self.render_queue: "queue.SimpleQueue" = queue.SimpleQueue()
         self.trainings = _training.Trainings(self)
-        threading.Thread(target=self._render_worker, name="scenario-sandbox-render", daemon=True).start()
+        for n in range(RENDER_THREADS):  # Pillow's PNG encoder lets go of the GIL: two encode side by side
+            threading.Thread(target=self._render_worker, name=f"scenario-sandbox-render-{n}", daemon=True).start()
 
     # -- faults --
     def take_fault(self, method: str, path: str, kinds: tuple) -> Optional[dict]:
@@ -355,7 +357,8 @@ class State:
                 self.rendered_ahead[key] = (data, time.time())
 
     def close(self) -> None:
-        self.render_queue.put(None)
+        for _ in range(RENDER_THREADS):
+            self.render_queue.put(None)
 
     def image_bytes(self, asset: dict) -> bytes:
         if asset["data"] is not None:
