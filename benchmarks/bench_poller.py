@@ -3,8 +3,8 @@
     python benchmarks/bench_poller.py [--job-seconds 4] [--jitter 0.5] [--sizes 1,16,64,256] [--cold 64]
                                       [--json] [--quick] [--only-cold] [--readme]
 
-Ours: `client.generate(...)` N times, then `wait_all`. Baseline: the guide followed literally with plain
-`requests`: submit one job, poll GET /jobs/{id} every 2.5 s until success, GET /assets/{id} for the URL (as
+Ours: one `client.generate_many(...)` call (what a `--each` cell makes), then `wait_all`. Baseline: the
+guide followed literally with plain `requests`: submit one job, poll GET /jobs/{id} every 2.5 s until success, GET /assets/{id} for the URL (as
 the real API requires), download, next job. The baseline is sequential, so for N > 1 it runs on a sample
 of jobs and its wall time is extrapolated (said in the table). The cold row is a user's first batch: a
 fresh client and home (no history to learn durations from, no warm-up), jitter 0, all jobs finishing
@@ -92,7 +92,8 @@ def run_ours(client, sb, n: int, label: str = "bench") -> dict:
     """N generations at once through the public API; every figure read from the sandbox's log or our clocks."""
     with EngineCpu() as cpu:
         start = time.time()
-        handles = [client.generate(MODEL, f"{label} job {n}-{i}", seed=i) for i in range(n)]
+        # One batch call, as a `%%scenario --each` cell makes: the requests are sent side by side.
+        handles = client.generate_many(MODEL, [f"{label} job {n}-{i}" for i in range(n)])
         submitted = time.time()
         scenario_nb.wait_all(handles, timeout=600)
     end = max(h.finished_at for h in handles)

@@ -346,11 +346,25 @@ class ScenarioClient:
         history before it is sent (a history that cannot be written refuses it: `StorageError`, nothing
         sent). Price it first with `estimate()`.
         """
+        return self._engine.submit(self._handle(model, prompt, base_model, _source, inputs))
+
+    def generate_many(self, model: Union[str, Model], prompts: Iterable[str], *, base_model: Optional[str] = None,
+                      _source: str = "api", **inputs: Any) -> list[Generation]:
+        """One generation per prompt, all sent side by side; returns when each request has an answer.
+
+        Every request is validated before any is sent, and each is recorded before it leaves (as with
+        `generate`). Much faster than a loop of `generate()` for a batch: the requests overlap.
+        """
+        handles = [self._handle(model, prompt, base_model, _source, inputs) for prompt in prompts]
+        return self._engine.submit_many(handles)
+
+    def _handle(self, model: Union[str, Model], prompt: Optional[str], base_model: Optional[str], source: str,
+                inputs: dict) -> Generation:
+        """A new, validated, not yet sent handle."""
         requested, runnable, body = self.prepare(model, prompt, base_model=base_model, **inputs)
-        handle = Generation(self._engine, model_id=requested.id, run_model_id=runnable.id,
-                            base_model_id=None if runnable.id == requested.id else runnable.id,
-                            inputs=body, source=_source, model_name=requested.name)
-        return self._engine.submit(handle)
+        return Generation(self._engine, model_id=requested.id, run_model_id=runnable.id,
+                          base_model_id=None if runnable.id == requested.id else runnable.id,
+                          inputs=body, source=source, model_name=requested.name)
 
     def previous(self, model: Union[str, Model], body: dict) -> Optional[Generation]:
         """The identical request already sent from this machine to this backend, if any, as a live handle.

@@ -17,6 +17,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import random
 import threading
 import time
 import weakref
@@ -93,9 +94,10 @@ class Engine:
         self.search_seconds = SEARCH_SECONDS
         self.target_quantile = target_quantile
         self.durations = DurationModel()
-        # Two lanes: polls (and sends, searches) on two threads — a poll costs ~2 ms of CPU — and output
-        # downloads on the rest, so a burst of downloads never holds up seeing the next success.
-        self._lane_sizes = {"poll": 2, "fetch": max(1, workers - 2)}
+        # Three lanes: polls (and searches) on two threads — a poll costs ~2 ms of CPU —, output downloads on
+        # the rest, so a burst of downloads never holds up seeing the next success, and up to four requests
+        # being sent side by side.
+        self._lane_sizes = {"poll": 2, "fetch": max(1, workers - 2), "send": 4}
         self._lock = threading.RLock()
         self._wakeups = {lane: threading.Condition(self._lock) for lane in self._lane_sizes}
         self._queues: dict[str, list] = {lane: [] for lane in self._lane_sizes}  # heaps of (due, seq, task, …)
@@ -194,6 +196,34 @@ class Engine:
         With `block`, returns when the request has an answer (a job, a 429, or a lost answer); a Ctrl-C
         while waiting stops only the waiting: the request goes on in the background and stays in the ledger.
         """
+        self._submit(handle)
+        if block:
+            self.wait_answered([handle])
+        return handle
+
+    def submit_many(self, handles: list[Generation]) -> list[Generation]:
+        """Record and send several requests side by side (a few senders); returns once each has an answer.
+
+        Each is recorded before it is sent; if the history fails part-way, those already sent go on and the
+        rest are refused (`StorageError`, nothing sent for them).
+        """
+        for handle in handles:
+            self._submit(handle)
+        self.wait_answered(handles)
+        return handles
+
+    def wait_answered(self, handles: list[Generation]) -> None:
+        """Wait until each request has an answer. A Ctrl-C stops only the waiting: the exception carries
+        `.handles` (what was sent, and goes on) for the front door's one line."""
+        try:
+            for handle in handles:
+                while not handle._answered.wait(0.05):
+                    pass
+        except KeyboardInterrupt as exc:
+            exc.handles = handles  # type: ignore[attr-defined]
+            raise
+
+    def _submit(self, handle: Generation) -> None:
         if self._stopped:
             raise SubmitFailedError("this client was closed (the session switched backend or the kernel is "
                                     "stopping): nothing was sent")
@@ -206,17 +236,9 @@ class Engine:
             self._live[handle.request_id] = handle
         if waits:
             self._enqueue(handle)
-            return handle
-        sender = threading.Thread(target=self._send, args=(handle,), name="scenario-send", daemon=True)
-        sender.start()
-        if block:
-            try:
-                while not handle._answered.wait(0.05):
-                    pass
-            except KeyboardInterrupt as exc:  # the request goes on; the front door says so in one line
-                exc.handle = handle  # type: ignore[attr-defined]
-                raise
-        return handle
+            handle._answered.set()  # held here: its answer is "not yet", and the caller need not wait
+            return
+        self._schedule(handle, 0.0, self._send, lane="send")
 
     def _send(self, handle: Generation) -> None:
         try:
@@ -462,8 +484,10 @@ class Engine:
                 and sample[0] > started:
             rate = handle.progress / (sample[0] - started)
             predictions.append(sample[0] + (1 - handle.progress) / rate + 0.2)
-        if not predictions:  # nothing known yet: never more than ~20 % late
-            return min(self.ceiling, max(self.floor, 0.2 * (now - sent)))
+        if not predictions:  # nothing known yet: never more than ~20 % late. Each job probes at its own random
+            # share of that, so jobs sent together probe at different moments: the first success is seen at
+            # once, and its siblings are asked straight after (`_wake_siblings`).
+            return min(self.ceiling, max(self.floor, 0.2 * (now - sent) * random.uniform(0.3, 1.0)))
         ahead = [t for t in predictions if t > now + self.floor]
         if ahead:
             return min(self.ceiling, min(ahead) - now)

@@ -216,12 +216,12 @@ class ScenarioMagics(Magics, Configurable):
             if handle is not None:
                 print(reuse_line(handle))
         try:
-            for index in fresh:
-                handles[index] = client.generate(model, prompts[index], _source="magic", **inputs)
+            sent = client.generate_many(model, [prompts[i] for i in fresh], _source="magic", **inputs)
         except KeyboardInterrupt as exc:
-            sent = [h for h in handles if h is not None] + ([exc.handle] if hasattr(exc, "handle") else [])
-            print(interrupted_send_line(sent))
+            print(interrupted_send_line(getattr(exc, "handles", [])))
             return None
+        for index, handle in zip(fresh, sent, strict=True):
+            handles[index] = handle
         ready = [h for h in handles if h is not None]
         if args.out:
             self.user_ns[args.out] = ready if args.each else ready[0]

@@ -10,6 +10,7 @@ import time
 import pytest
 from PIL import Image
 
+import scenario_nb
 from scenario_nb import JobFailedError, JobTimeoutError, ScenarioClient, wait_all
 from scenario_nb import sandbox as sandbox_mod
 
@@ -61,7 +62,7 @@ def test_many_handles_complete_out_of_order_on_few_threads(setup):
     peak = max(peak, client_threads())
     assert all(h.ok and h.images for h in handles)
     assert len(sb.cdn_requests) == sum(len(h.asset_ids) for h in handles), "an output was fetched twice"
-    assert peak - before <= 8 + 2, "a thread per job?"  # the engine's 8 workers, a sender, slack
+    assert peak - before <= 12 + 2, "a thread per job?"  # 2 polling, 6 downloading, 4 sending, slack
     order = sorted(handles, key=lambda h: h.finished_at)
     assert [h.job_id for h in order] != [h.job_id for h in handles], "expected out-of-order completion"
 
@@ -186,3 +187,18 @@ def test_adaptive_polls_fewer_than_a_fixed_beat(made):
     wait_all(handles, timeout=30)
     polls = [r for r in sb.requests[start:] if r["method"] == "GET" and "/jobs/" in r["path"]]
     assert len(polls) / 8 <= 2.5, "more job polls than a 1 s fixed beat would make"
+
+
+def test_a_batch_is_sent_side_by_side_and_every_request_is_answered(setup, tmp_path):
+    sb, client, model = setup
+    prompts = [f"barrel {i}" for i in range(24)]
+    handles = client.generate_many(model, prompts, seed=4)
+    assert [h.prompt for h in handles] == prompts and all(h.job_id for h in handles)
+    assert sb.stats()["jobs_created"] == 24 and client.history.count() == 24
+    wait_all(handles, timeout=60)
+    assert all(h.ok and h.images for h in handles)
+    blocked = ScenarioClient(KEY, SECRET, sb.url, home=tmp_path / "b", history_path=tmp_path / "file" / "h.sqlite")
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(scenario_nb.StorageError):
+        blocked.generate_many(model, prompts)
+    assert sb.stats()["jobs_created"] == 24  # a batch that cannot be recorded sends nothing
