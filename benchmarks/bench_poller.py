@@ -3,9 +3,10 @@
     python benchmarks/bench_poller.py [--job-seconds 4] [--jitter 0.5] [--sizes 1,16,64,256] [--cold 64]
                                       [--json] [--quick] [--only-cold] [--readme]
 
-Ours: one `client.generate_many(...)` call (what a `--each` cell makes), then `wait_all`. Baseline: the
-guide followed literally with plain `requests`: submit one job, poll GET /jobs/{id} every 2.5 s until success, GET /assets/{id} for the URL (as
-the real API requires), download, next job. The baseline is sequential, so for N > 1 it runs on a sample
+Ours: one `client.generate_many(...)` call (what a `--each` cell makes), then `wait_all`. Baseline: the guide
+followed literally with plain `requests`: submit one job, poll GET /jobs/{id} every 2.5 s until success, GET
+/assets/{id} for the URL (as the real API requires), download, next job.
+The baseline is sequential, so for N > 1 it runs on a sample
 of jobs and its wall time is extrapolated (said in the table). The cold row is a user's first batch: a
 fresh client and home (no history to learn durations from, no warm-up), jitter 0, all jobs finishing
 together. The 256-job run meets a sandbox cap of 32 parallel jobs (429 above it, no Retry-After).
