@@ -110,6 +110,7 @@ class Engine:
         self._waiting: deque = deque()  # handles refused with 429, sent in order once the gate opens
         self._draining = False
         self._tokens: dict[str, int] = {}  # request id -> the one poll task that counts
+        self._due: dict[str, float] = {}  # request id -> when (monotonic) that poll is due
         self._tracked_at: dict[str, float] = {}
         self._polls: dict[str, int] = defaultdict(int)
         self._samples: dict[str, tuple] = {}
@@ -241,7 +242,12 @@ class Engine:
         self._schedule(handle, 0.0, self._send, lane="send")
 
     def _send(self, handle: Generation) -> None:
+        """A send-lane task: send now, unless a 429 closed the creation gate since it was queued."""
         try:
+            if self._http.creation_gate.remaining() > 0 or self.waiting():
+                self._mark(handle, "waiting")
+                self._enqueue(handle)
+                return
             self._send_once(handle)
         except Exception as exc:  # never leave a request without an outcome
             log.exception("sending %s failed", handle.request_id)
@@ -395,6 +401,7 @@ class Engine:
     def _schedule_poll(self, handle: Generation, delay: float) -> None:
         with self._lock:
             token = self._tokens[handle.request_id] = next(self._seq)
+            self._due[handle.request_id] = time.monotonic() + delay
         self._schedule(handle, delay, self._poll, token)
 
     def poll_soon(self, handle: Generation) -> None:
@@ -460,11 +467,14 @@ class Engine:
         with self._lock:
             siblings = [h for h in self._live.values() if h is not finished and not h.done and h.job_id and
                         h.run_model_id == finished.run_model_id and h.request_id not in self._completing]
-        now = time.time()
+        now, clock = time.time(), time.monotonic()
         for sibling in siblings:
             due = (sibling.sent_at or sibling.submitted_at) + 0.97 * duration  # sent, not queued here
-            if due <= now + self.floor:
-                self._schedule_poll(sibling, max(0.0, due - now))
+            delay = max(0.0, due - now)
+            with self._lock:  # only sooner than it would be asked anyway: N successes never make N² polls
+                sooner = self._due.get(sibling.request_id, float("inf")) > clock + delay + self.floor
+            if due <= now + self.floor and sooner:
+                self._schedule_poll(sibling, delay)
 
     def _next_delay(self, handle: Generation) -> float:
         """How long until this job is worth asking about again."""
@@ -585,6 +595,7 @@ class Engine:
         with self._lock:
             self._live.pop(handle.request_id, None)
             self._tokens.pop(handle.request_id, None)
+            self._due.pop(handle.request_id, None)
             self._tracked_at.pop(handle.request_id, None)
             self._polls.pop(handle.request_id, None)
             self._samples.pop(handle.request_id, None)
