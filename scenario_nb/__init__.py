@@ -16,7 +16,6 @@ import os as _os
 import sys as _sys
 from typing import TYPE_CHECKING
 
-from ._client import CostEstimate, ScenarioClient
 from ._errors import (APIConnectionError, APIError, APITimeoutError, AuthenticationError, BadRequestError,
                       ConfigurationError, ConflictError, DownloadFailedError, InputError, JobFailedError,
                       JobTimeoutError, NotFoundError, OutcomeUnknownError, PermissionDeniedError, RateLimitError,
@@ -26,6 +25,7 @@ from ._models import Model, ModelInput
 from ._version import __version__
 
 if TYPE_CHECKING:
+    from ._client import CostEstimate, ScenarioClient
     from ._panel import Panel
 
 __all__ = [
@@ -60,14 +60,19 @@ if not _log.handlers:
     _log.propagate = False
 
 
-def client() -> ScenarioClient:
+def client() -> "ScenarioClient":
     """The shared client behind the magics and the panel (cloud with credentials, else the sandbox)."""
     from ._session import get_session
     return get_session().client
 
 
 def __getattr__(name: str):
-    if name == "Panel":  # ipywidgets is imported only when the panel is used (it costs ~300 ms)
+    # Imported on first use, so `%load_ext scenario_nb` stays light: the client brings the HTTP stack
+    # (requests, urllib3), the panel brings ipywidgets (~300 ms).
+    if name in ("ScenarioClient", "CostEstimate"):
+        from . import _client
+        return getattr(_client, name)
+    if name == "Panel":
         from ._panel import Panel
         return Panel
     raise AttributeError(f"module 'scenario_nb' has no attribute {name!r}")

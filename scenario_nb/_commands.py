@@ -126,7 +126,7 @@ class Commands:
 
     # -- Where generations go ----------------------------------------------------------------------------
     def cmd_status(self, rest: list) -> None:
-        from ._http import credentials_from_env
+        from ._env import credentials_from_env
         session = self.magics.session
         client = session.client
         client.recover()  # anything an earlier kernel or a lost answer left: followed on from now
@@ -147,7 +147,7 @@ class Commands:
         self._switch(force_sandbox=True)
 
     def cmd_use_credentials(self, rest: list) -> None:
-        from ._http import credentials_from_env
+        from ._env import credentials_from_env
         key, secret, _ = credentials_from_env()
         if not (key and secret):
             raise UsageError("no SCENARIO_API_KEY and SCENARIO_API_SECRET in the environment; set them (e.g. "

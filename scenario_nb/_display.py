@@ -47,7 +47,7 @@ def thumbnail_grid(images: Iterable, size: int = DEFAULT_THUMBNAIL_SIZE, gap: in
     if alpha:
         grid.convert("RGBA").save(buf, format="PNG", optimize=True)
         return buf.getvalue(), "image/png", width, height
-    grid.convert("RGB").save(buf, format="JPEG", quality=85, optimize=True)
+    grid.convert("RGB").save(buf, format="JPEG", quality=80, optimize=True)
     return buf.getvalue(), "image/jpeg", width, height
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import logging
-import os
 import random
 import re
 import threading
@@ -31,36 +30,11 @@ from urllib3.util.retry import Retry
 
 from ._errors import (APIConnectionError, APITimeoutError, ConfigurationError, NotFoundError,
                       PermissionDeniedError, RateLimitError, ServerError, error_for_status)
+from ._env import credentials_from_env, mask
 from ._version import USER_AGENT
 
-DEFAULT_BASE_URL = "https://api.cloud.scenario.com/v1"
 TIMEOUT = (5.0, 60.0)  # connect, read (seconds)
 log = logging.getLogger("scenario_nb.http")
-
-_KEY_VARS = ("SCENARIO_API_KEY", "SCENARIO_SDK_API_KEY")
-_SECRET_VARS = ("SCENARIO_API_SECRET", "SCENARIO_SDK_API_SECRET")
-_URL_VARS = ("SCENARIO_API_URL", "SCENARIO_BASE_URL")
-
-
-def _first_env(names: tuple[str, ...]) -> Optional[str]:
-    for name in names:
-        value = os.environ.get(name, "").strip()
-        if value:
-            return value
-    return None
-
-
-def mask(key: Optional[str]) -> str:
-    """Show enough of an API key to recognise it, never enough to use it."""
-    if not key:
-        return "(not set)"
-    return f"{key[:4]}…{key[-2:]}" if len(key) >= 12 else "****"
-
-
-def credentials_from_env() -> tuple[Optional[str], Optional[str], str]:
-    """Key, secret and base URL from the environment (ours first, then the official SDK's names)."""
-    return _first_env(_KEY_VARS), _first_env(_SECRET_VARS), _first_env(_URL_VARS) or DEFAULT_BASE_URL
-
 
 @dataclass(frozen=True)
 class Credentials:

@@ -22,7 +22,7 @@ from ._commands import SUBCOMMANDS, Commands, check_variable, fill_prompt, setti
 from ._display import DEFAULT_THUMBNAIL_SIZE, show_generations
 from ._errors import ScenarioError
 from ._generation import Generation
-from ._http import credentials_from_env
+from ._env import credentials_from_env
 from ._models import aspect_options, is_aspect, normalise_ratio, request_inputs
 
 @magics_class

@@ -17,7 +17,7 @@ import time
 from typing import Any, Optional
 
 from ._client import ScenarioClient
-from ._http import DEFAULT_BASE_URL, credentials_from_env
+from ._env import DEFAULT_BASE_URL, credentials_from_env
 
 SANDBOX_BACKEND_ID = "embedded-sandbox"  # one identity across kernels, so re-run safety survives a restart
 
