@@ -537,6 +537,9 @@ class Panel(w.VBox):
         self._touched = True
         from ._session import current_session
         session = current_session()
+        if self._follows_session and session is not None and session.client is not self.client \
+                and session.client.backend_id == self.client.backend_id:
+            self.client = session.client  # the same backend in a new session (e.g. a new history path)
         if self._follows_session and session is not None and session.client is not self.client:
             self.message.value = _error_html(
                 f"not sent: this panel was opened on {self.client.base_url}, and the session now uses "

@@ -114,6 +114,22 @@ def sandbox():
 
 
 @pytest.fixture
+def sb():
+    """A sandbox of its own (not the shared session's), for tests of the client itself."""
+    with sandbox_mod.start(job_seconds=0.3, seed=1, api_key=SUITE_KEY, api_secret=SUITE_SECRET) as server:
+        yield server
+
+
+@pytest.fixture
+def client(sb, tmp_path):
+    """A client of its own on `sb`, with its history and outputs under tmp_path."""
+    from scenario_nb import ScenarioClient
+    c = ScenarioClient(SUITE_KEY, SUITE_SECRET, sb.url, home=tmp_path)
+    yield c
+    c.close()
+
+
+@pytest.fixture
 def env(sandbox, tmp_path, monkeypatch):
     """The shared session pointed at the sandbox, with history and images under tmp_path."""
     for var in CREDENTIAL_VARS:

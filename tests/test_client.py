@@ -16,19 +16,6 @@ from scenario_nb import sandbox as sandbox_mod
 from conftest import SUITE_KEY as KEY, SUITE_SECRET as SECRET  # noqa: E402 (scanned for in every exception)
 
 
-@pytest.fixture
-def sb():
-    with sandbox_mod.start(api_key=KEY, api_secret=SECRET, job_seconds=0.3, seed=1) as server:
-        yield server
-
-
-@pytest.fixture
-def client(sb, tmp_path):
-    c = ScenarioClient(KEY, SECRET, sb.url, home=tmp_path)
-    yield c
-    c.close()
-
-
 def first_runnable(client, with_input):
     for m in client.models(public=True):
         full = client.model(m.id)

@@ -34,19 +34,6 @@ def start(**options):
     return sandbox_mod.start(**options)
 
 
-@pytest.fixture
-def sb():
-    with start() as server:
-        yield server
-
-
-@pytest.fixture
-def client(sb, tmp_path):
-    c = ScenarioClient(KEY, SECRET, sb.url, home=tmp_path)
-    yield c
-    c.close()
-
-
 def posts(sb) -> list:
     return [r for r in sb.requests if r["method"] == "POST" and "/generate/custom/" in r["path"]]
 
