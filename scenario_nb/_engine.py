@@ -118,6 +118,7 @@ class Engine:
         self._completing: set = set()  # request ids whose success was seen: completed once, never polled again
         self._seeded: set = set()
         self._recovered = False
+        self._reattaching = threading.Lock()
 
     # -- Local state -------------------------------------------------------------------------------
     @property
@@ -639,9 +640,13 @@ class Engine:
     def reattach(self, job_id: str) -> Generation:
         """A live handle on any job by id: the one in flight, a timed-out or not-fetched one taken back, or a
         new one built from the history and the server."""
+        with self._reattaching:  # one handle per job, even when a recovery and a front door ask at once
+            return self._reattach(job_id)
+
+    def _reattach(self, job_id: str) -> Generation:
         handle = self.live_handle(job_id=job_id)
-        if handle is not None and not handle.done:
-            return handle
+        if handle is not None and (not handle.done or handle.ok):
+            return handle  # still followed, or finished here with its outputs
         if handle is not None and isinstance(handle.exception, (JobTimeoutError, DownloadFailedError)):
             handle._reopen()
             handle._set(note="")
