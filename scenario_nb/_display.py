@@ -105,9 +105,12 @@ def status_html(handle) -> str:
             f"<code>{html.escape(lines[0])}</code>{note}</div>")
 
 
-def error_html(error: Any) -> str:
-    """The one line shown for a failed job or command: reason and hint, never a traceback."""
-    return f'<pre style="color:#b00;white-space:pre-wrap">✗ {html.escape(str(error))}</pre>'
+def error_html(error: Any, *, inline: bool = False) -> str:
+    """The one line shown for a failed job or command: reason and hint, never a traceback (inline: beside a
+    control, as the panel shows it)."""
+    if inline:
+        return f'<span style="color:#b00020">✗ {html.escape(str(error))}</span>'
+    return f'<pre style="color:#b00020;white-space:pre-wrap">✗ {html.escape(str(error))}</pre>'
 
 
 def table_bundle(headers: list, rows: list) -> dict:

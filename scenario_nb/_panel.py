@@ -21,7 +21,7 @@ from typing import Any, Optional
 
 import ipywidgets as w
 
-from ._display import magic_text, thumbnail_grid
+from ._display import error_html, magic_text, thumbnail_grid
 from ._errors import InputError, ScenarioError
 from ._gallery import (ACCENT, TILE, TILE_BOX, TILE_INNER, Item, caption_html, code_html, image_area, other_area,
                        snapshot_html)
@@ -45,7 +45,7 @@ SNAPSHOT_STYLE = ("<style>.jp-OutputArea-child:has(.scenario-panel) + .jp-Output
 
 
 def _error_html(text: str) -> str:
-    return f'<span style="color:#b00020">✗ {html.escape(text)}</span>'
+    return error_html(text, inline=True)
 
 
 def _sentence(text: str) -> str:
