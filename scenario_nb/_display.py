@@ -256,3 +256,111 @@ def magic_text(handle) -> str:
     if handle.seed is not None and "seed" not in handle.inputs:
         parts += ["--seed", str(handle.seed)]
     return " ".join(parts) + "\n" + handle.prompt
+
+
+# -- Trainings (added for the custom-model workbench) --------------------------------------------------------
+
+TRAINING_THUMB = 96
+
+
+def _training_strip(training, limit: int = 15) -> str:
+    """A strip of small training-image thumbnails with their file names and captions."""
+    cells = []
+    for image in training.images[:limit]:
+        uri = image.thumbnail(TRAINING_THUMB)
+        picture = (f'<img src="{uri}" width="{TRAINING_THUMB}" style="display:block;border-radius:3px">' if uri else
+                   f'<div style="width:{TRAINING_THUMB}px;height:{TRAINING_THUMB}px;background:#eee"></div>')
+        caption = html.escape(image.caption or "(no caption)")
+        cells.append(f'<figure style="margin:0;width:{TRAINING_THUMB}px;flex:none">{picture}'
+                     f'<figcaption style="font-size:10px;line-height:1.2;word-wrap:break-word">'
+                     f"<b>{html.escape(image.name)}</b><br>{caption}</figcaption></figure>")
+    more = len(training.images) - limit
+    if more > 0:
+        cells.append(f'<div style="align-self:center;font-size:11px">+{more} more</div>')
+    return f'<div style="display:flex;gap:6px;overflow-x:auto;padding-top:4px">{"".join(cells)}</div>'
+
+
+def training_bundle(training) -> tuple[dict, dict]:
+    """(data, metadata) for a Training: its stage, a progress bar, the ETA and cost, then the training set."""
+    data = {"text/plain": training.summary()}
+    metadata = {"scenario_nb": {"training": training.provenance()}}
+    lines = training.summary().splitlines()
+    pct = int(round(training.progress * 100))
+    head = f"<b>{html.escape(training.name)}</b> <small>{html.escape(training.model_id)} · " \
+           f"{html.escape(training.type)}</small>"
+    state = [training.stage_words()]
+    if training.stage == "running-train" and not training.done:
+        state.append(f"{pct}%")
+    left = training.remaining
+    if left is not None:
+        from ._training import eta_words
+        state.append(f"ETA {eta_words(left)}")
+    if training.cost is not None:
+        state.append(f"{training.cost:g} CU")
+    bar = f'<progress value="{pct}" max="100" style="width:16em"></progress>'
+    body = f"{bar} <code>{html.escape(' · '.join(state))}</code>"
+    if training.exception is not None and not training.ok:
+        body += "<br>" + error_html(training.exception, inline=True)
+    elif len(lines) > 1:
+        body += f"<br><small>{html.escape(lines[1])}</small>"
+    data["text/html"] = (f'<div class="scenario-training">{head}<br>{body}{_training_strip(training)}</div>')
+    return data, metadata
+
+
+def captions_html(captions: dict, thumbnails: dict) -> str:
+    """Editable captions as a table: thumbnail, file name, caption."""
+    rows = []
+    for name, text in captions.items():
+        uri = thumbnails.get(name)
+        picture = f'<img src="{uri}" width="64">' if uri else ""
+        rows.append(f'<tr><td>{picture}</td><td style="text-align:left;white-space:nowrap">{html.escape(name)}</td>'
+                    f'<td style="text-align:left">{html.escape(text or "(no caption)")}</td></tr>')
+    return ('<table><tr><th></th><th style="text-align:left">file</th><th style="text-align:left">caption</th></tr>'
+            + "".join(rows) + "</table>")
+
+
+def _training_signature(training) -> tuple:
+    return (training.status, training.stage, round(training.progress, 2), training.position, training.done,
+            training.note, None if training.remaining is None else int(training.remaining))
+
+
+def show_training(training, *, wait: bool) -> None:
+    """Show a training in the running cell: updated in place until it ends when waiting (Ctrl-C stops the
+    waiting, never the training), else as a widget the engine's thread keeps current."""
+    from IPython.display import display
+    data, metadata = training_bundle(training)
+    if not wait:
+        import ipywidgets as widgets
+        view = widgets.HTML(data["text/html"])
+        shown = display(view, display_id=True)
+        last: list = [None]
+
+        def update(t) -> None:
+            signature = _training_signature(t)
+            if signature == last[0]:
+                return
+            last[0] = signature
+            fresh, meta = training_bundle(t)
+            view.value = fresh["text/html"]
+            if t.done:  # a saved notebook shows the outcome without widget state
+                fresh["application/vnd.jupyter.widget-view+json"] = {
+                    "version_major": 2, "version_minor": 0, "model_id": view.model_id}
+                shown.update(fresh, raw=True, metadata=meta)
+        training.on_update(update)
+        return
+    shown = display(data, raw=True, metadata=metadata, display_id=True)
+    seen = _training_signature(training)
+    try:
+        while True:
+            done = training.done
+            signature = _training_signature(training)
+            if signature != seen:
+                data, metadata = training_bundle(training)
+                shown.update(data, raw=True, metadata=metadata)
+                seen = signature
+            if done:
+                return
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        print(f"Stopped waiting (the training goes on on the server); %scenario training {training.model_id} "
+              f"shows it again")

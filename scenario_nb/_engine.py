@@ -28,10 +28,14 @@ from ._errors import (APIConnectionError, APIError, BadRequestError, DownloadFai
                       JobTimeoutError, NotFoundError, OutcomeUnknownError, PermissionDeniedError, RateLimitError,
                       ScenarioError, ServerError, StorageError, SubmitFailedError)
 from ._generation import CANCEL_WORDS, Generation, Output, kind_of, parse_time
-from ._history import History, JobRecord, new_request_id
+from ._history import TRAINING_TERMINAL, History, JobRecord, TrainingRecord, new_request_id
 from ._http import Transport, UncertainSubmit
+from ._training import CANCEL_WORDS as TRAINING_CANCEL_WORDS, Training, TrainingImage
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
+    from ._models import Model
     from ._store import FileStore
 
 log = logging.getLogger("scenario_nb")
@@ -746,6 +750,264 @@ class Engine:
             except ScenarioError as exc:
                 log.warning("could not follow on %s: %s", record.job_id or record.request_id, exc)
         return handles
+
+    # -- Trainings ---------------------------------------------------------------------------------------
+    # A training is followed on the poll lane beside the jobs (no thread of its own): `GET /models/{id}` at a
+    # cadence from the server's remaining time, and `GET /jobs/{jobId}` once when it fails, for the error and
+    # hint (the model carries none). Its row in the history's `trainings` table is written before anything
+    # waits and after every change, so a new kernel follows it on (`recover_trainings`).
+    TRAINING_CEILING = 10.0  # seconds between two polls of one training, at most
+
+    def _training_state(self) -> dict:
+        """Live trainings by model id (made on first use; the job-following state above is left alone)."""
+        with self._lock:
+            state = self.__dict__.get("_trainings")
+            if state is None:
+                self._trainings: dict[str, Training] = {}
+                state = self._trainings
+                self._training_tokens: dict[str, int] = {}
+                self._training_errors: dict[str, int] = defaultdict(int)
+                self._trainings_recovered = False
+                self._training_attach = threading.Lock()
+            return state
+
+    def live_training(self, model_id: str) -> Optional[Training]:
+        with self._lock:
+            return self._training_state().get(model_id)
+
+    def trainings_in_flight(self) -> list[Training]:
+        with self._lock:
+            return [t for t in self._training_state().values() if not t.done]
+
+    def record_training(self, training: Training, *, before_sending: bool = False) -> None:
+        """Write the training's row. Before its training is started, a failure refuses it; after, it is
+        noted on the handle and in the log, and the training is followed all the same."""
+        row = TrainingRecord(
+            model_id=training.model_id, backend_id=self.backend_id, backend_url=self.base_url, name=training.name,
+            type=training.type, job_id=training.job_id, status=training.status, stage=training.stage,
+            progress=training.progress, remaining=training.remaining, cost=training.cost,
+            parameters=training.parameters, images=[i.as_dict() for i in training.images], error=training.error,
+            hint=training.hint, created_at=training.created_at, updated_at=time.time(),
+            finished_at=training.finished_at)
+        try:
+            self.history.record_training(row)
+        except StorageError as exc:
+            if before_sending:
+                raise
+            training._set(note=f"not recorded in the history: {exc}")
+            log.warning("training %s is not in the history: %s", training.model_id, exc)
+
+    def start_training(self, training: Training, parameters: dict) -> None:
+        """Record that the training is being started, then `PUT /models/{id}/train` exactly once.
+
+        A refusal (4xx) raises and nothing was started. A lost answer (no answer, 5xx) is never retried: the
+        model is followed, and its status tells whether the training started.
+        """
+        training._set(stage="starting")
+        self.record_training(training, before_sending=True)  # raises StorageError: nothing is started
+        try:
+            data = self._http.request("PUT", f"/models/{training.model_id}/train",
+                                      json_body={"parameters": parameters})
+        except (APIConnectionError, ServerError) as exc:
+            training._set(note=f"the answer to starting the training was lost ({exc}); following the model")
+            self.follow_training(training)
+            return
+        job = data.get("job") or {}
+        cost = data.get("creativeUnitsCost")
+        if cost is None:
+            cost = (data.get("creativeUnits") or {}).get("estimatedCreativeUnits")
+        training._set(job_id=job.get("jobId") or job.get("id") or training.job_id,
+                      cost=float(cost) if cost is not None else training.cost)
+        training._apply_model(data.get("model") or {"status": "training"})
+        self.follow_training(training)
+
+    def follow_training(self, training: Training) -> Training:
+        """Keep a training current from now on: recorded, shown, polled."""
+        with self._lock:
+            self._training_state()[training.model_id] = training
+        self.record_training(training)
+        training._notify()
+        self._schedule_training(training, 0.0)
+        return training
+
+    def _schedule_training(self, training: Training, delay: float) -> None:
+        with self._lock:
+            self._training_state()
+            token = self._training_tokens[training.model_id] = next(self._seq)
+        self._schedule(training, delay, self._poll_training, token)  # type: ignore[arg-type]
+
+    def _training_delay(self, training: Training) -> float:
+        """clamp(remaining / 5, floor, 10 s); without a remaining time, a tenth of the training's age."""
+        left = training.remaining
+        if left is not None:
+            return min(self.TRAINING_CEILING, max(self.floor, left / 5))
+        return min(self.TRAINING_CEILING, max(self.floor, 0.1 * (time.time() - training.created_at)))
+
+    def _poll_training(self, training: Training, token: Optional[int] = None) -> None:
+        with self._lock:
+            self._training_state()
+            if training.done or (token is not None and self._training_tokens.get(training.model_id) != token):
+                return
+        try:
+            model = self._http.get(f"/models/{training.model_id}")["model"]
+        except NotFoundError:
+            training._set(status="failed" if training.status == "training" else "not-started",
+                          error="the API no longer knows this model",
+                          hint="it may have been deleted, or belong to a sandbox that stopped")
+            self._end_training(training)
+            return
+        except ScenarioError as exc:  # transient: the transport already retried; never lose a training
+            with self._lock:
+                self._training_errors[training.model_id] += 1
+                errors = self._training_errors[training.model_id]
+            log.info("poll of training %s failed (%s); trying again", training.model_id, exc)
+            self._schedule_training(training, min(self.TRAINING_CEILING, self.floor * 2 ** min(errors, 6)))
+            return
+        with self._lock:
+            self._training_errors.pop(training.model_id, None)
+        changed = training._apply_model(model)
+        if training.status == "new":  # never started (a refusal or a lost start): nothing charged for training
+            training._set(status="not-started", error=training.error or
+                          "the training was never started on the server; nothing was charged for it")
+        if training.status in ("failed", "training-canceled") and training.job_id:
+            try:
+                meta = (self._http.get(f"/jobs/{training.job_id}")["job"].get("metadata") or {})
+                training._set(error=meta.get("error") or training.error, hint=meta.get("hint") or training.hint)
+            except ScenarioError as exc:
+                log.info("reading the job of failed training %s failed (%s)", training.model_id, exc)
+        if training.status in TRAINING_TERMINAL:
+            self._end_training(training)
+            return
+        if changed:
+            self.record_training(training)
+        training._notify()
+        self._schedule_training(training, self._training_delay(training))
+
+    def _end_training(self, training: Training) -> None:
+        """Mark a training done, record it, show it, then release its waiters."""
+        with self._lock:
+            self._training_state()
+            self._training_tokens.pop(training.model_id, None)
+        training._finish()
+        self.record_training(training)
+        training._notify()
+        training._settle()
+
+    def cancel_training(self, training: Training) -> str:
+        """`POST /models/{id}/train/action {"action": "cancel"}`; the outcome as in `Training.cancel`."""
+        if training.done:
+            outcome = "finished"
+        else:
+            try:
+                data = self._http.request("POST", f"/models/{training.model_id}/train/action",
+                                          json_body={"action": "cancel"})
+                if isinstance(data.get("model"), dict):
+                    training._apply_model(data["model"])
+                outcome = "requested"
+            except BadRequestError as exc:
+                outcome = "refused"
+                training._set(note=f"{TRAINING_CANCEL_WORDS['refused']}: {exc.reason}")
+            except (RateLimitError, APIConnectionError, ServerError):
+                outcome = "unavailable"
+            if not training.done:
+                self._schedule_training(training, 0.0)
+        if outcome != "refused":
+            training._set(note=TRAINING_CANCEL_WORDS[outcome])
+        training._notify()
+        return outcome
+
+    def training_model(self, training: Training) -> "Model":
+        from ._models import Model
+        return Model.parse(self._http.get(f"/models/{training.model_id}")["model"])
+
+    def _training_from(self, record: Optional[TrainingRecord], model: Optional[dict]) -> Training:
+        """A handle from a history row and/or the API's model (not followed yet)."""
+        model = model or {}
+        model_id = record.model_id if record else str(model.get("id"))
+        if record is not None and record.images:
+            images = [TrainingImage(str(i.get("name") or ""), i.get("asset_id"), str(i.get("caption") or ""),
+                                    self._stored_path(i.get("asset_id"))) for i in record.images]
+        else:
+            images = [TrainingImage(str(i.get("name") or ""), i.get("id"),
+                                    str(i.get("description") or i.get("automaticCaptioning") or ""),
+                                    self._stored_path(i.get("id")))
+                      for i in model.get("trainingImages") or [] if isinstance(i, dict)]
+        training = Training(self, model_id=model_id, name=(record.name if record else "") or model.get("name") or
+                            model_id, type=(record.type if record else "") or str(model.get("type") or ""),
+                            images=images, parameters=(record.parameters if record else None) or
+                            model.get("parameters") or {})
+        if record is not None:
+            training._set(job_id=record.job_id, cost=record.cost, status=record.status or "new", stage=record.stage,
+                          progress=record.progress or 0.0, error=record.error, hint=record.hint,
+                          created_at=record.created_at or time.time())
+        return training
+
+    def _stored_path(self, asset_id: Any) -> Optional["Path"]:
+        if not isinstance(asset_id, str) or not asset_id:
+            return None
+        try:
+            return self.store.find(asset_id)
+        except StorageError:
+            return None
+
+    def finished_training(self, record: TrainingRecord) -> Training:
+        """A done handle rebuilt from a finished history row (no request made)."""
+        training = self._training_from(record, None)
+        training._set(finished_at=record.finished_at or record.updated_at or time.time())
+        training._finish()
+        training._settle()
+        return training
+
+    def reattach_training(self, model_id: str) -> Training:
+        """The one live handle on a training by model id: the one followed here, else one built from the
+        history and the API (followed on while it trains, done when it has ended)."""
+        self._training_state()
+        with self._training_attach:
+            live = self.live_training(model_id)
+            if live is not None:
+                return live
+            try:
+                record = self.history.training(model_id)
+            except StorageError:
+                record = None
+            model = self._http.get(f"/models/{model_id}")["model"]
+            training = self._training_from(record, model)
+            with self._lock:
+                self._training_state()[model_id] = training
+            self._poll_training_now(training)
+            return training
+
+    def _poll_training_now(self, training: Training) -> None:
+        """Bring a re-attached handle up to date at once (ended: done before it is returned), then follow."""
+        with self._lock:
+            token = self._training_tokens[training.model_id] = next(self._seq)
+        self._poll_training(training, token)
+
+    def recover_trainings(self) -> list[Training]:
+        """Once per engine: follow on every unfinished training of this backend found in the history."""
+        self._training_state()
+        with self._lock:
+            if self._trainings_recovered:
+                return []
+            self._trainings_recovered = True
+        try:
+            rows = self.history.unfinished_trainings(self.backend_id)
+        except StorageError:
+            return []
+        found = []
+        for record in rows:
+            try:
+                found.append(self.reattach_training(record.model_id))
+            except NotFoundError:
+                training = self._training_from(record, None)
+                training._set(status="failed" if record.status == "training" else "not-started",
+                              error="the API no longer knows this model",
+                              hint="it may have been deleted, or belong to a sandbox that stopped")
+                self._end_training(training)
+                found.append(training)
+            except ScenarioError as exc:
+                log.warning("could not follow on training %s: %s", record.model_id, exc)
+        return found
 
     # -- Scheduling --------------------------------------------------------------------------------
     def _schedule(self, handle: Optional[Generation], delay: float, task: Callable, token: Any = None, *,

@@ -22,7 +22,9 @@ Every message is one line that says what is wrong and what to do; none ever cont
     ├── OutcomeUnknownError     a generation request's answer was lost and its job was not found (yet)
     └── JobFailedError          a job ended in failure or was canceled; `.job_id`, `.error`, `.hint`
         ├── JobTimeoutError         stopped watching a job that is still running; resume it by id
-        └── DownloadFailedError     the job succeeded but its outputs could not be fetched; fetch again by id
+        ├── DownloadFailedError     the job succeeded but its outputs could not be fetched; fetch again by id
+        └── TrainingFailedError     a training failed, was canceled or never started; `.model_id` too
+            └── TrainingTimeoutError    stopped waiting for a training that goes on; follow it again by model
 """
 
 from __future__ import annotations
@@ -163,6 +165,36 @@ class DownloadFailedError(JobFailedError):
         hint = f"%scenario job {job_id} (or client.job) fetches them again"
         super().__init__(job_id, str(cause), hint, "download-failed",
                          text=f"job {job_id} is paid for but its outputs could not be fetched ({cause}); {hint}")
+
+
+class TrainingFailedError(JobFailedError):
+    """A training ended `failed` or `training-canceled` (or never started); carries the job's error and hint."""
+
+    def __init__(self, model_id: str, name: str, job_id: Optional[str] = None, error: str = "", hint: str = "",
+                 status: str = "failed", text: Optional[str] = None) -> None:
+        self.model_id = model_id
+        if text is None:
+            what = f"the training of {name} ({model_id})"
+            if status == "training-canceled":
+                text = f"{what} was canceled"
+            elif status == "not-started":
+                text = f"{what} never started: {error or 'no reason given'}"
+            else:
+                text = f"{what} failed: {error or 'no reason given'}"
+            if hint:
+                text += f" (hint: {hint})"
+        super().__init__(job_id or "", error, hint, status, text=text)
+
+
+class TrainingTimeoutError(TrainingFailedError):
+    """We stopped waiting; the training goes on on the server and can be followed again by model."""
+
+    def __init__(self, model_id: str, name: str, seconds: float) -> None:
+        self.seconds = seconds
+        super().__init__(model_id, name, None, f"still training after {seconds:g} s", "", "timeout",
+                         text=f"stopped waiting for the training of {name} ({model_id}) after {seconds:g} s; it "
+                              f"goes on on the server: client.training({model_id!r}) or %scenario training "
+                              f"{model_id} follows it again")
 
 
 _BY_STATUS = {400: BadRequestError, 401: AuthenticationError, 403: PermissionDeniedError,

@@ -129,6 +129,7 @@ class History:
                     _migrate_v1(conn)
                 for statement in _SCHEMA:
                     conn.execute(statement)
+                _ensure_trainings(conn)
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
                 conn.execute("COMMIT")
             except BaseException:
@@ -227,6 +228,42 @@ class History:
                 self._conn.close()
                 self._conn = None
 
+    # -- Trainings (a table of their own, keyed by model id) -----------------------------------------------
+    def record_training(self, rec: "TrainingRecord") -> None:
+        """Insert or replace a training's row (keyed by model id), keeping its first created_at."""
+        values = [_encode_training(name, getattr(rec, name)) for name in TRAINING_COLUMNS]
+        placeholders = ", ".join("?" * len(TRAINING_COLUMNS))
+        updates = ", ".join(f"{c} = excluded.{c}" for c in TRAINING_COLUMNS if c not in ("model_id", "created_at"))
+        self._write(f"INSERT INTO trainings ({', '.join(TRAINING_COLUMNS)}) VALUES ({placeholders}) "
+                    f"ON CONFLICT(model_id) DO UPDATE SET {updates}", tuple(values))
+
+    def _training_query(self, sql: str, params: tuple = ()) -> list["TrainingRecord"]:
+        with self._lock:
+            try:
+                return [_decode_training(r) for r in self._connection().execute(sql, params).fetchall()]
+            except (OSError, sqlite3.Error) as exc:
+                raise StorageError(f"cannot read the history database {self.path} ({exc})") from None
+
+    def training(self, model_id: str) -> Optional["TrainingRecord"]:
+        rows = self._training_query("SELECT * FROM trainings WHERE model_id = ? LIMIT 1", (model_id,))
+        return rows[0] if rows else None
+
+    def trainings(self, backend_id: Optional[str] = None, limit: int = 100) -> list["TrainingRecord"]:
+        """Trainings, newest first (of one backend when given)."""
+        if backend_id:
+            return self._training_query("SELECT * FROM trainings WHERE backend_id = ? ORDER BY created_at DESC "
+                                        "LIMIT ?", (backend_id, limit))
+        return self._training_query("SELECT * FROM trainings ORDER BY created_at DESC LIMIT ?", (limit,))
+
+    def unfinished_trainings(self, backend_id: Optional[str] = None) -> list["TrainingRecord"]:
+        """Trainings not known to have ended: what a new kernel follows on."""
+        marks = ", ".join("?" * len(TRAINING_TERMINAL))
+        sql = f"SELECT * FROM trainings WHERE (status IS NULL OR status NOT IN ({marks}))"
+        params: tuple = TRAINING_TERMINAL
+        if backend_id:
+            sql, params = sql + " AND backend_id = ?", params + (backend_id,)
+        return self._training_query(sql + " ORDER BY created_at DESC", params)
+
     @staticmethod
     def request_key(model_id: str, prompt: str, inputs: dict) -> str:
         """The same model, prompt and inputs always give the same key (re-run safety)."""
@@ -244,3 +281,72 @@ def _migrate_v1(conn: sqlite3.Connection) -> None:
     conn.execute(f"INSERT INTO jobs (request_id, backend_id, {', '.join(shared)}) "
                  f"SELECT job_id, backend_url, {', '.join(shared)} FROM jobs_v1")
     conn.execute("DROP TABLE jobs_v1")
+
+
+TRAINING_TERMINAL = ("trained", "failed", "training-canceled", "not-started")
+"""Training statuses that never change again (`not-started`: the training was never triggered, nothing paid)."""
+
+
+@dataclass
+class TrainingRecord:
+    """One training: its model, where it runs, its dataset (names, asset ids, captions) and its last state."""
+
+    model_id: str
+    backend_id: str = ""
+    backend_url: str = ""
+    name: str = ""
+    type: str = ""
+    job_id: Optional[str] = None
+    status: str = "new"
+    stage: str = ""
+    progress: float = 0.0
+    remaining: Optional[float] = None
+    cost: Optional[float] = None
+    parameters: dict = field(default_factory=dict)
+    images: list = field(default_factory=list)  # [{"name", "asset_id", "caption"}]
+    error: Optional[str] = None
+    hint: Optional[str] = None
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    finished_at: Optional[float] = None
+
+    @property
+    def in_flight(self) -> bool:
+        return self.status not in TRAINING_TERMINAL
+
+
+TRAINING_COLUMNS = [f.name for f in fields(TrainingRecord)]
+_TRAINING_JSON = {"parameters": dict, "images": list}
+_TRAINING_TYPES = {"progress": "REAL", "remaining": "REAL", "cost": "REAL", "created_at": "REAL",
+                   "updated_at": "REAL", "finished_at": "REAL"}
+
+
+def _ensure_trainings(conn: sqlite3.Connection) -> None:
+    """The trainings table, created when missing and given any column a newer version added (additive only:
+    older versions of the package read the jobs table as before)."""
+    conn.execute("CREATE TABLE IF NOT EXISTS trainings (model_id TEXT PRIMARY KEY, " +
+                 ", ".join(f"{c} {_TRAINING_TYPES.get(c, 'TEXT')}" for c in TRAINING_COLUMNS[1:]) + ")")
+    have = {r[1] for r in conn.execute("PRAGMA table_info(trainings)").fetchall()}
+    for column in TRAINING_COLUMNS:
+        if column not in have:
+            conn.execute(f"ALTER TABLE trainings ADD COLUMN {column} {_TRAINING_TYPES.get(column, 'TEXT')}")
+    conn.execute("CREATE INDEX IF NOT EXISTS trainings_backend ON trainings (backend_id, created_at)")
+
+
+def _encode_training(name: str, value: Any) -> Any:
+    return json.dumps(value, sort_keys=True, default=str) if name in _TRAINING_JSON else value
+
+
+def _decode_training(row: sqlite3.Row) -> TrainingRecord:
+    values: dict = {}
+    keys = row.keys()
+    for name in TRAINING_COLUMNS:
+        value = row[name] if name in keys else None
+        if name in _TRAINING_JSON:
+            try:
+                value = json.loads(value) if value else _TRAINING_JSON[name]()
+            except ValueError:
+                value = _TRAINING_JSON[name]()
+        if value is not None or name not in ("status", "stage", "progress", "name", "type"):
+            values[name] = value
+    return TrainingRecord(**values)
