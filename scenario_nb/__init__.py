@@ -19,8 +19,10 @@ from typing import TYPE_CHECKING
 from ._errors import (APIConnectionError, APIError, APITimeoutError, AuthenticationError, BadRequestError,
                       ConfigurationError, ConflictError, DownloadFailedError, InputError, JobFailedError,
                       JobTimeoutError, NotFoundError, OutcomeUnknownError, PermissionDeniedError, RateLimitError,
-                      ScenarioError, ServerError, StorageError, SubmitFailedError, UnprocessableEntityError)
+                      ScenarioError, ServerError, StorageError, SubmitFailedError, TrainingFailedError,
+                      TrainingTimeoutError, UnprocessableEntityError)
 from ._generation import Generation, Output, wait_all
+from ._training import Captions, Training, TrainingImage
 from ._models import Model, ModelInput
 from ._version import __version__
 
@@ -30,11 +32,12 @@ if TYPE_CHECKING:
 
 __all__ = [
     "__version__", "client", "ScenarioClient", "Generation", "Output", "CostEstimate", "Model", "ModelInput",
-    "wait_all", "Panel", "load_ipython_extension", "unload_ipython_extension",
+    "wait_all", "Training", "TrainingImage", "Captions", "Panel", "load_ipython_extension", "unload_ipython_extension",
     "ScenarioError", "ConfigurationError", "InputError", "StorageError", "APIError", "BadRequestError",
     "AuthenticationError", "PermissionDeniedError", "NotFoundError", "ConflictError", "UnprocessableEntityError",
     "RateLimitError", "ServerError", "APIConnectionError", "APITimeoutError", "SubmitFailedError",
-    "OutcomeUnknownError", "JobFailedError", "JobTimeoutError", "DownloadFailedError",
+    "OutcomeUnknownError", "JobFailedError", "JobTimeoutError", "DownloadFailedError", "TrainingFailedError",
+    "TrainingTimeoutError",
 ]
 
 for _name in __all__:  # errors show as scenario_nb.NotFoundError, not scenario_nb._errors.NotFoundError

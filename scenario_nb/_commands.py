@@ -16,13 +16,22 @@ from typing import Any, Optional
 from IPython.core.error import UsageError
 from IPython.display import display
 
-from ._display import asset_bundle, show_generations, table_bundle
+from ._display import asset_bundle, show_generations, show_training, table_bundle
 from ._errors import InputError, NotFoundError
 from ._generation import wait_all
 
 
 SUBCOMMANDS = ("models", "model", "use", "status", "history", "job", "cancel", "wait", "asset", "workflows",
-               "workflow", "panel", "sandbox", "use-credentials", "help")
+               "workflow", "train", "training", "panel", "sandbox", "use-credentials", "help")
+TRAINING_HELP = """
+Custom models (LoRAs)::
+
+    %scenario train NAME --images DIR [--type T] [--captions auto|none] [--dry-run] [--set PARAM=VALUE ...]
+                    [-o VAR] [--no-wait]
+                                           price (spend guard: max_cost), caption, upload and train; shown live
+    %scenario training [MODEL] [--no-wait] [-o VAR]
+                                           no MODEL: this backend's trainings; MODEL (name or id): follow it live
+"""
 
 
 def fill_prompt(text: str, namespace: dict) -> str:
@@ -42,6 +51,34 @@ def settings(pairs: Optional[list]) -> dict:
         if not sep or not name.strip():
             raise InputError(f"--set takes NAME=VALUE, not {pair!r}")
         out[name.strip()] = value
+    return out
+
+
+def training_parameters(pairs: dict) -> dict:
+    """`--set` values typed for a training: numbers, true/false, JSON lists; sample prompts always a list."""
+    import json
+    out: dict = {}
+    for name, text in pairs.items():
+        value: Any = text
+        stripped = text.strip()
+        if stripped.lower() in ("true", "false"):
+            value = stripped.lower() == "true"
+        elif stripped.startswith("["):
+            try:
+                value = json.loads(stripped)
+            except ValueError:
+                raise InputError(f"--set {name}= takes a JSON list such as [\"a potion\", \"a sword\"]") from None
+        else:
+            try:
+                value = int(stripped)
+            except ValueError:
+                try:
+                    value = float(stripped)
+                except ValueError:
+                    value = text
+        if name in ("samplePrompts", "sampleSourceImages") and not isinstance(value, list):
+            value = [text]
+        out[name] = value
     return out
 
 
@@ -95,6 +132,7 @@ class Commands:
 
     def cmd_help(self, rest: list) -> None:
         print(self.magics.scenario.__doc__)
+        print(TRAINING_HELP)
 
     # -- Models ----------------------------------------------------------------------------------------
     def cmd_models(self, rest: list) -> None:
@@ -277,6 +315,61 @@ class Commands:
             self.magics.user_ns[args.out] = handle
         show_generations([handle], wait=self.magics.wait and not args.no_wait,
                          thumbnail_size=self.magics.thumbnail_size)
+
+    # -- Training custom models ---------------------------------------------------------------------------------
+    def cmd_train(self, rest: list) -> None:
+        args = _parse("train", rest, (("name",), {"nargs": "?", "default": ""}), (("--images",), {"default": ""}),
+                      (("--type",), {}), (("--captions",), {"choices": ("auto", "none"), "default": "auto"}),
+                      (("--dry-run",), {"action": "store_true"}), (("--set",), {"action": "append"}),
+                      (("-o", "--out"), {}), (("--no-wait",), {"action": "store_true"}))
+        name = _required(args.name, "model name", "train", 'e.g. %scenario train "Potion Icons" --images icons/')
+        images = _required(args.images, "--images DIR", "train", "a folder of 5–15 images of at least 1024 px")
+        check_variable(args.out)
+        parameters = training_parameters(settings(args.set))
+        magics = self.magics
+        limit = magics.max_cost
+
+        def guard(estimate: Any) -> None:  # the same rule as generations: over max_cost, ask or refuse
+            if limit is not None and estimate.creative_units > limit:
+                magics._spend_guard(estimate.creative_units)
+
+        result = self.client.train(name, images, type=args.type, captions=None if args.captions == "none" else "auto",
+                                   parameters=parameters, dry_run=args.dry_run, _confirm=guard)
+        if args.dry_run:
+            display(result)
+            return
+        if args.out:
+            magics.user_ns[args.out] = result
+        show_training(result, wait=magics.wait and not args.no_wait)
+
+    def cmd_training(self, rest: list) -> None:
+        from ._training import eta_words
+        args = _parse("training", rest, (("model",), {"nargs": "?", "default": ""}), (("-o", "--out"), {}),
+                      (("--no-wait",), {"action": "store_true"}))
+        check_variable(args.out)
+        client = self.client
+        if not args.model.strip():
+            handles = client.trainings()
+            if not handles:
+                print("No trainings on this backend yet; %scenario train NAME --images DIR starts one")
+                return
+            rows = []
+            for t in handles:
+                left = t.remaining
+                rows.append((t.name, t.model_id, t.type, t.status, "" if t.done else t.stage_words(),
+                             f"{t.progress:.0%}", "" if left is None else eta_words(left),
+                             "" if t.cost is None else f"{t.cost:g}", len(t.images)))
+            display(table_bundle(["name", "model", "type", "status", "stage", "progress", "ETA", "cost", "images"],
+                                 rows), raw=True)
+            return
+        try:
+            handle = client.training(args.model)
+        except NotFoundError:
+            raise UsageError(f"no training of {args.model!r} on {client.base_url}; %scenario training lists "
+                             f"them") from None
+        if args.out:
+            self.magics.user_ns[args.out] = handle
+        show_training(handle, wait=self.magics.wait and not args.no_wait)
 
     def cmd_panel(self, rest: list):
         from ._panel import Panel

@@ -1,0 +1,372 @@
+"""Training custom models from the client: `client.train`, the `Training` handle, captions, the spend guard,
+cancel, failures, bad input, the history and recovery, and the `%scenario train` / `%scenario training` magics.
+
+Everything runs over real HTTP against a sandbox whose trainings take a few seconds, and is checked by effect:
+the models and trainings on the server (`stats()["trainings_started"]`, `GET /models/{id}`), the history's rows.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import requests
+from IPython.core.error import UsageError
+from IPython.utils.capture import capture_output
+from PIL import Image, ImageDraw
+
+from scenario_nb import (Captions, CostEstimate, InputError, ScenarioClient, SubmitFailedError, Training,
+                         TrainingFailedError)
+from scenario_nb import sandbox as sandbox_mod
+from scenario_nb._history import History
+
+from conftest import CREDENTIAL_VARS, SUITE_KEY, SUITE_SECRET, reset_session
+
+TRAIN_SECONDS = 3.0
+
+
+@pytest.fixture
+def tsb():
+    with sandbox_mod.start(job_seconds=0.3, seed=5, train_seconds=TRAIN_SECONDS, max_parallel_trainings=2,
+                           api_key=SUITE_KEY, api_secret=SUITE_SECRET) as server:
+        yield server
+
+
+@pytest.fixture
+def tclient(tsb, tmp_path):
+    c = ScenarioClient(SUITE_KEY, SUITE_SECRET, tsb.url, home=tmp_path / "home")
+    c.set_polling(floor=0.1)
+    yield c
+    c.close()
+
+
+def make_set(folder, count=5, hue=0, size=(1024, 1024)):
+    """A folder of distinct images: a coloured background and a shape that moves from image to image."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        image = Image.new("RGB", size, ((40 + 60 * hue) % 256, (30 * i) % 256, 200 - 20 * hue))
+        ImageDraw.Draw(image).ellipse((80 + 25 * i, 120, 560 + 20 * i, 640), fill=(240, 220 - 30 * hue, 40 * i % 256))
+        image.save(folder / f"img-{i:02d}.png")
+    return folder
+
+
+def api(sb, method, path, **kwargs):
+    return requests.request(method, sb.url + path, auth=(sb.api_key, sb.api_secret), timeout=10, **kwargs)
+
+
+def own_models(sb) -> dict:
+    return {m["id"]: m for m in api(sb, "GET", "/models", params={"privacy": "private"}).json()["models"]}
+
+
+def server_model(sb, model_id) -> dict:
+    return api(sb, "GET", f"/models/{model_id}").json()["model"]
+
+
+def posts(sb, suffix, dry=None) -> int:
+    return sum(1 for r in sb.requests if r["method"] == "POST" and r["path"].endswith(suffix)
+               and (dry is None or (r["query"].get("dryRun") == "true") == dry))
+
+
+# -- Training to the end ---------------------------------------------------------------------------------------
+
+def test_a_training_from_a_folder_reaches_trained_then_generates(tsb, tclient, tmp_path):
+    folder = make_set(tmp_path / "set")
+    stages: list = []
+    training = tclient.train("Potion Icons", folder, captions=None)
+    assert isinstance(training, Training) and training.model_id.startswith("model_")
+    training.on_update(lambda t: stages.append((t.status, t.stage, t.progress)))
+    assert training.wait(60) is training and training.ok and training.progress == 1.0
+    assert tsb.stats()["trainings_started"] == 1
+    model = server_model(tsb, training.model_id)
+    assert model["status"] == "trained" and model["name"] == "Potion Icons" and model["type"] == "flux.2-dev-lora"
+    assert sorted(i["name"] for i in model["trainingImages"]) == [f"img-{i:02d}.png" for i in range(5)]
+    assert {"pending", "running-train"} <= {s for _, s, _ in stages}  # followed through its stages
+    running = [p for _, s, p in stages if s == "running-train"]
+    assert running == sorted(running)
+    assert training.cost and training.job_id
+    generation = tclient.generate(training.model(), "a potion on a table").wait(30)
+    assert generation.ok and generation.base_model_id == "model_bfl-flux-2-dev"
+    job = tsb.jobs[generation.job_id]
+    assert training.model_id in str(job)  # the LoRA went in through its base
+    row = tclient.history.training(training.model_id)
+    assert row.status == "trained" and row.job_id == training.job_id and row.cost == training.cost
+    assert [i["name"] for i in row.images] == [f"img-{i:02d}.png" for i in range(5)]
+    assert all(i["asset_id"] for i in row.images) and row.finished_at
+
+
+def test_auto_captions_reach_the_server_all_in_flight(tsb, tclient, tmp_path):
+    folder = make_set(tmp_path / "set", hue=1)
+    training = tclient.train("Captioned", folder)  # captions="auto" is the default
+    assert posts(tsb, "/generate/caption", dry=False) == 5
+    described = {i["name"]: i["description"] for i in server_model(tsb, training.model_id)["trainingImages"]}
+    assert described == training.captions and all(described.values())
+    html = training._repr_mimebundle_()[0]["text/html"]
+    assert "<progress" in html and html.count("<img") == 5 and "img-03.png" in html
+    assert all(caption.split()[0] in html for caption in described.values())
+    training.wait(60)
+    row = tclient.history.training(training.model_id)
+    assert {i["name"]: i["caption"] for i in row.images} == described
+
+
+def test_an_edited_caption_table_is_what_the_server_gets(tsb, tclient, tmp_path):
+    folder = make_set(tmp_path / "set", hue=2)
+    table = tclient.caption_images(folder)
+    assert isinstance(table, Captions) and sorted(table) == [f"img-{i:02d}.png" for i in range(5)]
+    assert "img-00.png" in table._repr_html_() and "<img" in table._repr_html_()
+    table["img-02.png"] = "a hand-written caption"
+    training = tclient.train("Edited", folder, captions=table)
+    described = {i["name"]: i["description"] for i in server_model(tsb, training.model_id)["trainingImages"]}
+    assert described == dict(table) and described["img-02.png"] == "a hand-written caption"
+    assert posts(tsb, "/generate/caption", dry=False) == 5  # the table's captions, not asked for again
+    none = tclient.train("Uncaptioned", make_set(tmp_path / "other", hue=3), captions=None)
+    assert all(i["description"] == "" for i in server_model(tsb, none.model_id)["trainingImages"])
+    training.wait(60)
+    none.wait(60)
+
+
+# -- Money --------------------------------------------------------------------------------------------------
+
+def test_dry_run_prices_and_leaves_nothing(tsb, tclient, tmp_path):
+    folder = make_set(tmp_path / "set")
+    before = set(own_models(tsb))
+    estimate = tclient.train("Priced", folder, parameters={"nbEpochs": 2}, captions=None, dry_run=True)
+    assert isinstance(estimate, CostEstimate)
+    assert estimate.details["train-model"] == estimate.creative_units == 34  # ceil(5 images × 2 epochs × 10/3)
+    with_captions = tclient.train("Priced", folder, parameters={"nbEpochs": 2}, dry_run=True)
+    assert with_captions.creative_units == 34 + with_captions.details["caption"] > 34
+    assert tsb.stats()["trainings_started"] == 0 and set(own_models(tsb)) == before
+    assert posts(tsb, "/generate/caption", dry=False) == 0 and posts(tsb, "/training-images") == 0
+    assert tclient.history.trainings() == []
+
+
+def test_the_spend_guard_refuses_before_spending(tsb, tclient, tmp_path):
+    folder = make_set(tmp_path / "set")
+    before = set(own_models(tsb))
+    with pytest.raises(InputError) as refused:
+        tclient.train("Too Dear", folder, max_cost=10)
+    assert "estimated at" in str(refused.value) and "max_cost 10" in str(refused.value)
+    assert "\n" not in str(refused.value)
+    assert tsb.stats()["trainings_started"] == 0 and set(own_models(tsb)) == before
+    assert posts(tsb, "/generate/caption", dry=False) == 0 and posts(tsb, "/training-images") == 0
+    training = tclient.train("Affordable", folder, captions=None, max_cost=1000)
+    assert training.wait(60).ok and tsb.stats()["trainings_started"] == 1
+
+
+# -- Cancel and failures ------------------------------------------------------------------------------------
+
+def test_cancel_stops_the_training_on_the_server(tsb, tclient, tmp_path):
+    training = tclient.train("Canceled", make_set(tmp_path / "set"), captions=None)
+    assert training.cancel() == "requested"
+    with pytest.raises(TrainingFailedError) as ended:
+        training.wait(30)
+    assert ended.value.status == "training-canceled" and training.model_id in str(ended.value)
+    assert server_model(tsb, training.model_id)["status"] == "training-canceled"
+    assert training.done and not training.ok and training.cancel() == "finished"
+    assert tclient.history.training(training.model_id).status == "training-canceled"
+
+
+def test_a_failed_training_carries_the_servers_error_and_hint(tsb, tclient, tmp_path):
+    tsb.inject("training_failure", error="the trainer ran out of memory", hint="use a smaller rank")
+    training = tclient.train("Doomed", make_set(tmp_path / "set"), captions=None)
+    with pytest.raises(TrainingFailedError) as failed:
+        training.wait(60)
+    assert failed.value.error == "the trainer ran out of memory" and failed.value.hint == "use a smaller rank"
+    assert training.status == "failed" and server_model(tsb, training.model_id)["status"] == "failed"
+    row = tclient.history.training(training.model_id)
+    assert row.status == "failed" and row.error == "the trainer ran out of memory" and row.hint == "use a smaller rank"
+
+
+# -- Bad input: one line, nothing created or started -------------------------------------------------------------
+
+def _bad_inputs(tmp_path):
+    good = make_set(tmp_path / "good")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with_text = make_set(tmp_path / "with-text")
+    (with_text / "notes.txt").write_text("not an image")
+    small = make_set(tmp_path / "small")
+    Image.new("RGB", (1000, 1024), "navy").save(small / "tiny.png")
+    few = make_set(tmp_path / "few", count=4)
+    many = make_set(tmp_path / "many", count=51)
+    return {
+        "empty folder": (dict(images=empty), "holds no images"),
+        "not an image": (dict(images=with_text), "notes.txt is not an image"),
+        "too small": (dict(images=small), "tiny.png too small: 1000×1024"),
+        "too few": (dict(images=few), "too few training images: 4"),
+        "too many": (dict(images=many), "too many training images: 51"),
+        "unknown type": (dict(images=good, type="flux.9-lora"), "unknown training type 'flux.9-lora'"),
+        "edit type": (dict(images=good, type="flux.2-dev-edit-lora"), "before/after pairs"),
+        "parameter out of range": (dict(images=good, parameters={"nbEpochs": 9}),
+                                   "Scenario refused this training: Parameter nbEpochs must be between 1 and 4"),
+        "unknown parameter": (dict(images=good, parameters={"epochs": 3}), "Parameter epochs is not supported"),
+        "name already used": (dict(images=good, name="Hero Knight"), "already have a model named 'Hero Knight'"),
+        "caption of no image": (dict(images=good, captions={"nope.png": "x"}), "captions names 'nope.png'"),
+    }
+
+
+CASES = ["empty folder", "not an image", "too small", "too few", "too many", "unknown type", "edit type",
+         "parameter out of range", "unknown parameter", "name already used", "caption of no image"]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bad_input_is_one_line_and_creates_nothing(tsb, tclient, tmp_path, case):
+    kwargs, words = _bad_inputs(tmp_path)[case]
+    kwargs = {"name": "Bad Input", **kwargs}
+    before = set(own_models(tsb))
+    with pytest.raises(InputError) as refused:
+        tclient.train(kwargs.pop("name"), kwargs.pop("images"), **kwargs)
+    message = str(refused.value)
+    assert words in message, message
+    assert "\n" not in message
+    assert set(own_models(tsb)) == before  # nothing left on the server
+    assert tsb.stats()["trainings_started"] == 0
+    assert posts(tsb, "/training-images") == 0 and posts(tsb, "/generate/caption", dry=False) == 0
+    assert tclient.history.trainings() == []
+
+
+def test_pillow_images_and_paths_train_too(tsb, tclient, tmp_path):
+    folder = make_set(tmp_path / "set", hue=2)
+    paths = sorted(folder.iterdir())
+    pictures = [Image.open(p) for p in paths]
+    estimate = tclient.train("From Pillow", pictures, captions=None, dry_run=True)
+    assert estimate.creative_units == 67
+    training = tclient.train("From Paths", [str(p) for p in paths], captions=None)
+    assert [i.name for i in training.images] == [p.name for p in paths]
+    assert training.wait(60).ok
+
+
+# -- One poller, the history, recovery -------------------------------------------------------------------------
+
+def test_two_trainings_at_once_share_the_poll_lane(tsb, tclient, tmp_path):
+    first = tclient.train("First", make_set(tmp_path / "a", hue=0), captions=None)
+    second = tclient.train("Second", make_set(tmp_path / "b", hue=3), captions=None)
+    assert tsb.stats()["trainings_started"] == 2
+    pollers = [t for t in threading.enumerate() if t.name == "scenario-engine-poll"]
+    assert 1 <= len(pollers) <= 2 and not any("training" in t.name for t in threading.enumerate())
+    first.wait(60)
+    second.wait(60)
+    assert first.ok and second.ok
+    assert {t.model_id for t in tclient.trainings()} >= {first.model_id, second.model_id}
+    assert tclient.training(first.model_id) is first  # one handle per model
+
+
+def test_a_new_client_follows_an_unfinished_training_to_the_end(tsb, tmp_path):
+    home = tmp_path / "home"
+    one = ScenarioClient(SUITE_KEY, SUITE_SECRET, tsb.url, home=home)
+    training = one.train("Survivor", make_set(tmp_path / "set"), captions=None)
+    one.close()  # the kernel is gone: nobody follows it now
+    row = History(home / "history.sqlite").training(training.model_id)
+    assert row.status == "training" and row.job_id == training.job_id
+    two = ScenarioClient(SUITE_KEY, SUITE_SECRET, tsb.url, home=home)
+    try:
+        two.recover()
+        followed = [t for t in two.trainings_in_flight() if t.model_id == training.model_id]
+        assert len(followed) == 1 and followed[0] is not training
+        assert followed[0].wait(60).ok
+        assert two.history.training(training.model_id).status == "trained"
+        assert [i.name for i in followed[0].images] == [i.name for i in training.images]
+        listed = {t.model_id: t for t in two.trainings()}
+        assert listed[training.model_id] is followed[0]
+    finally:
+        two.close()
+    three = ScenarioClient(SUITE_KEY, SUITE_SECRET, tsb.url, home=home)
+    try:
+        requests_before = len(tsb.requests)
+        done = [t for t in three.trainings() if t.model_id == training.model_id][0]
+        assert done.ok and done.status == "trained"
+        assert not [r for r in tsb.requests[requests_before:] if training.model_id in r["path"]]  # from history
+    finally:
+        three.close()
+
+
+def test_a_training_refused_at_start_is_removed_and_recorded(tsb, tclient, tmp_path):
+    running = [tclient.train(f"Busy {n}", make_set(tmp_path / f"busy{n}", hue=n), captions=None) for n in (1, 2)]
+    before = set(own_models(tsb))
+    with pytest.raises(SubmitFailedError) as refused:  # the sandbox's parallel-training limit is 2
+        tclient.train("Refused", make_set(tmp_path / "set"), captions=None)
+    assert "parallel trainings" in str(refused.value) and "nothing was charged" in str(refused.value)
+    assert set(own_models(tsb)) == before and tsb.stats()["trainings_started"] == 2
+    rows = {r.name: r.status for r in tclient.history.trainings()}
+    assert rows["Refused"] == "not-started"
+    for training in running:
+        training.wait(60)
+
+
+# -- Magics -------------------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def tip(tsb, tmp_path, monkeypatch):
+    """A real IPython shell with the extension loaded, its session on the training sandbox."""
+    for var in CREDENTIAL_VARS:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("SCENARIO_API_KEY", tsb.api_key)
+    monkeypatch.setenv("SCENARIO_API_SECRET", tsb.api_secret)
+    monkeypatch.setenv("SCENARIO_API_URL", tsb.url)
+    monkeypatch.setenv("SCENARIO_NB_HOME", str(tmp_path / "home"))
+    reset_session()
+    from IPython.testing.globalipapp import get_ipython
+
+    from scenario_nb._magics import ScenarioMagics
+    shell = get_ipython()
+    shell.configurables[:] = [c for c in shell.configurables if not isinstance(c, ScenarioMagics)]
+    shell.config.pop("ScenarioMagics", None)
+    import scenario_nb
+    scenario_nb.load_ipython_extension(shell)
+    yield shell
+    shell.configurables[:] = [c for c in shell.configurables if not isinstance(c, ScenarioMagics)]
+    reset_session()
+
+
+def run(ip, cell):
+    with capture_output() as out:
+        result = ip.run_cell(cell)
+    return result, out
+
+
+def shown(out) -> str:
+    return "\n".join(str(o.data.get("text/plain", "")) + str(o.data.get("text/html", "")) for o in out.outputs) \
+        + out.stdout
+
+
+def test_magic_train_and_training(tip, tsb, tmp_path):
+    folder = make_set(tmp_path / "my set")
+    result, out = run(tip, f'%scenario train "Magic Knight" --images "{folder}" --set nbEpochs=2 --captions none '
+                           f'-o knight')
+    assert result.error_in_exec is None, result.error_in_exec
+    knight = tip.user_ns["knight"]
+    assert isinstance(knight, Training) and knight.ok
+    model = server_model(tsb, knight.model_id)
+    assert model["status"] == "trained" and model["parameters"]["nbEpochs"] == 2 and model["name"] == "Magic Knight"
+    assert "trained" in shown(out) and "Magic Knight" in shown(out)
+    result, out = run(tip, "%scenario training")
+    assert result.error_in_exec is None and "Magic Knight" in shown(out) and knight.model_id in shown(out)
+    result, out = run(tip, '%scenario training "Magic Knight"')
+    assert result.error_in_exec is None and "trained" in shown(out)
+    result, out = run(tip, "%scenario help")
+    assert "%scenario train NAME --images DIR" in out.stdout and "%scenario training [MODEL]" in out.stdout
+
+
+def test_magic_dry_run_and_spend_guard_spend_nothing(tip, tsb, tmp_path):
+    folder = make_set(tmp_path / "set")
+    before = set(own_models(tsb))
+    result, out = run(tip, f"%scenario train Pricey --images {folder} --dry-run")
+    assert result.error_in_exec is None and "CU" in shown(out)
+    tip.run_cell("%config ScenarioMagics.max_cost = 1")
+    result, out = run(tip, f"%scenario train Pricey --images {folder}")
+    assert isinstance(result.error_in_exec, UsageError) and "max_cost" in str(result.error_in_exec)
+    tip.run_cell("%config ScenarioMagics.max_cost = None")
+    assert tsb.stats()["trainings_started"] == 0 and set(own_models(tsb)) == before
+    assert posts(tsb, "/generate/caption", dry=False) == 0
+
+
+def test_magic_bad_input_is_one_usage_line(tip, tsb, tmp_path):
+    few = make_set(tmp_path / "few", count=3)
+    for line, words in ((f"%scenario train Few --images {few}", "too few training images: 3"),
+                        (f"%scenario train Few --images {few} --captions maybe", "invalid choice"),
+                        ("%scenario train --images somewhere", "no model name given"),
+                        (f"%scenario train Few --images {tmp_path / 'missing'}", "is not a folder"),
+                        ("%scenario training model_doesNotExist", "no training of 'model_doesNotExist'")):
+        result, out = run(tip, line)
+        assert isinstance(result.error_in_exec, UsageError), line
+        assert words in str(result.error_in_exec) and "\n" not in str(result.error_in_exec), line
+    assert tsb.stats()["trainings_started"] == 0
