@@ -167,7 +167,8 @@ class ScenarioClient:
         jobs an earlier kernel left running, and requests whose answer was lost; trainings too (see
         `trainings()`)."""
         handles = self._engine.recover()
-        self._engine.recover_trainings()
+        for training in self._engine.recover_trainings():
+            training.on_update(self._forget_when_done)
         return handles
 
     def close(self) -> None:

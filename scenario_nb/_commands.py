@@ -180,6 +180,10 @@ class Commands:
               f"credentials in the environment: {env_words}")
         print(f"in flight: {len(flying)} ({len(waiting)} queued here, not sent yet; {len(unknown)} sent, answer "
               f"lost, being looked for) · history: {client.history_path}")
+        training = client.trainings_in_flight()
+        if training:
+            print(f"trainings in flight: {len(training)} ({', '.join(t.name for t in training)}); %scenario training "
+                  f"shows them")
 
     def cmd_sandbox(self, rest: list) -> None:
         self._switch(force_sandbox=True)

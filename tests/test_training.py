@@ -292,6 +292,30 @@ def test_a_training_refused_at_start_is_removed_and_recorded(tsb, tclient, tmp_p
         training.wait(60)
 
 
+def test_an_older_history_gets_the_trainings_table_and_keeps_its_jobs(tmp_path):
+    import sqlite3
+
+    from scenario_nb._history import JobRecord, TrainingRecord
+    path = tmp_path / "history.sqlite"
+    History(path).record(JobRecord("req_1", job_id="job_1", status="success"))
+    with sqlite3.connect(path) as conn:  # as an earlier version left it: no trainings table
+        conn.execute("DROP TABLE trainings")
+    history = History(path)
+    assert history.get("job_1").status == "success"
+    history.record_training(TrainingRecord("model_1", name="Old", status="training", images=[{"name": "a.png"}]))
+    with sqlite3.connect(path) as conn:  # a table from a version with fewer columns gets the missing ones
+        conn.execute("CREATE TABLE t2 (model_id TEXT PRIMARY KEY, name TEXT, status TEXT)")
+        conn.execute("INSERT INTO t2 SELECT model_id, name, status FROM trainings")
+        conn.execute("DROP TABLE trainings")
+        conn.execute("ALTER TABLE t2 RENAME TO trainings")
+    history = History(path)
+    row = history.training("model_1")
+    assert row.name == "Old" and row.status == "training" and row.images == []
+    history.record_training(TrainingRecord("model_1", name="Old", status="trained", images=[{"name": "a.png"}]))
+    assert history.training("model_1").images == [{"name": "a.png"}]
+    assert [r.model_id for r in history.unfinished_trainings()] == []
+
+
 # -- Magics -------------------------------------------------------------------------------------------------------
 
 @pytest.fixture
