@@ -29,8 +29,9 @@ Custom models (LoRAs)::
     %scenario train NAME --images DIR [--type T] [--captions auto|none] [--dry-run] [--set PARAM=VALUE ...]
                     [-o VAR] [--no-wait]
                                            price (spend guard: max_cost), caption, upload and train; shown live
-    %scenario training [MODEL] [--no-wait] [-o VAR]
+    %scenario training [MODEL] [--no-wait] [-o VAR] [--cancel]
                                            no MODEL: this backend's trainings; MODEL (name or id): follow it live
+                                           (--cancel: ask Scenario to stop it)
 """
 
 
@@ -349,9 +350,11 @@ class Commands:
     def cmd_training(self, rest: list) -> None:
         from ._training import eta_words
         args = _parse("training", rest, (("model",), {"nargs": "?", "default": ""}), (("-o", "--out"), {}),
-                      (("--no-wait",), {"action": "store_true"}))
+                      (("--no-wait",), {"action": "store_true"}), (("--cancel",), {"action": "store_true"}))
         check_variable(args.out)
         client = self.client
+        if args.cancel and not args.model.strip():
+            raise UsageError("%scenario training --cancel: name the model whose training to cancel")
         if not args.model.strip():
             handles = client.trainings()
             if not handles:
@@ -373,6 +376,10 @@ class Commands:
                              f"them") from None
         if args.out:
             self.magics.user_ns[args.out] = handle
+        if args.cancel:
+            handle.cancel()
+            print(f"{handle.name} ({handle.model_id}): {handle.note}")
+            return
         show_training(handle, wait=self.magics.wait and not args.no_wait)
 
     def cmd_panel(self, rest: list):

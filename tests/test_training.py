@@ -370,6 +370,18 @@ def test_magic_train_and_training(tip, tsb, tmp_path):
     assert "%scenario train NAME --images DIR" in out.stdout and "%scenario training [MODEL]" in out.stdout
 
 
+def test_magic_training_cancel(tip, tsb, tmp_path):
+    result, out = run(tip, f"%scenario train Stopper --images {make_set(tmp_path / 'set')} --captions none --no-wait "
+                           f"-o stopper")
+    assert result.error_in_exec is None, result.error_in_exec
+    result, out = run(tip, "%scenario training Stopper --cancel")
+    assert result.error_in_exec is None and "cancel requested" in out.stdout
+    stopper = tip.user_ns["stopper"]
+    with pytest.raises(TrainingFailedError):
+        stopper.wait(30)
+    assert server_model(tsb, stopper.model_id)["status"] == "training-canceled"
+
+
 def test_magic_dry_run_and_spend_guard_spend_nothing(tip, tsb, tmp_path):
     folder = make_set(tmp_path / "set")
     before = set(own_models(tsb))
