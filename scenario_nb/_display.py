@@ -315,8 +315,10 @@ def captions_html(captions: dict, thumbnails: dict) -> str:
         picture = f'<img src="{uri}" width="64">' if uri else ""
         rows.append(f'<tr><td>{picture}</td><td style="text-align:left;white-space:nowrap">{html.escape(name)}</td>'
                     f'<td style="text-align:left">{html.escape(text or "(no caption)")}</td></tr>')
+    tip = ("<small>Change any caption (<code>captions['name.png'] = '...'</code>), then pass the table: "
+           "<code>client.train(name, images, captions=captions)</code></small>")
     return ('<table><tr><th></th><th style="text-align:left">file</th><th style="text-align:left">caption</th></tr>'
-            + "".join(rows) + "</table>")
+            + "".join(rows) + "</table>" + tip)
 
 
 def _training_signature(training) -> tuple:
