@@ -27,6 +27,7 @@ from ._gallery import (ACCENT, TILE, TILE_BOX, TILE_INNER, Item, caption_html, c
                        snapshot_html)
 from ._generation import Generation
 from ._models import Model, ModelInput, aspect_inputs, aspect_options, request_inputs, type_words
+from ._training import Training, eta_words
 
 SIZE_INPUTS = ("aspectRatio", "width", "height")
 COUNT_INPUT = "numOutputs"
@@ -126,6 +127,7 @@ class Panel(w.VBox):
         self.generations: list[Generation] = []
         self.items: list[Item] = []                  # gallery outputs, newest first
         self.job_rows: dict[int, SimpleNamespace] = {}
+        self.training_rows: dict[str, SimpleNamespace] = {}  # model id -> its row in the trainings list
 
         self.add_class("scenario-panel")
         self.layout = w.Layout(padding="8px 4px", max_width="1100px")
@@ -138,6 +140,8 @@ class Panel(w.VBox):
         self.model_filter_note = w.HTML()
         self._listed: list[Model] = []
         self.model_message = w.HTML()
+        self.trainings = w.VBox()  # your models still training: a row each, with its progress
+        self.trainings.add_class("scenario-trainings")
         self.prompt = w.Textarea(placeholder="Describe what to generate…", rows=3, layout=w.Layout(width="40em"))
         self.prompt_info = w.HTML()
         self.aspect = w.Dropdown(options=[(DEFAULT_CHOICE, DEFAULT_CHOICE)], value=DEFAULT_CHOICE,
@@ -188,6 +192,7 @@ class Panel(w.VBox):
             w.HBox([_label("Model", label), self.model_menu, self.model_filter, self.model_filter_note,
                     self.model_hint], layout=w.Layout(align_items="center")),
             self.model_message,
+            self.trainings,
             w.HBox([_label("Prompt", label), w.VBox([self.prompt, self.prompt_info])]),
             w.HBox([_label("Aspect", label), self.aspect, _label("Images", "4.5em"), self.count, self.aspect_note],
                    layout=w.Layout(align_items="center")),
@@ -312,6 +317,8 @@ class Panel(w.VBox):
             self.model_message.value = ""
             self._listed = models
             self._show_models(self._wanted)
+            if not public:
+                self._follow_trainings(models)
 
         self._loader = threading.Thread(target=load, name="scenario-panel-models", daemon=True)
         self._loader.start()
@@ -341,6 +348,50 @@ class Panel(w.VBox):
         else:
             self.model_menu.options = options
             self.model_menu.value = keep
+
+    def _follow_trainings(self, models: list[Model]) -> None:
+        """A row for each of your models in training (those this client follows, and any the list shows
+        as training), updated live; when one is trained, the model list is read again so it can be used."""
+        followed = {t.model_id: t for t in self.client.trainings_in_flight()}
+        for model in models:
+            if model.status == "training" and model.id not in followed:
+                try:
+                    followed[model.id] = self.client.training(model.id)
+                except ScenarioError as exc:
+                    self.model_message.value = _error_html(f"could not follow the training of {model.name}: {exc}")
+        for training in followed.values():
+            if training.model_id not in self.training_rows:
+                self._add_training_row(training)
+
+    def _add_training_row(self, training: Training) -> None:
+        name = w.HTML(f"<b>{html.escape(training.name)}</b> " + _quiet(html.escape(training.type)),
+                      layout=w.Layout(width="24em", overflow="hidden"))
+        bar = w.FloatProgress(min=0, max=1, layout=w.Layout(width="11.5em"))
+        words = w.HTML()
+        row = w.HBox([_label("Training", "6em"), name, bar, words], layout=w.Layout(align_items="center"))
+        row.add_class("scenario-training")
+        self.training_rows[training.model_id] = SimpleNamespace(row=row, bar=bar, words=words)
+        self.trainings.children = tuple(self.trainings.children) + (row,)
+        reloaded: list[bool] = []
+
+        def update(t: Training) -> None:  # poller thread: set values only
+            bar.value = t.progress
+            left = t.remaining
+            words.value = _quiet(html.escape(t.stage_words() + (f" · {t.progress:.0%}" if t.progress else "")
+                                             + (f" · about {eta_words(left)} left" if left is not None else "")))
+            if not t.done:
+                return
+            bar.bar_style = "success" if t.ok else "danger"
+            if t.ok and not reloaded:
+                reloaded.append(True)
+                words.value = _quiet("trained: pick it in the model list")
+                self._wanted = self.model_menu.value or None
+                self._load_models()  # it is listed as trained now, and can generate
+            elif not t.ok:
+                reason = t.error or (str(t.exception) if t.exception else "")
+                words.value = _error_html(f"{t.stage_words()}" + (f": {reason}" if reason else ""))
+
+        training.on_update(update)
 
     def select_model(self, text: str) -> str:
         """Pick the model whose name (or id) contains `text`, as a click in the menu would."""

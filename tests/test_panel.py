@@ -351,3 +351,54 @@ def test_the_filter_narrows_the_same_list_and_keeps_the_form(panel, env):
     assert panel.model_menu.value == "model_bytedance-seedance-2-0"
     panel.model_filter.value = ""
     assert len(panel.model_menu.options) == len(client.models(public=True))
+
+
+# -- Models in training ----------------------------------------------------------------------------------------
+
+def test_a_model_in_training_shows_its_progress_and_can_generate_once_trained(tmp_path, monkeypatch):
+    """The panel lists your trainings with live progress, refuses to generate with a model still training,
+    and lets it generate once the engine has seen it trained (the list is read again)."""
+    from scenario_nb import sandbox as sandbox_mod
+
+    from conftest import CREDENTIAL_VARS, SUITE_KEY, SUITE_SECRET, reset_session
+    from test_training import make_set
+    with sandbox_mod.start(job_seconds=0.3, seed=5, train_seconds=4.0, api_key=SUITE_KEY,
+                           api_secret=SUITE_SECRET) as server:
+        for var in CREDENTIAL_VARS:
+            monkeypatch.delenv(var, raising=False)
+        monkeypatch.setenv("SCENARIO_API_KEY", SUITE_KEY)
+        monkeypatch.setenv("SCENARIO_API_SECRET", SUITE_SECRET)
+        monkeypatch.setenv("SCENARIO_API_URL", server.url)
+        monkeypatch.setenv("SCENARIO_NB_HOME", str(tmp_path / "home"))
+        reset_session()
+        try:
+            client = scenario_nb.client()
+            client.set_polling(floor=0.1)
+            training = client.train("Lantern Style", make_set(tmp_path / "set"), captions=None)
+            panel = scenario_nb.Panel().wait_ready()
+            assert wait_for(lambda: training.model_id in panel.training_rows)
+            row = panel.training_rows[training.model_id]
+            assert "Lantern Style" in row.row.children[1].value
+
+            panel.select_model("Lantern Style")
+            assert panel.generate_button.disabled, "a model still training must not be sent"
+            created = server.stats()["jobs_created"]
+            assert panel.generate() is None or server.stats()["jobs_created"] == created
+            assert "not trained yet" in panel.model_message.value
+
+            assert wait_for(lambda: 0 < row.bar.value < 1 and "left" in row.words.value, timeout=15), \
+                "the training's progress never showed"
+            training.wait(timeout=30)
+            assert wait_for(lambda: row.bar.value == 1 and row.bar.bar_style == "success")
+            assert wait_for(lambda: any(v == training.model_id and "(training)" not in label
+                                        for label, v in panel.model_menu.options), timeout=15), \
+                "the trained model was never listed as ready"
+            panel.select_model("Lantern Style")
+            panel.wait_ready()
+            assert wait_for(lambda: not panel.generate_button.disabled)
+            panel.prompt.value = "a lantern on a shelf"
+            handle = panel.generate()
+            assert handle is not None and handle.wait(timeout=30).ok
+            assert server.stats()["jobs_created"] == created + 1
+        finally:
+            reset_session()
