@@ -369,7 +369,7 @@ class Panel(w.VBox):
         bar = w.FloatProgress(min=0, max=1, layout=w.Layout(width="11.5em"))
         words = w.HTML()
         row = w.HBox([_label("Training", "6em"), name, bar, words], layout=w.Layout(align_items="center"))
-        row.add_class("scenario-training")
+        row.add_class("scenario-training-row")
         self.training_rows[training.model_id] = SimpleNamespace(row=row, bar=bar, words=words)
         self.trainings.children = tuple(self.trainings.children) + (row,)
         reloaded: list[bool] = []

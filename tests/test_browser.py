@@ -6,6 +6,7 @@ Screenshots go to test-output/browser/ (gitignored). With SCENARIO_NB_UPDATE_DOC
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -41,19 +42,11 @@ else:
     sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
 
 
-@pytest.fixture
-def lab(tmp_path):
-    """JupyterLab on 127.0.0.1 serving a panel cell plus a --no-wait check."""
-    nb = nbformat.v4.new_notebook(cells=[
-        nbformat.v4.new_markdown_cell("# The generation panel"),
-        nbformat.v4.new_code_cell("import scenario_nb\n\npanel = scenario_nb.Panel()\npanel"),
-        nbformat.v4.new_code_cell("%load_ext scenario_nb"),
-        nbformat.v4.new_code_cell("%%scenario Gemini --no-wait -o later\na lighthouse on a cliff at night"),
-        nbformat.v4.new_code_cell("import time\nlater.wait()\ntime.sleep(1)\nprint('later cell ran:', later.status)"),
-    ])
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(nb, tmp_path / "panel.ipynb")
-    env = kernel_env(tmp_path / "home")  # no credentials: the embedded sandbox
+@contextlib.contextmanager
+def jupyterlab(tmp_path: Path, notebook: str, **env_extra: str):
+    """JupyterLab on 127.0.0.1 (no credentials: the embedded sandbox), opened on `notebook` in tmp_path."""
+    env = kernel_env(tmp_path / "home")
+    env.update(env_extra)
     for var in ["JUPYTER_CONFIG_DIR", "JUPYTER_DATA_DIR", "JUPYTER_RUNTIME_DIR", "JUPYTERLAB_WORKSPACES_DIR",
                 "JUPYTERLAB_SETTINGS_DIR", "IPYTHONDIR"]:
         env[var] = str(tmp_path / "jhome" / var.lower())
@@ -75,10 +68,32 @@ def lab(tmp_path):
             except OSError:
                 assert proc.poll() is None, "jupyter lab exited"
                 time.sleep(0.25)
-        yield f"http://127.0.0.1:{port}/lab/tree/panel.ipynb?token={token}"
+        yield f"http://127.0.0.1:{port}/lab/tree/{notebook}?token={token}"
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+@pytest.fixture
+def lab(tmp_path):
+    """JupyterLab serving a panel cell plus a --no-wait check."""
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_markdown_cell("# The generation panel"),
+        nbformat.v4.new_code_cell("import scenario_nb\n\npanel = scenario_nb.Panel()\npanel"),
+        nbformat.v4.new_code_cell("%load_ext scenario_nb"),
+        nbformat.v4.new_code_cell("%%scenario Gemini --no-wait -o later\na lighthouse on a cliff at night"),
+        nbformat.v4.new_code_cell("import time\nlater.wait()\ntime.sleep(1)\nprint('later cell ran:', later.status)"),
+    ])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, tmp_path / "panel.ipynb")
+    with jupyterlab(tmp_path, "panel.ipynb") as url:
+        yield url
+
+
+def wait_kernel_idle(page, timeout: float = 90_000) -> None:
+    page.wait_for_function("""() => { const w = window.jupyterapp?.shell.currentWidget;
+        return w?.sessionContext?.session?.kernel && w.sessionContext.kernelDisplayStatus === 'idle'; }""",
+                           timeout=timeout)
 
 
 def run_cell(page, index: int) -> None:
@@ -134,9 +149,7 @@ def test_the_panel_in_jupyterlab(lab, tmp_path):
 
 def drive(page, tmp_path) -> None:
     """Every step, in order, as a user would click them."""
-    page.wait_for_function("""() => { const w = window.jupyterapp?.shell.currentWidget;
-        return w?.sessionContext?.session?.kernel && w.sessionContext.kernelDisplayStatus === 'idle'; }""",
-                           timeout=90_000)
+    wait_kernel_idle(page)
     page.evaluate("() => window.jupyterapp.shell.collapseLeft()")
     run_cell(page, 1)  # the panel
 
@@ -258,3 +271,58 @@ def drive(page, tmp_path) -> None:
     no_wait_cell.screenshot(path=str(SHOTS / "no-wait-cell.png"))
     if os.environ.get("SCENARIO_NB_UPDATE_DOCS"):
         shutil.copy(SHOTS / "no-wait-cell.png", ROOT / "docs" / "magic-output.png")
+
+
+def test_notebook_06_trains_and_shows_a_grid_in_jupyterlab(tmp_path):
+    """The workbench as a user sees it: Run All on notebook 06, the training's progress live in its cell, then
+    the comparison sheet; screenshots of both are kept in test-output/browser/."""
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    shutil.copy(ROOT / "notebooks" / "06-train-and-evaluate.ipynb", tmp_path / "06.ipynb")
+    with jupyterlab(tmp_path, "06.ipynb", SCENARIO_NB_SANDBOX_TRAIN_SECONDS="20") as url, \
+            sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        errors: list = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.goto(url)
+        try:
+            wait_kernel_idle(page)
+            page.evaluate("() => window.jupyterapp.shell.collapseLeft()")
+            page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
+            # Mid-training: the Training's cell shows a stage and a progress bar that moves
+            training = page.locator(".jp-OutputArea-output .scenario-training").first
+            training.wait_for(timeout=120_000)
+            page.wait_for_function("""() => { const p = document.querySelector(
+                '.jp-OutputArea-output .scenario-training progress'); return p && p.value > 0 && p.value < 100; }""",
+                                   timeout=120_000)
+            first = training.locator("progress").evaluate("p => p.value")
+            assert training.locator("img").count() >= 6, "the strip of training images is missing"
+            training.scroll_into_view_if_needed()
+            training.screenshot(path=str(SHOTS / "06-training.png"))
+            page.wait_for_function("""(first) => { const p = document.querySelector(
+                '.jp-OutputArea-output .scenario-training progress'); return p && p.value > first; }""",
+                                   arg=first, timeout=120_000)
+            # The comparison sheet: one JPEG image in the grid cell, filled in
+            cells = page.locator(".jp-Notebook .jp-Cell")
+            grid_cell = cells.filter(has_text="comparison = scenario_nb.grid").first
+            page.wait_for_function("""(el) => [...el.querySelectorAll('.jp-OutputArea-output img')]
+                .some(i => i.naturalWidth > 600 && i.src.startsWith('data:image/jpeg'))""",
+                                   arg=grid_cell.element_handle(), timeout=180_000)
+            # Run All ends with the sweep saved to disk
+            page.wait_for_function("""() => [...document.querySelectorAll('.jp-OutputArea-output')]
+                .some(o => o.textContent.includes('files, first:'))""", timeout=240_000)
+            wait_kernel_idle(page, timeout=60_000)
+            grid_cell.scroll_into_view_if_needed()
+            grid_cell.screenshot(path=str(SHOTS / "06-grid.png"))
+            page.screenshot(path=str(SHOTS / "06-full.png"), full_page=True)
+            failures = page.evaluate("""() => [...document.querySelectorAll(
+                '.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]')]
+                .map(o => o.textContent).filter(t => /Traceback|Error|✗/.test(t))""")
+            assert not failures, failures
+        except Exception:
+            page.screenshot(path=str(SHOTS / "06-failure.png"), full_page=True)
+            raise
+        finally:
+            browser.close()
+    assert not errors, errors
+    assert len(list((tmp_path / "outputs" / "potion-sweep").glob("*"))) >= 7
