@@ -325,6 +325,17 @@ class Training:
         from ._display import training_bundle
         return training_bundle(self)
 
+    def _ipython_display_(self) -> None:
+        """Shown in a notebook: live while it trains (the engine's updates redraw it), as is once ended."""
+        from IPython.display import display
+
+        from ._display import show_training
+        if self.done:
+            data, metadata = self._repr_mimebundle_()
+            display(data, raw=True, metadata=metadata)
+        else:
+            show_training(self, wait=False)
+
     def provenance(self) -> dict:
         return {"model_id": self.model_id, "name": self.name, "type": self.type, "job_id": self.job_id,
                 "status": self.status, "stage": self.stage, "progress": self.progress, "cost": self.cost,

@@ -8,6 +8,7 @@ the models and trainings on the server (`stats()["trainings_started"]`, `GET /mo
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 import requests
@@ -406,3 +407,26 @@ def test_magic_bad_input_is_one_usage_line(tip, tsb, tmp_path):
         assert isinstance(result.error_in_exec, UsageError), line
         assert words in str(result.error_in_exec) and "\n" not in str(result.error_in_exec), line
     assert tsb.stats()["trainings_started"] == 0
+
+
+def test_a_training_shown_in_a_notebook_is_live_until_it_ends(tsb, tclient, tmp_path, fake_comm):
+    """`training` as a cell's last line: a view the engine redraws while it trains (not a frozen snapshot)."""
+    import ipywidgets as widgets
+    from IPython.testing.globalipapp import get_ipython
+    from IPython.utils.capture import capture_output
+    get_ipython()  # display() in a shell, as in a notebook
+    training = tclient.train("Live View", make_set(tmp_path / "set"), captions=None)
+    with capture_output() as out:
+        training._ipython_display_()
+    views = [o for o in out.outputs if "application/vnd.jupyter.widget-view+json" in o.data]
+    assert views, "an unfinished training was shown as a snapshot"
+    view = widgets.Widget.widgets[views[0].data["application/vnd.jupyter.widget-view+json"]["model_id"]]
+    first = view.value
+    training.wait(timeout=30)
+    deadline = time.time() + 10
+    while "trained" not in view.value and time.time() < deadline:
+        time.sleep(0.05)
+    assert view.value != first and "trained" in view.value
+    with capture_output() as out:
+        training._ipython_display_()
+    assert "text/html" in out.outputs[0].data and "trained" in out.outputs[0].data["text/html"]
