@@ -26,11 +26,12 @@ from ._version import __version__
 
 if TYPE_CHECKING:
     from ._client import CostEstimate, ScenarioClient
+    from ._grid import Grid, grid
     from ._panel import Panel
 
 __all__ = [
     "__version__", "client", "ScenarioClient", "Generation", "Output", "CostEstimate", "Model", "ModelInput",
-    "wait_all", "Panel", "load_ipython_extension", "unload_ipython_extension",
+    "wait_all", "grid", "Grid", "Panel", "load_ipython_extension", "unload_ipython_extension",
     "ScenarioError", "ConfigurationError", "InputError", "StorageError", "APIError", "BadRequestError",
     "AuthenticationError", "PermissionDeniedError", "NotFoundError", "ConflictError", "UnprocessableEntityError",
     "RateLimitError", "ServerError", "APIConnectionError", "APITimeoutError", "SubmitFailedError",
@@ -72,6 +73,9 @@ def __getattr__(name: str):
     if name in ("ScenarioClient", "CostEstimate"):
         from . import _client
         return getattr(_client, name)
+    if name in ("grid", "Grid"):
+        from . import _grid
+        return getattr(_grid, name)
     if name == "Panel":
         from ._panel import Panel
         return Panel
