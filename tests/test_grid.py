@@ -12,6 +12,7 @@ from IPython.utils.capture import capture_output
 from PIL import Image
 
 import scenario_nb
+from scenario_nb import sandbox as sandbox_mod
 from scenario_nb import Grid, InputError, ScenarioClient
 from scenario_nb._display import SHEET_FAILED, SHEET_PENDING, render_sheet
 
@@ -356,6 +357,35 @@ def test_magic_max_cost_guards_a_grid(ip, env):
     ip.run_cell("%config ScenarioMagics.max_cost = None")
 
 
+def test_magic_vary_sends_numbers_as_numbers(ip, env):
+    run(ip, '%%scenario "FLUX.2 dev" --vary guidance=2,3.5 --vary lorasScale=0.5 --seed 4 -o gg\na lantern')
+    grid = ip.user_ns["gg"]
+    sent = [env.jobs[t.job_id]["body"] for t in grid.wait(timeout=60).tiles]
+    assert [b["guidance"] for b in sent] == [2, 3.5] and all(b["seed"] == 4 for b in sent)
+    assert all(isinstance(b["guidance"], (int, float)) for b in sent)
+
+
 def test_help_documents_vary(ip, env):
     doc = ip.find_cell_magic("scenario").__doc__
     assert "--vary AXIS=V1,V2" in doc and "rows, columns, pages" in doc
+    assert '%%scenario "Hero Knight" --vary seed=1,2,3 --vary lorasScale=0.4,0.7,1' in doc
+
+
+# -- The account's parallel limit ------------------------------------------------------------------------------------
+
+def test_a_grid_larger_than_the_parallel_limit_waits_for_slots_instead_of_hammering(tmp_path):
+    """The first 429 names the limit (`actionLimit`); after it the engine holds tiles until one of its jobs ends,
+    so no further request is refused (the first burst is at most the four requests sent side by side)."""
+    with sandbox_mod.start(api_key=SUITE_KEY, api_secret=SUITE_SECRET, job_seconds=1.5,
+                           max_parallel_jobs=2) as sb:
+        client = ScenarioClient(SUITE_KEY, SUITE_SECRET, sb.url, home=tmp_path)
+        try:
+            grid = scenario_nb.grid("a crate", model="Gemini", vary={"seed": list(range(1, 10))}, client=client)
+            assert sum(t.status == "waiting" for t in grid.tiles) == 7  # held here: nothing charged for them
+            assert grid.wait(timeout=120).ok and sb.stats()["jobs_created"] == 9
+            refused = sb.stats()["rate_limited"]
+            assert 1 <= len(refused) <= 4, f"{len(refused)} requests refused: the engine kept asking at the limit"
+            first = min(r["time"] for r in refused)
+            assert all(r["time"] < first + 0.5 for r in refused), "a 429 after the first burst"
+        finally:
+            client.close()
