@@ -339,7 +339,7 @@ def render_sheet(cells: list, *, rows: list[str], columns: list[str], pages: lis
     left_texts = list(rows) + list(corner)
     left = min(max(_text_size(probe, t, font, size)[0] for t in left_texts) + 2 * SHEET_PAD, 240)
     left = max(left, 60)
-    col_lines = [_wrap(probe, c, font, size, tile - 2 * SHEET_PAD, 2) for c in columns]
+    col_lines = [_wrap(probe, c, font, size, tile - 2 * SHEET_PAD, 4) for c in columns]  # prompts need room
     top = max(len(lines) for lines in col_lines) * line_h + 2 * SHEET_PAD
     top = max(top, 2 * line_h + 2 * SHEET_PAD)  # the corner's two lines
     title = line_h + 2 * SHEET_PAD if any(pages) else 0

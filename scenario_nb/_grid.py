@@ -359,6 +359,18 @@ class Grid:
         from ._display import grid_bundle
         return grid_bundle(self)
 
+    def _ipython_display_(self) -> None:
+        """Shown in a notebook: a live sheet while tiles run (filled in from the engine's updates), the
+        finished sheet once every tile is done."""
+        from IPython.display import display
+
+        from ._display import show_grid
+        if self.done:
+            data, metadata = self._repr_mimebundle_()
+            display(data, raw=True, metadata=metadata)
+        else:
+            show_grid(self, wait=False)
+
     # -- Inside ------------------------------------------------------------------------------------------
     def _index(self, row: int, col: int, page: int) -> int:
         pages, rows, cols = self.shape

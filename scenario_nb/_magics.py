@@ -289,8 +289,9 @@ class ScenarioMagics(Magics, Configurable):
                 self._routing_shown.add(m.id)
                 print(f"{m.name} is {describe_type(m)}: it runs through {client.route(m)[0].name}")
         if plan.reused:
-            print(f"Shown from history: {len(plan.reused)} of the grid's requests were already sent (identical), "
-                  f"so nothing new is paid for them; add --force to generate them again.")
+            print(f"Shown from history: {len(plan.reused)} of the grid's {len(plan.handles)} requests "
+                  f"{'was' if len(plan.reused) == 1 else 'were'} already sent (identical), so nothing new is paid "
+                  f"for {'it' if len(plan.reused) == 1 else 'them'}; add --force to generate again.")
         try:
             grid = plan.start()
         except KeyboardInterrupt as exc:

@@ -223,6 +223,19 @@ def test_the_sheet_fills_in_live_with_placeholders_and_failures(client, sb):
     assert metadata["scenario_nb"]["grid"]["tiles"][failed[0]]["ok"] is False
 
 
+def test_showing_a_running_grid_is_live_and_a_finished_one_is_the_sheet(ip, client, sb):
+    grid = make(client)
+    from IPython.display import display
+    with capture_output() as out:  # `ip`: a real shell's display machinery, as in a notebook cell
+        display(grid)
+    views = [o for o in out.outputs if "application/vnd.jupyter.widget-view+json" in o.data]
+    assert views and not grid.done, "a running grid was shown as a still image"
+    grid.wait(timeout=60)
+    with capture_output() as out:
+        display(grid)
+    assert "image/jpeg" in out.outputs[-1].data and out.outputs[-1].metadata["scenario_nb"]["grid"]
+
+
 def test_the_saved_output_is_one_light_jpeg_with_provenance(client, sb):
     grid = make(client).wait(timeout=60)
     data, metadata = bundle_of(grid)
