@@ -3,6 +3,7 @@
     %load_ext scenario_nb          then  %%scenario MODEL  with the prompt as the cell body
     scenario_nb.Panel()            a widget panel on the same client, engine and history
     ScenarioClient().generate(...) the Python API: returns a live Generation at once
+    scenario_nb.grid(prompt, vary={"seed": [1, 2], "model": [...]})   a live, labelled grid of tiles
 
 Exceptions are documented in one place: `scenario_nb._errors`. Problems found in the background (a job
 that could not be recorded, a failing callback) are logged by the `scenario_nb` logger to the process's

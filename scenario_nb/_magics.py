@@ -294,8 +294,9 @@ class ScenarioMagics(Magics, Configurable):
                   f"for {'it' if len(plan.reused) == 1 else 'them'}; add --force to generate again.")
         try:
             grid = plan.start()
-        except KeyboardInterrupt as exc:
-            print(interrupted_send_line(getattr(exc, "handles", [])))
+        except KeyboardInterrupt:
+            print("Interrupted while sending the grid. Tiles already sent go on in the background (they are in "
+                  "%scenario history); running the cell again attaches to them instead of paying again.")
             return None
         if args.out:
             self.user_ns[args.out] = grid
