@@ -402,3 +402,18 @@ def test_a_grid_larger_than_the_parallel_limit_waits_for_slots_instead_of_hammer
             assert all(r["time"] < first + 0.5 for r in refused), "a 429 after the first burst"
         finally:
             client.close()
+
+
+def test_429s_to_requests_sent_side_by_side_are_one_refusal():
+    """Four tiles sent together and refused together must not back off as if refused four times in a row (8 s
+    instead of 1 s would hold a whole round of the grid)."""
+    import time
+
+    from scenario_nb._http import CreationGate
+    gate = CreationGate()
+    sent = time.time()
+    for _ in range(4):  # all four were on the wire before the first 429 came back
+        gate.refused(None, sent)
+    assert gate.remaining() <= 1.25  # the first step of the backoff: 0.75–1.25 s
+    gate.refused(None, time.time() + 0.001)  # sent after the refusals were known: the next step
+    assert gate.remaining() >= 1.5
