@@ -280,7 +280,7 @@ class Grid:
         for cell, tile in zip(self._cells, self.tiles, strict=True):
             if tile.done and not tile.ok:
                 where = ", ".join(f"{k} {_label(v)}" for k, v in cell.values.items())
-                text += f"\n  {where}: {tile.job_id or 'no job'} {tile.exception or tile.status_words()}"
+                text += f"\n  {where}: {_tile_status(tile)} ({tile.job_id or 'no job was created'})"
         return text
 
     def provenance(self) -> list[dict]:
@@ -427,13 +427,12 @@ class Grid:
 
 
 def _tile_status(tile: Generation) -> str:
+    """What a tile's placeholder says: its status in words, or why it failed (the API's reason and hint)."""
     if tile.ok:
         return "done"
     if tile.done:
-        reason = str(tile.exception or tile.status_words()).splitlines()[0]
-        return f"failed: {reason}"
-    if tile.status == "waiting":
-        return "queued"
+        reason = tile.error or str(tile.exception or tile.status_words()).splitlines()[0]
+        return f"failed: {reason}" + (f" ({tile.hint})" if tile.error and tile.hint else "")
     return tile.status_words()
 
 
