@@ -3,6 +3,7 @@
     %load_ext scenario_nb          then  %%scenario MODEL  with the prompt as the cell body
     scenario_nb.Panel()            a widget panel on the same client, engine and history
     ScenarioClient().generate(...) the Python API: returns a live Generation at once
+    scenario_nb.grid(prompt, vary={"seed": [1, 2], "model": [...]})   a live, labelled grid of tiles
 
 Exceptions are documented in one place: `scenario_nb._errors`. Problems found in the background (a job
 that could not be recorded, a failing callback) are logged by the `scenario_nb` logger to the process's
@@ -28,11 +29,13 @@ from ._version import __version__
 
 if TYPE_CHECKING:
     from ._client import CostEstimate, ScenarioClient
+    from ._grid import Grid, grid
     from ._panel import Panel
 
 __all__ = [
     "__version__", "client", "ScenarioClient", "Generation", "Output", "CostEstimate", "Model", "ModelInput",
-    "wait_all", "Training", "TrainingImage", "Captions", "Panel", "load_ipython_extension", "unload_ipython_extension",
+    "wait_all", "Training", "TrainingImage", "Captions", "grid", "Grid", "Panel", "load_ipython_extension",
+    "unload_ipython_extension",
     "ScenarioError", "ConfigurationError", "InputError", "StorageError", "APIError", "BadRequestError",
     "AuthenticationError", "PermissionDeniedError", "NotFoundError", "ConflictError", "UnprocessableEntityError",
     "RateLimitError", "ServerError", "APIConnectionError", "APITimeoutError", "SubmitFailedError",
@@ -75,6 +78,9 @@ def __getattr__(name: str):
     if name in ("ScenarioClient", "CostEstimate"):
         from . import _client
         return getattr(_client, name)
+    if name in ("grid", "Grid"):
+        from . import _grid
+        return getattr(_grid, name)
     if name == "Panel":
         from ._panel import Panel
         return Panel

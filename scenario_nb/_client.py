@@ -304,14 +304,18 @@ class ScenarioClient:
         raise InputError(f"no public base model accepts {model.type} models like {model.name}; "
                          f"pass base_model= with a model that does")
 
-    def route(self, model: Model, base_model: Optional[str] = None) -> tuple[Model, dict]:
-        """The runnable model and the extra inputs that run `model` (itself, or a LoRA via its base)."""
+    def route(self, model: Model, base_model: Optional[str] = None, *, scaled: bool = False) -> tuple[Model, dict]:
+        """The runnable model and the extra inputs that run `model` (itself, or a LoRA via its base).
+
+        `scaled`: the caller sets the LoRA's scale, so the LoRA goes in the base's LoRA list (a single
+        `modelId` slot takes no scale)."""
         if model.runnable:
             return model, {}
         if not model.trained:
             raise InputError(f"model {model.name} is {model.status}, not trained yet; it cannot generate")
         base = self.model(base_model) if base_model else self.base_model_for(model)
-        single = next((i for i in base.inputs if i.type == "model" and model.type in i.model_types), None)
+        single = None if scaled else next((i for i in base.inputs if i.type == "model" and
+                                           model.type in i.model_types), None)
         if single is not None:
             return base, {single.name: model.id}
         many = next((i for i in base.inputs if i.type == "model_array" and
@@ -330,11 +334,14 @@ class ScenarioClient:
                 base_model: Optional[str] = None, **inputs: Any) -> tuple[Model, Model, dict]:
         """Resolve and validate a request locally: (requested model, model to run, body)."""
         requested = model if isinstance(model, Model) else self.model(model)
-        runnable, extra = self.route(requested, base_model)
+        scale = inputs.get("lorasScale")
+        runnable, extra = self.route(requested, base_model, scaled=scale is not None)
         body = dict(inputs)
         if prompt is not None:
             body["prompt"] = prompt
         body.update(extra)
+        if scale is not None and "lorasScale" in extra:  # the caller's scale, not the default 1
+            body["lorasScale"] = scale
         return requested, runnable, validate_inputs(runnable, body)
 
     def estimate(self, model: Union[str, Model], prompt: Optional[str] = None, *,

@@ -42,6 +42,7 @@ log = logging.getLogger("scenario_nb")
 
 SEARCH_SECONDS = 75.0  # how long a lost answer's job is looked for in GET /jobs before it is called unknown
 URL_RENEWALS = 3  # fresh signed URLs asked for when the asset origin refuses one (expired)
+HOLD_CHECK = 0.05  # how often requests held for a free parallel-job slot look again (a local check, no request)
 
 
 class DurationModel:
@@ -113,6 +114,7 @@ class Engine:
         self._known_jobs: set[str] = set()
         self._waiting: deque = deque()  # handles refused with 429, sent in order once the gate opens
         self._draining = False
+        self._job_slots: Optional[int] = None  # the parallel-job limit a 429 named (`actionLimit`), once one did
         self._tokens: dict[str, int] = {}  # request id -> the one poll task that counts
         self._due: dict[str, float] = {}  # request id -> when (monotonic) that poll is due
         self._tracked_at: dict[str, float] = {}
@@ -235,7 +237,7 @@ class Engine:
                                     "stopping): nothing was sent")
         handle.request_id = handle.request_id or new_request_id()
         handle.submitted_at = time.time()
-        waits = self._http.creation_gate.remaining() > 0 or bool(self.waiting())
+        waits = self._http.creation_gate.remaining() > 0 or bool(self.waiting()) or self._full(handle)
         handle._set(status="waiting" if waits else "sending")
         self._record(handle, before_sending=True)  # raises StorageError: nothing is sent
         with self._lock:
@@ -249,7 +251,7 @@ class Engine:
     def _send(self, handle: Generation) -> None:
         """A send-lane task: send now, unless a 429 closed the creation gate since it was queued."""
         try:
-            if self._http.creation_gate.remaining() > 0 or self.waiting():
+            if self._http.creation_gate.remaining() > 0 or self.waiting() or self._full(handle):
                 self._mark(handle, "waiting")
                 self._enqueue(handle)
                 return
@@ -269,7 +271,11 @@ class Engine:
         handle._set(status="sending", sent_at=time.time())
         try:
             data = self._http.create("PUT" if handle.kind == "workflow" else "POST", path, handle.inputs)
-        except RateLimitError:  # nothing was created: it waits here, in order, for the gate to open
+        except RateLimitError as exc:  # nothing was created: it waits here, in order, for the gate to open
+            body = exc.body if isinstance(exc.body, dict) else {}
+            if body.get("actionName") == "parallelCustomJobs" and isinstance(body.get("actionLimit"), int):
+                with self._lock:
+                    self._job_slots = body["actionLimit"]
             self._mark(handle, "waiting")
             self._enqueue(handle)
             return "waiting"
@@ -334,6 +340,9 @@ class Engine:
             if wait > 0:
                 self._schedule(None, wait, self._drain)
                 return
+            if self._full(handle):  # every slot the last 429 named is ours and busy: send when one of ours ends
+                self._schedule(None, HOLD_CHECK, self._drain)
+                return
             with self._lock:
                 self._waiting.popleft()
             if self._send_once(handle) == "waiting":  # refused again: it went back to the end; keep order
@@ -342,6 +351,16 @@ class Engine:
                     self._waiting.appendleft(handle)
                 self._schedule(None, self._http.creation_gate.remaining() or self.floor, self._drain)
                 return
+
+    def _full(self, handle: Generation) -> bool:
+        """A generation would meet the parallel-job limit a 429 named: as many of our jobs are running.
+        (Jobs of other clients on the account count too, server-side; then a 429 says so and we back off.)"""
+        with self._lock:
+            if self._job_slots is None or handle.kind != "generation":
+                return False
+            running = sum(1 for h in self._live.values() if h.kind == "generation" and not h.done and
+                          (h.job_id or h.status == "unknown") and h.request_id not in self._completing)
+            return running >= self._job_slots
 
     # -- Lost answers ------------------------------------------------------------------------------
     def _reconcile(self, handle: Generation) -> None:

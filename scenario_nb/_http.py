@@ -95,11 +95,15 @@ class CreationGate:
         self._lock = threading.Lock()
         self._not_before = 0.0
         self._streak = 0
+        self._refused_at = 0.0  # when the last 429 came back (wall clock, as `sent_at`)
 
-    def refused(self, retry_after: Optional[float]) -> float:
-        """Record a 429; returns how long the gate stays closed."""
+    def refused(self, retry_after: Optional[float], sent_at: Optional[float] = None) -> float:
+        """Record a 429; returns how long the gate stays closed. A 429 answering a request sent before the
+        previous 429 came back (requests sent side by side) is the same refusal: the backoff does not grow."""
         with self._lock:
-            self._streak += 1
+            if sent_at is None or sent_at >= self._refused_at:
+                self._streak += 1
+            self._refused_at = time.time()
             if retry_after is None:
                 retry_after = min(self.CAP, 2.0 ** (self._streak - 1)) * (0.75 + 0.5 * random.random())
             self._not_before = max(self._not_before, time.monotonic() + retry_after)
@@ -212,7 +216,7 @@ class Transport:
         try:
             data = _answer(response, method, path)
         except RateLimitError as exc:
-            self.creation_gate.refused(exc.retry_after)
+            self.creation_gate.refused(exc.retry_after, sent_at)
             raise
         except ServerError as exc:
             raise UncertainSubmit(str(exc), sent_at) from None

@@ -7,6 +7,7 @@ ledger and following jobs live in the shared modules the panel uses too.
 
 from __future__ import annotations
 
+import csv
 import shlex
 from pathlib import Path
 from typing import Any, Optional
@@ -19,7 +20,7 @@ from traitlets import Bool, Float, Int, TraitError, Unicode, observe, validate
 from traitlets.config import Configurable
 
 from ._commands import SUBCOMMANDS, Commands, check_variable, fill_prompt, settings
-from ._display import DEFAULT_THUMBNAIL_SIZE, show_generations
+from ._display import DEFAULT_THUMBNAIL_SIZE, show_generations, show_grid
 from ._errors import ScenarioError
 from ._generation import Generation
 from ._env import credentials_from_env
@@ -134,6 +135,9 @@ class ScenarioMagics(Magics, Configurable):
     @argument("--force", action="store_true", help="pay for a new generation even if an identical request "
                                                     "was already sent")
     @argument("--save", metavar="DIR", help="also save the outputs (PNG with metadata + JSON sidecar) to DIR")
+    @argument("--vary", action="append", metavar="AXIS=V1,V2", help="a grid: one tile per value (seed, model, "
+                                                                    "prompt or any model input); repeatable: "
+                                                                    "rows, columns, pages")
     @argument("--public", action="store_true", help="(models) list the public catalog instead of yours")
     @line_cell_magic
     def scenario(self, line: str = "", cell: Optional[str] = None):
@@ -142,7 +146,15 @@ class ScenarioMagics(Magics, Configurable):
         Cell mode (the cell body is the prompt; `{name}` inserts a Python variable, `{{` a brace)::
 
             %%scenario [MODEL] [-a RATIO] [-n N] [--seed S] [--set NAME=VALUE ...] [-o VAR]
-                       [--no-wait] [--each] [--dry-run] [--force] [--save DIR]
+                       [--no-wait] [--each] [--dry-run] [--force] [--save DIR] [--vary AXIS=V1,V2 ...]
+
+        A grid (`--vary`, one axis per flag, at most three: rows, columns, pages): every tile is its own job,
+        all in flight at once, shown as one labelled sheet that fills in live; `-o VAR` binds the Grid
+        (`.pick(row, col)`, `.save(dir)`). Values are comma-separated; quote names with spaces; numbers are
+        numbers; `--vary prompt` alone takes one prompt per line of the cell::
+
+            %%scenario "Hero Knight" --vary seed=1,2,3 --vary lorasScale=0.4,0.7,1
+            %%scenario --vary seed=1,2 --vary model="Hero Knight","FLUX.2 dev"
 
         Line mode::
 
@@ -179,6 +191,8 @@ class ScenarioMagics(Magics, Configurable):
         except ValueError as exc:
             raise UsageError(f"%%scenario: {exc} (check the quotes)") from None
         args = self.scenario.parser.parse_args(words)  # POSIX quoting: "Hero Knight" is one name
+        if args.vary:
+            return self._grid_cell(args, cell)
         if args.rest or args.public:
             raise UsageError("%%scenario takes one MODEL; put the prompt in the cell body (quote a name with "
                              "spaces)")
@@ -230,6 +244,71 @@ class ScenarioMagics(Magics, Configurable):
                          after=(lambda h: self._save(h, save)) if save else None)
         return None
 
+    def _grid_cell(self, args: Any, cell: str):
+        """`%%scenario --vary ...`: a grid of tiles, priced and guarded like any cell, shown as one sheet."""
+        from ._grid import GridPlan
+        if args.rest or args.public or args.each:
+            raise UsageError("%%scenario --vary: give one MODEL (or a model axis) and no --each; each --vary "
+                             "is one axis")
+        check_variable(args.out)
+        vary = parse_vary(args.vary)
+        text = fill_prompt(cell, self.user_ns).strip()
+        if vary.get("prompt") == []:  # `--vary prompt` alone: one prompt per line of the cell
+            vary["prompt"], text = [p.strip() for p in text.splitlines() if p.strip()], ""
+            if not vary["prompt"]:
+                raise UsageError("--vary prompt: write one prompt per line in the cell body")
+        elif not text and "prompt" not in vary:
+            raise UsageError("empty prompt: write what to generate in the cell body under %%scenario")
+        if "seed" in vary and args.seed is not None:
+            raise UsageError("--seed and --vary seed both set the seed; keep one")
+        if "model" in vary and args.model:
+            raise UsageError(f"MODEL ({args.model}) and --vary model both choose the model; keep one")
+        client = self.client
+        model = None if "model" in vary else self._model(args.model)
+        first = model or client.find_model(str(vary["model"][0]))
+        runnable, _ = client.route(first)
+        extra = settings(args.set)
+        clash = sorted(set(extra) & set(vary))
+        if clash:
+            raise UsageError(f"--set {clash[0]}= and --vary {clash[0]} both set {clash[0]}; keep one")
+        inputs = request_inputs(runnable, aspect=args.aspect or self._default_aspect(runnable), num=args.num,
+                                seed=args.seed, settings=extra)
+        plan = GridPlan(client, text, model=model, vary=vary, reuse=self.reuse and not args.force, inputs=inputs,
+                        source="magic")
+        if args.dry_run:
+            total = plan.estimate()
+            line = (f"Estimated cost: {total:g} CU for {len(plan.fresh)} new tile(s) of {len(plan.cells)}"
+                    + (f" ({len(plan.reused)} already paid for)" if plan.reused else "") + " — dry run, nothing "
+                    "was spent.")
+            display({"text/plain": line, "text/markdown": line}, raw=True)
+            return None
+        if plan.fresh and self.max_cost is not None:
+            self._spend_guard(plan.estimate())
+        for m in {c.model.id: c.model for c in plan.cells}.values():
+            if plan.fresh and not m.runnable and m.id not in self._routing_shown:
+                self._routing_shown.add(m.id)
+                print(f"{m.name} is {describe_type(m)}: it runs through {client.route(m)[0].name}")
+        if plan.reused:
+            print(f"Shown from history: {len(plan.reused)} of the grid's {len(plan.handles)} requests "
+                  f"{'was' if len(plan.reused) == 1 else 'were'} already sent (identical), so nothing new is paid "
+                  f"for {'it' if len(plan.reused) == 1 else 'them'}; add --force to generate again.")
+        try:
+            grid = plan.start()
+        except KeyboardInterrupt:
+            print("Interrupted while sending the grid. Tiles already sent go on in the background (they are in "
+                  "%scenario history); running the cell again attaches to them instead of paying again.")
+            return None
+        if args.out:
+            self.user_ns[args.out] = grid
+        save = str(Path(args.save).expanduser()) if args.save else None
+        show_grid(grid, wait=self.wait and not args.no_wait, after=(lambda g: self._save_grid(g, save)) if save
+                  else None)
+        return None
+
+    def _save_grid(self, grid: Any, folder: str) -> None:
+        paths = grid.save(folder)
+        print(f"Saved the sheet, {len(paths) - 2} tile file(s) and {paths[-1].name} to {folder}")
+
     def _save(self, handle: Generation, folder: str) -> None:
         if handle.ok:
             paths = handle.save(folder)
@@ -259,6 +338,36 @@ class ScenarioMagics(Magics, Configurable):
                 from None
         if answer.strip().lower() not in ("y", "yes"):
             raise UsageError(f"not run: estimated {total:g} CU is over max_cost {self.max_cost:g}")
+
+
+def parse_vary(specs: list) -> dict:
+    """`--vary AXIS=V1,V2` flags as {axis: [values]}: comma-separated (a value with a comma in double quotes
+    inside single ones), numbers as numbers; `--vary prompt` alone means the cell's lines."""
+    axes: dict = {}
+    for spec in specs:
+        name, sep, text = spec.partition("=")
+        name = name.strip()
+        if not name or (not sep and name != "prompt"):
+            raise UsageError(f"--vary takes AXIS=V1,V2 (e.g. --vary seed=1,2,3), not {spec!r}")
+        if name in axes:
+            raise UsageError(f"--vary {name} is given twice; put all its values in one --vary {name}=...")
+        if not sep:
+            axes[name] = []
+            continue
+        values = [v.strip() for v in next(csv.reader([text], skipinitialspace=True), [])]
+        if not values or not all(values):
+            raise UsageError(f"--vary {name}: an empty value in {text!r}; give values like {name}=A,B")
+        axes[name] = values if name in ("model", "prompt") else [_number(v) for v in values]
+    return axes
+
+
+def _number(text: str) -> Any:
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
 
 
 def describe_type(model) -> str:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import _measure  # noqa: E402
+import bench_grid  # noqa: E402
 import bench_notebook  # noqa: E402
 import bench_poller  # noqa: E402
 import soak  # noqa: E402
@@ -77,3 +78,16 @@ def test_bench_notebook_quick_runs(capsys):
     assert result["bytes"]["ours_bytes"] > 0 and result["bytes"]["naive_bytes"] > result["bytes"]["ours_bytes"]
     assert result["kernel"]["images"] > 0
     assert "kernel blocked" in bench_notebook.table(result)
+
+
+def test_bench_grid_quick_measures_every_row(capsys):
+    result = bench_grid.main(["--quick", "--json"])
+    assert result["jobs"] == 9 and result["ideal"] > 0
+    for who in ("ours", "batches"):
+        row = result[who]
+        assert row["ok"] == 9 and row["jobs"] == 9 and row["posts"] >= 9, (who, row)  # from the sandbox's log
+        assert row["posts"] - row["rate_limited"] == 9, (who, row)  # every POST not refused made one job
+    assert result["guide"]["wall"] > 0
+    assert result["bytes"]["separate_bytes"] > result["bytes"]["sheet_bytes"] > 0
+    assert "wall ÷ ideal" in bench_grid.table(result)
+    assert '"bytes"' in capsys.readouterr().out

@@ -202,7 +202,7 @@ def test_429s_without_retry_after_back_off_and_polls_keep_flowing(tmp_path, batc
         for when in refused:  # POSTs already on the wire when the 429 came back (side by side) arrive within ms
             following = [p["time"] for p in sent if p["time"] > when + 0.1]
             assert not following or following[0] - when >= 0.7, "a POST went out before the backoff allowed"
-        first, last = refused[0], max(refused)
+        first, last = refused[0], max(p["time"] for p in sent)  # from the first 429 until the last held one left
         polls = [r for r in sb.requests if r["method"] == "GET" and "/v1/jobs/" in r["path"]
                  and first < r["time"] < last]
         assert polls, "polls of running jobs stopped behind a creation 429"
