@@ -169,6 +169,9 @@ class ScenarioMagics(Magics, Configurable):
             %scenario asset ASSET_ID               show any asset
             %scenario workflows                    your workflows
             %scenario workflow ID [--set NAME=VALUE ...] [-o VAR] [--no-wait]   run a workflow
+            %scenario train NAME --images DIR [--type T] [--captions auto|none] [--dry-run] [--set P=V ...]
+                                                   price, caption, upload and train a LoRA; shown live
+            %scenario training [MODEL] [--cancel]  your trainings, or follow one live (after a restart too)
             %scenario panel [MODEL]                the widget panel
             %scenario sandbox                      switch to the embedded local sandbox
             %scenario use-credentials              switch to the credentials in the environment

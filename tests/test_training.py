@@ -369,6 +369,9 @@ def test_magic_train_and_training(tip, tsb, tmp_path):
     assert result.error_in_exec is None and "trained" in shown(out)
     result, out = run(tip, "%scenario help")
     assert "%scenario train NAME --images DIR" in out.stdout and "%scenario training [MODEL]" in out.stdout
+    from scenario_nb._magics import ScenarioMagics
+    assert "%scenario train NAME --images DIR" in ScenarioMagics.scenario.__doc__  # what %scenario? shows
+    assert "%scenario training [MODEL]" in ScenarioMagics.scenario.__doc__
 
 
 def test_magic_training_cancel(tip, tsb, tmp_path):
