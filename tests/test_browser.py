@@ -288,7 +288,7 @@ def test_notebook_06_trains_and_shows_a_grid_in_jupyterlab(tmp_path):
         try:
             wait_kernel_idle(page)
             page.evaluate("() => window.jupyterapp.shell.collapseLeft()")
-            page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
+            page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")  # no await
             # Mid-training: the Training's cell shows a stage and a progress bar that moves
             training = page.locator(".jp-OutputArea-output .scenario-training").first
             training.wait_for(timeout=120_000)
@@ -314,6 +314,8 @@ def test_notebook_06_trains_and_shows_a_grid_in_jupyterlab(tmp_path):
             wait_kernel_idle(page, timeout=60_000)
             grid_cell.scroll_into_view_if_needed()
             grid_cell.screenshot(path=str(SHOTS / "06-grid.png"))
+            if os.environ.get("SCENARIO_NB_UPDATE_DOCS"):
+                shutil.copy(SHOTS / "06-grid.png", ROOT / "docs" / "grid.png")
             page.screenshot(path=str(SHOTS / "06-full.png"), full_page=True)
             failures = page.evaluate("""() => [...document.querySelectorAll(
                 '.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]')]
