@@ -111,7 +111,7 @@ def test_readme_lists_every_setting_and_subcommand():
 
 def test_readme_python_api_runs_on_the_sandbox(tmp_path):
     code = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
-    assert len(code) == 1 and len(code[0].strip().splitlines()) == 6
+    assert len(code) == 2 and len(code[0].strip().splitlines()) == 6
     env = {k: v for k, v in os.environ.items() if k not in CREDENTIAL_VARS}
     env.update(SCENARIO_NB_HOME=str(tmp_path / "home"), SCENARIO_NB_SANDBOX_JOB_SECONDS="0.5")
     run = subprocess.run([sys.executable, "-c", code[0]], cwd=tmp_path, env=env, capture_output=True, text=True,
@@ -119,6 +119,32 @@ def test_readme_python_api_runs_on_the_sandbox(tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     assert "success" in run.stdout
     assert len(list((tmp_path / "out").glob("*.png"))) == 2 and list((tmp_path / "out").glob("*.json"))
+
+
+def test_readme_workbench_runs_on_the_sandbox(tmp_path):
+    """The training-and-grid block, as written, on a folder of six drawn images; then what it left behind."""
+    code = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)[1]
+    setup = ("import scenario_nb\nfrom PIL import Image, ImageDraw\nfrom pathlib import Path\n"
+             "Path('potion-set').mkdir()\nfor i in range(6):\n"
+             "    im = Image.new('RGB', (1024, 1024), (200, 30 * i, 90))\n"
+             "    ImageDraw.Draw(im).ellipse((100 + 40 * i, 200, 700, 900), fill=(30, 60, 200))\n"
+             "    im.save(f'potion-set/p{i}.png')\nclient = scenario_nb.client()\n")
+    check = ("\nsheet.wait()\nprint('trained:', training.status, '| tiles ok:', sum(t.ok for t in sheet.tiles),"
+             " '| best:', best.status, best.job_id)\n")
+    env = {k: v for k, v in os.environ.items() if k not in CREDENTIAL_VARS}
+    env.update(SCENARIO_NB_HOME=str(tmp_path / "home"), SCENARIO_NB_SANDBOX_JOB_SECONDS="0.5",
+               SCENARIO_NB_SANDBOX_TRAIN_SECONDS="3")
+    run = subprocess.run([sys.executable, "-c", setup + code + check], cwd=tmp_path, env=env, capture_output=True,
+                         text=True, timeout=180)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "trained: trained | tiles ok: 6 | best: success" in run.stdout, run.stdout
+    from scenario_nb._history import History
+    history = History(tmp_path / "home" / "history.sqlite")
+    try:
+        assert [t.status for t in history.trainings("embedded-sandbox")] == ["trained"]
+        assert history.count() >= 6  # every tile is a recorded job
+    finally:
+        history.close()
 
 
 def answers(url: str) -> bool:
