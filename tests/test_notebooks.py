@@ -122,7 +122,7 @@ def test_committed_without_outputs(path):
 def test_every_story_is_there():
     names = {p.stem for p in NOTEBOOKS}
     assert {"01-quickstart", "02-panel", "03-batch-and-variations", "04-image-inputs-loras-workflows",
-            "05-cost-history-recovery"} <= names
+            "05-cost-history-recovery", "06-train-and-evaluate"} <= names
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
