@@ -288,17 +288,8 @@ def training_bundle(training) -> tuple[dict, dict]:
     pct = int(round(training.progress * 100))
     head = f"<b>{html.escape(training.name)}</b> <small>{html.escape(training.model_id)} · " \
            f"{html.escape(training.type)}</small>"
-    state = [training.stage_words()]
-    if training.stage == "running-train" and not training.done:
-        state.append(f"{pct}%")
-    left = training.remaining
-    if left is not None:
-        from ._training import eta_words
-        state.append(f"ETA {eta_words(left)}")
-    if training.cost is not None:
-        state.append(f"{training.cost:g} CU")
     bar = f'<progress value="{pct}" max="100" style="width:16em"></progress>'
-    body = f"{bar} <code>{html.escape(' · '.join(state))}</code>"
+    body = f"{bar} <code>{html.escape(' · '.join(training.state_words()))}</code>"
     if training.exception is not None and not training.ok:
         body += "<br>" + error_html(training.exception, inline=True)
     elif len(lines) > 1:
@@ -329,11 +320,10 @@ def _training_signature(training) -> tuple:
 def show_training(training, *, wait: bool) -> None:
     """Show a training in the running cell: updated in place until it ends when waiting (Ctrl-C stops the
     waiting, never the training), else as a widget the engine's thread keeps current."""
-    from IPython.display import display
-    data, metadata = training_bundle(training)
     if not wait:
         import ipywidgets as widgets
-        view = widgets.HTML(data["text/html"])
+        from IPython.display import display
+        view = widgets.HTML(training_bundle(training)[0]["text/html"])
         shown = display(view, display_id=True)
         last: list = [None]
 
@@ -350,22 +340,32 @@ def show_training(training, *, wait: bool) -> None:
                 shown.update(fresh, raw=True, metadata=meta)
         training.on_update(update)
         return
-    shown = display(data, raw=True, metadata=metadata, display_id=True)
-    seen = _training_signature(training)
-    try:
-        while True:
-            done = training.done
-            signature = _training_signature(training)
-            if signature != seen:
-                data, metadata = training_bundle(training)
-                shown.update(data, raw=True, metadata=metadata)
-                seen = signature
-            if done:
-                return
-            time.sleep(0.2)
-    except KeyboardInterrupt:
+    if not _redraw_until_done(training, training_bundle, _training_signature, every=0.2):
         print(f"Stopped waiting (the training goes on on the server); %scenario training {training.model_id} "
               f"shows it again")
+
+
+def _redraw_until_done(thing, bundle: Callable[[Any], tuple[dict, dict]], signature: Callable[[Any], tuple], *,
+                       every: float) -> bool:
+    """Show `thing` in the running cell and redraw it whenever its signature changes, until it is done.
+    Returns False when Ctrl-C stopped the waiting (never the work: it goes on, and the history knows it)."""
+    from IPython.display import display
+    data, metadata = bundle(thing)
+    shown = display(data, raw=True, metadata=metadata, display_id=True)
+    seen = signature(thing)
+    try:
+        while True:
+            done = thing.done  # read before drawing: it may finish while the bundle is made
+            now = signature(thing)
+            if now != seen:
+                data, metadata = bundle(thing)
+                shown.update(data, raw=True, metadata=metadata)
+                seen = now
+            if done:
+                return True
+            time.sleep(every)
+    except KeyboardInterrupt:
+        return False
 
 
 # -- Grid sheets -----------------------------------------------------------------------------------------------
@@ -521,25 +521,10 @@ def show_grid(grid, *, wait: bool, after: Optional[Callable[[Any], None]] = None
     is redrawn from a drawing thread of its own (never the engine's: a sheet takes tens of ms), and the
     display gets the final sheet when every tile is done, so a saved notebook shows it without widget state.
     """
-    from IPython.display import display
     if not wait:
         _live_grid(grid, after)
         return
-    data, metadata = grid_bundle(grid)
-    shown = display(data, raw=True, metadata=metadata, display_id=True)
-    seen = _grid_signature(grid)
-    try:
-        while True:
-            finished = grid.done
-            signature = _grid_signature(grid)
-            if signature != seen:
-                data, metadata = grid_bundle(grid)
-                shown.update(data, raw=True, metadata=metadata)
-                seen = signature
-            if finished:
-                break
-            time.sleep(0.1)
-    except KeyboardInterrupt:
+    if not _redraw_until_done(grid, grid_bundle, _grid_signature, every=0.1):
         print(interrupted_line(grid.tiles))
         return
     if after is not None:

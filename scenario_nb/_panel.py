@@ -27,7 +27,7 @@ from ._gallery import (ACCENT, TILE, TILE_BOX, TILE_INNER, Item, caption_html, c
                        snapshot_html)
 from ._generation import Generation
 from ._models import Model, ModelInput, aspect_inputs, aspect_options, request_inputs, type_words
-from ._training import Training, eta_words
+from ._training import Training
 
 SIZE_INPUTS = ("aspectRatio", "width", "height")
 COUNT_INPUT = "numOutputs"
@@ -376,9 +376,7 @@ class Panel(w.VBox):
 
         def update(t: Training) -> None:  # poller thread: set values only
             bar.value = t.progress
-            left = t.remaining
-            words.value = _quiet(html.escape(t.stage_words() + (f" · {t.progress:.0%}" if t.progress else "")
-                                             + (f" · about {eta_words(left)} left" if left is not None else "")))
+            words.value = _quiet(html.escape(" · ".join(t.state_words())))
             if not t.done:
                 return
             bar.bar_style = "success" if t.ok else "danger"

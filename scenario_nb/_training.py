@@ -300,16 +300,21 @@ class Training:
             words += f" (position {self.position})"
         return words
 
-    def summary(self) -> str:
-        """One line (two with an error or a note): name, model, type, stage, progress, ETA, cost."""
-        parts = [self.name, self.model_id, self.type, self.stage_words()]
+    def state_words(self) -> list[str]:
+        """Where it is, in words: the stage, the progress while it trains, the time left, the cost."""
+        words = [self.stage_words()]
         if not self.done and self.stage == "running-train":
-            parts.append(f"{self.progress:.0%}")
+            words.append(f"{self.progress:.0%}")
         left = self.remaining
         if left is not None:
-            parts.append(f"about {eta_words(left)} left")
+            words.append(f"about {eta_words(left)} left")
         if self.cost is not None:
-            parts.append(f"{self.cost:g} CU")
+            words.append(f"{self.cost:g} CU")
+        return words
+
+    def summary(self) -> str:
+        """One line (two with an error or a note): name, model, type, stage, progress, ETA, cost."""
+        parts = [self.name, self.model_id, self.type, *self.state_words()]
         parts.append(f"{len(self.images)} image{'s' * (len(self.images) != 1)}")
         text = " · ".join(str(p) for p in parts if p)
         if self.exception is not None:
