@@ -129,16 +129,21 @@ def client(sb, tmp_path):
     c.close()
 
 
+def point_session_at(server, home: Path, monkeypatch) -> None:
+    """Credentials and home in the environment, as a user sets them: the next session uses `server`."""
+    for var in CREDENTIAL_VARS:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("SCENARIO_API_KEY", server.api_key)
+    monkeypatch.setenv("SCENARIO_API_SECRET", server.api_secret)
+    monkeypatch.setenv("SCENARIO_API_URL", server.url)
+    monkeypatch.setenv("SCENARIO_NB_HOME", str(home))
+    reset_session()
+
+
 @pytest.fixture
 def env(sandbox, tmp_path, monkeypatch):
     """The shared session pointed at the sandbox, with history and images under tmp_path."""
-    for var in CREDENTIAL_VARS:
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("SCENARIO_API_KEY", sandbox.api_key)
-    monkeypatch.setenv("SCENARIO_API_SECRET", sandbox.api_secret)
-    monkeypatch.setenv("SCENARIO_API_URL", sandbox.url)
-    monkeypatch.setenv("SCENARIO_NB_HOME", str(tmp_path / "home"))
-    reset_session()
+    point_session_at(sandbox, tmp_path / "home", monkeypatch)
     yield sandbox
     reset_session()
 

@@ -360,17 +360,11 @@ def test_a_model_in_training_shows_its_progress_and_can_generate_once_trained(tm
     and lets it generate once the engine has seen it trained (the list is read again)."""
     from scenario_nb import sandbox as sandbox_mod
 
-    from conftest import CREDENTIAL_VARS, SUITE_KEY, SUITE_SECRET, reset_session
+    from conftest import SUITE_KEY, SUITE_SECRET, point_session_at, reset_session
     from test_training import make_set
     with sandbox_mod.start(job_seconds=0.3, seed=5, train_seconds=4.0, api_key=SUITE_KEY,
                            api_secret=SUITE_SECRET) as server:
-        for var in CREDENTIAL_VARS:
-            monkeypatch.delenv(var, raising=False)
-        monkeypatch.setenv("SCENARIO_API_KEY", SUITE_KEY)
-        monkeypatch.setenv("SCENARIO_API_SECRET", SUITE_SECRET)
-        monkeypatch.setenv("SCENARIO_API_URL", server.url)
-        monkeypatch.setenv("SCENARIO_NB_HOME", str(tmp_path / "home"))
-        reset_session()
+        point_session_at(server, tmp_path / "home", monkeypatch)
         try:
             client = scenario_nb.client()
             client.set_polling(floor=0.1)

@@ -18,8 +18,8 @@ import requests
 from nbclient import NotebookClient
 
 import scenario_nb
-from conftest import (SECRETS, exception_text, forget_recorded_exceptions, kernel_env, recorded_exceptions,
-                      reset_session, secrets_in, spawn_sandbox)
+from conftest import (SECRETS, exception_text, forget_recorded_exceptions, kernel_env, point_session_at,
+                      recorded_exceptions, reset_session, secrets_in, spawn_sandbox)
 from scenario_nb import sandbox as sandbox_mod
 from test_notebooks import NOTEBOOKS, problems
 
@@ -73,11 +73,7 @@ def test_panel_magics_and_logs_hold_no_secret(tmp_path, monkeypatch, caplog, cap
     caplog.set_level(logging.DEBUG)
     SECRETS.update((KEY, SECRET))
     with sandbox_mod.start(job_seconds=0.3, api_key=KEY, api_secret=SECRET) as sb:
-        monkeypatch.setenv("SCENARIO_API_KEY", KEY)
-        monkeypatch.setenv("SCENARIO_API_SECRET", SECRET)
-        monkeypatch.setenv("SCENARIO_API_URL", sb.url)
-        monkeypatch.setenv("SCENARIO_NB_HOME", str(tmp_path / "home"))
-        reset_session()
+        point_session_at(sb, tmp_path / "home", monkeypatch)
         try:
             shell = get_ipython()
             scenario_nb.load_ipython_extension(shell)

@@ -21,7 +21,7 @@ from scenario_nb import (Captions, CostEstimate, InputError, ScenarioClient, Sub
 from scenario_nb import sandbox as sandbox_mod
 from scenario_nb._history import History
 
-from conftest import CREDENTIAL_VARS, SUITE_KEY, SUITE_SECRET, reset_session
+from conftest import SUITE_KEY, SUITE_SECRET, point_session_at, reset_session
 
 TRAIN_SECONDS = 3.0
 
@@ -322,13 +322,7 @@ def test_an_older_history_gets_the_trainings_table_and_keeps_its_jobs(tmp_path):
 @pytest.fixture
 def tip(tsb, tmp_path, monkeypatch):
     """A real IPython shell with the extension loaded, its session on the training sandbox."""
-    for var in CREDENTIAL_VARS:
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("SCENARIO_API_KEY", tsb.api_key)
-    monkeypatch.setenv("SCENARIO_API_SECRET", tsb.api_secret)
-    monkeypatch.setenv("SCENARIO_API_URL", tsb.url)
-    monkeypatch.setenv("SCENARIO_NB_HOME", str(tmp_path / "home"))
-    reset_session()
+    point_session_at(tsb, tmp_path / "home", monkeypatch)
     from IPython.testing.globalipapp import get_ipython
 
     from scenario_nb._magics import ScenarioMagics
