@@ -117,7 +117,7 @@ class Engine:
         self._tracked_at: dict[str, float] = {}
         self._polls: dict[str, int] = defaultdict(int)
         self._samples: dict[str, tuple] = {}
-        self._scouts: set[str] = set()  # request ids probing for their cold cohort (`_role`)
+        self._scouts: dict[str, float] = {}  # request id of a job probing for its cold cohort -> its phase
         self._learned: dict[str, float] = {}  # a scout's request id -> its predicted end, seconds after sending
         self._asking: set = set()  # request ids with a poll on the wire: a wake-up never sends a second
         self._completing: set = set()  # request ids whose success was seen: completed once, never polled again
@@ -478,18 +478,16 @@ class Engine:
         with self._lock:
             siblings = [h for h in self._live.values() if h is not finished and not h.done and h.job_id and
                         h.run_model_id == finished.run_model_id and h.request_id not in self._completing]
-        now = time.time()
-        for sibling in siblings:
-            due = (sibling.sent_at or sibling.submitted_at) + 0.97 * duration  # sent, not queued here
-            self._poll_by(sibling, due, now)
+        self._poll_by([(s, (s.sent_at or s.submitted_at) + 0.97 * duration) for s in siblings])  # sent, not queued
 
-    def _poll_by(self, handle: Generation, due: float, now: float) -> None:
-        """Ask about this job at `due` (wall clock) if that is sooner than it would be asked anyway, so N
-        successes (or N lessons) never make N² polls."""
-        delay = max(0.0, due - now)
+    def _poll_by(self, dues: list) -> None:
+        """Ask about each (job, due time) at its due time if that is sooner than it would be asked anyway, so
+        N successes (or N lessons) never make N² polls."""
+        now, clock = time.time(), time.monotonic()
         with self._lock:
-            sooner = self._due.get(handle.request_id, float("inf")) > time.monotonic() + delay + self.floor
-        if sooner:
+            sooner = [(h, max(0.0, due - now)) for h, due in dues
+                      if self._due.get(h.request_id, float("inf")) > clock + max(0.0, due - now) + self.floor]
+        for handle, delay in sooner:
             self._schedule_poll(handle, delay)
 
     # Cold start. With no duration known for a model, jobs sent together would each probe at random to find
@@ -507,13 +505,13 @@ class Engine:
             for request_id in list(self._scouts):
                 scout = self._live.get(request_id)
                 if scout is None or scout.done:  # ended: its place is free
-                    self._scouts.discard(request_id)
+                    self._scouts.pop(request_id, None)
                     self._learned.pop(request_id, None)
                 elif scout.run_model_id == handle.run_model_id and \
                         abs((scout.sent_at or scout.submitted_at) - sent) <= COHORT_SECONDS:
                     near += 1
-            if near < SCOUTS:
-                self._scouts.add(handle.request_id)
+            if near < SCOUTS:  # scouts sent together ask out of step: one sees the success soon after it comes
+                self._scouts[handle.request_id] = self.floor * near / SCOUTS
                 return "scout"
             return "follower"
 
@@ -545,18 +543,14 @@ class Engine:
                          h.request_id not in self._completing]
         if self.durations.quantile(scout.run_model_id, 0.5) is not None:
             return  # a success already taught everyone
-        now = time.time()
-        for follower in followers:
-            due = self._cohort_end(follower)
-            if due is not None:
-                self._poll_by(follower, due, now)
+        self._poll_by([(f, due) for f in followers if (due := self._cohort_end(f)) is not None])
 
     def _hand_over(self, gone: Generation) -> None:
         """A scout ended without a success: the earliest-sent followers take its place and probe at once."""
         with self._lock:
             if gone.request_id not in self._scouts:
                 return
-            self._scouts.discard(gone.request_id)
+            self._scouts.pop(gone.request_id, None)
             self._learned.pop(gone.request_id, None)
             followers = sorted((h for h in self._live.values() if h is not gone and not h.done and h.job_id and
                                 h.run_model_id == gone.run_model_id and h.request_id not in self._scouts and
@@ -601,7 +595,8 @@ class Engine:
             return min(self.ceiling, max(self.floor, 0.2 * (now - sent) * random.uniform(0.3, 1.0)))
         ahead = [t for t in predictions if t > now + self.floor]
         if ahead:
-            return min(self.ceiling, min(ahead) - now)
+            phase = self._scouts.get(handle.request_id, 0.0) if typical is None else 0.0
+            return min(self.ceiling, min(ahead) - now + phase)
         overdue = max(0, self._polls[handle.request_id] - 1)
         return min(self.ceiling, self.floor * 1.25 ** min(overdue, 12))
 

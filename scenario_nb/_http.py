@@ -34,6 +34,7 @@ from ._env import credentials_from_env, mask
 from ._version import USER_AGENT
 
 TIMEOUT = (5.0, 60.0)  # connect, read (seconds)
+_PLAIN_PATH = re.compile(r"(/[A-Za-z0-9_.~-]+)+")  # an API path with nothing to quote
 log = logging.getLogger("scenario_nb.http")
 
 @dataclass(frozen=True)
@@ -137,7 +138,7 @@ class Transport:
         self.session = requests.Session()
         self.session.trust_env = False
         self._origin_settings: dict[tuple, dict] = {}
-        self._prepared: dict[str, requests.PreparedRequest] = {}  # plain GETs (polls), built once per path
+        self._root: Optional[requests.PreparedRequest] = None  # a GET of the API's root, for `_prepared_get`
         adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=_read_retry(max_retries))
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
@@ -181,14 +182,17 @@ class Transport:
         return response
 
     def _prepared_get(self, path: str) -> requests.PreparedRequest:
-        """A GET of this API path, ready to send (a copy: a prepared request is not shared between threads)."""
-        prepared = self._prepared.get(path)
-        if prepared is None:
-            if len(self._prepared) >= 1024:  # one per job followed: keep it bounded
-                self._prepared.clear()
-            prepared = self._prepared[path] = self.session.prepare_request(requests.Request(
-                "GET", self.base_url + path, headers={"Authorization": self.credentials.authorization()}))
-        return prepared.copy()
+        """A GET of this API path, ready to send: the API's root prepared once, the path put after it when it
+        needs no quoting (job and asset ids), else prepared in full. A copy: never shared between threads."""
+        if self._root is None:
+            self._root = self.session.prepare_request(requests.Request(
+                "GET", self.base_url + "/", headers={"Authorization": self.credentials.authorization()}))
+        if _PLAIN_PATH.fullmatch(path):
+            prepared = self._root.copy()
+            prepared.url = self._root.url.rstrip("/") + path  # type: ignore[union-attr]
+            return prepared
+        return self.session.prepare_request(requests.Request(
+            "GET", self.base_url + path, headers={"Authorization": self.credentials.authorization()}))
 
     def request(self, method: str, path: str, *, params: Optional[dict] = None, json_body: Any = None) -> Any:
         """A request that creates nothing paid (reads, dry runs, uploads, cancels): parsed JSON of any 2xx.
