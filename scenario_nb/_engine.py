@@ -40,6 +40,7 @@ SEARCH_SECONDS = 75.0  # how long a lost answer's job is looked for in GET /jobs
 URL_RENEWALS = 3  # fresh signed URLs asked for when the asset origin refuses one (expired)
 SCOUTS = 2  # jobs of a cold cohort (a model's duration unknown) that probe for all of it
 COHORT_SECONDS = 10.0  # jobs of one model sent this close together are one cohort
+FINISHING_QUANTILE = 0.9  # finalizing is short and varies: asking just after it ends beats asking twice
 TEACHES = 0.1  # progress from which a scout's rate is worth passing on (just after it starts, it is noise)
 
 
@@ -97,6 +98,7 @@ class Engine:
         self.search_seconds = SEARCH_SECONDS
         self.target_quantile = target_quantile
         self.durations = DurationModel()
+        self._finishing = DurationModel()  # per model: seconds from `finalizing` to `success`, by the server
         # Three lanes: polls (and searches) on two threads — a poll costs ~2 ms of CPU —, output downloads on
         # the rest, so a burst of downloads never holds up seeing the next success, and up to four requests
         # being sent side by side.
@@ -461,6 +463,9 @@ class Engine:
         handle._notify()
         if status == "success":
             duration = server_duration(handle.status_history)
+            finishing = self._phase_start(handle, "success"), self._phase_start(handle, "finalizing")
+            if finishing[0] is not None and finishing[1] is not None:
+                self._finishing.add(handle.run_model_id, finishing[0] - finishing[1])
             if duration:
                 self.durations.add(handle.run_model_id, duration)
                 self._wake_siblings(handle, duration)
@@ -478,15 +483,20 @@ class Engine:
         with self._lock:
             siblings = [h for h in self._live.values() if h is not finished and not h.done and h.job_id and
                         h.run_model_id == finished.run_model_id and h.request_id not in self._completing]
+        siblings = [h for h in siblings if self._progress_end(h) is None]  # its own progress tells it better
         self._poll_by([(s, (s.sent_at or s.submitted_at) + 0.97 * duration) for s in siblings])  # sent, not queued
 
     def _poll_by(self, dues: list) -> None:
         """Ask about each (job, due time) at its due time if that is sooner than it would be asked anyway, so
         N successes (or N lessons) never make N² polls."""
         now, clock = time.time(), time.monotonic()
+        sooner = []
         with self._lock:
-            sooner = [(h, max(0.0, due - now)) for h, due in dues
-                      if self._due.get(h.request_id, float("inf")) > clock + max(0.0, due - now) + self.floor]
+            for handle, due in dues:
+                last = self._samples.get(handle.request_id, (0.0,))[0]  # never twice within the floor
+                delay = max(0.0, due - now, last + self.floor - now)
+                if self._due.get(handle.request_id, float("inf")) > clock + delay + self.floor:
+                    sooner.append((handle, delay))
         for handle, delay in sooner:
             self._schedule_poll(handle, delay)
 
@@ -562,20 +572,26 @@ class Engine:
             self._schedule_poll(follower, self.floor)
 
     def _progress_end(self, handle: Generation) -> Optional[float]:
-        """When this job will end, from its own progress rate (None before it has one)."""
+        """When this job will end, from its own progress: its rate while in progress, or how long this model's
+        jobs take to finalize (None before it has one)."""
+        finishing = self._finishing.quantile(handle.run_model_id, FINISHING_QUANTILE)
+        if handle.status == "finalizing":
+            started = self._phase_start(handle, "finalizing")
+            return None if started is None or finishing is None else started + finishing + 0.05
         sample = self._samples.get(handle.request_id)
         started = self._phase_start(handle, "in-progress")
         if handle.status == "in-progress" and sample and 0 < handle.progress < 1 and started is not None \
                 and sample[0] > started:
-            rate = handle.progress / (sample[0] - started)
-            return sample[0] + (1 - handle.progress) / rate + 0.2
+            rate = handle.progress / (sample[0] - started)  # then it finalizes
+            return sample[0] + (1 - handle.progress) / rate + (0.2 if finishing is None else finishing + 0.05)
         return None
 
     def _next_delay(self, handle: Generation) -> float:
         """How long until this job is worth asking about again."""
         now = time.time()
-        if handle.status == "finalizing":  # outputs are being stored: moments away
-            return self.floor
+        if handle.status == "finalizing":  # outputs are being stored: moments away (as long as it usually takes)
+            end = self._progress_end(handle)
+            return self.floor if end is None or end <= now + self.floor else min(self.ceiling, end - now)
         if handle.run_model_id not in self._seeded:
             self._seed_from_history(handle.run_model_id)
         predictions = []

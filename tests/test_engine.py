@@ -252,3 +252,17 @@ def test_scouts_that_end_early_hand_over_at_once(made):
 
 def _success_time(handle) -> float:
     return min(_parse(h["date"]) for h in handle.status_history if h["status"] == "success")
+
+
+def test_a_job_seen_finalizing_is_asked_when_finalizing_usually_ends(made):
+    """How long this model's jobs take to finalize is learned from their status history: a job seen
+    finalizing (or about to) is asked once it should be done, not again and again at the floor."""
+    sb, client, model = made(job_seconds=3.0, job_jitter=0.0)
+    client.set_polling(floor=0.1)
+    assert client.generate(model, "teach: 3 s, 0.3 s of it finalizing").wait(timeout=30).ok
+    sb.state.options["job_seconds"] = 4.0  # slower than learned: seen in progress, then finalizing
+    gen = client.generate(model, "slower than the last").wait(timeout=30)
+    assert gen.ok and gen.images
+    dates = {h["status"]: _parse(h["date"]) for h in gen.status_history}
+    finalizing = [t for t in _polls_of(sb, gen) if dates["finalizing"] <= t < dates["success"]]
+    assert len(finalizing) <= 1, f"asked {len(finalizing)} times while it finalized"
