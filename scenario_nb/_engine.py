@@ -99,7 +99,7 @@ class Engine:
         self.target_quantile = target_quantile
         self.durations = DurationModel()
         self._finishing = DurationModel()  # per model: seconds from `finalizing` to `success`, by the server
-        # Three lanes: polls (and searches) on two threads — a poll costs ~2 ms of CPU —, output downloads on
+        # Three lanes: polls (and searches) on two threads — a poll costs ~0.5 ms of CPU —, output downloads on
         # the rest, so a burst of downloads never holds up seeing the next success, and up to four requests
         # being sent side by side.
         self._lane_sizes = {"poll": 2, "fetch": max(1, workers - 2), "send": 4}
@@ -466,6 +466,9 @@ class Engine:
             finishing = self._phase_start(handle, "success"), self._phase_start(handle, "finalizing")
             if finishing[0] is not None and finishing[1] is not None:
                 self._finishing.add(handle.run_model_id, finishing[0] - finishing[1])
+            with self._lock:  # its cohort now knows the duration: no more scouting
+                self._scouts.pop(handle.request_id, None)
+                self._learned.pop(handle.request_id, None)
             if duration:
                 self.durations.add(handle.run_model_id, duration)
                 self._wake_siblings(handle, duration)
