@@ -321,7 +321,7 @@ class Engine:
                 self._waiting.append(handle)
             start, self._draining = not self._draining, True
         if start:
-            self._schedule(None, self._http.creation_gate.remaining(), self._drain)
+            self._schedule(None, self._http.creation_gate.remaining(), self._drain, lane="send")
 
     def _drain(self, _: Any = None) -> None:
         """Send waiting requests one by one, oldest first, while the creation gate is open."""
@@ -335,7 +335,7 @@ class Engine:
                 handle = self._waiting[0]
             wait = self._http.creation_gate.remaining()
             if wait > 0:
-                self._schedule(None, wait, self._drain)
+                self._schedule(None, wait, self._drain, lane="send")
                 return
             with self._lock:
                 self._waiting.popleft()
@@ -343,7 +343,7 @@ class Engine:
                 with self._lock:
                     self._waiting.remove(handle)
                     self._waiting.appendleft(handle)
-                self._schedule(None, self._http.creation_gate.remaining() or self.floor, self._drain)
+                self._schedule(None, self._http.creation_gate.remaining() or self.floor, self._drain, lane="send")
                 return
 
     # -- Lost answers ------------------------------------------------------------------------------
