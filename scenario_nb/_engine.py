@@ -486,7 +486,9 @@ class Engine:
         with self._lock:
             siblings = [h for h in self._live.values() if h is not finished and not h.done and h.job_id and
                         h.run_model_id == finished.run_model_id and h.request_id not in self._completing]
-        siblings = [h for h in siblings if self._progress_end(h) is None]  # its own progress tells it better
+        finishing = self._finishing.quantile(finished.run_model_id, FINISHING_QUANTILE)  # once, not per sibling
+        siblings = [h for h in siblings if h.request_id not in self._samples or  # its own progress tells it better
+                    self._progress_end(h, finishing) is None]
         self._poll_by([(s, (s.sent_at or s.submitted_at) + 0.97 * duration) for s in siblings])  # sent, not queued
 
     def _poll_by(self, dues: list) -> None:
@@ -574,10 +576,11 @@ class Engine:
                 break
             self._schedule_poll(follower, self.floor)
 
-    def _progress_end(self, handle: Generation) -> Optional[float]:
+    def _progress_end(self, handle: Generation, finishing: Any = "learned") -> Optional[float]:
         """When this job will end, from its own progress: its rate while in progress, or how long this model's
-        jobs take to finalize (None before it has one)."""
-        finishing = self._finishing.quantile(handle.run_model_id, FINISHING_QUANTILE)
+        jobs take to finalize (None before it has one). `finishing`: that length, if the caller has it."""
+        if finishing == "learned":
+            finishing = self._finishing.quantile(handle.run_model_id, FINISHING_QUANTILE)
         if handle.status == "finalizing":
             started = self._phase_start(handle, "finalizing")
             return None if started is None or finishing is None else started + finishing + 0.05
