@@ -489,7 +489,13 @@ class Engine:
         finishing = self._finishing.quantile(finished.run_model_id, FINISHING_QUANTILE)  # once, not per sibling
         siblings = [h for h in siblings if h.request_id not in self._samples or  # its own progress tells it better
                     self._progress_end(h, finishing) is None]
-        self._poll_by([(s, (s.sent_at or s.submitted_at) + 0.97 * duration) for s in siblings])  # sent, not queued
+        self._poll_by([(s, self._started(s) + duration) for s in siblings])  # as long as the finished one ran
+
+    def _started(self, handle: Generation) -> float:
+        """When the server created this job, on our clock (its creation answer's arrival), else when it was
+        sent: a burst of requests queues at the server, so the last of them start well after they are sent."""
+        created = self._phase_start(handle, "queued") if handle.server_offset else None
+        return created if created is not None else handle.sent_at or handle.submitted_at
 
     def _poll_by(self, dues: list) -> None:
         """Ask about each (job, due time) at its due time if that is sooner than it would be asked anyway, so
