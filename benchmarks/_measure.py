@@ -79,12 +79,14 @@ def early_posts(log: list, rate_limited: list) -> dict:
 class EngineCpu:
     """CPU of every thread but the caller's, in this process, over a window, and how it splits by thread.
 
-    The client's engine runs on its own threads (`scenario-engine` workers, `scenario-engine-fetch*`
-    downloaders where the engine has them, one short-lived `scenario-send` per request); the caller's thread
-    only calls `generate` and waits. `engine` is process CPU (which keeps the CPU of threads that have exited)
-    minus the caller's own, so nothing is missed, provided nothing else runs here: the sandbox lives in another
-    process, and `foreign` lists any other thread seen. `by_name` splits it: each long-lived thread's own CPU
-    clock, read every 0.1 s and at the end (before the threads go), and `send` the rest (short-lived senders).
+    The client's engine runs on its own threads, one lane each: `scenario-engine-poll` (polls, searches),
+    `scenario-engine-send` (sending requests; or short-lived `scenario-send` threads in older engines) and
+    `scenario-engine-fetch` (downloads); the caller's thread only calls `generate` and waits. `engine` is process
+    CPU (which keeps the CPU of threads that have exited) minus the caller's own, so nothing is missed, provided
+    nothing else runs here: the sandbox lives in another process, and `foreign` lists any other thread seen.
+    `by_name` splits it: each long-lived thread's own CPU clock, read every 0.1 s and at the end (before the
+    threads go), grouped by lane: `poll`, `send` (plus the rest: CPU of threads that exited between two looks)
+    and `fetch`; a `scenario-engine` thread of no known lane counts as `poll` (never flattering that figure).
     """
 
     OURS = ("scenario-engine", "scenario-send")
@@ -135,7 +137,8 @@ class EngineCpu:
         self.by_name: dict = {}
         for thread, (name, seconds) in self._last.items():
             group = "fetch" if name.startswith("scenario-engine-fetch") else \
+                "send" if name.startswith(("scenario-engine-send", "scenario-send")) else \
                 "poll" if name.startswith("scenario-engine") else None
             if group:
                 self.by_name[group] = self.by_name.get(group, 0.0) + seconds - self._start.get(thread, (0, 0.0))[1]
-        self.by_name["send"] = max(0.0, self.engine - sum(self.by_name.values()))
+        self.by_name["send"] = self.by_name.get("send", 0.0) + max(0.0, self.engine - sum(self.by_name.values()))

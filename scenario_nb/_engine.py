@@ -43,6 +43,10 @@ log = logging.getLogger("scenario_nb")
 SEARCH_SECONDS = 75.0  # how long a lost answer's job is looked for in GET /jobs before it is called unknown
 URL_RENEWALS = 3  # fresh signed URLs asked for when the asset origin refuses one (expired)
 HOLD_CHECK = 0.05  # how often requests held for a free parallel-job slot look again (a local check, no request)
+SCOUTS = 2  # jobs of a cold cohort (a model's duration unknown) that probe for all of it
+COHORT_SECONDS = 10.0  # jobs of one model sent this close together are one cohort
+FINISHING_QUANTILE = 0.9  # finalizing is short and varies: asking just after it ends beats asking twice
+TEACHES = 0.1  # progress from which a scout's rate is worth passing on (just after it starts, it is noise)
 
 
 class DurationModel:
@@ -99,7 +103,8 @@ class Engine:
         self.search_seconds = SEARCH_SECONDS
         self.target_quantile = target_quantile
         self.durations = DurationModel()
-        # Three lanes: polls (and searches) on two threads — a poll costs ~2 ms of CPU —, output downloads on
+        self._finishing = DurationModel()  # per model: seconds from `finalizing` to `success`, by the server
+        # Three lanes: polls (and searches) on two threads — a poll costs ~0.5 ms of CPU —, output downloads on
         # the rest, so a burst of downloads never holds up seeing the next success, and up to four requests
         # being sent side by side.
         self._lane_sizes = {"poll": 2, "fetch": max(1, workers - 2), "send": 4}
@@ -120,6 +125,8 @@ class Engine:
         self._tracked_at: dict[str, float] = {}
         self._polls: dict[str, int] = defaultdict(int)
         self._samples: dict[str, tuple] = {}
+        self._scouts: dict[str, float] = {}  # request id of a job probing for its cold cohort -> its phase
+        self._learned: dict[str, float] = {}  # a scout's request id -> its predicted end, seconds after sending
         self._asking: set = set()  # request ids with a poll on the wire: a wake-up never sends a second
         self._completing: set = set()  # request ids whose success was seen: completed once, never polled again
         self._seeded: set = set()
@@ -324,7 +331,7 @@ class Engine:
                 self._waiting.append(handle)
             start, self._draining = not self._draining, True
         if start:
-            self._schedule(None, self._http.creation_gate.remaining(), self._drain)
+            self._schedule(None, self._http.creation_gate.remaining(), self._drain, lane="send")
 
     def _drain(self, _: Any = None) -> None:
         """Send waiting requests one by one, oldest first, while the creation gate is open."""
@@ -338,10 +345,10 @@ class Engine:
                 handle = self._waiting[0]
             wait = self._http.creation_gate.remaining()
             if wait > 0:
-                self._schedule(None, wait, self._drain)
+                self._schedule(None, wait, self._drain, lane="send")
                 return
             if self._full(handle):  # every slot the last 429 named is ours and busy: send when one of ours ends
-                self._schedule(None, HOLD_CHECK, self._drain)
+                self._schedule(None, HOLD_CHECK, self._drain, lane="send")
                 return
             with self._lock:
                 self._waiting.popleft()
@@ -349,7 +356,7 @@ class Engine:
                 with self._lock:
                     self._waiting.remove(handle)
                     self._waiting.appendleft(handle)
-                self._schedule(None, self._http.creation_gate.remaining() or self.floor, self._drain)
+                self._schedule(None, self._http.creation_gate.remaining() or self.floor, self._drain, lane="send")
                 return
 
     def _full(self, handle: Generation) -> bool:
@@ -450,6 +457,7 @@ class Engine:
         assert handle.job_id is not None
         if time.monotonic() - self._tracked_at.get(handle.request_id, time.monotonic()) > self.job_timeout:
             self._end(handle, JobTimeoutError(handle.job_id, self.job_timeout), record=False)
+            self._hand_over(handle)
             return
         self._polls[handle.request_id] += 1
         try:
@@ -458,6 +466,7 @@ class Engine:
             self._end(handle, JobFailedError(handle.job_id, "the API no longer knows this job",
                                              "it may belong to another project, or to a sandbox that stopped"),
                       status="failure")
+            self._hand_over(handle)
             return
         except ScenarioError as exc:  # transient: the transport already retried; never lose the job
             log.info("poll of %s failed (%s); trying again", handle.job_id, exc)
@@ -472,59 +481,173 @@ class Engine:
         before = handle.status
         handle._apply(job)
         self._samples[handle.request_id] = (time.time(), handle.progress)
-        if handle.status != before:
-            self._record(handle)
+        if handle.status != before and status != "success":  # a success is recorded with its outputs, moments
+            self._record(handle)  # later; until then the row says it is running, so a new kernel follows it on
         handle._notify()
         if status == "success":
             duration = server_duration(handle.status_history)
+            finishing = self._phase_start(handle, "success"), self._phase_start(handle, "finalizing")
+            if finishing[0] is not None and finishing[1] is not None:
+                self._finishing.add(handle.run_model_id, finishing[0] - finishing[1])
+            with self._lock:  # its cohort now knows the duration: no more scouting
+                self._scouts.pop(handle.request_id, None)
+                self._learned.pop(handle.request_id, None)
             if duration:
                 self.durations.add(handle.run_model_id, duration)
                 self._wake_siblings(handle, duration)
             self._schedule(handle, 0.0, lambda h: self._complete(h, job), lane="fetch")
         elif status in ("failure", "canceled"):
             self._end(handle, JobFailedError(handle.job_id, handle.error or "", handle.hint or "", handle.status))
+            self._hand_over(handle)
         else:
             self._schedule_poll(handle, self._next_delay(handle))
+            self._teach(handle)
 
     def _wake_siblings(self, finished: Generation, duration: float) -> None:
-        """Jobs of the same model sent about when this one was are due about now: ask at once."""
+        """Jobs of the same model sent about when this one was are due about now: ask at once (each at its own
+        due time: one sent later is asked later)."""
         with self._lock:
             siblings = [h for h in self._live.values() if h is not finished and not h.done and h.job_id and
                         h.run_model_id == finished.run_model_id and h.request_id not in self._completing]
+        finishing = self._finishing.quantile(finished.run_model_id, FINISHING_QUANTILE)  # once, not per sibling
+        siblings = [h for h in siblings if h.request_id not in self._samples or  # its own progress tells it better
+                    self._progress_end(h, finishing) is None]
+        self._poll_by([(s, self._started(s) + duration) for s in siblings])  # as long as the finished one ran
+
+    def _started(self, handle: Generation) -> float:
+        """When the server created this job, on our clock (its creation answer's arrival), else when it was
+        sent: a burst of requests queues at the server, so the last of them start well after they are sent."""
+        created = self._phase_start(handle, "queued") if handle.server_offset else None
+        return created if created is not None else handle.sent_at or handle.submitted_at
+
+    def _poll_by(self, dues: list) -> None:
+        """Ask about each (job, due time) at its due time if that is sooner than it would be asked anyway, so
+        N successes (or N lessons) never make N² polls."""
         now, clock = time.time(), time.monotonic()
-        for sibling in siblings:
-            due = (sibling.sent_at or sibling.submitted_at) + 0.97 * duration  # sent, not queued here
-            delay = max(0.0, due - now)
-            with self._lock:  # only sooner than it would be asked anyway: N successes never make N² polls
-                sooner = self._due.get(sibling.request_id, float("inf")) > clock + delay + self.floor
-            if due <= now + self.floor and sooner:
-                self._schedule_poll(sibling, delay)
+        sooner = []
+        with self._lock:
+            for handle, due in dues:
+                last = self._samples.get(handle.request_id, (0.0,))[0]  # never twice within the floor
+                delay = max(0.0, due - now, last + self.floor - now)
+                if self._due.get(handle.request_id, float("inf")) > clock + delay + self.floor:
+                    sooner.append((handle, delay))
+        for handle, delay in sooner:
+            self._schedule_poll(handle, delay)
+
+    # Cold start. With no duration known for a model, jobs sent together would each probe at random to find
+    # out when they end. Instead a few of each cohort (same model, sent within COHORT_SECONDS) are scouts and
+    # probe for all; the others (followers) wait: a scout's progress rate tells them when to ask, a scout's
+    # success wakes them (`_wake_siblings`), and meanwhile they ask at the ceiling cadence, so a job is never
+    # left unasked. A scout that ends without success hands over to a follower at once.
+    def _role(self, handle: Generation) -> str:
+        """'scout' or 'follower' in its cold cohort (asked only while the model's duration is unknown)."""
+        with self._lock:
+            if handle.request_id in self._scouts:
+                return "scout"
+            sent = handle.sent_at or handle.submitted_at
+            near = 0
+            for request_id in list(self._scouts):
+                scout = self._live.get(request_id)
+                if scout is None or scout.done:  # ended: its place is free
+                    self._scouts.pop(request_id, None)
+                    self._learned.pop(request_id, None)
+                elif scout.run_model_id == handle.run_model_id and \
+                        abs((scout.sent_at or scout.submitted_at) - sent) <= COHORT_SECONDS:
+                    near += 1
+            if near < SCOUTS:  # scouts sent together ask out of step: one sees the success soon after it comes
+                self._scouts[handle.request_id] = self.floor * near / SCOUTS
+                return "scout"
+            return "follower"
+
+    def _cohort_end(self, handle: Generation) -> Optional[float]:
+        """When a follower is worth asking about, from its scouts' progress (a little after they expect to
+        end: their own success wakes it sooner)."""
+        sent = handle.sent_at or handle.submitted_at
+        with self._lock:
+            offsets = [self._learned[r] for r in self._scouts if r in self._learned and r in self._live and
+                       self._live[r].run_model_id == handle.run_model_id and
+                       abs((self._live[r].sent_at or self._live[r].submitted_at) - sent) <= COHORT_SECONDS]
+        if not offsets:
+            return None
+        offset = min(offsets)
+        return sent + offset + 2 * self.floor + 0.05 * offset
+
+    def _teach(self, scout: Generation) -> None:
+        """A scout that knows when it will end tells its waiting followers when to ask."""
+        with self._lock:
+            if scout.request_id not in self._scouts:
+                return
+        end = self._progress_end(scout)
+        if end is None or scout.progress < TEACHES:
+            return
+        with self._lock:
+            self._learned[scout.request_id] = end - (scout.sent_at or scout.submitted_at)
+            followers = [h for h in self._live.values() if h is not scout and not h.done and h.job_id and
+                         h.run_model_id == scout.run_model_id and h.request_id not in self._scouts and
+                         h.request_id not in self._completing]
+        if self.durations.quantile(scout.run_model_id, 0.5) is not None:
+            return  # a success already taught everyone
+        self._poll_by([(f, due) for f in followers if (due := self._cohort_end(f)) is not None])
+
+    def _hand_over(self, gone: Generation) -> None:
+        """A scout ended without a success: the earliest-sent followers take its place and probe at once."""
+        with self._lock:
+            if gone.request_id not in self._scouts:
+                return
+            self._scouts.pop(gone.request_id, None)
+            self._learned.pop(gone.request_id, None)
+            followers = sorted((h for h in self._live.values() if h is not gone and not h.done and h.job_id and
+                                h.run_model_id == gone.run_model_id and h.request_id not in self._scouts and
+                                h.request_id not in self._completing),
+                               key=lambda h: h.sent_at or h.submitted_at)
+        for follower in followers:
+            if self._role(follower) != "scout":
+                break
+            self._schedule_poll(follower, self.floor)
+
+    def _progress_end(self, handle: Generation, finishing: Any = "learned") -> Optional[float]:
+        """When this job will end, from its own progress: its rate while in progress, or how long this model's
+        jobs take to finalize (None before it has one). `finishing`: that length, if the caller has it."""
+        if finishing == "learned":
+            finishing = self._finishing.quantile(handle.run_model_id, FINISHING_QUANTILE)
+        if handle.status == "finalizing":
+            started = self._phase_start(handle, "finalizing")
+            return None if started is None or finishing is None else started + finishing + 0.05
+        sample = self._samples.get(handle.request_id)
+        started = self._phase_start(handle, "in-progress")
+        if handle.status == "in-progress" and sample and 0 < handle.progress < 1 and started is not None \
+                and sample[0] > started:
+            rate = handle.progress / (sample[0] - started)  # then it finalizes
+            return sample[0] + (1 - handle.progress) / rate + (0.2 if finishing is None else finishing + 0.05)
+        return None
 
     def _next_delay(self, handle: Generation) -> float:
         """How long until this job is worth asking about again."""
         now = time.time()
-        if handle.status == "finalizing":  # outputs are being stored: moments away
-            return self.floor
+        if handle.status == "finalizing":  # outputs are being stored: moments away (as long as it usually takes)
+            end = self._progress_end(handle)
+            return self.floor if end is None or end <= now + self.floor else min(self.ceiling, end - now)
         if handle.run_model_id not in self._seeded:
             self._seed_from_history(handle.run_model_id)
         predictions = []
         sent = handle.sent_at or handle.submitted_at  # a request held here by the rate limit starts when sent
         typical = self.durations.quantile(handle.run_model_id, self.target_quantile)
+        follower = typical is None and self._role(handle) == "follower"
         if typical is not None:
             predictions.append(sent + typical)
-        sample = self._samples.get(handle.request_id)
-        started = self._phase_start(handle, "in-progress")
-        if handle.status == "in-progress" and sample and 0 < handle.progress < 1 and started is not None \
-                and sample[0] > started:
-            rate = handle.progress / (sample[0] - started)
-            predictions.append(sample[0] + (1 - handle.progress) / rate + 0.2)
-        if not predictions:  # nothing known yet: never more than ~20 % late. Each job probes at its own random
-            # share of that, so jobs sent together probe at different moments: the first success is seen at
-            # once, and its siblings are asked straight after (`_wake_siblings`).
+        for predicted in (self._progress_end(handle), self._cohort_end(handle) if follower else None):
+            if predicted is not None:
+                predictions.append(predicted)
+        if not predictions:
+            if follower:  # its scouts probe for it; it asks now and then in case they cannot
+                return self.ceiling
+            # A scout: never more than ~20 % late. Each probes at its own random share of that, so scouts sent
+            # together probe at different moments.
             return min(self.ceiling, max(self.floor, 0.2 * (now - sent) * random.uniform(0.3, 1.0)))
         ahead = [t for t in predictions if t > now + self.floor]
         if ahead:
-            return min(self.ceiling, min(ahead) - now)
+            phase = self._scouts.get(handle.request_id, 0.0) if typical is None else 0.0
+            return min(self.ceiling, min(ahead) - now + phase)
         overdue = max(0, self._polls[handle.request_id] - 1)
         return min(self.ceiling, self.floor * 1.25 ** min(overdue, 12))
 

@@ -202,3 +202,67 @@ def test_a_batch_is_sent_side_by_side_and_every_request_is_answered(setup, tmp_p
     with pytest.raises(scenario_nb.StorageError):
         blocked.generate_many(model, prompts)
     assert sb.stats()["jobs_created"] == 24  # a batch that cannot be recorded sends nothing
+
+
+def _polls_of(sb, handle) -> list:
+    return [r["time"] for r in sb.requests if r["method"] == "GET" and r["path"].endswith(f"/jobs/{handle.job_id}")]
+
+
+def _parse(text: str) -> float:
+    from datetime import datetime
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def test_a_cold_batch_is_probed_by_a_few_scouts_and_every_job_is_seen(made):
+    """A first batch on a model (no duration known, no history): a few jobs probe for all the others, so the
+    batch costs far fewer polls than each job probing on its own, and every job still completes."""
+    sb, client, model = made(job_seconds=2.5, job_jitter=0.0)
+    handles = client.generate_many(model, [f"cold {i}" for i in range(16)])
+    wait_all(handles, timeout=60)
+    assert all(h.ok and h.images for h in handles), [h.summary() for h in handles if not h.ok]
+    polls = [len(_polls_of(sb, h)) for h in handles]
+    assert min(polls) >= 1 and sum(polls) / len(polls) <= 2.5, polls  # each probing alone: about 5 per job
+    assert sorted(polls)[-3] <= 2, polls  # at most two probed (the scouts); the rest were told when to ask
+
+
+def test_scouts_that_fail_leave_no_sibling_behind(made):
+    """The cohort's scouts fail half-way: every sibling still completes (taken over, or at the slow fallback)."""
+    sb, client, model = made(job_seconds=2.0, job_jitter=0.0)
+    sb.inject("job_failure", count=2)
+    scouts = [client.generate(model, f"scout {i}") for i in range(2)]  # sent first: the cohort's scouts
+    followers = client.generate_many(model, [f"follower {i}" for i in range(6)])
+    wait_all(scouts + followers, timeout=60)
+    assert all(isinstance(s.exception, JobFailedError) for s in scouts)
+    assert all(f.ok and f.images for f in followers), [f.summary() for f in followers if not f.ok]
+
+
+def test_scouts_that_end_early_hand_over_at_once(made):
+    """Scouts canceled right after sending: siblings take over at once, so they are asked while they still
+    run, not only at the slow fallback after their end."""
+    sb, client, model = made(job_seconds=2.5, job_jitter=0.0, cancellable_types=("custom",))
+    scouts = [client.generate(model, f"scout {i}") for i in range(2)]  # sent first: the cohort's scouts
+    followers = client.generate_many(model, [f"follower {i}" for i in range(6)])
+    assert [s.cancel() for s in scouts] == ["requested", "requested"]
+    wait_all(scouts + followers, timeout=60)
+    assert [s.status for s in scouts] == ["canceled", "canceled"]
+    assert all(f.ok and f.images for f in followers), [f.summary() for f in followers if not f.ok]
+    asked_early = [f for f in followers if min(_polls_of(sb, f)) < _success_time(f)]
+    assert asked_early, "no sibling took over from the scouts"
+
+
+def _success_time(handle) -> float:
+    return min(_parse(h["date"]) for h in handle.status_history if h["status"] == "success")
+
+
+def test_a_job_seen_finalizing_is_asked_when_finalizing_usually_ends(made):
+    """How long this model's jobs take to finalize is learned from their status history: a job seen
+    finalizing (or about to) is asked once it should be done, not again and again at the floor."""
+    sb, client, model = made(job_seconds=3.0, job_jitter=0.0)
+    client.set_polling(floor=0.1)
+    assert client.generate(model, "teach: 3 s, 0.3 s of it finalizing").wait(timeout=30).ok
+    sb.state.options["job_seconds"] = 4.0  # slower than learned: seen in progress, then finalizing
+    gen = client.generate(model, "slower than the last").wait(timeout=30)
+    assert gen.ok and gen.images
+    dates = {h["status"]: _parse(h["date"]) for h in gen.status_history}
+    finalizing = [t for t in _polls_of(sb, gen) if dates["finalizing"] <= t < dates["success"]]
+    assert len(finalizing) <= 1, f"asked {len(finalizing)} times while it finalized"

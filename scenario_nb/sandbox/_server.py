@@ -184,6 +184,8 @@ class State:
         self.expire_next = 0
         self.images: "OrderedDict[str, bytes]" = OrderedDict()
         self.rendered_ahead: dict[tuple, tuple[bytes, float]] = {}
+        self.rendering: dict[tuple, threading.Event] = {}  # renders under way (ahead or asked for): never twice
+        self.served: set = set()  # render keys already rendered for a request: the render-ahead skips them
         self.render_queue: "queue.SimpleQueue" = queue.SimpleQueue()
         self.trainings = _training.Trainings(self)
         for n in range(RENDER_THREADS):  # Pillow's PNG encoder lets go of the GIL: two encode side by side
@@ -350,11 +352,18 @@ class State:
                 stale = [k for k, (_, at) in self.rendered_ahead.items() if at < time.time() - 120]
                 for k in stale:  # rendered for a job nobody downloaded
                     del self.rendered_ahead[k]
-                if len(self.rendered_ahead) >= RENDER_AHEAD or key in self.rendered_ahead:
-                    continue
-            data = _images.render(**params)
-            with self.lock:
-                self.rendered_ahead[key] = (data, time.time())
+                if len(self.rendered_ahead) >= RENDER_AHEAD or key in self.rendered_ahead or \
+                        key in self.rendering or key in self.served:
+                    continue  # a request already rendered it (the render-ahead fell behind): not twice
+                done = self.rendering[key] = threading.Event()
+            try:
+                data = _images.render(**params)
+                with self.lock:
+                    self.rendered_ahead[key] = (data, time.time())
+            finally:
+                with self.lock:
+                    self.rendering.pop(key, None)
+                done.set()
 
     def close(self) -> None:
         for _ in range(RENDER_THREADS):
@@ -364,18 +373,39 @@ class State:
         if asset["data"] is not None:
             return asset["data"]
         params = {k: asset[k] for k in RENDER_FIELDS}
-        with self.lock:
-            cached = self.images.get(asset["id"])
-            if cached is not None:
-                self.images.move_to_end(asset["id"])
-                return cached
-            ahead = self.rendered_ahead.pop(_render_key(params), None)
-        data = ahead[0] if ahead else _images.render(**params)
-        with self.lock:
-            self.images[asset["id"]] = data
-            while len(self.images) > 64:
-                self.images.popitem(last=False)
-            asset["size"] = len(data)
+        key = _render_key(params)
+        while True:
+            with self.lock:
+                cached = self.images.get(asset["id"])
+                if cached is not None:
+                    self.images.move_to_end(asset["id"])
+                    return cached
+                ahead = self.rendered_ahead.pop(key, None)
+                if ahead is not None:
+                    return self._keep(asset, key, ahead[0])
+                pending = self.rendering.get(key)
+                if pending is None:  # nobody renders it: this request does
+                    done = self.rendering[key] = threading.Event()
+                    break
+            pending.wait()  # being rendered (ahead, or for another request): wait for it, not a second render
+        try:
+            data = _images.render(**params)
+            with self.lock:
+                return self._keep(asset, key, data)
+        finally:
+            with self.lock:
+                self.rendering.pop(key, None)
+            done.set()
+
+    def _keep(self, asset: dict, key: tuple, data: bytes) -> bytes:
+        """The asset's bytes, kept for its next requests (the lock held)."""
+        self.images[asset["id"]] = data
+        while len(self.images) > 64:
+            self.images.popitem(last=False)
+        asset["size"] = len(data)
+        if len(self.served) > 10_000:
+            self.served.clear()
+        self.served.add(key)
         return data
 
     def signed_url(self, asset_id: str, cdn: str) -> str:
