@@ -50,7 +50,7 @@ def test_notebooks_history_store_and_kernel_logs_hold_no_secret(tmp_path):
     home, work, saved, logs = (tmp_path / d for d in ("home", "work", "saved", "logs"))
     for folder in (work, saved, logs):
         folder.mkdir()
-    with spawn_sandbox(KEY, SECRET) as server:
+    with spawn_sandbox(KEY, SECRET, train_seconds="10") as server:  # notebook 06 trains
         for path in NOTEBOOKS:
             nb = nbformat.read(path, as_version=4)
             client = NotebookClient(nb, timeout=180, kernel_name="python3", store_widget_state=True,
