@@ -43,12 +43,11 @@ def grid(prompt: str, *, model: Union[str, Model, None] = None, vary: Mapping[st
     first (dry runs) and the grid is refused, nothing sent, when they would cost more.
     """
     if client is None:
-        from . import client as shared_client
-        client = shared_client()
+        from ._session import get_session
+        session = get_session()  # the shared client behind the magics and the panel
+        client = session.client
         if model is None and "model" not in (vary or {}):
-            from ._session import current_session
-            session = current_session()
-            model = session.current_model if session is not None else None
+            model = session.current_model or None
     plan = GridPlan(client, prompt, model=model, vary=vary, reuse=reuse, inputs=inputs)
     if max_cost is not None and plan.fresh:
         total = plan.estimate()
