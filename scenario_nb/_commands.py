@@ -338,8 +338,17 @@ class Commands:
             if limit is not None and estimate.creative_units > limit:
                 magics._spend_guard(estimate.creative_units)
 
-        result = self.client.train(name, images, type=args.type, captions=None if args.captions == "none" else "auto",
-                                   parameters=parameters, dry_run=args.dry_run, _confirm=guard)
+        try:
+            result = self.client.train(name, images, type=args.type, parameters=parameters, dry_run=args.dry_run,
+                                       captions=None if args.captions == "none" else "auto", _confirm=guard)
+        except KeyboardInterrupt:  # Ctrl-C: one line on where it stopped, never a traceback
+            if any(t.name == name for t in self.client.trainings_in_flight()):
+                print(f"Stopped while the training of {name} was being started: it may be running; "
+                      f'%scenario training "{name}" follows it')
+            else:
+                print(f"Stopped before the training of {name} started: nothing was charged for the training "
+                      f"and its model was removed")
+            return
         if args.dry_run:
             display(result)
             return

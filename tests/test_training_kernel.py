@@ -57,3 +57,33 @@ def test_a_training_is_followed_to_the_end_in_a_new_kernel(tmp_path):
         model = requests.get(f"{server['url']}/models/{model_id}", auth=(server["key"], server["secret"]),
                              timeout=10).json()["model"]
         assert model["status"] == "trained"
+
+
+def test_ctrl_c_during_train_is_one_line_and_leaves_no_half_made_model(tmp_path):
+    """Ctrl-C at any moment of `%scenario train`: never a traceback; before the start the model is removed
+    (nothing charged for the training), after it the training goes on and the line says how to follow it."""
+    folder = make_set(tmp_path / "tiles", count=8)
+    with spawn_sandbox(train_seconds=TRAIN_SECONDS) as server:
+        kernel = Kernel(kernel_env(tmp_path / "home", server))
+        try:
+            kernel.run("%load_ext scenario_nb")
+            seen: list = []
+            for n, after in enumerate((0.05, 0.4, 1.0, 2.5)):
+                name = f"Careless {n}"
+                text = text_of(kernel.run_interrupted(f'%scenario train "{name}" --images "{folder}"', after))
+                assert "Traceback" not in text and "KeyboardInterrupt" not in text, text
+                assert "Stopped" in text, text
+                models = [m for m in requests.get(f"{server['url']}/models", params={"privacy": "private"},
+                                                  auth=(server["key"], server["secret"]), timeout=10).json()["models"]
+                          if m["name"] == name]
+                if "before the training" in text:
+                    assert models == [], f"{name}: a half-made model was left on the server"
+                else:  # it started: it trains on, once (cancelled here, to free the plan's one training slot)
+                    assert len(models) == 1 and models[0]["status"] in ("training", "trained"), models
+                    requests.post(f"{server['url']}/models/{models[0]['id']}/train/action", json={"action": "cancel"},
+                                  auth=(server["key"], server["secret"]), timeout=10)
+                seen.append(text.strip().splitlines()[-1][:60])
+            assert any("before the training" in line for line in seen), seen  # both sides were reached
+            assert any("before the training" not in line for line in seen), seen
+        finally:
+            kernel.kill()
