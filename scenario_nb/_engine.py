@@ -132,6 +132,11 @@ class Engine:
         self._seeded: set = set()
         self._recovered = False
         self._reattaching = threading.Lock()
+        self._trainings: dict[str, Training] = {}  # model id -> the one live handle on a training followed here
+        self._training_tokens: dict[str, int] = {}  # model id -> the one poll task that counts
+        self._training_errors: dict[str, int] = defaultdict(int)  # model id -> failed polls in a row
+        self._trainings_recovered = False
+        self._training_attach = threading.Lock()
 
     # -- Local state -------------------------------------------------------------------------------
     @property
@@ -900,26 +905,13 @@ class Engine:
     # waits and after every change, so a new kernel follows it on (`recover_trainings`).
     TRAINING_CEILING = 10.0  # seconds between two polls of one training, at most
 
-    def _training_state(self) -> dict:
-        """Live trainings by model id (made on first use; the job-following state above is left alone)."""
-        with self._lock:
-            state = self.__dict__.get("_trainings")
-            if state is None:
-                self._trainings: dict[str, Training] = {}
-                state = self._trainings
-                self._training_tokens: dict[str, int] = {}
-                self._training_errors: dict[str, int] = defaultdict(int)
-                self._trainings_recovered = False
-                self._training_attach = threading.Lock()
-            return state
-
     def live_training(self, model_id: str) -> Optional[Training]:
         with self._lock:
-            return self._training_state().get(model_id)
+            return self._trainings.get(model_id)
 
     def trainings_in_flight(self) -> list[Training]:
         with self._lock:
-            return [t for t in self._training_state().values() if not t.done]
+            return [t for t in self._trainings.values() if not t.done]
 
     def record_training(self, training: Training, *, before_sending: bool = False) -> None:
         """Write the training's row. Before its training is started, a failure refuses it; after, it is
@@ -966,7 +958,7 @@ class Engine:
     def follow_training(self, training: Training) -> Training:
         """Keep a training current from now on: recorded, shown, polled."""
         with self._lock:
-            self._training_state()[training.model_id] = training
+            self._trainings[training.model_id] = training
         self.record_training(training)
         training._notify()
         self._schedule_training(training, 0.0)
@@ -974,7 +966,6 @@ class Engine:
 
     def _schedule_training(self, training: Training, delay: float) -> None:
         with self._lock:
-            self._training_state()
             token = self._training_tokens[training.model_id] = next(self._seq)
         self._schedule(training, delay, self._poll_training, token)  # type: ignore[arg-type]
 
@@ -987,7 +978,6 @@ class Engine:
 
     def _poll_training(self, training: Training, token: Optional[int] = None) -> None:
         with self._lock:
-            self._training_state()
             if training.done or (token is not None and self._training_tokens.get(training.model_id) != token):
                 return
         try:
@@ -1028,7 +1018,6 @@ class Engine:
     def _end_training(self, training: Training) -> None:
         """Mark a training done, record it, show it, then release its waiters."""
         with self._lock:
-            self._training_state()
             self._training_tokens.pop(training.model_id, None)
         training._finish()
         self.record_training(training)
@@ -1103,7 +1092,6 @@ class Engine:
     def reattach_training(self, model_id: str) -> Training:
         """The one live handle on a training by model id: the one followed here, else one built from the
         history and the API (followed on while it trains, done when it has ended)."""
-        self._training_state()
         with self._training_attach:
             live = self.live_training(model_id)
             if live is not None:
@@ -1115,7 +1103,7 @@ class Engine:
             model = self._http.get(f"/models/{model_id}")["model"]
             training = self._training_from(record, model)
             with self._lock:
-                self._training_state()[model_id] = training
+                self._trainings[model_id] = training
             self._poll_training_now(training)
             return training
 
@@ -1127,7 +1115,6 @@ class Engine:
 
     def recover_trainings(self) -> list[Training]:
         """Once per engine: follow on every unfinished training of this backend found in the history."""
-        self._training_state()
         with self._lock:
             if self._trainings_recovered:
                 return []
