@@ -142,3 +142,18 @@ class EngineCpu:
             if group:
                 self.by_name[group] = self.by_name.get(group, 0.0) + seconds - self._start.get(thread, (0, 0.0))[1]
         self.by_name["send"] = self.by_name.get("send", 0.0) + max(0.0, self.engine - sum(self.by_name.values()))
+
+
+def guide_job(http, sb, model: str, body: dict, folder) -> dict:
+    """One generation the quick-start guide's way: POST, poll every 2.5 s until it ends, download each image
+    into `folder`. Returns the finished job."""
+    auth = (sb.api_key, sb.api_secret)
+    job = http.post(f"{sb.url}/generate/custom/{model}", auth=auth, timeout=60, json=body).json()["job"]
+    job_id = job.get("jobId") or job["id"]
+    while job["status"] not in ("success", "failure", "canceled"):
+        time.sleep(2.5)
+        job = http.get(f"{sb.url}/jobs/{job_id}", auth=auth, timeout=60).json()["job"]
+    for asset_id in job["metadata"]["assetIds"]:
+        url = http.get(f"{sb.url}/assets/{asset_id}", auth=auth, timeout=60).json()["asset"]["url"]
+        (folder / f"{asset_id}.png").write_bytes(http.get(url, timeout=60).content)
+    return job

@@ -30,7 +30,7 @@ import requests
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import scenario_nb  # noqa: E402
 import _readme  # noqa: E402  (benchmarks/ is on the path: the script's own folder)
-from _measure import server_times  # noqa: E402
+from _measure import guide_job, server_times  # noqa: E402
 from bench_poller import SandboxProcess  # noqa: E402
 
 MODEL = "model_google-gemini-3-1-flash"
@@ -80,19 +80,10 @@ def run_batches(sb, home: Path, size: int, cap: int, ideal: float) -> dict:
 
 def run_guide(sb, jobs: int, sample: int, tmp: Path, ideal: float) -> dict:
     """The quick-start guide's loop with plain requests, one job after another (sampled, extrapolated)."""
-    auth = (sb.api_key, sb.api_secret)
     start = time.time()
     with requests.Session() as http:
         for i in range(sample):
-            job = http.post(f"{sb.url}/generate/custom/{MODEL}", auth=auth, timeout=60,
-                            json={"prompt": f"guide job {i}", "seed": i, "aspectRatio": "1:1"}).json()["job"]
-            job_id = job.get("jobId") or job["id"]
-            while job["status"] not in ("success", "failure", "canceled"):
-                time.sleep(2.5)
-                job = http.get(f"{sb.url}/jobs/{job_id}", auth=auth, timeout=60).json()["job"]
-            for asset_id in job["metadata"]["assetIds"]:
-                url = http.get(f"{sb.url}/assets/{asset_id}", auth=auth, timeout=60).json()["asset"]["url"]
-                (tmp / f"{asset_id}.png").write_bytes(http.get(url, timeout=60).content)
+            guide_job(http, sb, MODEL, {"prompt": f"guide job {i}", "seed": i, "aspectRatio": "1:1"}, tmp)
     wall = (time.time() - start) * jobs / sample
     return {"wall": wall, "ratio": wall / ideal, "sampled": sample}
 

@@ -35,7 +35,7 @@ import requests
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import scenario_nb  # noqa: E402
 import _readme  # noqa: E402  (benchmarks/ is on the path: the script's own folder)
-from _measure import EngineCpu, early_posts, first_poll_after, server_times  # noqa: E402
+from _measure import EngineCpu, early_posts, first_poll_after, guide_job, server_times  # noqa: E402
 
 MODEL = "model_google-gemini-3-1-flash"
 
@@ -127,21 +127,13 @@ def run_ours(client, sb, n: int, label: str = "bench") -> dict:
 
 def run_baseline(sb, n: int, sample: int, tmp: Path) -> dict:
     """The guide's loop, one job after another."""
-    auth = (sb.api_key, sb.api_secret)
     k = min(n, sample)
     start = time.time()
     durations, local, finished = [], [], []
     with requests.Session() as http:
         for i in range(k):
-            job = http.post(f"{sb.url}/generate/custom/{MODEL}", auth=auth, timeout=60,
-                            json={"prompt": f"baseline job {n}-{i}", "seed": i}).json()["job"]
+            job = guide_job(http, sb, MODEL, {"prompt": f"baseline job {n}-{i}", "seed": i}, tmp)
             job_id = job.get("jobId") or job["id"]
-            while job["status"] not in ("success", "failure", "canceled"):
-                time.sleep(2.5)
-                job = http.get(f"{sb.url}/jobs/{job_id}", auth=auth, timeout=60).json()["job"]
-            for asset_id in job["metadata"]["assetIds"]:
-                url = http.get(f"{sb.url}/assets/{asset_id}", auth=auth, timeout=60).json()["asset"]["url"]
-                (tmp / f"{asset_id}.png").write_bytes(http.get(url, timeout=60).content)
             first, success = server_times(job["statusHistory"])
             durations.append(success - first)
             local.append(time.time() - success)
