@@ -321,10 +321,15 @@ class Generation:
             self._call(callback)
 
     def _call(self, callback: Callable[["Generation"], None]) -> None:
-        try:
-            callback(self)
-        except Exception:  # a broken view must not stop the engine; the log goes to the terminal
-            log.exception("an on_update callback of %s failed", self.job_id or self.request_id)
+        call_safely(callback, self, self.job_id or self.request_id)
+
+
+def call_safely(callback: Callable[[Any], None], subject: Any, name: Any) -> None:
+    """Run one `on_update` callback: a broken view must not stop the engine; the log goes to the terminal."""
+    try:
+        callback(subject)
+    except Exception:
+        log.exception("an on_update callback of %s failed", name)
 
 
 def wait_all(handles: Iterable[Generation], timeout: Optional[float] = None) -> list[Generation]:

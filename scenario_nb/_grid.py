@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Optional, Union
 
 from ._errors import InputError, StorageError
-from ._generation import Generation, wait_all
+from ._generation import Generation, call_safely, wait_all
 from ._history import History
 from ._models import Model, coerce_value
 
@@ -418,11 +418,7 @@ class Grid:
             self._call(callback)
 
     def _call(self, callback: Callable[["Grid"], None]) -> None:
-        try:
-            callback(self)
-        except Exception:  # a broken view must not stop the engine; the log goes to the terminal
-            import logging
-            logging.getLogger("scenario_nb").exception("an on_update callback of a grid failed")
+        call_safely(callback, self, "a grid")
 
 
 def _tile_status(tile: Generation) -> str:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
-import logging
 import os
 import threading
 import time
@@ -21,13 +20,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional, Protocol, Union
 
 from ._errors import InputError, TrainingFailedError, TrainingTimeoutError
+from ._generation import call_safely
 
 if TYPE_CHECKING:
     from PIL.Image import Image
 
     from ._models import Model
 
-log = logging.getLogger("scenario_nb")
 
 # The contract's trainable types (§12b.1). Edit LoRAs train on before/after pairs, which train() does not build.
 STANDARD_TYPES = ("flux.2-dev-lora", "flux.2-klein-4b-lora", "flux.2-klein-9b-lora", "flux.2-klein-base-4b-lora",
@@ -428,10 +427,7 @@ class Training:
             self._call(callback)
 
     def _call(self, callback: Callable[["Training"], None]) -> None:
-        try:
-            callback(self)
-        except Exception:  # a broken view must not stop the engine
-            log.exception("an on_update callback of training %s failed", self.model_id)
+        call_safely(callback, self, f"training {self.model_id}")
 
 
 def eta_words(seconds: float) -> str:
