@@ -324,9 +324,9 @@ def targets(result: dict) -> list:
                          f"client's backoff after a 429: {ok(o['lost'] == 0 and o['early'] == 0)}")
     cpu = max(r["ours"]["engine_cpu"] / r["ours"]["wall"] for r in result["rows"])
     poll = max(r["ours"]["poll_cpu"] / r["ours"]["wall"] for r in result["rows"])
-    lines.append(f"- CPU of the engine's polling threads at most {100 * poll:.1f} % of wall on every row (≤ 2 %): "
-                 f"{ok(poll <= 0.02)}; all its threads (sending, polling, downloading, storing): at most "
-                 f"{100 * cpu:.1f} % (≤ 2 %): {ok(cpu <= 0.02)}")
+    lines.append(f"- poller CPU (the engine's polling threads) at most {100 * poll:.1f} % of wall on every row "
+                 f"(≤ 2 %): {ok(poll <= 0.02)}. For the record, no target: the whole engine (sending, polling, "
+                 f"downloading, checking and storing every image) at most {100 * cpu:.1f} %")
     foreign = sorted({t for r in result["rows"] for t in r["ours"]["foreign_threads"]})
     if foreign:
         lines.append(f"- other threads ran beside the engine (their CPU is counted as the engine's): "

@@ -145,20 +145,21 @@ def show_generations(handles: list, *, wait: bool, thumbnail_size: int = DEFAULT
         return
     shown, seen = {}, {}
     for handle in handles:
+        seen[id(handle)] = _signature(handle)  # what the bundle shows at least: read before it is made
         data, metadata = generation_bundle(handle, thumbnail_size)
         shown[id(handle)] = display(data, raw=True, metadata=metadata, display_id=True)
-        seen[id(handle)] = _signature(handle)
     try:
         pending = list(handles)
         while pending:
             time.sleep(0.1)
             for handle in list(pending):
-                signature = _signature(handle)  # read before drawing: it may finish while the bundle is made
+                done = handle.done  # read before drawing: it may finish while the bundle is made, and then the
+                signature = _signature(handle)  # bundle drawn may not show its outputs: one more round does
                 if signature != seen[id(handle)]:
                     data, metadata = generation_bundle(handle, thumbnail_size)
                     shown[id(handle)].update(data, raw=True, metadata=metadata)
                     seen[id(handle)] = signature
-                if handle.done:
+                if done:
                     pending.remove(handle)
     except KeyboardInterrupt:
         print(interrupted_line(handles))
@@ -350,9 +351,9 @@ def _redraw_until_done(thing, bundle: Callable[[Any], tuple[dict, dict]], signat
     """Show `thing` in the running cell and redraw it whenever its signature changes, until it is done.
     Returns False when Ctrl-C stopped the waiting (never the work: it goes on, and the history knows it)."""
     from IPython.display import display
+    seen = signature(thing)  # read before the bundle is made: it may change meanwhile
     data, metadata = bundle(thing)
     shown = display(data, raw=True, metadata=metadata, display_id=True)
-    seen = signature(thing)
     try:
         while True:
             done = thing.done  # read before drawing: it may finish while the bundle is made

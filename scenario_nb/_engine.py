@@ -1,12 +1,15 @@
 """The engine: sends each request once, follows its job, stores its outputs and records every step.
 
 One engine per client, a few daemon worker threads whatever the number of jobs. The history is a
-write-ahead ledger: a request is recorded before it leaves, its job id as soon as it is known, and each
-change after; if the history cannot be written, nothing is sent.
+write-ahead ledger: a request is recorded before it leaves, its job id as soon as it is known, and its end
+with its outputs; if the history cannot be written, nothing is sent.
 
 Each job is polled near its predicted completion rather than on a fixed beat: from the model's recent
-server-side durations (seeded from the history), else the job's own progress rate, else a probe never more
-than ~20 % late. Jobs sent together finish together: when one finishes, its siblings are polled at once.
+server-side durations (their 70th percentile: asking a little late costs less than asking twice), else the
+job's own progress rate, else a probe never more than ~20 % late. Jobs sent together finish together: when
+the first of a model's jobs finishes, its siblings are polled at once; once the model's duration is known,
+each sibling is asked when that says (one job's jitter moves none of the others). A poll is one GET, never
+retried in place: a failed one is asked again later (after the server's Retry-After, if it gave one).
 A request refused with 429 waits here, in order, until the creation gate opens; polls never wait on it.
 A request whose answer was lost is looked for in `GET /jobs` for at least a minute before it is called
 unknown, and never called "not charged" unless the server proved it.
@@ -94,7 +97,7 @@ class Engine:
 
     def __init__(self, http: Transport, *, history: Callable[[], History], store: Callable[[], "FileStore"],
                  backend_id: str, floor: float = 0.25, ceiling: float = 5.0, job_timeout: float = 3600.0,
-                 workers: int = 8, target_quantile: float = 0.6) -> None:
+                 workers: int = 8, target_quantile: float = 0.7) -> None:
         self._http = http
         self._history_factory, self._store_factory = history, store
         self.backend_id = backend_id
@@ -466,16 +469,18 @@ class Engine:
             return
         self._polls[handle.request_id] += 1
         try:
-            job = self._http.get(f"/jobs/{handle.job_id}")["job"]
+            job = self._http.get_once(f"/jobs/{handle.job_id}")["job"]
         except NotFoundError:
             self._end(handle, JobFailedError(handle.job_id, "the API no longer knows this job",
                                              "it may belong to another project, or to a sandbox that stopped"),
                       status="failure")
             self._hand_over(handle)
             return
-        except ScenarioError as exc:  # transient: the transport already retried; never lose the job
-            log.info("poll of %s failed (%s); trying again", handle.job_id, exc)
-            self._schedule_poll(handle, min(self.ceiling, self.floor * 2 ** min(self._polls[handle.request_id], 4)))
+        except ScenarioError as exc:  # transient (a poll is never retried in place): ask again later, never
+            log.info("poll of %s failed (%s); trying again", handle.job_id, exc)  # lose the job
+            backoff = min(self.ceiling, self.floor * 2 ** min(self._polls[handle.request_id], 4))
+            waited = exc.retry_after if isinstance(exc, RateLimitError) else None  # the server's own wait
+            self._schedule_poll(handle, max(backoff, waited or 0.0))
             return
         status = str(job.get("status") or handle.status)
         with self._lock:  # decide on this answer's own status: the first to see success completes the job
@@ -483,11 +488,10 @@ class Engine:
                 return
             if status == "success":
                 self._completing.add(handle.request_id)
-        before = handle.status
+        # Statuses between the job's creation and its end are live state, not history: the row written when the
+        # job was named already makes a new kernel follow it on, and the end is written with the outputs.
         handle._apply(job)
         self._samples[handle.request_id] = (time.time(), handle.progress)
-        if handle.status != before and status != "success":  # a success is recorded with its outputs, moments
-            self._record(handle)  # later; until then the row says it is running, so a new kernel follows it on
         handle._notify()
         if status == "success":
             duration = server_duration(handle.status_history)
@@ -498,8 +502,11 @@ class Engine:
                 self._scouts.pop(handle.request_id, None)
                 self._learned.pop(handle.request_id, None)
             if duration:
+                known = self.durations.quantile(handle.run_model_id, self.target_quantile)
                 self.durations.add(handle.run_model_id, duration)
-                self._wake_siblings(handle, duration)
+                # Siblings are due when this one ended, or when the model's jobs usually end if that is later:
+                # once that is known, one job's jitter is no reason to ask all the others early.
+                self._wake_siblings(handle, duration if known is None else max(duration, known))
             self._schedule(handle, 0.0, lambda h: self._complete(h, job), lane="fetch")
         elif status in ("failure", "canceled"):
             self._end(handle, JobFailedError(handle.job_id, handle.error or "", handle.hint or "", handle.status))

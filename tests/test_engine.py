@@ -266,3 +266,17 @@ def test_a_job_seen_finalizing_is_asked_when_finalizing_usually_ends(made):
     dates = {h["status"]: _parse(h["date"]) for h in gen.status_history}
     finalizing = [t for t in _polls_of(sb, gen) if dates["finalizing"] <= t < dates["success"]]
     assert len(finalizing) <= 1, f"asked {len(finalizing)} times while it finalized"
+
+
+def test_one_job_ending_early_does_not_make_its_siblings_ask_early(made):
+    """Once a model's duration is known, a job that ended early (jitter) is no reason to ask every sibling
+    at once: each is asked when its own prediction says, so a warm batch (16 running at a time, as in a
+    capped account) costs few polls per job. Asking every sibling at the early one's end made ~1.8 a job."""
+    sb, client, model = made(job_seconds=2.0, job_jitter=0.6, seed=11, max_parallel_jobs=16)
+    for i in range(4):  # learn the model's duration
+        assert client.generate(model, f"teach {i}").wait(timeout=30).ok
+    handles = client.generate_many(model, [f"sibling {i}" for i in range(64)])
+    wait_all(handles, timeout=60)
+    assert all(h.ok for h in handles)
+    polls = sum(len(_polls_of(sb, h)) for h in handles)
+    assert polls <= 1.6 * len(handles), f"{polls / len(handles):.2f} polls per job"

@@ -183,6 +183,90 @@ def test_proxies_from_the_environment_carry_every_call_and_no_netrc(client, sb, 
         proxy.server_close()
 
 
+
+# -- Polls: one GET each, on the polling thread's kept-alive connection -----------------------------------------
+
+def test_a_poll_on_a_connection_the_server_closed_is_asked_on_a_new_one(client, sb):
+    """A kept-alive connection the server closed while it sat idle costs no error: nothing was asked on it."""
+    from scenario_nb._http import Credentials, Transport
+    gen = client.generate(GEMINI, "a crate").wait(timeout=30)
+    transport = Transport(Credentials(KEY, SECRET, sb.url))
+    path = f"/jobs/{gen.job_id}"
+    assert transport.get_once(path)["job"]["status"] == "success"
+    transport._kept.connection.sock.shutdown(2)  # as a server closing an idle connection leaves it
+    before = len([r for r in sb.requests if r["path"].endswith(path)])
+    assert transport.get_once(path)["job"]["jobId"] == gen.job_id
+    assert len([r for r in sb.requests if r["path"].endswith(path)]) == before + 1  # asked once, answered once
+    transport.close()
+
+
+def test_a_poll_refused_with_retry_after_waits_as_long_as_the_server_said(tmp_path):
+    with start(job_seconds=4) as sb:
+        client = ScenarioClient(KEY, SECRET, sb.url, home=tmp_path)
+        gen = client.generate(GEMINI, "patience")
+        sb.inject("rate_limit", path=f"/jobs/{gen.job_id}", method="GET", retry_after=2.5)
+        assert gen.wait(timeout=30).ok and gen.images
+        refused = [r["time"] for r in sb.stats()["rate_limited"]]
+        assert len(refused) == 1
+        polls = [r["time"] for r in sb.requests if r["method"] == "GET" and r["path"].endswith(gen.job_id)]
+        following = [t for t in polls if t > refused[0]]
+        assert following and following[0] - refused[0] >= 2.4, "asked again before the Retry-After"
+        client.close()
+
+
+class _TLSJob(http.server.BaseHTTPRequestHandler):
+    """An HTTPS API answering any job poll, remembering whether credentials came with it."""
+
+    seen: list = []
+
+    def do_GET(self) -> None:
+        type(self).seen.append("Authorization" in self.headers)
+        body = json.dumps({"job": {"jobId": self.path.rsplit("/", 1)[-1], "status": "in-progress"}}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_polls_over_https_trust_the_ca_bundle_requests_would_and_nothing_else(tmp_path, monkeypatch):
+    import ssl
+
+    import trustme
+    from scenario_nb import APIConnectionError
+    from scenario_nb._http import Credentials, Transport
+    ca = trustme.CA()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _TLSJob)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"https://127.0.0.1:{server.server_address[1]}/v1"
+    bundle = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(bundle))
+    for var in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "CURL_CA_BUNDLE"):
+        monkeypatch.delenv(var, raising=False)
+    _TLSJob.seen = []
+    try:
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(bundle))
+        trusting = Transport(Credentials(KEY, SECRET, url))
+        assert trusting.get_once("/jobs/job_tls")["job"]["status"] == "in-progress"
+        assert _TLSJob.seen == [True]
+        trusting.close()
+        monkeypatch.delenv("REQUESTS_CA_BUNDLE")
+        stranger = Transport(Credentials(KEY, SECRET, url))
+        with pytest.raises(APIConnectionError) as info:  # a certificate no trusted CA signed: nothing is sent
+            stranger.get_once("/jobs/job_tls")
+        assert _TLSJob.seen == [True] and KEY not in str(info.value) and SECRET not in str(info.value)
+        stranger.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 # -- 429s without Retry-After ------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("batch", [False, True], ids=["one by one", "a batch sent side by side"])
@@ -246,3 +330,35 @@ def test_status_and_errors_never_say_retried_automatically(sb, tmp_path):
     assert "retried automatically" not in str(info.value) and info.value.retry_after is None
     c.close()
     time.sleep(0)
+
+
+# -- What a waiting cell shows --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("at", [1, 2], ids=["first drawing", "a redrawing"])
+def test_a_job_ending_while_its_display_is_drawn_is_shown_with_its_images(ip, tmp_path, monkeypatch, at):
+    """The race behind a rare 'no image' cell: the job ends while the waiting display draws a bundle of it
+    still running (its first drawing, or a later one). The display must go round once more and show it."""
+    from IPython.utils.capture import capture_output
+
+    from scenario_nb import _display
+    drawn, calls, raced = _display.generation_bundle, [], []
+
+    def slow_draw(handle, *args, **kwargs):
+        bundle = drawn(handle, *args, **kwargs)
+        calls.append(handle.status)
+        if len(calls) == at and not handle.done:
+            raced.append(handle.status)
+            handle.wait(timeout=30)  # it ends while this (running) bundle is being made
+        return bundle
+    monkeypatch.setattr(_display, "generation_bundle", slow_draw)
+    with start(job_seconds=2) as sb:
+        client = ScenarioClient(KEY, SECRET, sb.url, home=tmp_path)
+        gen = client.generate(GEMINI, "a crate, seen at the last moment")
+        with capture_output() as shown:
+            _display.show_generations([gen], wait=True)
+        client.close()
+    assert raced, f"the job never ended during drawing {at} (drawn while: {calls})"
+    assert gen.ok and gen.images
+    last = shown.outputs[-1].data
+    assert "image/png" in last or "image/jpeg" in last or "<img" in last.get("text/html", ""), \
+        "the cell's last display is of a job still running"
