@@ -208,7 +208,7 @@ class Engine:
             self.history.record(self._row(handle))
         except StorageError as exc:
             if before_sending:
-                raise
+                raise StorageError(f"{exc}; nothing was sent") from None
             handle._set(note=f"not recorded in the history: {exc}")
             log.warning("job %s is not in the history: %s", handle.job_id or handle.request_id, exc)
 
@@ -934,7 +934,7 @@ class Engine:
             self.history.record_training(row)
         except StorageError as exc:
             if before_sending:
-                raise
+                raise StorageError(f"{exc}; the training was not started") from None
             training._set(note=f"not recorded in the history: {exc}")
             log.warning("training %s is not in the history: %s", training.model_id, exc)
 

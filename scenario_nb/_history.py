@@ -107,8 +107,8 @@ class History:
             self._open()
 
     def _fail(self, exc: BaseException, doing: str = "use") -> StorageError:
-        return StorageError(f"cannot {doing} the history database {self.path} ({exc}); nothing was sent. Set "
-                            f"SCENARIO_NB_HOME (or %config ScenarioMagics.history_path) to a writable place")
+        return StorageError(f"cannot {doing} the history database {self.path} ({exc}). Set SCENARIO_NB_HOME "
+                            f"(or %config ScenarioMagics.history_path) to a writable place")
 
     def _open(self) -> sqlite3.Connection:
         """(Re)open the database, creating it and its schema if it is missing (deleted while we ran)."""

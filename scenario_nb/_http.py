@@ -273,13 +273,13 @@ class Transport:
         connection = getattr(self._kept, "connection", None)
         if connection is not None and connection.sock is not None and not fresh:
             return connection, True
-        scheme, netloc = self._api_origin
-        host, port = urlsplit(self.base_url).hostname or "", urlsplit(self.base_url).port
+        api = urlsplit(self.base_url)
         connect, read = self.timeout
-        if scheme == "https":
-            connection = http.client.HTTPSConnection(host, port, timeout=connect, context=self._tls_context())
+        if api.scheme == "https":
+            connection = http.client.HTTPSConnection(api.hostname or "", api.port, timeout=connect,
+                                                     context=self._tls_context())
         else:
-            connection = http.client.HTTPConnection(host, port, timeout=connect)
+            connection = http.client.HTTPConnection(api.hostname or "", api.port, timeout=connect)
         try:
             connection.connect()
         except OSError as exc:
@@ -288,12 +288,15 @@ class Transport:
         assert connection.sock is not None
         connection.sock.settimeout(read)
         self._kept.connection = connection
+        here = threading.current_thread()
         with self._opened_lock:  # connections of threads that have ended are closed here, not left to the GC
+            kept = []
             for thread, old in self._opened:
-                if not thread.is_alive() or thread is threading.current_thread():
+                if thread.is_alive() and thread is not here:
+                    kept.append((thread, old))
+                else:
                     old.close()
-            self._opened = [(t, c) for t, c in self._opened if t.is_alive() and t is not threading.current_thread()]
-            self._opened.append((threading.current_thread(), connection))
+            self._opened = [*kept, (here, connection)]
         return connection, False
 
     def _tls_context(self) -> ssl.SSLContext:

@@ -75,6 +75,28 @@ def test_a_deleted_history_is_recreated_and_a_corrupt_one_sends_nothing(ip, env,
     assert env.stats()["jobs_created"] == created
 
 
+
+def test_a_history_broken_after_sending_still_delivers_and_never_says_nothing_was_sent(tmp_path):
+    """Once a job exists, a history that breaks is noted on the handle and in the log, in words that do not
+    claim nothing was sent: the job is paid for, and delivered."""
+    from scenario_nb import sandbox as sandbox_mod
+
+    from conftest import SUITE_KEY, SUITE_SECRET
+    with sandbox_mod.start(job_seconds=1.5, api_key=SUITE_KEY, api_secret=SUITE_SECRET) as sb:
+        client = scenario_nb.ScenarioClient(SUITE_KEY, SUITE_SECRET, sb.url, home=tmp_path)
+        gen = client.generate("model_google-gemini-3-1-flash", "a crate the history will not see end")
+        assert gen.job_id
+        path = client.history_path
+        client.history.close()
+        path.write_bytes(b"garbage, not a database " * 200)
+        for suffix in ("-wal", "-shm"):
+            path.with_name(path.name + suffix).unlink(missing_ok=True)
+        assert gen.wait(timeout=30).ok and gen.images  # paid for, so delivered
+        assert "not recorded in the history" in (gen.note or "")
+        assert "nothing was sent" not in gen.note, gen.note
+        assert sb.stats()["jobs_created"] == 1
+        client.close()
+
 # -- Re-runs attach to what was already sent ------------------------------------------------------------------
 
 def test_rerun_while_running_attaches_instead_of_paying_again(ip, env):
