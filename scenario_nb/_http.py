@@ -153,6 +153,8 @@ class Transport:
         self._origin_settings: dict[tuple, dict] = {}
         self._root: Optional[requests.PreparedRequest] = None  # a GET of the API's root, for `_prepared_get`
         self._kept = threading.local()  # this thread's connection for `get_once`
+        self._direct_headers: Optional[dict] = None  # `get_once`'s headers; empty: a proxy serves the API
+        self._api_path = urlsplit(self.base_url).path
         self._opened: list[tuple[threading.Thread, http.client.HTTPConnection]] = []
         self._opened_lock = threading.Lock()
         adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=_read_retry(max_retries))
@@ -242,14 +244,17 @@ class Transport:
         """GET an API path once, on this thread's kept-alive connection: parsed JSON of a 2xx, else the
         matching `ScenarioError` (`APIConnectionError` for the network). Never retried here: for callers that
         ask again later anyway (the engine's polls). Through requests instead when a proxy serves the API."""
-        url = self.base_url + path
-        if not _PLAIN_PATH.fullmatch(path) or self._settings(url).get("proxies"):
+        if self._direct_headers is None:  # decided once, as `_settings` reads the environment once
+            proxied = bool(self._settings(self.base_url).get("proxies"))
+            self._direct_headers = {} if proxied else {
+                "Authorization": self.credentials.authorization(), "User-Agent": USER_AGENT,
+                "Accept": "application/json"}
+        if not self._direct_headers or not _PLAIN_PATH.fullmatch(path):
             return self.get(path)
-        target = urlsplit(url).path
         for fresh in (False, True):
             connection, reused = self._connection(fresh)
             try:
-                connection.request("GET", target, headers=self._direct_headers())
+                connection.request("GET", self._api_path + path, headers=self._direct_headers)
                 response = connection.getresponse()
                 content = response.read()
             except (OSError, http.client.HTTPException) as exc:
@@ -263,10 +268,6 @@ class Transport:
                 log.debug("GET %s -> %s (kept-alive connection)", path, response.status)
             return _answer(response.status, response.headers, content, "GET", path)
         raise AssertionError("unreachable")  # pragma: no cover
-
-    def _direct_headers(self) -> dict:
-        return {"Authorization": self.credentials.authorization(), "User-Agent": USER_AGENT,
-                "Accept": "application/json"}
 
     def _connection(self, fresh: bool) -> tuple[http.client.HTTPConnection, bool]:
         """(this thread's connection to the API, whether it served a request before); a new one if `fresh`."""
@@ -433,27 +434,24 @@ def _never_sent(exc: requests.RequestException) -> bool:
 
 
 def _connection_error(exc: requests.RequestException, method: str, path: str) -> APIConnectionError:
-    if isinstance(exc, requests.exceptions.Timeout):
-        if _never_sent(exc):
-            return APITimeoutError("could not connect to the API in time; check your network or proxy")
-        return APITimeoutError(f"{method} {path} got no answer in time")
-    if _never_sent(exc):
-        return APIConnectionError(f"could not reach the API ({_short(exc)}); check the URL, your network "
-                                  f"and any HTTPS_PROXY setting")
-    return APIConnectionError(f"the connection dropped during {method} {path} ({_short(exc)})")
+    return _network_error(exc, method, path, connecting=_never_sent(exc),
+                          timed_out=isinstance(exc, requests.exceptions.Timeout))
 
 
 _STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
 
 
-def _network_error(exc: BaseException, method: str, path: str, *, connecting: bool = False) -> APIConnectionError:
-    """A socket-level failure of `get_once`, in the same words as `_connection_error` (by the error's type)."""
+def _network_error(exc: BaseException, method: str, path: str, *, connecting: bool = False,
+                   timed_out: Optional[bool] = None) -> APIConnectionError:
+    """The one wording of a network failure, through requests or a kept-alive connection (`get_once`)."""
+    if timed_out is None:
+        timed_out = isinstance(exc, TimeoutError)
     if connecting:
-        if isinstance(exc, TimeoutError):
+        if timed_out:
             return APITimeoutError("could not connect to the API in time; check your network or proxy")
         return APIConnectionError(f"could not reach the API ({_short(exc)}); check the URL, your network "
                                   f"and any HTTPS_PROXY setting")
-    if isinstance(exc, TimeoutError):
+    if timed_out:
         return APITimeoutError(f"{method} {path} got no answer in time")
     return APIConnectionError(f"the connection dropped during {method} {path} ({_short(exc)})")
 
