@@ -18,6 +18,7 @@ takes the same CA bundle, and is not used at all when a proxy serves the API (th
 from __future__ import annotations
 
 import base64
+import functools
 import http.client
 import json
 import logging
@@ -153,7 +154,6 @@ class Transport:
         self._origin_settings: dict[tuple, dict] = {}
         self._root: Optional[requests.PreparedRequest] = None  # a GET of the API's root, for `_prepared_get`
         self._kept = threading.local()  # this thread's connection for `get_once`
-        self._direct_headers: Optional[dict] = None  # `get_once`'s headers; empty: a proxy serves the API
         self._api_path = urlsplit(self.base_url).path
         self._opened: list[tuple[threading.Thread, http.client.HTTPConnection]] = []
         self._opened_lock = threading.Lock()
@@ -244,17 +244,13 @@ class Transport:
         """GET an API path once, on this thread's kept-alive connection: parsed JSON of a 2xx, else the
         matching `ScenarioError` (`APIConnectionError` for the network). Never retried here: for callers that
         ask again later anyway (the engine's polls). Through requests instead when a proxy serves the API."""
-        if self._direct_headers is None:  # decided once, as `_settings` reads the environment once
-            proxied = bool(self._settings(self.base_url).get("proxies"))
-            self._direct_headers = {} if proxied else {
-                "Authorization": self.credentials.authorization(), "User-Agent": USER_AGENT,
-                "Accept": "application/json"}
-        if not self._direct_headers or not _PLAIN_PATH.fullmatch(path):
+        headers = self._direct_headers
+        if headers is None or not _PLAIN_PATH.fullmatch(path):
             return self.get(path)
         for fresh in (False, True):
             connection, reused = self._connection(fresh)
             try:
-                connection.request("GET", self._api_path + path, headers=self._direct_headers)
+                connection.request("GET", self._api_path + path, headers=headers)
                 response = connection.getresponse()
                 content = response.read()
             except (OSError, http.client.HTTPException) as exc:
@@ -268,6 +264,14 @@ class Transport:
                 log.debug("GET %s -> %s (kept-alive connection)", path, response.status)
             return _answer(response.status, response.headers, content, "GET", path)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    @functools.cached_property
+    def _direct_headers(self) -> Optional[dict]:
+        """`get_once`'s headers; None when a proxy serves the API (read once, as `_settings` reads it)."""
+        if self._settings(self.base_url).get("proxies"):
+            return None
+        return {"Authorization": self.credentials.authorization(), "User-Agent": USER_AGENT,
+                "Accept": "application/json"}
 
     def _connection(self, fresh: bool) -> tuple[http.client.HTTPConnection, bool]:
         """(this thread's connection to the API, whether it served a request before); a new one if `fresh`."""
