@@ -126,6 +126,7 @@ class Engine:
         self._tokens: dict[str, int] = {}  # request id -> the one poll task that counts
         self._due: dict[str, float] = {}  # request id -> when (monotonic) that poll is due
         self._tracked_at: dict[str, float] = {}
+        self._created: dict[str, float] = {}  # request id -> when its creation answer arrived (time.time())
         self._polls: dict[str, int] = defaultdict(int)
         self._samples: dict[str, tuple] = {}
         self._scouts: dict[str, float] = {}  # request id of a job probing for its cold cohort -> its phase
@@ -328,6 +329,9 @@ class Engine:
         server_created = parse_time(job.get("createdAt"))
         if created and server_created:
             handle._set(server_offset=time.time() - server_created)
+        if created:  # the answer carries no status history yet: its arrival is the creation, on our clock
+            with self._lock:
+                self._created[handle.request_id] = time.time()
         handle._apply(job)
         self._record(handle)
         handle._notify()
@@ -527,9 +531,13 @@ class Engine:
         self._poll_by([(s, self._started(s) + duration) for s in siblings])  # as long as the finished one ran
 
     def _started(self, handle: Generation) -> float:
-        """When the server created this job, on our clock (its creation answer's arrival), else when it was
-        sent: a burst of requests queues at the server, so the last of them start well after they are sent."""
+        """When the server created this job, on our clock: its first status, else its creation answer's arrival
+        (that answer has no status history yet), else when it was sent. Not simply when it was sent: a burst of
+        requests queues at the server, and a job asked about by its sending time is asked just before it ends,
+        then a floor later."""
         created = self._phase_start(handle, "queued") if handle.server_offset else None
+        if created is None:
+            created = self._created.get(handle.request_id)
         return created if created is not None else handle.sent_at or handle.submitted_at
 
     def _poll_by(self, dues: list) -> None:
@@ -617,6 +625,23 @@ class Engine:
                 break
             self._schedule_poll(follower, self.floor)
 
+    def _scout_turn(self, handle: Generation) -> float:
+        """The delay before a scout asks again while its job finalizes for an unknown time: a floor at least,
+        and out of step with the other scouts' next asks (floor / SCOUTS apart), so the cohort asks every
+        floor / SCOUTS and the first success is seen that much sooner. Others ask at the floor."""
+        clock = time.monotonic()
+        due = clock + self.floor
+        with self._lock:
+            if handle.request_id not in self._scouts:
+                return self.floor
+            gap = self.floor / SCOUTS
+            others = sorted(self._due[r] for r in self._scouts if r != handle.request_id and r in self._due and
+                            r in self._live and self._live[r].run_model_id == handle.run_model_id)
+        for other in others:
+            if abs(due - other) < gap:
+                due = other + gap
+        return due - clock
+
     def _progress_end(self, handle: Generation, finishing: Any = "learned") -> Optional[float]:
         """When this job will end, from its own progress: its rate while in progress, or how long this model's
         jobs take to finalize (None before it has one). `finishing`: that length, if the caller has it."""
@@ -638,15 +663,17 @@ class Engine:
         now = time.time()
         if handle.status == "finalizing":  # outputs are being stored: moments away (as long as it usually takes)
             end = self._progress_end(handle)
-            return self.floor if end is None or end <= now + self.floor else min(self.ceiling, end - now)
+            if end is None:  # how long is not known yet: its cohort's scouts take turns asking
+                return self._scout_turn(handle)
+            return self.floor if end <= now + self.floor else min(self.ceiling, end - now)
         if handle.run_model_id not in self._seeded:
             self._seed_from_history(handle.run_model_id)
         predictions = []
         sent = handle.sent_at or handle.submitted_at  # a request held here by the rate limit starts when sent
         typical = self.durations.quantile(handle.run_model_id, self.target_quantile)
         follower = typical is None and self._role(handle) == "follower"
-        if typical is not None:
-            predictions.append(sent + typical)
+        if typical is not None:  # durations are the server's, from the job's creation
+            predictions.append(self._started(handle) + typical)
         for predicted in (self._progress_end(handle), self._cohort_end(handle) if follower else None):
             if predicted is not None:
                 predictions.append(predicted)
@@ -727,25 +754,27 @@ class Engine:
         store = self.store
         if url is not None:  # the guide's shape: a URL and nothing else
             if not store.has(key):
-                store.put(key, self._http.download(url), "image/png")
+                store.put(key, self._http.download_once(url), "image/png")
             return Output(key, "image", "image/png", store.path_for(key)), None
-        asset = self._http.get(f"/assets/{key}")["asset"]
+        # Each asked once on this thread's kept-alive connections: a failure is tried again later, whole.
+        asset = self._http.get_once(f"/assets/{key}")["asset"]
         mime = str(asset.get("mimeType") or "image/png")
         kind = str(asset.get("kind") or kind_of(mime))
         if not store.has(key, mime):
             url = asset.get("url")
             for attempt in range(URL_RENEWALS + 1):
                 try:
-                    data = self._http.download(url)
+                    data = self._http.download_once(url)
                     break
                 except (PermissionDeniedError, NotFoundError):
                     if attempt == URL_RENEWALS:
                         raise
-                    url = self._http.get(f"/assets/{key}")["asset"].get("url")
+                    url = self._http.get_once(f"/assets/{key}")["asset"].get("url")
             try:
                 store.put(key, data, mime)
             except StorageError:  # a corrupt download: once more from a fresh URL before giving up
-                store.put(key, self._http.download(self._http.get(f"/assets/{key}")["asset"].get("url")), mime)
+                fresh = self._http.get_once(f"/assets/{key}")["asset"].get("url")
+                store.put(key, self._http.download_once(fresh), mime)
         return Output(key, kind, mime, store.path_for(key, mime)), (asset.get("metadata") or {}).get("seed")
 
     def _end(self, handle: Generation, exception: Optional[BaseException], *, status: Optional[str] = None,
@@ -756,6 +785,7 @@ class Engine:
             self._tokens.pop(handle.request_id, None)
             self._due.pop(handle.request_id, None)
             self._tracked_at.pop(handle.request_id, None)
+            self._created.pop(handle.request_id, None)
             self._polls.pop(handle.request_id, None)
             self._samples.pop(handle.request_id, None)
             self._completing.discard(handle.request_id)

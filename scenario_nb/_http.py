@@ -9,10 +9,12 @@ creation has its own gate: after a 429 nobody creates anything until it opens ag
 The session honours the environment's proxies and CA bundle (`HTTPS_PROXY`, `NO_PROXY`,
 `REQUESTS_CA_BUNDLE`), never `~/.netrc`, and sends the Authorization header to the API's origin only.
 
-Polls are the one exception to "everything through requests": the engine asks about every job again and
-again, and it asks again later whenever a poll fails, so a poll is one GET, never retried in place, on the
-polling thread's own kept-alive connection to the API (`get_once`): under half the CPU of a requests GET. It
-takes the same CA bundle, and is not used at all when a proxy serves the API (then polls go through requests).
+The engine's own GETs are the one exception to "everything through requests": it asks about every job again
+and again, reads and downloads every output of a batch as the jobs end, and tries each again later whenever
+one fails. So each is one GET, never retried in place, on the engine thread's own kept-alive connection to
+that host (`get_once` for the API, `download_once` for asset URLs, redirects followed): under half the CPU of
+a requests GET, which is what sets how soon the last image of a large batch is local. They take the same CA
+bundle, and are not used for a host a proxy serves (then they go through requests).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Optional
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 import requests
 import urllib3
@@ -44,6 +46,7 @@ from ._env import credentials_from_env, mask
 from ._version import USER_AGENT
 
 TIMEOUT = (5.0, 60.0)  # connect, read (seconds)
+MAX_REDIRECTS = 10
 _PLAIN_PATH = re.compile(r"(/[A-Za-z0-9_.~-]+)+")  # an API path with nothing to quote
 log = logging.getLogger("scenario_nb.http")
 
@@ -153,9 +156,9 @@ class Transport:
         self.session.trust_env = False
         self._origin_settings: dict[tuple, dict] = {}
         self._root: Optional[requests.PreparedRequest] = None  # a GET of the API's root, for `_prepared_get`
-        self._kept = threading.local()  # this thread's connection for `get_once`
-        self._api_path = urlsplit(self.base_url).path
-        self._opened: list[tuple[threading.Thread, http.client.HTTPConnection]] = []
+        self._kept = threading.local()  # this thread's connections for `get_once` and `download_once`
+        self._opened: list[tuple[threading.Thread, tuple, http.client.HTTPConnection]] = []
+        self._tls_contexts: dict[tuple, ssl.SSLContext] = {}
         self._opened_lock = threading.Lock()
         adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=_read_retry(max_retries))
         self.session.mount("http://", adapter)
@@ -168,7 +171,7 @@ class Transport:
     def close(self) -> None:
         self.session.close()
         with self._opened_lock:
-            for _, connection in self._opened:
+            for _, _, connection in self._opened:
                 connection.close()
             self._opened.clear()
 
@@ -240,73 +243,118 @@ class Transport:
     def get(self, path: str, **params: Any) -> Any:
         return self.request("GET", path, params=params)
 
+    # -- One GET on a kept-alive connection (the engine's polls and output downloads) -------------------
     def get_once(self, path: str) -> Any:
         """GET an API path once, on this thread's kept-alive connection: parsed JSON of a 2xx, else the
         matching `ScenarioError` (`APIConnectionError` for the network). Never retried here: for callers that
         ask again later anyway (the engine's polls). Through requests instead when a proxy serves the API."""
-        headers = self._direct_headers
-        if headers is None or not _PLAIN_PATH.fullmatch(path):
+        url = self.base_url + path
+        if self._proxied(url) or not _PLAIN_PATH.fullmatch(path):
             return self.get(path)
-        for fresh in (False, True):
-            connection, reused = self._connection(fresh)
+        try:
+            status, headers, content = self._kept_get(url, self._api_headers)
+        except _KeptGetFailed as failed:
+            raise _network_error(failed.cause, "GET", path, connecting=failed.connecting) from None
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("GET %s -> %s (kept-alive connection)", path, status)
+        return _answer(status, headers, content, "GET", path)
+
+    def download_once(self, url: str) -> bytes:
+        """`download`, asked once, on this thread's kept-alive connection to the URL's host (redirects
+        followed; credentials only to the API's origin). Never retried here: for the engine, which tries
+        again later. Through requests (`download`) when a proxy serves that host."""
+        for _ in range(MAX_REDIRECTS + 1):
+            if not isinstance(url, str) or urlsplit(url).scheme not in ("http", "https") or self._proxied(url):
+                return self.download(url)  # a proxy's host, or no URL at all (requests words the error)
+            headers = {"User-Agent": USER_AGENT}
+            if urlsplit(url)[:2] == self._api_origin:
+                headers["Authorization"] = self.credentials.authorization()
             try:
-                connection.request("GET", self._api_path + path, headers=headers)
+                status, answer_headers, content = self._kept_get(url, headers)
+            except _KeptGetFailed as failed:
+                raise APIConnectionError(f"asset download failed ({_short(failed.cause)})") from None
+            log.debug("asset download from %s -> %s", urlsplit(url).netloc, status)  # the host only: a signed
+            location = answer_headers.get("location")  # URL is as good as the asset
+            if status in (301, 302, 303, 307, 308) and location:
+                url = urljoin(url, location)
+                continue
+            if status != 200:
+                raise _download_error(status, content)
+            return content
+        raise APIConnectionError(f"asset download failed (more than {MAX_REDIRECTS} redirects)")
+
+    @functools.cached_property
+    def _api_headers(self) -> dict:
+        return {"Authorization": self.credentials.authorization(), "User-Agent": USER_AGENT,
+                "Accept": "application/json"}
+
+    def _proxied(self, url: str) -> bool:
+        """A proxy serves this URL's host (then requests speaks to it, as for every other request)."""
+        return bool(self._settings(url).get("proxies"))
+
+    def _kept_get(self, url: str, headers: dict) -> tuple[int, Any, bytes]:
+        """(status, headers, body) of one GET on this thread's connection to the URL's origin. A connection
+        the server closed while it sat idle is replaced once: nothing was asked on it, so nothing is repeated.
+        """
+        parts = urlsplit(url)
+        target = parts.path + (f"?{parts.query}" if parts.query else "")
+        for fresh in (False, True):
+            connection, reused = self._kept_connection(parts.scheme, parts.netloc, fresh)
+            try:
+                connection.request("GET", target, headers=headers)
                 response = connection.getresponse()
                 content = response.read()
             except (OSError, http.client.HTTPException) as exc:
                 connection.close()
-                if reused and isinstance(exc, _STALE):  # the server had closed it while idle: nothing was asked
+                if reused and isinstance(exc, _STALE):
                     continue
-                raise _network_error(exc, "GET", path) from None
+                raise _KeptGetFailed(exc) from None
             if response.will_close:
                 connection.close()
-            if log.isEnabledFor(logging.DEBUG):
-                log.debug("GET %s -> %s (kept-alive connection)", path, response.status)
-            return _answer(response.status, response.headers, content, "GET", path)
+            return response.status, response.headers, content
         raise AssertionError("unreachable")  # pragma: no cover
 
-    @functools.cached_property
-    def _direct_headers(self) -> Optional[dict]:
-        """`get_once`'s headers; None when a proxy serves the API (read once, as `_settings` reads it)."""
-        if self._settings(self.base_url).get("proxies"):
-            return None
-        return {"Authorization": self.credentials.authorization(), "User-Agent": USER_AGENT,
-                "Accept": "application/json"}
-
-    def _connection(self, fresh: bool) -> tuple[http.client.HTTPConnection, bool]:
-        """(this thread's connection to the API, whether it served a request before); a new one if `fresh`."""
-        connection = getattr(self._kept, "connection", None)
+    def _kept_connection(self, scheme: str, netloc: str, fresh: bool) -> tuple[http.client.HTTPConnection, bool]:
+        """(this thread's connection to this origin, whether it served a request before); a new one if
+        `fresh`. Raises `_KeptGetFailed` when it cannot connect."""
+        kept: dict = self._kept.__dict__.setdefault("connections", {})
+        origin = (scheme, netloc)
+        connection = kept.get(origin)
         if connection is not None and connection.sock is not None and not fresh:
             return connection, True
-        api = urlsplit(self.base_url)
+        host = urlsplit(f"{scheme}://{netloc}")
         connect, read = self.timeout
-        if api.scheme == "https":
-            connection = http.client.HTTPSConnection(api.hostname or "", api.port, timeout=connect,
-                                                     context=self._tls_context())
+        if scheme == "https":
+            connection = http.client.HTTPSConnection(host.hostname or "", host.port, timeout=connect,
+                                                     context=self._tls_context(f"{scheme}://{netloc}/"))
         else:
-            connection = http.client.HTTPConnection(api.hostname or "", api.port, timeout=connect)
+            connection = http.client.HTTPConnection(host.hostname or "", host.port, timeout=connect)
         try:
             connection.connect()
         except OSError as exc:
             connection.close()
-            raise _network_error(exc, "GET", "", connecting=True) from None
+            raise _KeptGetFailed(exc, connecting=True) from None
         assert connection.sock is not None
         connection.sock.settimeout(read)
-        self._kept.connection = connection
+        kept[origin] = connection
         here = threading.current_thread()
         with self._opened_lock:  # connections of threads that have ended are closed here, not left to the GC
-            kept = []
-            for thread, old in self._opened:
-                if thread.is_alive() and thread is not here:
-                    kept.append((thread, old))
+            still = []
+            for thread, where, old in self._opened:
+                if thread.is_alive() and (thread is not here or where != origin):
+                    still.append((thread, where, old))
                 else:
                     old.close()
-            self._opened = [*kept, (here, connection)]
+            self._opened = [*still, (here, origin, connection)]
         return connection, False
 
-    def _tls_context(self) -> ssl.SSLContext:
-        """What requests would verify the API's certificate against (its CA bundle, or the environment's)."""
-        settings = self._settings(self.base_url)
+    def _tls_context(self, url: str) -> ssl.SSLContext:
+        """What requests would verify this host's certificate against (its CA bundle, or the environment's)."""
+        origin = urlsplit(url)[:2]
+        context = self._tls_contexts.get(origin)
+        if context is not None:
+            return context
+        settings = self._settings(url)
         verify, cert = settings.get("verify", True), settings.get("cert")
         if verify is False:
             context = ssl.create_default_context()
@@ -317,6 +365,7 @@ class Transport:
                                                  capath=bundle if os.path.isdir(bundle) else None)
         if cert:
             context.load_cert_chain(*cert) if isinstance(cert, tuple) else context.load_cert_chain(cert)
+        self._tls_contexts[origin] = context
         return context
 
     def create(self, method: str, path: str, json_body: Any) -> Any:
@@ -355,7 +404,7 @@ class Transport:
                 # Signed URLs are as good as the asset: only the host is logged.
                 log.debug("asset download from %s -> %s", urlsplit(url).netloc, response.status_code)
                 if response.status_code != 200:
-                    raise _download_error(response)
+                    raise _download_error(response.status_code, response.content)
                 return response.raw.read(decode_content=True)  # in one read: a fraction of the CPU of .content
         except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
             raise APIConnectionError(f"asset download failed ({_short(exc)})") from None
@@ -399,15 +448,24 @@ def _reason(body: Any, text: str) -> str:
     return (text or "").strip()[:300] or "no reason given"
 
 
-def _download_error(response: requests.Response) -> Exception:
+def _download_error(status: int, content: bytes) -> Exception:
     """A refused asset download, in the CDN's own words (its errors are XML, not the API's JSON)."""
-    found = re.search(r"<Message>(.*?)</Message>", response.text[:2000], re.S)
-    reason = found[1].strip() if found else _reason(None, response.text[:200])
-    if response.status_code in (403, 404):
-        cls = PermissionDeniedError if response.status_code == 403 else NotFoundError
+    text = content[:2000].decode("utf-8", "replace")
+    found = re.search(r"<Message>(.*?)</Message>", text, re.S)
+    reason = found[1].strip() if found else _reason(None, text[:200])
+    if status in (403, 404):
+        cls = PermissionDeniedError if status == 403 else NotFoundError
         return cls(f"asset URL refused: {reason}",
                    hint="signed asset URLs expire; asking the API for the asset again gives a fresh one")
-    return error_for_status(response.status_code, reason)
+    return error_for_status(status, reason)
+
+
+class _KeptGetFailed(Exception):
+    """A GET on a kept-alive connection failed on the network (`connecting`: before anything was sent)."""
+
+    def __init__(self, cause: BaseException, connecting: bool = False) -> None:
+        super().__init__(str(cause))
+        self.cause, self.connecting = cause, connecting
 
 
 def _parse_json(content: bytes) -> tuple[Any, bool]:

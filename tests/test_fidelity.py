@@ -193,7 +193,8 @@ def test_a_poll_on_a_connection_the_server_closed_is_asked_on_a_new_one(client, 
     transport = Transport(Credentials(KEY, SECRET, sb.url))
     path = f"/jobs/{gen.job_id}"
     assert transport.get_once(path)["job"]["status"] == "success"
-    transport._kept.connection.sock.shutdown(2)  # as a server closing an idle connection leaves it
+    kept = next(iter(transport._kept.connections.values()))
+    kept.sock.shutdown(2)  # as a server closing an idle connection leaves it
     before = len([r for r in sb.requests if r["path"].endswith(path)])
     assert transport.get_once(path)["job"]["jobId"] == gen.job_id
     assert len([r for r in sb.requests if r["path"].endswith(path)]) == before + 1  # asked once, answered once
@@ -263,6 +264,51 @@ def test_polls_over_https_trust_the_ca_bundle_requests_would_and_nothing_else(tm
         assert _TLSJob.seen == [True] and KEY not in str(info.value) and SECRET not in str(info.value)
         stranger.close()
     finally:
+        server.shutdown()
+        server.server_close()
+
+
+class _Elsewhere(http.server.BaseHTTPRequestHandler):
+    """A host that sends every GET on to `target` (as a CDN may), remembering whether credentials came."""
+
+    target = ""
+    seen: list = []
+
+    def do_GET(self) -> None:
+        type(self).seen.append("Authorization" in self.headers)
+        self.send_response(302)
+        self.send_header("Location", type(self).target)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_engine_downloads_follow_redirects_and_carry_no_credentials_off_the_api(client, sb):
+    """The engine's own downloads (one GET each, on a kept-alive connection) follow redirects as requests
+    does, relative ones too, send credentials to no host but the API's, and give up on a redirect loop."""
+    from scenario_nb import APIConnectionError
+    from scenario_nb._http import MAX_REDIRECTS, Credentials, Transport
+    gen = client.generate(GEMINI, "a crate").wait(timeout=30)
+    transport = Transport(Credentials(KEY, SECRET, sb.url))
+    signed = transport.get(f"/assets/{gen.outputs[0].asset_id}")["asset"]["url"]
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Elsewhere)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    elsewhere = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        _Elsewhere.target, _Elsewhere.seen = signed, []
+        before = len(sb.cdn_requests)
+        assert transport.download_once(f"{elsewhere}/moved.png") == gen.outputs[0].path.read_bytes()
+        assert _Elsewhere.seen == [False] and len(sb.cdn_requests) == before + 1
+        assert not any(r["authorization"] for r in sb.cdn_requests[before:]), "credentials sent to the CDN"
+        _Elsewhere.target, _Elsewhere.seen = "/again", []  # a relative Location, back to the same host
+        with pytest.raises(APIConnectionError) as info:
+            transport.download_once(f"{elsewhere}/loop.png")
+        assert len(_Elsewhere.seen) == MAX_REDIRECTS + 1 and not any(_Elsewhere.seen)
+        assert "redirects" in str(info.value) and SECRET not in str(info.value)
+    finally:
+        transport.close()
         server.shutdown()
         server.server_close()
 
