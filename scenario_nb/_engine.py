@@ -327,11 +327,12 @@ class Engine:
             self._live[handle.request_id] = handle
         handle._set(job_id=job_id, cost=float(cost) if cost is not None else handle.cost)
         server_created = parse_time(job.get("createdAt"))
-        if created and server_created:
-            handle._set(server_offset=time.time() - server_created)
-        if created:  # the answer carries no status history yet: its arrival is the creation, on our clock
+        if created:  # this answer's arrival is the job's creation on our clock (it has no status history yet)
+            arrived = time.time()
             with self._lock:
-                self._created[handle.request_id] = time.time()
+                self._created[handle.request_id] = arrived
+            if server_created:
+                handle._set(server_offset=arrived - server_created)
         handle._apply(job)
         self._record(handle)
         handle._notify()

@@ -273,8 +273,9 @@ class Transport:
                 status, answer_headers, content = self._kept_get(url, headers)
             except _KeptGetFailed as failed:
                 raise APIConnectionError(f"asset download failed ({_short(failed.cause)})") from None
-            log.debug("asset download from %s -> %s", urlsplit(url).netloc, status)  # the host only: a signed
-            location = answer_headers.get("location")  # URL is as good as the asset
+            # Signed URLs are as good as the asset: only the host is logged.
+            log.debug("asset download from %s -> %s", urlsplit(url).netloc, status)
+            location = answer_headers.get("location")
             if status in (301, 302, 303, 307, 308) and location:
                 url = urljoin(url, location)
                 continue
@@ -317,7 +318,9 @@ class Transport:
     def _kept_connection(self, scheme: str, netloc: str, fresh: bool) -> tuple[http.client.HTTPConnection, bool]:
         """(this thread's connection to this origin, whether it served a request before); a new one if
         `fresh`. Raises `_KeptGetFailed` when it cannot connect."""
-        kept: dict = self._kept.__dict__.setdefault("connections", {})
+        kept: Optional[dict] = getattr(self._kept, "connections", None)
+        if kept is None:
+            kept = self._kept.connections = {}
         origin = (scheme, netloc)
         connection = kept.get(origin)
         if connection is not None and connection.sock is not None and not fresh:
