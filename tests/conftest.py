@@ -21,6 +21,7 @@ import time
 import traceback
 import uuid
 from pathlib import Path
+from typing import Optional
 
 import ipywidgets as w
 import pytest
@@ -102,8 +103,58 @@ def require(module: str):
         pytest.skip(message, allow_module_level=True)
 
 
+@pytest.fixture(scope="session")
+def user_machine(tmp_path_factory):
+    """The one fresh virtual environment of the run, set up as Binder, PyPI and the README do, with every
+    notebook executed once in it (see tests/user_machine.py)."""
+    from user_machine import set_up
+    return set_up(tmp_path_factory.mktemp("user-machine"))
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own, which reads the groups
+def pytest_collection_modifyitems(config, items):
+    """Keep what shares a costly set-up on one xdist worker (`--dist loadgroup`): every reader of
+    `user_machine` (built once per worker that asks for it), and the browser tests (a JupyterLab and a
+    Chromium each: two at once would starve a 2-CPU machine)."""
+    for item in items:
+        if "user_machine" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("user_machine"))
+            item.add_marker(pytest.mark.timeout(900))  # the first reader waits for every install
+        elif item.get_closest_marker("browser"):
+            item.add_marker(pytest.mark.xdist_group("browser"))
+
+
 def reset_session() -> None:
     _session.reset()
+
+
+class Clock:
+    """A sandbox clock a test moves by hand (`clock.now += 30`), so a list lag, a rate-limit window or a
+    training stage is skipped instead of slept through. It runs with real time unless made `frozen`, when it
+    moves only by hand (every date the sandbox hands out is then known exactly)."""
+
+    def __init__(self, start: Optional[float] = None, *, frozen: bool = False) -> None:
+        self.frozen = frozen
+        self._offset = (time.time() if start is None else start) - self._real()
+
+    def _real(self) -> float:
+        return 0.0 if self.frozen else time.monotonic()
+
+    def __call__(self) -> float:
+        return self._real() + self._offset
+
+    @property
+    def now(self) -> float:
+        return self()
+
+    @now.setter
+    def now(self, value: float) -> None:
+        self._offset = value - self._real()
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
 
 
 @pytest.fixture

@@ -53,12 +53,21 @@ def test_lost_answer_on_a_lora_route_is_adopted(client, sb):
     assert client.history.get(gen.job_id).request_id == gen.request_id  # the same row, now with its job
 
 
-def test_lost_answer_found_despite_a_30_second_list_lag(tmp_path):
-    with start(list_lag=30) as sb:
+def test_lost_answer_found_despite_a_30_second_list_lag(tmp_path, clock):
+    """The job list shows a new job only 30 s late: the search goes on past an empty list, and finds it once
+    the lag is over (the sandbox's clock is moved past it when the search has seen the list empty)."""
+    with start(list_lag=30, clock=clock) as sb:
         client = ScenarioClient(KEY, SECRET, sb.url, home=tmp_path)
+        assert client.polling["search_seconds"] > 30, "the search gives up before the list can show the job"
         sb.inject("drop", after_create=True, path="/generate/custom")
         gen = client.generate(GEMINI, "found late", seed=4)
-        gen.wait(timeout=90)
+        deadline = time.monotonic() + 30
+        while not [r for r in sb.requests if r["method"] == "GET" and r["path"] == "/v1/jobs"]:
+            assert time.monotonic() < deadline, "the lost answer's job was never looked for"
+            time.sleep(0.05)
+        assert gen.status == "unknown" and not gen.job_id  # the list was empty: nothing adopted yet
+        clock.now += 30
+        gen.wait(timeout=60)
         assert gen.ok and gen.images and sb.stats()["jobs_created"] == 1 and len(posts(sb)) == 1
         client.close()
 
@@ -317,7 +326,7 @@ def test_engine_downloads_follow_redirects_and_carry_no_credentials_off_the_api(
 
 @pytest.mark.parametrize("batch", [False, True], ids=["one by one", "a batch sent side by side"])
 def test_429s_without_retry_after_back_off_and_polls_keep_flowing(tmp_path, batch):
-    with start(max_parallel_jobs=2, job_seconds=3) as sb:
+    with start(max_parallel_jobs=2, job_seconds=1) as sb:
         client = ScenarioClient(KEY, SECRET, sb.url, home=tmp_path)
         prompts = [f"crate {i}" for i in range(12)]
         handles = client.generate_many(GEMINI, prompts) if batch else [client.generate(GEMINI, p) for p in prompts]

@@ -1,7 +1,7 @@
 """Every notebook runs top to bottom on the embedded sandbox, with images where generations are.
 
-The checks on an executed notebook (`problems`) are shared with test_binder, which runs the same notebooks in
-a fresh virtual environment built from binder/.
+Each notebook is executed once per run, in the fresh virtual environment built from binder/ (tests/user_machine.py);
+these checks (`problems`) and test_secrets read what it saved.
 """
 
 from __future__ import annotations
@@ -12,24 +12,12 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from nbclient import NotebookClient
 
-from conftest import ROOT, kernel_env
-
-NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+from user_machine import NOTEBOOKS
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 IMAGE_LINES = re.compile(r"^%scenario\s+(workflow|job|asset)\b")  # line magics that show images too
 FAILURE_TEXT = re.compile(r"Traceback|Error|✗")
-
-
-def execute(path: Path, home: Path, cwd: Path) -> nbformat.NotebookNode:
-    """Run a notebook with no credentials in the kernel (so on the embedded sandbox), saving widget state."""
-    nb = nbformat.read(path, as_version=4)
-    client = NotebookClient(nb, timeout=180, kernel_name="python3", store_widget_state=True,
-                            resources={"metadata": {"path": str(cwd)}})
-    client.execute(env=kernel_env(home))
-    return nb
 
 
 def widget_state(nb) -> dict:
@@ -126,8 +114,16 @@ def test_every_story_is_there():
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
-def test_notebook_runs_on_the_sandbox(path, tmp_path):
-    nb = execute(path, tmp_path / "home", tmp_path)
+def test_notebook_runs_on_the_sandbox_in_the_binder_image(path, user_machine):
+    """Each notebook as Binder runs it, with no credentials (so on the embedded sandbox): executed once for the
+    run by tests/user_machine.py, in the fresh venv, through binder/start."""
+    executed = user_machine["executed"] / path.name
+    assert executed.is_file(), f"{path.name} was not run: {user_machine['notebook_run']}"
+    nb = nbformat.read(executed, as_version=4)
+    prefix = nb.cells[-1].outputs[0].text.split("kernel prefix:")[1].strip()
+    assert Path(prefix).resolve() == user_machine["bin"].parent.resolve(), f"{path.name} ran in {prefix}"
+    nb.cells = nb.cells[:-1]
+    print(f"{path.name} saved after a full run: {executed.stat().st_size / 1024:.0f} KB")
     assert not problems(nb, path.name), "\n".join(problems(nb, path.name))
     assert any(is_generation(c) for c in nb.cells if c.cell_type == "code") or path.stem.startswith("02")
     if path.stem.startswith("02"):

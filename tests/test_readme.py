@@ -1,8 +1,8 @@
 """The README's two set-up commands stay true.
 
-Command 2 (the tests) is what `.ci/run` runs, verbatim. Command 1 (the main job) is run for real in a fresh
-virtual environment on a clean copy of the checkout: it installs, then JupyterLab serves the quickstart on
-loopback (started as a subprocess instead of blocking, with a random token), and is stopped.
+Command 2 (the tests) is what `.ci/run` runs, verbatim. Command 1 (the main job) is run for real on the run's
+fresh machine (tests/user_machine.py): it installs a clean copy of the checkout, then JupyterLab serves the
+quickstart on loopback (started as a subprocess instead of blocking, with a random token), and is stopped.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import re
 import secrets
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,23 +22,24 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CREDENTIAL_VARS, ROOT
-from test_binder import INSTALL_TIMEOUT, clean_copy, fresh_venv, sh, venv_env
+from conftest import CREDENTIAL_VARS, ROOT, free_port
+from user_machine import readme_commands as commands
 
 README = ROOT / "README.md"
 MAIN_JOB = 'pip install -e ".[dev]" && jupyter lab --ServerApp.ip=127.0.0.1 notebooks/01-quickstart.ipynb'
 TESTS = 'pip install -q -e ".[test]" && python -m pytest'
 
 
-def commands() -> list:
-    """The one-line commands of the README's shell blocks that start with `pip install`, in order."""
-    blocks = re.findall(r"```(?:bash|sh|shell|console)?\n(.*?)```", README.read_text(), flags=re.S)
-    lines = [line.strip() for block in blocks for line in block.strip().splitlines()]
-    return [line for line in lines if line.startswith("pip install")]
-
-
 def test_readme_has_exactly_the_two_setup_commands():
     assert commands() == [MAIN_JOB, TESTS]
+
+
+def test_the_main_jobs_extra_brings_jupyterlab_and_a_kernel():
+    """tests/user_machine.py runs the main job's install on top of Binder's, which already brings JupyterLab:
+    the extra itself must name what the job needs on a machine that has nothing."""
+    import tomllib
+    dev = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["dev"]
+    assert {re.split(r"[<>=!; \[]", r)[0].lower() for r in dev} >= {"jupyterlab", "ipykernel"}
 
 
 def test_ci_runs_the_readme_test_command_verbatim():
@@ -64,13 +64,13 @@ def run_ci(tmp_path: Path, pytest_args: str) -> subprocess.CompletedProcess:
 
 
 def test_ci_fails_when_pytest_collects_no_test(tmp_path):
-    run = run_ci(tmp_path, "tests/test_readme.py -p no:cacheprovider -k no_test_has_this_name")
+    run = run_ci(tmp_path, "tests/test_readme.py -n 0 -p no:cacheprovider -k no_test_has_this_name")
     assert "deselected" in run.stdout, run.stdout + run.stderr  # pytest ran, and selected nothing
     assert run.returncode == 1 and "collected no test" in run.stderr, (run.returncode, run.stderr)
 
 
 def test_ci_passes_when_the_tests_pass(tmp_path):
-    run = run_ci(tmp_path, "tests/test_readme.py -p no:cacheprovider -k test_readme_has_exactly_the_two_setup")
+    run = run_ci(tmp_path, "tests/test_readme.py -n 0 -p no:cacheprovider -k test_readme_has_exactly_the_two_setup")
     assert run.returncode == 0 and "1 passed" in run.stdout, run.stdout + run.stderr
 
 
@@ -155,26 +155,15 @@ def answers(url: str) -> bool:
         return False
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
-@pytest.mark.timeout(INSTALL_TIMEOUT + 180)
-def test_main_job_opens_the_quickstart_in_jupyterlab(tmp_path):
+def test_main_job_opens_the_quickstart_in_jupyterlab(user_machine, tmp_path):
+    """Command 1 on the run's fresh machine: its install half (run as typed by tests/user_machine.py) made an
+    editable install of the copy; its JupyterLab half serves the quickstart."""
     install, launch = (part.strip() for part in commands()[0].split("&&"))
     assert shlex.split(launch)[:2] == ["jupyter", "lab"]
-    repo = clean_copy(tmp_path / "repo")
-    bin_dir = fresh_venv(tmp_path / "venv")
-    env = venv_env(bin_dir, tmp_path / "home")
-
-    # The install half, as typed, in a shell whose `pip` is the venv's.
-    sh(install, cwd=repo, env=env, shell=True)
-    where = sh([str(bin_dir / "python"), "-c", "import scenario_nb; print(scenario_nb.__file__)"], cwd=tmp_path,
-               env=env).strip()
-    assert Path(where).resolve().is_relative_to(repo.resolve()), f"not an editable install of the copy: {where}"
+    repo, env = user_machine["repo"], user_machine["env"]
+    assert user_machine["readme_import"].is_relative_to(repo.resolve()), \
+        f"not an editable install of the copy: {user_machine['readme_import']}"
 
     # The JupyterLab half, as typed, made non-blocking: no browser, a free port, a random token.
     port, token = free_port(), secrets.token_hex(16)

@@ -19,24 +19,16 @@ from PIL import Image, ImageChops, ImageDraw, ImageStat
 
 from scenario_nb import sandbox as sandbox_mod
 
+from conftest import Clock
+
 FLUX2, FLUX1 = "model_bfl-flux-2-dev", "model_bfl-flux-1-dev"
 RED = ("#c01818", "#e03030", "#901010")
 BLUE = ("#1830c0", "#3050e0", "#102090")
 
 
-class Clock:
-    """A clock the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = 1_795_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
 def clock():
-    return Clock()
+    return Clock(1_795_000_000.0, frozen=True)
 
 
 @pytest.fixture
@@ -474,7 +466,7 @@ def render(sb, body, model=FLUX2) -> Image.Image:
             asset = ok(api(sb, "GET", f"/assets/{job['metadata']['assetIds'][0]}"))["asset"]
             return Image.open(io.BytesIO(requests.get(asset["url"], timeout=10).content)).convert("RGB")
         assert job["status"] not in ("failure", "canceled")
-        time.sleep(0.05)
+        sb.state.clock.now += 0.05  # the test's frozen clock: the job ends when the test moves it
     raise AssertionError("job never ended")
 
 

@@ -20,7 +20,7 @@ import pydantic
 import pytest
 from PIL import Image
 
-from conftest import require
+from conftest import Clock, require
 
 scenario_sdk = require("scenario_sdk")  # under CI a missing SDK fails the run
 from scenario_sdk.types import (AssetRetrieveResponse, AssetUpdateResponse, AssetUploadResponse,  # noqa: E402
@@ -170,14 +170,18 @@ def test_every_model_listed_and_detailed(sdk):
             assert data["model"]["inputs"]
 
 
-def wait_success(sdk, job_id: str) -> dict:
+def wait_success(sdk, job_id: str, clock=None) -> dict:
+    """Read the job until it ends: on the sandbox's own time, or by moving the test's frozen `clock`."""
     seen = set()
     for _ in range(200):
         data = conforms(JobRetrieveResponse, sdk.jobs.with_raw_response.retrieve(job_id))  # every state on the way
         seen.add(data["job"]["status"])
         if data["job"]["status"] in ("success", "failure", "canceled"):
             return data["job"]
-        time.sleep(0.03)
+        if clock is None:
+            time.sleep(0.03)
+        else:
+            clock.now += 0.03
     raise AssertionError(f"job never ended (saw {seen})")
 
 
@@ -294,13 +298,6 @@ def test_sdk_reads_the_base_url_from_the_environment(sb, monkeypatch):
 
 # -- Training and the text tools (contract §12b–§12e) ------------------------------------------------------------
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_795_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
 
 def data_url(colour: str, size=(1024, 1024)) -> str:  # 1024 px: no dataset warning
     buf = io.BytesIO()
@@ -317,7 +314,7 @@ def dry_run_conforms(model: type, response) -> dict:
 
 
 def test_training_answers_conform():
-    clock = Clock()
+    clock = Clock(1_795_000_000.0, frozen=True)
     with sandbox_mod.start(job_seconds=0.3, seed=4, list_lag=0, train_seconds=100, clock=clock) as sb:
         sdk = scenario_sdk.Scenario(api_key=sb.api_key, api_secret=sb.api_secret, base_url=sb.url, max_retries=0)
         model_id = conforms(ModelCreateResponse, sdk.models.with_raw_response.create(
@@ -351,7 +348,7 @@ def test_training_answers_conform():
         every_page(sdk.jobs.with_raw_response.list, "jobs", JobListResponse, page_size=5)
         run = conforms(GenerateRunModelResponse, sdk.generate.with_raw_response.run_model(
             "model_bfl-flux-2-dev", body={"prompt": "rdptn potion", "modelId": model_id}))
-        assert wait_success(sdk, run["job"]["jobId"])["status"] == "success"
+        assert wait_success(sdk, run["job"]["jobId"], clock)["status"] == "success"
 
         edit_id = sdk.models.create(name="Potion Edits", type="flux.2-dev-edit-lora").model.id
         pair_ids = [sdk.models.training_images.add(edit_id, data=data_url(c), name=f"{c}.png").training_image.id

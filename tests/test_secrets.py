@@ -7,21 +7,20 @@ plain byte search, in the clear and as the base64 Basic-auth token that carries 
 from __future__ import annotations
 
 import base64
+import inspect
 import json
 import logging
 from pathlib import Path
 
 import ipywidgets as w
-import nbformat
 import pytest
 import requests
-from nbclient import NotebookClient
 
 import scenario_nb
-from conftest import (SECRETS, exception_text, forget_recorded_exceptions, kernel_env, point_session_at,
-                      recorded_exceptions, reset_session, secrets_in, spawn_sandbox)
+from conftest import (SECRETS, exception_text, forget_recorded_exceptions, point_session_at,
+                      recorded_exceptions, reset_session, secrets_in)
 from scenario_nb import sandbox as sandbox_mod
-from test_notebooks import NOTEBOOKS, problems
+from user_machine import NOTEBOOKS
 
 KEY, SECRET = "sk_LEAKCHECK_key_7f3a9c2e51d4", "ss_LEAKCHECK_secret_b84d0e6f0a33"
 
@@ -35,36 +34,28 @@ def leaks(text: str, key: str = KEY, secret: str = SECRET) -> list:
     return [name for name, needle in needles(key, secret).items() if needle in text]
 
 
-def scan_files(root: Path) -> list:
+def scan_files(root: Path, key: str = KEY, secret: str = SECRET) -> list:
     """Every file under root (notebooks, history database and its WAL, images, sidecars, logs) searched as bytes."""
     found = []
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
         data = path.read_bytes()
-        found += [f"{path.relative_to(root)}: {name}" for name, needle in needles(KEY, SECRET).items()
+        found += [f"{path.relative_to(root)}: {name}" for name, needle in needles(key, secret).items()
                   if needle.encode() in data]
     return found
 
 
-def test_notebooks_history_store_and_kernel_logs_hold_no_secret(tmp_path):
-    """The whole notebook set, on a 'cloud' holding distinctive credentials, saved with widget state."""
-    home, work, saved, logs = (tmp_path / d for d in ("home", "work", "saved", "logs"))
-    for folder in (work, saved, logs):
-        folder.mkdir()
-    with spawn_sandbox(KEY, SECRET, train_seconds="10") as server:  # notebook 06 trains
-        for path in NOTEBOOKS:
-            nb = nbformat.read(path, as_version=4)
-            client = NotebookClient(nb, timeout=180, kernel_name="python3", store_widget_state=True,
-                                    resources={"metadata": {"path": str(work)}})
-            env = kernel_env(home, server)
-            env["SCENARIO_NB_LOG_LEVEL"] = "DEBUG"
-            with open(logs / f"{path.stem}.stdout", "w") as out, open(logs / f"{path.stem}.stderr", "w") as err:
-                client.execute(env=env, stdout=out, stderr=err)
-            nbformat.write(nb, saved / path.name)
-            # The set runs unchanged with credentials, as it would on the real cloud.
-            assert not problems(nb, path.name), "\n".join(problems(nb, path.name))
+def test_notebooks_history_store_and_kernel_logs_hold_no_secret(user_machine):
+    """The whole notebook set as executed once for the run (tests/user_machine.py), saved with widget state,
+    its kernels logging at DEBUG: nothing it left (notebooks, history, images, sidecars, logs) holds the
+    embedded sandbox's key, secret or Basic-auth token, which every one of its API calls carried."""
+    defaults = inspect.signature(sandbox_mod.start).parameters  # what the session starts it with
+    key, secret = defaults["api_key"].default, defaults["api_secret"].default
+    home, executed = user_machine["nb_home"], user_machine["executed"]
     assert list(home.rglob("*.sqlite*")) and list(home.rglob("*.png")), "nothing was stored to scan"
-    assert "/generate/custom/" in (logs / "01-quickstart.stderr").read_text(), "the kernels logged no API call"
-    assert not scan_files(tmp_path), scan_files(tmp_path)
+    assert len(list(executed.glob("*.ipynb"))) == len(NOTEBOOKS), user_machine["notebook_run"]
+    assert "/generate/custom/" in (executed / "01-quickstart.stderr").read_text(), "the kernels logged no API call"
+    found = scan_files(home, key, secret) + scan_files(executed, key, secret)
+    assert not found, found
 
 
 @pytest.mark.usefixtures("fake_comm")
@@ -151,6 +142,7 @@ def test_exceptions_provoked_with_distinctive_credentials_hold_no_secret(tmp_pat
                 shell.run_cell(cell)
         finally:
             shell.configurables[:] = [c for c in shell.configurables if not isinstance(c, ScenarioMagics)]
+            shell.config.pop("ScenarioMagics", None)  # the refused 'wide' stays in the shell's config otherwise
             reset_session()
 
     kinds = {type(exc).__name__ for exc in recorded_exceptions()}

@@ -21,7 +21,7 @@ from scenario_nb import (Captions, CostEstimate, InputError, ScenarioClient, Sub
 from scenario_nb import sandbox as sandbox_mod
 from scenario_nb._history import History
 
-from conftest import SUITE_KEY, SUITE_SECRET, point_session_at, reset_session
+from conftest import SUITE_KEY, SUITE_SECRET, Clock, point_session_at, reset_session
 
 TRAIN_SECONDS = 3.0
 
@@ -280,17 +280,27 @@ def test_a_new_client_follows_an_unfinished_training_to_the_end(tsb, tmp_path):
         three.close()
 
 
-def test_a_training_refused_at_start_is_removed_and_recorded(tsb, tclient, tmp_path):
-    running = [tclient.train(f"Busy {n}", make_set(tmp_path / f"busy{n}", hue=n), captions=None) for n in (1, 2)]
-    before = set(own_models(tsb))
-    with pytest.raises(SubmitFailedError) as refused:  # the sandbox's parallel-training limit is 2
-        tclient.train("Refused", make_set(tmp_path / "set"), captions=None)
-    assert "parallel trainings" in str(refused.value) and "nothing was charged" in str(refused.value)
-    assert set(own_models(tsb)) == before and tsb.stats()["trainings_started"] == 2
-    rows = {r.name: r.status for r in tclient.history.trainings()}
-    assert rows["Refused"] == "not-started"
-    for training in running:
-        training.wait(60)
+def test_a_training_refused_at_start_is_removed_and_recorded(tmp_path):
+    """Two trainings hold both slots (the sandbox's clock stands still until the test moves it, so neither can
+    end on a slow machine before the third asks): the third is refused at its start and leaves nothing."""
+    clock = Clock(frozen=True)
+    with sandbox_mod.start(job_seconds=0.3, seed=5, train_seconds=TRAIN_SECONDS, max_parallel_trainings=2,
+                           api_key=SUITE_KEY, api_secret=SUITE_SECRET, clock=clock) as tsb:
+        tclient = ScenarioClient(SUITE_KEY, SUITE_SECRET, tsb.url, home=tmp_path / "home")
+        tclient.set_polling(floor=0.1)
+        running = [tclient.train(f"Busy {n}", make_set(tmp_path / f"busy{n}", hue=n), captions=None)
+                   for n in (1, 2)]
+        before = set(own_models(tsb))
+        with pytest.raises(SubmitFailedError) as refused:  # the sandbox's parallel-training limit is 2
+            tclient.train("Refused", make_set(tmp_path / "set"), captions=None)
+        assert "parallel trainings" in str(refused.value) and "nothing was charged" in str(refused.value)
+        assert set(own_models(tsb)) == before and tsb.stats()["trainings_started"] == 2
+        rows = {r.name: r.status for r in tclient.history.trainings()}
+        assert rows["Refused"] == "not-started"
+        clock.now += TRAIN_SECONDS + 1
+        for training in running:
+            assert training.wait(60).status == "trained"
+        tclient.close()
 
 
 def test_an_older_history_gets_the_trainings_table_and_keeps_its_jobs(tmp_path):

@@ -22,7 +22,7 @@ import time
 import warnings
 from collections import OrderedDict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 from urllib.parse import parse_qs, urlsplit
 
 from . import _catalog, _images, _media, _training
@@ -163,7 +163,9 @@ class State:
     def __init__(self, options: dict) -> None:
         self.options = options
         self.lock = threading.RLock()
-        self.clock = options.get("clock") or time.time  # trainings read this one: tests may inject theirs
+        # Every date the sandbox hands out or compares reads this clock: a test can drive it (skip a list lag,
+        # a training stage) instead of sleeping through it. Real sleeps (a `slow` fault) stay real.
+        self.clock: Callable[[], float] = options.get("clock") or time.time
         self.rng = random.Random(options["seed"])
         self.fault_rng = random.Random(options["seed"] + 1)
         # A copy per sandbox: renaming a model (PUT /models/{id}) must not leak into the next sandbox.
@@ -219,7 +221,7 @@ class State:
                    base: Optional[bytes] = None) -> dict:
         """A new job; `base` is its img2img input's bytes (read before taking the lock: it may need a render)."""
         with self.lock:
-            now = time.time()
+            now = self.clock()
             opts = self.options
             duration = max(0.05, opts["job_seconds"] + self.rng.uniform(-opts["job_jitter"], opts["job_jitter"]))
             failure = self.pending_failures.pop(0) if self.pending_failures else None
@@ -409,10 +411,10 @@ class State:
         return data
 
     def signed_url(self, asset_id: str, cdn: str) -> str:
-        expires = int(time.time() + self.options["url_ttl"])
+        expires = int(self.clock() + self.options["url_ttl"])
         with self.lock:
             if self.rates.get("expired_url") and self.fault_rng.random() < self.rates["expired_url"]:
-                expires = int(time.time()) - 10
+                expires = int(self.clock()) - 10
                 self._count({"kind": "expired_url"})
         signature = hmac.new(self.signing_key, f"{asset_id}:{expires}".encode(), hashlib.sha256).hexdigest()
         extension = _media.EXTENSION.get(self.assets.get(asset_id, {}).get("kind", "image"), "png")
@@ -424,7 +426,7 @@ class State:
         except ValueError:
             return False
         expected = hmac.new(self.signing_key, f"{asset_id}:{expires}".encode(), hashlib.sha256).hexdigest()
-        return hmac.compare_digest(expected, query.get("Signature", "")) and expires >= time.time()
+        return hmac.compare_digest(expected, query.get("Signature", "")) and expires >= self.clock()
 
 
 # -- Views -------------------------------------------------------------------------------------------------
@@ -571,7 +573,7 @@ class CdnHandler(_Handler):
         parts = urlsplit(self.path)
         query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
         with state.lock:
-            state.cdn_requests.append({"time": time.time(), "method": "GET", "path": parts.path, "query": query,
+            state.cdn_requests.append({"time": state.clock(), "method": "GET", "path": parts.path, "query": query,
                                        "authorization": "Authorization" in self.headers})
         asset_id = parts.path.rsplit("/", 1)[-1].split(".")[0]
         asset = state.assets.get(asset_id)
@@ -609,7 +611,7 @@ class ApiHandler(_Handler):
         parts = urlsplit(self.path)
         path = parts.path
         query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-        now = time.time()
+        now = state.clock()
         with state.lock:
             state.requests.append({"time": now, "method": method, "path": path, "query": query,
                                    "authorization": "Authorization" in self.headers})
@@ -653,7 +655,7 @@ class ApiHandler(_Handler):
         except ApiError as exc:
             if exc.status == 429:  # retry_after 0: no header, so nothing was promised
                 with state.lock:
-                    state.rate_limited.append({"time": time.time(), "header": "Retry-After" in exc.headers,
+                    state.rate_limited.append({"time": state.clock(), "header": "Retry-After" in exc.headers,
                                                "retry_after": float(exc.headers.get("Retry-After", 0))})
             self._send(exc.status, {"reason": exc.reason, **exc.extra}, exc.headers)
 
@@ -689,7 +691,7 @@ class ApiHandler(_Handler):
         public = (head == "models" and (query.get("privacy") == "public" or (len(parts) > 1 and state.models.get(
             parts[1], {}).get("privacy") == "public"))) or head == "assets"
         self._authorized(method, public)
-        now = time.time()
+        now = state.clock()
         trained = _training.route(state, method, parts, query, body, cdn, asset_view)
         if trained is not None:
             return trained[0], trained[1], {}
@@ -873,7 +875,7 @@ class ApiHandler(_Handler):
         with state.lock:
             asset_id = new_id("asset", state.rng)
             state.assets[asset_id] = {"id": asset_id, "job_id": None, "model_id": None, "source": "uploaded",
-                                      "width": width, "height": height, "created": time.time(), "data": data,
+                                      "width": width, "height": height, "created": state.clock(), "data": data,
                                       "size": len(data), "prompt": "", "name": body["name"], "kind": "image",
                                       "format": fmt.lower(), "mime": Image.MIME.get(fmt, "image/png")}
         return {"asset": asset_view(state, state.assets[asset_id], cdn)}
