@@ -17,7 +17,8 @@ from IPython.utils.capture import capture_output
 from PIL import Image
 
 import scenario_nb
-from scenario_nb import APIConnectionError, InputError, ScenarioClient, ScenarioError, ServerError
+from scenario_nb import (APIConnectionError, ScenarioClient, ScenarioError, ServerError, Training,
+                         TrainingFailedError)
 from scenario_nb import sandbox as sandbox_mod
 from scenario_nb._history import History
 from scenario_nb._http import Credentials
@@ -63,11 +64,11 @@ def runnable_model(client, with_input: str = "numOutputs"):
     raise AssertionError(f"no sandbox model with {with_input}")
 
 
-def image_folder(folder, count: int = 3):
-    """A few small, distinct PNGs."""
+def image_folder(folder, count: int = 5):
+    """Five distinct PNGs, as small as a training takes."""
     folder.mkdir(parents=True, exist_ok=True)
     for i in range(count):
-        Image.new("RGB", (256, 256), (40 * i, 120, 200 - 30 * i)).save(folder / f"img-{i}.png")
+        Image.new("RGB", (1024, 1024), (40 * i, 120, 200 - 30 * i)).save(folder / f"img-{i}.png")
     return folder
 
 
@@ -143,3 +144,76 @@ def test_a_post_or_put_whose_connection_dropped_is_sent_once(sb, client):
     sb.inject("drop", after_create=True, method="PUT", path="/run")
     client.run_workflow(ready["id"], **inputs)
     assert len(received(sb, "PUT", "/run", dry_run=False)) == 1, "a workflow run was sent again"
+
+
+# -- c, i. Starting a training, and the requests before it, when the answer is lost -----------------------------------
+
+TRAIN_SECONDS = 1.5
+
+
+@pytest.fixture
+def tsb():
+    with start_sandbox(train_seconds=TRAIN_SECONDS, max_parallel_trainings=2) as server:
+        yield server
+
+
+@pytest.fixture
+def tclient(tsb, tmp_path):
+    c = new_client(tsb, tmp_path / "home")
+    c.set_polling(floor=0.1)
+    yield c
+    c.close()
+
+
+@pytest.mark.parametrize("kind", ["drop", "error_5xx", "malformed"])
+def test_a_training_whose_start_answer_was_lost_is_followed_and_started_once(tsb, tclient, tmp_path, kind):
+    """`PUT /models/{id}/train` started the training, then its answer was lost (cut, 502, or not JSON): it is never
+    sent again, the training is followed to its end from the model's status, and the history has it."""
+    tsb.inject(kind, after_create=True, method="PUT", path="/train", dry_run=False)
+    training = outcome(lambda: tclient.train("Lost Start", image_folder(tmp_path / "set"), captions=None))
+    assert len(received(tsb, "PUT", "/train", dry_run=False)) == 1, "the training was started again"
+    assert isinstance(training, Training), training
+    training.wait(60)
+    assert training.ok and training.status == "trained"
+    assert tsb.stats()["trainings_started"] == 1 and len(received(tsb, "PUT", "/train", dry_run=False)) == 1
+    assert tclient.history.training(training.model_id).status == "trained"
+
+
+def test_a_training_whose_start_never_arrived_is_followed_and_called_not_started(tsb, tclient, tmp_path):
+    """The connection dropped before the server acted: not sent again; the model's status proves nothing started."""
+    tsb.inject("drop", method="PUT", path="/train", dry_run=False)
+    training = tclient.train("Never Started", image_folder(tmp_path / "set"), captions=None)
+    assert len(received(tsb, "PUT", "/train", dry_run=False)) == 1, "the training start was sent again"
+    with pytest.raises(TrainingFailedError, match="never started"):
+        training.wait(30)
+    assert training.status == "not-started" and tsb.stats()["trainings_started"] == 0
+    assert tclient.history.training(training.model_id).status == "not-started"
+
+
+@pytest.mark.parametrize("kind", ["drop", "malformed"])
+@pytest.mark.parametrize("step, method, fragment", [
+    ("model", "POST", "/v1/models"),
+    ("caption", "POST", "/generate/caption"),
+    ("upload", "POST", "/training-images"),
+])
+def test_an_answer_lost_before_the_training_starts_is_sent_once_and_starts_nothing(tsb, tclient, tmp_path, kind,
+                                                                                    step, method, fragment):
+    """The model's creation, a caption (paid) or an upload did its work and then its answer was lost: that request
+    is not sent again, the training is never started, and whatever the history holds of it says it never started
+    (the model itself, when the client knew it, removed)."""
+    folder = image_folder(tmp_path / "set")
+    tsb.inject(kind, after_create=True, method=method, path=fragment, dry_run=False)
+    before = len(received(tsb, method, fragment, dry_run=False))
+    failed = outcome(lambda: tclient.train(f"Lost {step} {kind}", folder, captions="auto"))
+    sent = received(tsb, method, fragment, dry_run=False)
+    expected = {"model": 1, "caption": 5, "upload": 5}[step]
+    if step == "model":  # the listing of models also matches the fragment as a GET; only POSTs count here
+        sent = [r for r in sent if r["path"] == "/v1/models"]
+    assert len(sent) - before == expected, f"a {step} request was sent again"
+    assert isinstance(failed, (APIConnectionError, ServerError)), failed
+    assert tsb.stats()["trainings_started"] == 0 and not received(tsb, "PUT", "/train", dry_run=False)
+    for row in tclient.history.trainings():
+        assert row.status == "not-started" and row.error
+    if step != "model":
+        model_id = tclient.history.trainings()[0].model_id
+        assert received(tsb, "DELETE", f"/v1/models/{model_id}")
