@@ -217,3 +217,118 @@ def test_an_answer_lost_before_the_training_starts_is_sent_once_and_starts_nothi
     if step != "model":
         model_id = tclient.history.trainings()[0].model_id
         assert received(tsb, "DELETE", f"/v1/models/{model_id}")
+
+
+# -- d. A batch's followers are woken by the first success ----------------------------------------------------------
+
+def test_a_cold_batchs_followers_are_asked_as_soon_as_a_scout_sees_success(tmp_path):
+    """Six jobs of a model whose duration is unknown: two scouts probe, the four followers wait for them. The jobs
+    end before anyone asks (the first ask is a floor of 2 s away), so the scouts' first answer is a success, and
+    that success must wake the followers at once, not leave them to their own check at the ceiling (5 s later)."""
+    with start_sandbox(job_seconds=1.0) as sb:
+        client = new_client(sb, tmp_path / "home")
+        client.set_polling(floor=2.0)
+        model = runnable_model(client)
+        handles = client.generate_many(model, [f"a cold batch, tile {i}" for i in range(6)])
+        for handle in handles:
+            handle.wait(timeout=60)
+        client.close()
+    first_asks = sorted(job_polls(sb, h.job_id)[0] for h in handles)
+    assert all(h.ok for h in handles) and sb.stats()["jobs_created"] == 6
+    # Woken: every job is first asked within moments of the first (about 0.1 s); asleep: the followers ~3 s later.
+    assert first_asks[-1] - first_asks[0] < 1.5, [round(t - first_asks[0], 2) for t in first_asks]
+
+
+# -- e. A history written by schema 1 is read -------------------------------------------------------------------------
+
+SCHEMA_1 = ("CREATE TABLE jobs (job_id TEXT PRIMARY KEY, backend_url TEXT, model_id TEXT, base_model_id TEXT, "
+            "prompt TEXT, inputs TEXT, request_key TEXT, cost REAL, status TEXT, progress REAL, asset_ids TEXT, "
+            "files TEXT, error TEXT, hint TEXT, source TEXT, kind TEXT, created_at REAL, updated_at REAL, "
+            "finished_at REAL)")
+
+
+def test_a_schema_1_history_is_read_its_stored_outputs_shown_and_its_running_job_followed(sb, tmp_path):
+    """A history as the first version wrote it (rows keyed by job id, no MIME types, user_version 1): its rows are
+    listed, a finished job is shown from the stored PNG with no request, and a job still running is followed to
+    its end and its outputs written."""
+    home = tmp_path / "home"
+    home.mkdir()
+    model = runnable_model(new_client(sb, tmp_path / "other"))
+    running = requests.post(f"{sb.url}/generate/custom/{model.id}", json={"prompt": "an old kernel's job"},
+                            auth=(SUITE_KEY, SUITE_SECRET), timeout=10).json()["job"]["jobId"]
+    now = time.time()
+    conn = sqlite3.connect(home / "history.sqlite")
+    conn.execute(SCHEMA_1)
+    conn.execute("INSERT INTO jobs (job_id, backend_url, model_id, prompt, status, asset_ids, created_at, updated_at, "
+                 "finished_at) VALUES ('job_old', ?, ?, 'an old success', 'success', '[\"asset_old\"]', ?, ?, ?)",
+                 (sb.url, model.id, now - 60, now - 50, now - 50))
+    conn.execute("INSERT INTO jobs (job_id, backend_url, model_id, prompt, status, asset_ids, created_at, updated_at) "
+                 "VALUES (?, ?, ?, 'an old kernel''s job', 'queued', '[]', ?, ?)", (running, sb.url, model.id, now, now))
+    conn.execute("PRAGMA user_version = 1")
+    conn.commit()
+    conn.close()
+    client = new_client(sb, home)
+    stored = client.store.path_for("asset_old")
+    stored.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (32, 32), (200, 10, 10)).save(stored)
+
+    assert {r.job_id for r in client.history.recent()} == {"job_old", running}
+    asked = len(sb.requests)
+    old = client.job("job_old")
+    assert old.ok and [o.path for o in old.outputs] == [stored] and len(sb.requests) == asked
+
+    followed = client.job(running).wait(timeout=30)
+    assert followed.ok and followed.outputs and all(o.path.is_file() for o in followed.outputs)
+    assert client.history.get(running).status == "success" and client.history.get(running).request_id == running
+    client.close()
+
+
+# -- f. A job already known is never adopted by another request ------------------------------------------------------
+
+@pytest.mark.parametrize("restart", [False, True], ids=["same-client", "new-client"])
+def test_a_lost_answer_adopts_its_own_job_not_an_identical_one_already_known(tmp_path, restart):
+    """The same request sent twice on purpose (a plain `generate`, no re-use): the first job is known, the second's
+    answer is lost. The search finds the first job in `GET /jobs` at once (the second shows up later) and must pass
+    it over: the lost request adopts its own job, and both paid jobs stay followed and in the history. Also from a
+    new client, which knows the first job only from the history."""
+    with start_sandbox(job_seconds=0.3, list_lag=2.0) as sb:
+        client = new_client(sb, tmp_path / "home")
+        model = runnable_model(client)
+        first = client.generate(model, "twice on purpose", seed=7).wait(timeout=30)
+        time.sleep(2.2)  # the first job is listed by now
+        if restart:
+            client.close()
+            client = new_client(sb, tmp_path / "home")
+        sb.inject("drop", after_create=True, path="/generate/custom")
+        second = client.generate(model, "twice on purpose", seed=7).wait(timeout=60)
+        client.close()
+        created = list(sb.jobs)
+    assert len(created) == 2 and sb.generate_posts == 2
+    assert first.job_id == created[0] and second.job_id == created[1], "the lost answer adopted the wrong job"
+    rows = {r.job_id: r.request_id for r in History(tmp_path / "home" / "history.sqlite").recent()}
+    assert rows.keys() == set(created) and rows[first.job_id] == first.request_id
+    assert rows[second.job_id] == second.request_id
+
+
+# -- g. Credentials never show the secret -----------------------------------------------------------------------------
+
+def test_credentials_repr_and_str_show_neither_the_key_nor_the_secret():
+    """A notebook echoes whatever it is handed: the credentials show the key masked and the secret not at all."""
+    credentials = Credentials(SUITE_KEY, SUITE_SECRET, "https://api.cloud.scenario.com/v1")
+    for text in (repr(credentials), str(credentials), f"{credentials}", repr([credentials])):
+        assert SUITE_SECRET not in text and SUITE_KEY not in text
+        assert SUITE_SECRET[:6] not in text
+
+
+# -- h. A 429's Retry-After is waited out before the request is sent again --------------------------------------------
+
+def test_a_generation_refused_with_retry_after_is_not_sent_again_before_it(sb, client):
+    """A 429 that asks for 2.5 s (longer than the client's own first backoff, about 1 s): the request waits here
+    and is sent again no sooner than that, by the sandbox's own clock; then it is paid for once."""
+    sb.inject("rate_limit", retry_after=2.5, path="/generate/custom")
+    generation = client.generate(runnable_model(client), "a patient request").wait(timeout=30)
+    refused = sb.stats()["rate_limited"]
+    posts = [r["time"] for r in received(sb, "POST", "/generate/custom/")]
+    assert len(refused) == 1 and refused[0]["retry_after"] == 2.5 and len(posts) == 2
+    assert posts[1] - refused[0]["time"] >= 2.5 - 0.05, f"sent again after {posts[1] - refused[0]['time']:.2f} s"
+    assert generation.ok and sb.stats()["jobs_created"] == 1
