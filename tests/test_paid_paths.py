@@ -262,8 +262,9 @@ def test_a_schema_1_history_is_read_its_stored_outputs_shown_and_its_running_job
     conn.execute("INSERT INTO jobs (job_id, backend_url, model_id, prompt, status, asset_ids, created_at, updated_at, "
                  "finished_at) VALUES ('job_old', ?, ?, 'an old success', 'success', '[\"asset_old\"]', ?, ?, ?)",
                  (sb.url, model.id, now - 60, now - 50, now - 50))
-    conn.execute("INSERT INTO jobs (job_id, backend_url, model_id, prompt, status, asset_ids, created_at, updated_at) "
-                 "VALUES (?, ?, ?, 'an old kernel''s job', 'queued', '[]', ?, ?)", (running, sb.url, model.id, now, now))
+    conn.execute("INSERT INTO jobs (job_id, backend_url, model_id, prompt, status, asset_ids, created_at, "
+                 "updated_at) VALUES (?, ?, ?, 'an old kernel''s job', 'queued', '[]', ?, ?)",
+                 (running, sb.url, model.id, now, now))
     conn.execute("PRAGMA user_version = 1")
     conn.commit()
     conn.close()
