@@ -411,7 +411,9 @@ class Engine:
                 f"adopts the job if it appears"), status="unknown")
 
     def _find_job(self, handle: Generation, since: str) -> Optional[dict]:
-        """A job created since `since` whose echoed input is this request, not owned by another handle.
+        """A job created since `since` whose echoed input is this request, not owned by another request: one
+        followed here, or one the history gives to another request (an identical request sent on purpose,
+        perhaps by an earlier kernel, whose job is listed before this one's).
 
         `metadata.input` echoes the body as sent: a LoRA run through its base model echoes the LoRA's id as
         `modelId`; other models may echo the URL's model, or none.
@@ -429,12 +431,25 @@ class Engine:
                     if job_id in self._known_jobs:
                         continue
                 same_model = echoed.get("modelId") in own_ids or meta.get("workflowId") == handle.run_model_id
-                if same_model and all(echoed.get(k) == v for k, v in wanted.items()):
+                if same_model and all(echoed.get(k) == v for k, v in wanted.items()) and \
+                        not self._owned_by_another(str(job_id), handle):
                     return row
             token = page.get("nextPaginationToken")
             if not token or token == params.get("paginationToken"):
                 return None
             params["paginationToken"] = token
+
+    def _owned_by_another(self, job_id: str, handle: Generation) -> bool:
+        """The history gives this job to another request (then it is known here from now on)."""
+        try:
+            row = self.history.get(job_id)
+        except StorageError:  # unreadable: only the jobs followed here are known
+            return False
+        if row is None or row.request_id == handle.request_id:
+            return False
+        with self._lock:
+            self._known_jobs.add(job_id)
+        return True
 
     # -- Following -----------------------------------------------------------------------------------
     def _track(self, handle: Generation) -> None:

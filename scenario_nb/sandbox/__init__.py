@@ -92,7 +92,10 @@ class Sandbox:
         """Make the next `count` matching requests fail this way (see FAULT_KINDS).
 
         `rate_limit` takes `retry_after` (seconds: sends a Retry-After header, which the real concurrency
-        429 does not) and `remaining_seconds` (a cooldown 429's body field).
+        429 does not) and `remaining_seconds` (a cooldown 429's body field). `drop`, `error_5xx` and
+        `malformed` take `after_create`: the request does its work first and only its answer is lost (for job
+        creations by default for `malformed`; for any other request only when asked, e.g. a training started
+        or a caption charged). `dry_run` (True or False) matches only dry runs, or only real requests.
         """
         if kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault {kind!r}; one of {', '.join(FAULT_KINDS)}")

@@ -194,15 +194,19 @@ class State:
             threading.Thread(target=self._render_worker, name=f"scenario-sandbox-render-{n}", daemon=True).start()
 
     # -- faults --
-    def take_fault(self, method: str, path: str, kinds: tuple) -> Optional[dict]:
+    def take_fault(self, method: str, path: str, kinds: tuple, query: Optional[dict] = None) -> Optional[dict]:
+        """The fault for this request, if any: an injected one it matches (path, method, and `dry_run` when
+        the fault names it), else one drawn at the seeded rates. Injected ones say so (`injected`)."""
+        dry = (query or {}).get("dryRun") == "true"
         with self.lock:
             for fault in self.injected:
                 if fault["kind"] in kinds and (fault.get("path") is None or fault["path"] in path) \
-                        and (fault.get("method") is None or fault["method"] == method):
+                        and (fault.get("method") is None or fault["method"] == method) \
+                        and (fault.get("dry_run") is None or bool(fault["dry_run"]) == dry):
                     fault["count"] -= 1
                     if fault["count"] <= 0:
                         self.injected.remove(fault)
-                    return self._count(dict(fault))
+                    return self._count(dict(fault, injected=True))
             for kind in kinds:
                 rate = self.rates.get(kind, 0)
                 if rate and self.fault_rng.random() < rate:
@@ -619,8 +623,14 @@ class ApiHandler(_Handler):
                 state.generate_posts += 1
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
-        fault = state.take_fault(method, path, ("rate_limit", "error_5xx", "drop", "slow", "malformed"))
+        fault = state.take_fault(method, path, ("rate_limit", "error_5xx", "drop", "slow", "malformed"), query)
         creates = method in ("POST", "PUT") and ("/generate/custom/" in path or path.endswith("/run"))
+        # After the request did its work, or before? Job creations: `after_create` (drawn for seeded faults);
+        # other requests (models, uploads, captions, starting a training): before, unless injected with
+        # `after_create=True` (the answer is lost after the server acted: the training started, the caption
+        # was made and charged).
+        after = bool(fault) and (fault.get("after_create", fault["kind"] in ("slow", "malformed")) if creates
+                                 else bool(fault.get("injected") and fault.get("after_create")))
         try:
             if fault and fault["kind"] == "rate_limit":
                 extra = {"actionName": "parallelCustomJobs", "actionLimit": sandbox.options["max_parallel_jobs"]}
@@ -633,7 +643,7 @@ class ApiHandler(_Handler):
                 if wait is None and sandbox.options["retry_after_header"]:
                     wait = 1.0
                 raise ApiError(429, "Too many requests", {"Retry-After": f"{float(wait):g}"} if wait else {}, **extra)
-            if fault and not (creates and fault.get("after_create", fault["kind"] in ("slow", "malformed"))):
+            if fault and not after:
                 if fault["kind"] == "drop":
                     raise Drop()
                 if fault["kind"] == "error_5xx":
@@ -645,7 +655,7 @@ class ApiHandler(_Handler):
                 raise Drop()
             if fault and fault["kind"] == "error_5xx":
                 raise ApiError(502, "Bad gateway")
-            if fault and fault["kind"] == "slow" and creates and fault.get("after_create", True):  # not twice
+            if fault and fault["kind"] == "slow" and after:  # not twice
                 time.sleep(float(fault.get("seconds", 2.0)))
             if fault and fault["kind"] == "malformed":
                 return self._send(200, None, raw=b'{"job": {"jobId": "job_', content_type="application/json")
