@@ -12,6 +12,7 @@ import _measure  # noqa: E402
 import bench_grid  # noqa: E402
 import bench_notebook  # noqa: E402
 import bench_poller  # noqa: E402
+import bench_suite  # noqa: E402
 import soak  # noqa: E402
 
 POST = "/v1/generate/custom/model_x"
@@ -91,3 +92,14 @@ def test_bench_grid_quick_measures_every_row(capsys):
     assert result["bytes"]["separate_bytes"] > result["bytes"]["sheet_bytes"] > 0
     assert "wall ÷ ideal" in bench_grid.table(result)
     assert '"bytes"' in capsys.readouterr().out
+
+
+def test_bench_suite_runs_both_commits_from_their_own_clones(capsys):
+    """One test of each commit (it exists in both), alternating: each from its own clone, summary read."""
+    result = bench_suite.main(["--runs", "1", "--json", "--select",
+                               "tests/test_readme.py::test_readme_has_exactly_the_two_setup_commands -n 0"])
+    assert set(result["runs"]) == {result["head"], result["baseline"]}
+    for runs in result["runs"].values():
+        assert len(runs) == 1 and runs[0]["wall"] > 0 and runs[0]["cpu"] > 0, runs
+        assert runs[0]["summary"].startswith("1 passed") and runs[0]["returncode"] == 0, runs
+    assert "| HEAD `" in bench_suite.table(result)
