@@ -355,3 +355,37 @@ def test_a_generation_refused_with_retry_after_is_not_sent_again_before_it(sb, c
     assert len(refused) == 1 and refused[0]["retry_after"] == 2.5 and len(posts) == 2
     assert posts[1] - refused[0]["time"] >= 2.5 - 0.05, f"sent again after {posts[1] - refused[0]['time']:.2f} s"
     assert generation.ok and sb.stats()["jobs_created"] == 1
+
+
+# -- Two backends in one home ------------------------------------------------------------------------------------
+
+def test_two_backends_in_one_home_with_jobs_in_flight_keep_their_jobs_apart(tmp_path):
+    """One history, two backends (a project and the sandbox, say), the same request in flight on both: each
+    backend gets and charges its own job, nothing is reused across them, and a new client on one backend
+    follows only that backend's unfinished job (the other's id means nothing there)."""
+    home = tmp_path / "home"
+    with start_sandbox(job_seconds=1.5, seed=31) as first, start_sandbox(job_seconds=1.5, seed=32) as second:
+        a, b = new_client(first, home), new_client(second, home)
+        model = runnable_model(a)
+        on_a = a.generate(model, "the same crate, two backends", seed=5)
+        on_b = b.generate(model, "the same crate, two backends", seed=5)  # identical, but another backend
+        assert on_b.job_id and on_b.job_id != on_a.job_id
+        assert first.stats()["jobs_created"] == second.stats()["jobs_created"] == 1
+        a.close()  # kernel gone with the first backend's job in flight
+        later = new_client(first, home)
+        followed = later.recover()
+        assert [h.job_id for h in followed] == [on_a.job_id]
+        assert followed[0].wait(timeout=30).ok and on_b.wait(timeout=30).ok
+        assert not [r for r in first.requests if on_b.job_id in r["path"]], "asked backend A for B's job"
+        # Re-run safety asks each backend for its own earlier request: never the other backend's job.
+        assert later.previous(model, on_a.inputs).job_id == on_a.job_id
+        assert b.previous(model, on_b.inputs).job_id == on_b.job_id
+        assert first.stats()["jobs_created"] == second.stats()["jobs_created"] == 1
+        history = History(home / "history.sqlite")
+        try:
+            rows = {history.get(h.job_id).backend_id for h in (on_a, on_b)}
+            assert len(rows) == 2 and all(history.get(h.job_id).status == "success" for h in (on_a, on_b))
+        finally:
+            history.close()
+        for client in (later, b):
+            client.close()
