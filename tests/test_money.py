@@ -18,7 +18,7 @@ from IPython.utils.capture import capture_output
 import scenario_nb
 from scenario_nb._history import History
 
-from conftest import Kernel, kernel_env, reset_session, text_of
+from conftest import Kernel, RemoteSandbox, ctrl_c_at, kernel_env, reset_session, text_of, until
 
 
 def run(ip, cell):
@@ -131,9 +131,11 @@ def test_rerun_after_a_job_timeout_and_after_failed_downloads_pays_nothing(ip, e
 def test_rerun_after_ctrl_c_in_the_waiting_cell_pays_nothing(ip, env):
     env.state.options["job_seconds"] = 2.0
     ip.run_line_magic("scenario", "use Gemini")
-    threading.Timer(0.5, _thread.interrupt_main).start()
-    result, out = run(ip, "%%scenario -o first\nan interrupted lantern")
+    env.inject("hold", path="/jobs/", method="GET")  # Ctrl-C while the job's first poll is on the wire
+    with ctrl_c_at(lambda: env.wait_held("GET", "/jobs/")):
+        result, out = run(ip, "%%scenario -o first\nan interrupted lantern")
     assert "Stopped waiting" in out.stdout and "Traceback" not in out.stdout + out.stderr
+    env.release()
     result, out = run(ip, "%%scenario -o second\nan interrupted lantern")
     assert env.stats()["jobs_created"] == 1 and ip.user_ns["second"].ok
 
