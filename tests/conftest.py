@@ -328,12 +328,16 @@ class Kernel:
         assert allow_errors or not errors, errors and errors[0]["evalue"]
         return outputs
 
-    def run_interrupted(self, code: str, at: Callable[[], Any], timeout: float = 60) -> list:
+    def run_interrupted(self, code: str, at: Callable[[], Any], then: Optional[Callable[[], Any]] = None,
+                        timeout: float = 60) -> list:
         """Run a cell and press Ctrl-C (SIGINT to the kernel) once `at()` returns: a named point of the cell,
-        e.g. `lambda: remote.wait_held("PUT", "/train")` (the sandbox holds that answer), never a delay."""
+        e.g. `lambda: remote.wait_held("PUT", "/train")` (the sandbox holds that answer), never a delay.
+        `then()` runs right after, e.g. to release answers the interrupted cell still waits for."""
         msg_id = self.kc.execute(code)
         at()
         self.km.interrupt_kernel()
+        if then is not None:
+            then()
         outputs = []
         deadline = time.time() + timeout
         while time.time() < deadline:
