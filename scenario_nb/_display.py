@@ -144,11 +144,11 @@ def show_generations(handles: list, *, wait: bool, thumbnail_size: int = DEFAULT
             live_view(handle, thumbnail_size, after)
         return
     shown, seen = {}, {}
-    for handle in handles:
-        seen[id(handle)] = _signature(handle)  # what the bundle shows at least: read before it is made
-        data, metadata = generation_bundle(handle, thumbnail_size)
-        shown[id(handle)] = display(data, raw=True, metadata=metadata, display_id=True)
-    try:
+    try:  # the first draw too: a Ctrl-C while it is made ends the waiting like any later one
+        for handle in handles:
+            seen[id(handle)] = _signature(handle)  # what the bundle shows at least: read before it is made
+            data, metadata = generation_bundle(handle, thumbnail_size)
+            shown[id(handle)] = display(data, raw=True, metadata=metadata, display_id=True)
         pending = list(handles)
         while pending:
             time.sleep(0.1)
@@ -351,10 +351,10 @@ def _redraw_until_done(thing, bundle: Callable[[Any], tuple[dict, dict]], signat
     """Show `thing` in the running cell and redraw it whenever its signature changes, until it is done.
     Returns False when Ctrl-C stopped the waiting (never the work: it goes on, and the history knows it)."""
     from IPython.display import display
-    seen = signature(thing)  # read before the bundle is made: it may change meanwhile
-    data, metadata = bundle(thing)
-    shown = display(data, raw=True, metadata=metadata, display_id=True)
-    try:
+    try:  # the first draw too: a Ctrl-C while it is made ends the waiting like any later one
+        seen = signature(thing)  # read before the bundle is made: it may change meanwhile
+        data, metadata = bundle(thing)
+        shown = display(data, raw=True, metadata=metadata, display_id=True)
         while True:
             done = thing.done  # read before drawing: it may finish while the bundle is made
             now = signature(thing)

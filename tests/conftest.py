@@ -14,14 +14,16 @@ import contextlib
 import importlib
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import traceback
 import uuid
 from pathlib import Path
-from typing import Optional
+from typing import Any, Callable, Optional
 
 import ipywidgets as w
 import pytest
@@ -245,6 +247,72 @@ def fake_comm(monkeypatch):
     w.Widget.close_all()  # else their __del__ complains at interpreter exit
 
 
+def until(condition: Callable[[], Any], timeout: float = 30, what: str = "the condition") -> Any:
+    """Wait for `condition()` to be true (checked every 20 ms); returns it. A wait on an effect, not a guess."""
+    deadline = time.monotonic() + timeout
+    while not (value := condition()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} never came within {timeout:g} s")
+        time.sleep(0.02)
+    return value
+
+
+@contextlib.contextmanager
+def ctrl_c_at(point: Callable[[], Any]):
+    """Press Ctrl-C (SIGINT to the main thread, as a terminal does) once `point()` returns: the code in the
+    block is interrupted at a named point (e.g. `sb.wait_held(...)`), not after a guessed delay. Never after
+    the block ended; a point that never came fails the test."""
+    closed, failed, lock = [False], [], threading.Lock()
+
+    def press() -> None:
+        try:
+            point()
+        except BaseException as exc:  # reported by the test thread
+            failed.append(exc)
+            return
+        with lock:
+            if not closed[0]:
+                signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+
+    presser = threading.Thread(target=press, name="ctrl-c-at", daemon=True)
+    presser.start()
+    try:
+        yield
+    finally:
+        with lock:
+            closed[0] = True
+    presser.join(timeout=60)
+    assert not failed, f"the point to interrupt at never came: {failed[0]!r}"
+
+
+class RemoteSandbox:
+    """The fault and log controls of a sandbox in another process (a kernel's embedded one, or
+    `spawn_sandbox`'s), through its sandbox-only routes: the same names as `Sandbox`'s."""
+
+    def __init__(self, url: str, key: str, secret: str) -> None:
+        self.url, self.auth = url, (key, secret)
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> dict:
+        response = requests.request(method, f"{self.url}/_sandbox{path}", auth=self.auth, timeout=10, **kwargs)
+        response.raise_for_status()
+        return response.json()
+
+    def inject(self, kind: str, **options: Any) -> None:
+        self._call("POST", "/faults", json={"kind": kind, **options})
+
+    def release(self) -> None:
+        self._call("POST", "/release")
+
+    def stats(self) -> dict:
+        return self._call("GET", "")["stats"]
+
+    def wait_held(self, method: Optional[str] = None, path: Optional[str] = None, timeout: float = 30.0) -> dict:
+        def matching() -> Optional[dict]:
+            return next((r for r in self._call("GET", "")["held"] if (method is None or r["method"] == method)
+                         and (path is None or path in r["path"])), None)
+        return until(matching, timeout, f"a held {method or ''} {path or 'request'}")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -310,11 +378,16 @@ class Kernel:
         assert allow_errors or not errors, errors and errors[0]["evalue"]
         return outputs
 
-    def run_interrupted(self, code: str, after: float, timeout: float = 60) -> list:
-        """Run a cell and press Ctrl-C (SIGINT to the kernel) `after` seconds into it."""
+    def run_interrupted(self, code: str, at: Callable[[], Any], then: Optional[Callable[[], Any]] = None,
+                        timeout: float = 60) -> list:
+        """Run a cell and press Ctrl-C (SIGINT to the kernel) once `at()` returns: a named point of the cell,
+        e.g. `lambda: remote.wait_held("PUT", "/train")` (the sandbox holds that answer), never a delay.
+        `then()` runs right after, e.g. to release answers the interrupted cell still waits for."""
         msg_id = self.kc.execute(code)
-        time.sleep(after)
+        at()
         self.km.interrupt_kernel()
+        if then is not None:
+            then()
         outputs = []
         deadline = time.time() + timeout
         while time.time() < deadline:

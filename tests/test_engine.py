@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import _thread
 import json
 import threading
 import time
@@ -15,6 +14,7 @@ from scenario_nb import JobFailedError, JobTimeoutError, ScenarioClient, wait_al
 from scenario_nb import sandbox as sandbox_mod
 
 from conftest import SUITE_KEY as KEY, SUITE_SECRET as SECRET  # noqa: E402 (scanned for in every exception)
+from conftest import ctrl_c_at
 
 
 def make(tmp_path, client_options=None, **options):
@@ -135,10 +135,12 @@ def test_job_timeout_is_not_the_end(made):
 
 def test_interrupted_wait_leaves_the_job_running_and_reattachable(made, tmp_path):
     sb, client, model = made(job_seconds=1.0)
+    sb.inject("hold", path="/jobs/", method="GET")  # the first poll's answer: the job can't end before Ctrl-C
     gen = client.generate(model, "interrupt me")
-    threading.Timer(0.2, _thread.interrupt_main).start()
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt), ctrl_c_at(lambda: sb.wait_held("GET", f"/jobs/{gen.job_id}")):
         gen.wait(timeout=30)
+    assert not gen.done and gen.job_id in sb.jobs
+    sb.release()
     other = ScenarioClient(KEY, SECRET, sb.url, home=tmp_path)
     again = other.job(gen.job_id).wait(timeout=30)
     assert again.ok and again.images and again.prompt == "interrupt me"

@@ -8,6 +8,7 @@ import sys
 import pytest
 from IPython.core.error import UsageError
 from IPython.utils.capture import capture_output
+from PIL import Image
 
 from scenario_nb import Generation
 from scenario_nb._history import History
@@ -17,6 +18,12 @@ def run(ip, cell):
     with capture_output() as out:
         result = ip.run_cell(cell)
     return result, out
+
+
+def env_history(env):
+    """The history file of the session `env` pointed at."""
+    import scenario_nb
+    return scenario_nb.client().history.path
 
 
 def images_in(out) -> int:
@@ -241,3 +248,74 @@ def test_unload_really_unloads_and_load_again_follows_on(ip, env):
     ip.run_line_magic("load_ext", "scenario_nb")
     result, out = run(ip, f"%scenario job {pending.job_id}")  # the history knows it: followed on, delivered
     assert result.error_in_exec is None and any(k.startswith("image/") for o in out.outputs for k in o.data)
+
+
+# -- Ctrl-C while the first view is drawn ---------------------------------------------------------------------
+# The first bundle renders thumbnails (or a sheet): a Ctrl-C can land while it is made. It must end the
+# waiting as a later one does: one line, no traceback, the job untouched on the server and in the history.
+
+def interrupt_first_call(monkeypatch, name: str) -> list:
+    """Make `scenario_nb._display.<name>` raise KeyboardInterrupt on its first call only; returns its calls."""
+    from scenario_nb import _display
+    real, calls = getattr(_display, name), []
+
+    def first_call_interrupted(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+    monkeypatch.setattr(_display, name, first_call_interrupted)
+    return calls
+
+
+def no_traceback(result, out) -> bool:
+    text = out.stdout + out.stderr
+    return result.error_in_exec is None and "Traceback" not in text and "KeyboardInterrupt" not in text
+
+
+def test_ctrl_c_while_the_first_thumbnail_is_drawn_stops_only_the_waiting(ip, env, monkeypatch):
+    env.state.options["job_seconds"] = 1.0
+    calls = interrupt_first_call(monkeypatch, "generation_bundle")
+    result, out = run(ip, "%%scenario Gemini -o g\na lantern drawn once")
+    assert calls and no_traceback(result, out), out.stdout + out.stderr
+    gen = ip.user_ns["g"]
+    assert out.stdout.strip().splitlines() == [  # one line, naming the job still running
+        f"Stopped waiting (the jobs were not stopped). Still running on the server: {gen.job_id}; re-attach "
+        f"with %scenario job ID."]
+    assert env.stats()["jobs_created"] == 1 and gen.job_id in env.jobs
+    assert not [r for r in env.requests if r["path"].endswith("/action")], "the job was touched"
+    assert History(env_history(env)).get(gen.job_id) is not None
+    assert gen.wait(timeout=30).ok and gen.images
+    result, out = run(ip, "%%scenario Gemini -o again\na lantern drawn once")  # re-run: shown, not paid again
+    assert ip.user_ns["again"].job_id == gen.job_id and env.stats()["jobs_created"] == 1 and images_in(out)
+
+
+def test_ctrl_c_while_the_first_sheet_is_drawn_stops_only_the_waiting(ip, env, monkeypatch):
+    env.state.options["job_seconds"] = 1.0
+    calls = interrupt_first_call(monkeypatch, "grid_bundle")
+    result, out = run(ip, "%%scenario Gemini --vary seed=1,2 -o g\na lantern on a sheet")
+    assert calls and no_traceback(result, out), out.stdout + out.stderr
+    lines = out.stdout.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Stopped waiting (the jobs were not stopped)."), lines
+    grid = ip.user_ns["g"]
+    assert env.stats()["jobs_created"] == 2 and all(t.job_id in env.jobs for t in grid.tiles)
+    assert all(History(env_history(env)).get(t.job_id) is not None for t in grid.tiles)
+    assert all(t.wait(timeout=30).ok for t in grid.tiles)
+
+
+def test_ctrl_c_while_the_first_training_view_is_drawn_stops_only_the_waiting(ip, env, monkeypatch, tmp_path):
+    env.state.options["train_seconds"] = 1.0
+    folder = tmp_path / "set"
+    folder.mkdir()
+    for i in range(5):
+        Image.new("RGB", (1024, 1024), (40 * i, 90, 160)).save(folder / f"tile-{i}.png")
+    calls = interrupt_first_call(monkeypatch, "training_bundle")
+    result, out = run(ip, f'%scenario train "First Draw" --images "{folder}" --captions none -o t')
+    assert calls and no_traceback(result, out), out.stdout + out.stderr
+    training = ip.user_ns["t"]
+    assert out.stdout.strip().splitlines() == [
+        f"Stopped waiting (the training goes on on the server); %scenario training {training.model_id} shows it "
+        f"again"]
+    assert env.stats()["trainings_started"] == 1
+    assert History(env_history(env)).training(training.model_id) is not None
+    assert training.wait(timeout=30).ok

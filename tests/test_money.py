@@ -3,12 +3,10 @@ created and POSTs it received, rows in the history, files written), in real IPyt
 
 from __future__ import annotations
 
-import _thread
 import os
 import re
 import subprocess
 import sys
-import threading
 import time
 
 import psutil
@@ -18,7 +16,7 @@ from IPython.utils.capture import capture_output
 import scenario_nb
 from scenario_nb._history import History
 
-from conftest import Kernel, kernel_env, reset_session, text_of
+from conftest import Kernel, RemoteSandbox, ctrl_c_at, kernel_env, reset_session, text_of, until
 
 
 def run(ip, cell):
@@ -131,9 +129,11 @@ def test_rerun_after_a_job_timeout_and_after_failed_downloads_pays_nothing(ip, e
 def test_rerun_after_ctrl_c_in_the_waiting_cell_pays_nothing(ip, env):
     env.state.options["job_seconds"] = 2.0
     ip.run_line_magic("scenario", "use Gemini")
-    threading.Timer(0.5, _thread.interrupt_main).start()
-    result, out = run(ip, "%%scenario -o first\nan interrupted lantern")
+    env.inject("hold", path="/jobs/", method="GET")  # Ctrl-C while the job's first poll is on the wire
+    with ctrl_c_at(lambda: env.wait_held("GET", "/jobs/")):
+        result, out = run(ip, "%%scenario -o first\nan interrupted lantern")
     assert "Stopped waiting" in out.stdout and "Traceback" not in out.stdout + out.stderr
+    env.release()
     result, out = run(ip, "%%scenario -o second\nan interrupted lantern")
     assert env.stats()["jobs_created"] == 1 and ip.user_ns["second"].ok
 
@@ -233,16 +233,20 @@ def test_ctrl_c_during_a_slow_post_is_one_line_and_a_rerun_pays_nothing(tmp_path
     kernel = Kernel(kernel_env(tmp_path))  # no credentials: the embedded sandbox, in the kernel
     try:
         kernel.run("%load_ext scenario_nb")
-        kernel.run("from scenario_nb._session import get_session\nsb = get_session().sandbox\n"
-                   "sb.inject('slow', seconds=4, path='/generate/custom')")
+        url = text_of(kernel.run("from scenario_nb._session import get_session\nsb = get_session().sandbox\n"
+                                 "sb.inject('hold', path='/generate/custom')\nprint(sb.url)")).strip()
+        remote = RemoteSandbox(url, "sandbox-key", "sandbox-secret")  # the embedded sandbox's own credentials
         cell = "%%scenario Gemini -o g\na potion sent slowly"
-        outputs = kernel.run_interrupted(cell, after=1.5)
+        outputs = kernel.run_interrupted(cell, at=lambda: remote.wait_held("POST", "/generate/custom"))
         text = text_of(outputs)
         assert "Interrupted" in text and "Traceback" not in text and "KeyboardInterrupt" not in text, text
         assert not [o for o in outputs if "ename" in o]
-        time.sleep(4)
-        history = text_of(kernel.run("%scenario history 5"))
-        assert re.search(r"job_\w+", history) and "potion sent slowly" in history
+        remote.release()  # the answer arrives late, and is still followed and recorded
+
+        def history_with_the_job() -> str:
+            history = text_of(kernel.run("%scenario history 5"))
+            return history if re.search(r"job_\w+", history) else ""
+        assert "potion sent slowly" in until(history_with_the_job, what="the late answer in the history")
         again = text_of(kernel.run(cell))
         assert "Shown from history" in again
         count = text_of(kernel.run("print('created', sb.stats()['jobs_created'], 'posts', sb.generate_posts)"))

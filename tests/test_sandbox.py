@@ -7,6 +7,7 @@ import io
 import re
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -15,6 +16,8 @@ from PIL import Image
 
 from scenario_nb import sandbox as sandbox_mod
 from scenario_nb.sandbox import _images
+
+from conftest import RemoteSandbox
 
 GEMINI, FLUX2 = "model_google-gemini-3-1-flash", "model_bfl-flux-2-dev"
 
@@ -312,6 +315,39 @@ def test_drop_and_job_failure(sb):
     job = api(sb, "POST", f"/generate/custom/{GEMINI}", json={"prompt": "x"}).json()["job"]
     done = wait_done(sb, job["jobId"])
     assert done["status"] == "failure" and done["metadata"]["error"] == "boom" and "assetIds" not in done["metadata"]
+
+
+def test_hold_creates_the_job_and_keeps_the_answer_until_released(sb):
+    """`hold`: the job exists on the server while its creator still waits for the answer (a named point to
+    interrupt a client at); `release()` sends it. Other requests are answered meanwhile."""
+    sb.inject("hold", path="/generate/custom", method="POST")
+    answers: list = []
+    poster = threading.Thread(target=lambda: answers.append(
+        api(sb, "POST", f"/generate/custom/{GEMINI}", json={"prompt": "held"})))
+    poster.start()
+    held = sb.wait_held("POST", "/generate/custom", timeout=10)
+    assert held["path"] == f"/v1/generate/custom/{GEMINI}" and sb.stats()["jobs_created"] == 1 and not answers
+    assert api(sb, "GET", "/models").status_code == 200
+    sb.release()
+    poster.join(timeout=10)
+    assert answers[0].json()["job"]["jobId"] in sb.jobs and sb.state.holding() == []
+    with pytest.raises(TimeoutError):
+        sb.wait_held(timeout=0.1)
+
+
+def test_faults_and_held_requests_through_the_sandbox_routes(sb):
+    """Another process (a kernel's sandbox, `python -m scenario_nb.sandbox`) is driven the same way."""
+    remote = RemoteSandbox(sb.url, sb.api_key, sb.api_secret)
+    remote.inject("hold", method="GET", seconds=5)  # any GET but the sandbox's own routes
+    assert remote.stats()["faults"] == {}
+    getter = threading.Thread(target=api, args=(sb, "GET", "/models"))
+    getter.start()
+    assert remote.wait_held("GET", "/models", timeout=5)["path"] == "/v1/models"
+    remote.release()
+    getter.join(timeout=10)
+    assert not getter.is_alive() and remote.stats()["faults"] == {"hold": 1}
+    assert api(sb, "POST", "/_sandbox/faults", json={"kind": "bogus"}).status_code == 400
+    assert requests.post(f"{sb.url}/_sandbox/release", timeout=10).status_code == 401
 
 
 def test_cli_serves_until_stopped():

@@ -23,7 +23,7 @@ from ._server import ApiHandler, CdnHandler, State, _Server
 __all__ = ["Sandbox", "start"]
 
 FAULT_KINDS = ("rate_limit", "error_5xx", "drop", "slow", "malformed", "job_failure", "expired_url",
-               "corrupt_image", "training_failure")
+               "corrupt_image", "training_failure", "hold")
 
 
 class Sandbox:
@@ -54,6 +54,7 @@ class Sandbox:
         self.stop()
 
     def stop(self) -> None:
+        self.state.release()
         for server in (self._api, self._cdn):
             server.shutdown()
             server.server_close()
@@ -96,6 +97,12 @@ class Sandbox:
         `malformed` take `after_create`: the request does its work first and only its answer is lost (for job
         creations by default for `malformed`; for any other request only when asked, e.g. a training started
         or a caption charged). `dry_run` (True or False) matches only dry runs, or only real requests.
+
+        `hold` acts on the request (a job or a training is created) and keeps its answer back until
+        `release()`, or `seconds` (default 60): with `wait_held()` a test interrupts the client at "request
+        sent, answer not read" instead of after a guessed delay. Another process does the same through
+        `POST /v1/_sandbox/faults` (this method's arguments as JSON), `GET /v1/_sandbox` (its `held` list)
+        and `POST /v1/_sandbox/release`.
         """
         if kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault {kind!r}; one of {', '.join(FAULT_KINDS)}")
@@ -111,6 +118,24 @@ class Sandbox:
                 state.expire_next += count
             else:
                 state.injected.append({"kind": kind, "count": count, "path": path, "method": method, **params})
+
+    def wait_held(self, method: Optional[str] = None, path: Optional[str] = None, timeout: float = 30.0) -> dict:
+        """Wait until a `hold` fault holds the answer to a matching request (`path`: a part of it); returns
+        that request. Raises TimeoutError when none came."""
+        state = self.state
+
+        def matching() -> Optional[dict]:
+            return next((r for r in state.holding() if (method is None or r["method"] == method)
+                         and (path is None or path in r["path"])), None)
+        with state.held_changed:
+            found = state.held_changed.wait_for(matching, timeout=timeout)
+        if found is None:
+            raise TimeoutError(f"no {method or ''} {path or 'request'} was held within {timeout:g} s")
+        return found
+
+    def release(self) -> None:
+        """Send the answers that `hold` faults keep back."""
+        self.state.release()
 
     def set_faults(self, **rates: float) -> None:
         """Seeded fault rates (0–1) per kind, plus `slow_seconds` and `retry_after` (a Retry-After header).

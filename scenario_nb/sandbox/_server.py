@@ -175,6 +175,8 @@ class State:
         self.assets: dict[str, dict] = {}
         self.rates: dict = dict(options.get("faults") or {})
         self.injected: list[dict] = []
+        self.held: list[dict] = []  # requests whose answer a `hold` fault keeps back, each marked once released
+        self.held_changed = threading.Condition(self.lock)
         self.requests: list[dict] = []
         self.cdn_requests: list[dict] = []
         self.rate_limited: list[dict] = []
@@ -219,6 +221,27 @@ class State:
     def _count(self, fault: dict) -> dict:
         self.fault_counts[fault["kind"]] = self.fault_counts.get(fault["kind"], 0) + 1
         return fault
+
+    def hold(self, method: str, path: str, query: dict, seconds: float) -> None:
+        """Keep a request's answer back until `release()` (or `seconds`): a test can act at "sent, not read"."""
+        entry = {"method": method, "path": path, "query": query, "released": False}
+        with self.held_changed:
+            self.held.append(entry)
+            self.held_changed.notify_all()
+            self.held_changed.wait_for(lambda: entry["released"], timeout=seconds)
+            entry["released"] = True
+
+    def holding(self) -> list[dict]:
+        """The requests whose answer is held now, oldest first."""
+        with self.lock:
+            return [{k: v for k, v in e.items() if k != "released"} for e in self.held if not e["released"]]
+
+    def release(self) -> None:
+        """Send every held answer."""
+        with self.held_changed:
+            for entry in self.held:
+                entry["released"] = True
+            self.held_changed.notify_all()
 
     # -- jobs --
     def create_job(self, model: dict, body: dict, *, workflow: Optional[dict] = None,
@@ -623,7 +646,8 @@ class ApiHandler(_Handler):
                 state.generate_posts += 1
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
-        fault = state.take_fault(method, path, ("rate_limit", "error_5xx", "drop", "slow", "malformed"), query)
+        fault = None if path.startswith("/v1/_sandbox") else state.take_fault(  # its own routes: never
+            method, path, ("rate_limit", "error_5xx", "drop", "slow", "malformed", "hold"), query)
         creates = method in ("POST", "PUT") and ("/generate/custom/" in path or path.endswith("/run"))
         # After the request did its work, or before? Job creations: `after_create` (drawn for seeded faults);
         # other requests (models, uploads, captions, starting a training): before, unless injected with
@@ -651,6 +675,8 @@ class ApiHandler(_Handler):
                 if fault["kind"] == "slow":
                     time.sleep(float(fault.get("seconds", 2.0)))
             status, payload, headers = self._route(method, path, query, raw)
+            if fault and fault["kind"] == "hold":  # acted on (a job or training created), the answer held
+                state.hold(method, path, query, float(fault.get("seconds", 60.0)))
             if fault and fault["kind"] == "drop":
                 raise Drop()
             if fault and fault["kind"] == "error_5xx":
@@ -693,11 +719,8 @@ class ApiHandler(_Handler):
         except ValueError:
             raise ApiError(400, "Body is not valid JSON") from None
         head = parts[0]
-        if head == "_sandbox" and method == "GET":  # sandbox-only: its logs, for benchmarks in another process
-            self._authorized(method, False)
-            with state.lock:
-                return 200, {"requests": list(state.requests), "cdn_requests": list(state.cdn_requests),
-                             "stats": self.server.sandbox.stats()}, {}
+        if head == "_sandbox":  # sandbox-only, for tests and benchmarks in another process
+            return self._sandbox_route(method, parts[1:], body)
         public = (head == "models" and (query.get("privacy") == "public" or (len(parts) > 1 and state.models.get(
             parts[1], {}).get("privacy") == "public"))) or head == "assets"
         self._authorized(method, public)
@@ -768,6 +791,27 @@ class ApiHandler(_Handler):
                 job = state.create_job(model | {"cost": 16.0}, body, workflow=flow)
                 return 200, {"job": job_view(state, job, cdn, now), "workflow": flow}, {}
         raise ApiError(404, f"Route {method} {path} not found")
+
+    def _sandbox_route(self, method: str, parts: list, body: dict) -> tuple[int, Any, dict]:
+        """GET /v1/_sandbox (or any path under it): the logs, counters and held requests; POST
+        /v1/_sandbox/faults: `inject(**body)`; POST /v1/_sandbox/release: `release()`."""
+        sandbox = self.server.sandbox
+        state = sandbox.state
+        self._authorized(method, False)
+        if method == "GET":
+            with state.lock:
+                return 200, {"requests": list(state.requests), "cdn_requests": list(state.cdn_requests),
+                             "stats": sandbox.stats(), "held": state.holding()}, {}
+        if method == "POST" and parts == ["faults"]:
+            try:
+                sandbox.inject(**body)
+            except (TypeError, ValueError) as exc:
+                raise ApiError(400, f"Bad fault: {exc}") from None
+            return 200, {}, {}
+        if method == "POST" and parts == ["release"]:
+            state.release()
+            return 200, {}, {}
+        raise ApiError(404, f"Route {method} /v1/_sandbox/{'/'.join(parts)} not found")
 
     def _list_models(self, query: dict, cdn: str) -> dict:
         state = self.server.sandbox.state
