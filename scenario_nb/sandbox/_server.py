@@ -653,7 +653,7 @@ class ApiHandler(_Handler):
         # other requests (models, uploads, captions, starting a training): before, unless injected with
         # `after_create=True` (the answer is lost after the server acted: the training started, the caption
         # was made and charged).
-        after = bool(fault) and (fault.get("after_create", fault["kind"] in ("slow", "malformed")) if creates
+        after = fault is not None and (fault.get("after_create", fault["kind"] in ("slow", "malformed")) if creates
                                  else bool(fault.get("injected") and fault.get("after_create")))
         try:
             if fault and fault["kind"] == "rate_limit":
