@@ -382,3 +382,17 @@ def test_cli_legacy_shapes():
     finally:
         proc.terminate()
         assert proc.wait(timeout=10) == 0
+
+
+def test_a_restarted_sandbox_never_hands_out_an_id_again():
+    """Two sandboxes of one seed (the stand-alone one restarted with its default `--seed 0`) give different job,
+    asset and model ids, as the cloud never reuses one, while the seeded draws behind them stay the same."""
+    made = []
+    for _ in range(2):
+        with sandbox_mod.start(job_seconds=0.05, seed=0, list_lag=0) as server:
+            job = generate(server, {"prompt": "the same first request", "seed": 1})["jobId"]
+            model = api(server, "POST", "/models", json={"name": "Set", "type": "flux.1-lora"}).json()["model"]
+            made.append((job, model["id"], server.state.jobs[job]["duration"]))
+    (first, first_model, first_duration), (second, second_model, second_duration) = made
+    assert first != second and first_model != second_model
+    assert first_duration == second_duration  # the seed still decides what it decided

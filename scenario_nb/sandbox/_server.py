@@ -167,6 +167,8 @@ class State:
         # a training stage) instead of sleeping through it. Real sleeps (a `slow` fault) stay real.
         self.clock: Callable[[], float] = options.get("clock") or time.time
         self.rng = random.Random(options["seed"])
+        self.id_salt = "".join(secrets.choice(BASE58) for _ in range(6))  # see new_id
+        self.seeded_ids: dict[str, str] = {}
         self.fault_rng = random.Random(options["seed"] + 1)
         # A copy per sandbox: renaming a model (PUT /models/{id}) must not leak into the next sandbox.
         self.models = {k: dict(v) for k, v in _catalog.model_by_id().items()}
@@ -218,6 +220,20 @@ class State:
                     return self._count(fault)
         return None
 
+    def new_id(self, prefix: str) -> str:
+        """An id like the cloud's, never handed out again (by this sandbox, or by any other of the same seed,
+        restarted): its first characters are this sandbox's salt, the rest is what the seed drew."""
+        seeded = new_id(prefix, self.rng)
+        made = seeded[:len(prefix) + 1] + self.id_salt + seeded[len(prefix) + 1 + len(self.id_salt):]
+        if prefix == "model":  # a model's look derives from its id (few are made: jobs and assets aren't kept)
+            self.seeded_ids[made] = seeded
+        return made
+
+    def seeded_id(self, made_id: str) -> str:
+        """The id the seed drew for one this sandbox made: what a look derived from an id is derived from, so a
+        seed still gives the same pictures."""
+        return self.seeded_ids.get(made_id, made_id)
+
     def _count(self, fault: dict) -> dict:
         self.fault_counts[fault["kind"]] = self.fault_counts.get(fault["kind"], 0) + 1
         return fault
@@ -257,7 +273,7 @@ class State:
                 failure = ("The provider rejected the request: content policy violation",
                            "Rephrase the prompt to remove disallowed content and try again.")
                 self._count({"kind": "job_failure"})
-            job = {"id": new_id("job", self.rng), "type": "workflow" if workflow else "custom", "model": model,
+            job = {"id": self.new_id("job"), "type": "workflow" if workflow else "custom", "model": model,
                    "body": copy.deepcopy(body), "created": now,
                    "duration": duration, "failure": failure, "canceled_at": None, "assets": None,
                    "workflow": workflow, "seed": body.get("seed", self.rng.randrange(2 ** 31)), "base": base}
@@ -357,7 +373,7 @@ class State:
                     outputs = []
                 ids = []
                 for extra in outputs:
-                    asset_id = new_id("asset", self.rng)
+                    asset_id = self.new_id("asset")
                     self.assets[asset_id] = {"id": asset_id, **common, **extra}
                     if self.assets[asset_id]["data"] is not None:
                         self.assets[asset_id]["size"] = len(self.assets[asset_id]["data"])
@@ -927,7 +943,7 @@ class ApiHandler(_Handler):
         except Exception:
             raise ApiError(400, "Invalid image") from None
         with state.lock:
-            asset_id = new_id("asset", state.rng)
+            asset_id = state.new_id("asset")
             state.assets[asset_id] = {"id": asset_id, "job_id": None, "model_id": None, "source": "uploaded",
                                       "width": width, "height": height, "created": state.clock(), "data": data,
                                       "size": len(data), "prompt": "", "name": body["name"], "kind": "image",

@@ -22,7 +22,7 @@ from typing import Any, Callable, Optional
 from PIL import Image
 
 from . import _catalog, _images, _text
-from ._common import ApiError, iso, new_id
+from ._common import ApiError, iso
 
 STANDARD = ("flux.2-dev-lora", "flux.2-klein-4b-lora", "flux.2-klein-9b-lora", "flux.2-klein-base-4b-lora",
             "flux.2-klein-base-9b-lora", "qwen-image-lora", "qwen-image-2512-lora", "zimage-lora",
@@ -258,7 +258,7 @@ class Trainings:
 
     def _sample_asset(self, model: dict, run: dict, prompt: str, seed: int) -> str:
         state = self.state
-        asset_id = new_id("asset", state.rng)
+        asset_id = state.new_id("asset")
         state.assets[asset_id] = {
             "id": asset_id, "job_id": run["job_id"], "model_id": model["id"], "source": "txt2img", "kind": "image",
             "created": state.clock(), "data": None, "size": None, "aspect": None, "prompt": prompt,
@@ -314,7 +314,7 @@ class Trainings:
         if body.get("concepts") is not None and mtype != COMPOSITION:
             raise ApiError(400, "concepts are only for flux.1-composition models")
         now = iso(state.clock())
-        model_id = new_id("model", state.rng)
+        model_id = state.new_id("model")
         # `type` is required on every Model [SDK]; without one in the body we assume FLUX.2 dev LoRA [INFERRED].
         model: dict = {"id": model_id, "type": mtype or "flux.2-dev-lora", "status": "new", "privacy": "private",
                  "source": "scenario", "custom": False, "capabilities": ["txt2img", "img2img"], "tags": [],
@@ -322,7 +322,7 @@ class Trainings:
                  "trainingImagesNumber": 0, "trainingImages": [], "trainingImagePairs": [], "trainingProgress": {},
                  "parameters": {}, "authorId": _catalog.AUTHOR, "ownerId": _catalog.OWNER,
                  "userId": _catalog.AUTHOR, "createdAt": now, "updatedAt": now,
-                 "style": int(hashlib.sha256(model_id.encode()).hexdigest(), 16) % 11}
+                 "style": int(hashlib.sha256(state.seeded_id(model_id).encode()).hexdigest(), 16) % 11}
         for key in ("name", "shortDescription", "concepts"):
             if body.get(key) is not None:
                 model[key] = copy.deepcopy(body[key])
@@ -426,7 +426,7 @@ class Trainings:
         """A training image is an asset of its own (metadata.trainingImage), captioned at once (§12d.2)."""
         state = self.state
         width, height, fmt = decode_image(data)
-        asset_id = new_id("asset", state.rng)
+        asset_id = state.new_id("asset")
         state.assets[asset_id] = {
             "id": asset_id, "job_id": None, "model_id": None, "source": "uploaded", "kind": "image",
             "width": width, "height": height, "created": state.clock(), "data": data, "size": len(data),
@@ -589,12 +589,12 @@ class Trainings:
             failure = FAILURE
             state._count({"kind": "training_failure"})
         now = state.clock()
-        job_id = new_id("job", state.rng)
+        job_id = state.new_id("job")
         record["run"] = {
             "start": now, "stages": schedule(state.rng, epochs, state.options["train_seconds"]),
             "position": state.rng.randint(1, 3), "epochs": epochs, "failure": failure, "canceled_at": None,
             "cost": cost, "job_id": job_id, "parameters": params, "samples": None,
-            "parent": new_id("model", state.rng),
+            "parent": state.new_id("model"),
             "look": _images.look_of([state.assets[a]["colours"] for a in record["images"]],
                                     state.assets[record["images"][0]]["data"])}
         state.jobs[job_id] = {"id": job_id, "type": job_type(mtype), "created": now, "workflow": None,
@@ -650,7 +650,7 @@ def _stats(values: list) -> dict:
 
 def _text_job(state, job_kind: str) -> dict:
     now = state.clock()
-    job_id = new_id("job", state.rng)
+    job_id = state.new_id("job")
     view = {"jobId": job_id, "jobType": job_kind, "status": "success", "progress": 1,
             "statusHistory": [{"status": "success", "date": iso(now)}], "metadata": {}, "authorId": _catalog.AUTHOR,
             "ownerId": _catalog.OWNER, "createdAt": iso(now), "updatedAt": iso(now)}
