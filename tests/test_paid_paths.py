@@ -23,7 +23,7 @@ from scenario_nb import sandbox as sandbox_mod
 from scenario_nb._history import History
 from scenario_nb._http import Credentials
 
-from conftest import SUITE_KEY, SUITE_SECRET, reset_session, secrets_in
+from conftest import SUITE_KEY, SUITE_SECRET, reset_session, secrets_in, until
 
 
 # -- Helpers ---------------------------------------------------------------------------------------------------
@@ -45,15 +45,6 @@ def received(sb, method: str, fragment: str, *, dry_run=None) -> list:
 
 def job_polls(sb, job_id: str) -> list:
     return [r["time"] for r in sb.requests if r["method"] == "GET" and r["path"] == f"/v1/jobs/{job_id}"]
-
-
-def wait_until(condition, timeout: float = 30.0, what: str = "the condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"{what} did not happen within {timeout:g} s")
 
 
 def runnable_model(client, with_input: str = "numOutputs"):
@@ -97,7 +88,7 @@ def test_rerunning_a_cell_whose_answer_was_lost_pays_nothing_in_this_kernel_or_t
     env.inject("drop", after_create=True, path="/generate/custom")
     run_cell(ip, "%%scenario Gemini --no-wait -o first\na lantern whose answer was lost")
     first = ip.user_ns["first"]
-    wait_until(lambda: first.done, what="the lost request ending unknown")
+    until(lambda: first.done, what="the lost request ending unknown")
     row = scenario_nb.client().history.get_request(first.request_id)
     assert row.status == "unknown" and row.job_id is None
     assert env.stats()["jobs_created"] == 1 and env.generate_posts == 1
