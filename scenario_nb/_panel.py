@@ -1,10 +1,11 @@
 """`Panel`: the click-first front door, built from each model's own `inputs`.
 
-It drives the same session as the magics (one client, one poller, one history) and keeps no logic of its
-own that they need: validation, aspect mapping, cost and routing come from the shared modules. Updates
-from the poller thread only set widget values. The panel is itself a widget (a VBox), so it composes and
-closes like any other; its saved output also carries a static snapshot of the gallery for renders
-without widgets (GitHub, nbviewer, nbconvert).
+It drives the same session as the magics (one client, one poller, one history), or the client it is given
+(`Panel(client=c)`, which starts no session), and keeps no logic of its own that they need: validation,
+aspect mapping, cost and routing come from the shared modules. Updates from the poller thread only set
+widget values. The panel is itself a widget (a VBox), so it composes and closes like any other; its saved
+output also carries a static snapshot of the gallery for renders without widgets (GitHub, nbviewer,
+nbconvert).
 """
 
 from __future__ import annotations
