@@ -18,6 +18,7 @@ import os
 import sqlite3
 import threading
 import uuid
+import warnings
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -103,8 +104,18 @@ class History:
         self.path = Path(path)
         self._lock = threading.RLock()
         self._conn: Optional[sqlite3.Connection] = None
+        self.newer_version: Optional[int] = None  # set when a newer scenario_nb wrote it: then it is read-only
         with self._lock:
             self._open()
+
+    @property
+    def read_only(self) -> bool:
+        return self.newer_version is not None
+
+    def _newer_text(self) -> str:
+        return (f"the history database {self.path} was written by a newer scenario_nb (schema {self.newer_version}; "
+                f"this version knows {SCHEMA_VERSION}): opened read-only, nothing new is recorded. Upgrade "
+                f"scenario_nb, or set SCENARIO_NB_HOME (or %config ScenarioMagics.history_path) to another place")
 
     def _fail(self, exc: BaseException, doing: str = "use") -> StorageError:
         return StorageError(f"cannot {doing} the history database {self.path} ({exc}). Set SCENARIO_NB_HOME "
@@ -120,9 +131,17 @@ class History:
             conn = sqlite3.connect(self.path, timeout=10, isolation_level=None, check_same_thread=False)
             conn.row_factory = sqlite3.Row
             conn.execute("PRAGMA busy_timeout = 10000")
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:  # read it as it is; never migrate it, nor stamp our older version on it
+                conn.execute("PRAGMA query_only = ON")
+                first_time, self.newer_version = self.newer_version is None, version
+                if first_time:
+                    warnings.warn(self._newer_text(), stacklevel=2)
+                self._conn = conn
+                return conn
+            self.newer_version = None
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
             conn.execute("BEGIN IMMEDIATE")
             try:
                 if version == 1:
@@ -150,6 +169,8 @@ class History:
         with self._lock:
             try:
                 conn = self._connection()
+                if self.read_only:
+                    raise StorageError(self._newer_text())
                 conn.execute("BEGIN IMMEDIATE")
                 try:
                     changed = conn.execute(sql, params).rowcount

@@ -132,11 +132,22 @@ class CreationGate:
             return max(0.0, self._not_before - time.monotonic())
 
 
+class _ReadRetry(Retry):
+    """urllib3's Retry with a backoff capped at 8 s and jittered by up to 0.25 s. urllib3 2 takes these as
+    `backoff_max=`/`backoff_jitter=`, but 1.26 (which every requests release still admits) has no such
+    arguments: computed here, they work on both."""
+
+    BACKOFF_CAP, BACKOFF_JITTER = 8.0, 0.25
+
+    def get_backoff_time(self) -> float:
+        backoff = super().get_backoff_time()  # 0 before the second consecutive error
+        return min(self.BACKOFF_CAP, backoff + random.random() * self.BACKOFF_JITTER) if backoff > 0 else 0.0
+
+
 def _read_retry(total: int) -> Retry:
-    return Retry(total=total, connect=total, read=total, status=total, other=0,
-                 allowed_methods=frozenset({"GET", "HEAD"}), status_forcelist=(429, 500, 502, 503, 504),
-                 backoff_factor=0.5, backoff_max=8.0, backoff_jitter=0.25, respect_retry_after_header=True,
-                 raise_on_status=False)
+    return _ReadRetry(total=total, connect=total, read=total, status=total, other=0,
+                      allowed_methods=frozenset({"GET", "HEAD"}), status_forcelist=(429, 500, 502, 503, 504),
+                      backoff_factor=0.5, respect_retry_after_header=True, raise_on_status=False)
 
 
 class Transport:

@@ -1,10 +1,11 @@
 """`Panel`: the click-first front door, built from each model's own `inputs`.
 
-It drives the same session as the magics (one client, one poller, one history) and keeps no logic of its
-own that they need: validation, aspect mapping, cost and routing come from the shared modules. Updates
-from the poller thread only set widget values. The panel is itself a widget (a VBox), so it composes and
-closes like any other; its saved output also carries a static snapshot of the gallery for renders
-without widgets (GitHub, nbviewer, nbconvert).
+It drives the same session as the magics (one client, one poller, one history), or the client it is given
+(`Panel(client=c)`, which starts no session), and keeps no logic of its own that they need: validation,
+aspect mapping, cost and routing come from the shared modules. Updates from the poller thread only set
+widget values. The panel is itself a widget (a VBox), so it composes and closes like any other; its saved
+output also carries a static snapshot of the gallery for renders without widgets (GitHub, nbviewer,
+nbconvert).
 """
 
 from __future__ import annotations
@@ -99,7 +100,7 @@ def control_for(spec: ModelInput) -> w.Widget:
 
 def _where(client, session) -> str:
     """Where this panel's generations go, and whether they cost anything."""
-    if session.client is client and session.backend == "sandbox":
+    if session is not None and session.client is client and session.backend == "sandbox":
         return "on the embedded sandbox: nothing is charged"
     return f"on {client.base_url} (key {client.api_key_masked}): spends creative units"
 
@@ -108,12 +109,18 @@ class Panel(w.VBox):
 
     def __init__(self, model: Optional[str] = None, client=None, **kwargs) -> None:
         super().__init__(**kwargs)
-        from ._session import get_session
-        session = get_session()
-        self.client = client or session.client
+        from ._session import Session, current_session, get_session
+        session: Optional[Session]
         self._follows_session = client is None  # then it refuses to bill a backend the session has left
+        if client is None:
+            session = get_session()
+            client = session.client
+        else:  # used as given: no shared session (nor its embedded sandbox) is started for it
+            session = current_session()
+        self.client = client
         self.backend_line = w.HTML(_quiet(_where(self.client, session)))
-        self._wanted = model or session.current_model
+        shared = session if session is not None and session.client is client else None
+        self._wanted = model or (shared.current_model if shared else None)  # `%scenario use` of that session
         self._model: Optional[Model] = None
         self._runnable: Optional[Model] = None
         self._controls: dict[str, w.Widget] = {}

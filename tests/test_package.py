@@ -9,13 +9,15 @@ import ast
 import hashlib
 import email
 import re
+import subprocess
+import sys
 import tarfile
 import zipfile
 from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, require
 from user_machine import PROBES, requires_python
 
 pytestmark = pytest.mark.slow
@@ -38,6 +40,16 @@ def test_sdist_carries_the_licence_and_the_readme_pictures(user_machine):
     assert {"LICENSE", "README.md", "pyproject.toml", "scenario_nb/py.typed"} <= names
     assert set(user_machine["data"]) <= names, \
         f"sandbox data missing from the sdist: {set(user_machine['data']) - names}"
+    # Tests without their conftest, notebooks and binder cannot pass: the sdist ships none.
+    assert not [n for n in names if n.split("/")[0] in ("tests", "benchmarks")]
+
+
+def test_twine_accepts_the_sdist_and_the_wheel(user_machine):
+    """What PyPI would refuse at upload (metadata, the README rendered as the long description)."""
+    require("twine")
+    checked = subprocess.run([sys.executable, "-m", "twine", "check", "--strict", str(user_machine["sdist"]),
+                              str(user_machine["wheel"])], capture_output=True, text=True, timeout=120)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
 def test_wheel_metadata(user_machine):
