@@ -58,6 +58,7 @@ def test_readme_links_binder_to_the_quickstart():
 
 @pytest.mark.slow
 def test_post_build_installs_the_package(user_machine):
+    print("the run's fresh machine, seconds per stage:", user_machine["seconds"])
     bin_dir = user_machine["bin"]
     assert user_machine["binder_import"].is_relative_to(bin_dir.parent.resolve()), \
         f"scenario_nb imported from {user_machine['binder_import']}"

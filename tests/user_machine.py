@@ -20,6 +20,7 @@ test_binder's of requirements.txt read the files themselves for that reason.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import os
@@ -28,6 +29,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -50,6 +52,9 @@ def readme_commands() -> list:
     return [line for line in lines if line.startswith("pip install")]
 
 
+PIP_CACHE = os.environ.get("PIP_CACHE_DIR") or str(Path.home() / ".cache" / "pip")
+
+
 def clean_copy(dest: Path) -> Path:
     """The working tree as a fresh clone would have it: tracked and new unignored files, no .git, no builds."""
     listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
@@ -63,11 +68,14 @@ def clean_copy(dest: Path) -> Path:
 
 
 def venv_env(bin_dir: Path, home: Path, **extra: str) -> dict:
-    """The environment of a shell in that venv: its bin first on PATH, a private HOME, no credentials."""
+    """The environment of a shell in that venv: its bin first on PATH, a private HOME, no credentials. pip keeps
+    this machine's download cache (what `.ci/run` just installed is not fetched again) and skips byte-compiling
+    (Python compiles what it imports): both change how fast a package arrives, not which one."""
     env = {k: v for k, v in os.environ.items() if k not in CREDENTIAL_VARS and k not in ("PYTHONPATH", "PYTHONHOME")}
     home.mkdir(parents=True, exist_ok=True)
     env.update({"PATH": f"{bin_dir}{os.pathsep}{env.get('PATH', '')}", "VIRTUAL_ENV": str(bin_dir.parent),
-                "HOME": str(home), "PIP_NO_INPUT": "1", **extra})
+                "HOME": str(home), "PIP_NO_INPUT": "1", "PIP_CACHE_DIR": PIP_CACHE,
+                "PIP_NO_COMPILE": "1", **extra})
     return env
 
 
@@ -161,53 +169,73 @@ def where_imported(python: Path, env: dict, cwd: Path) -> Path:
                    env=env).strip()).resolve()
 
 
+@contextlib.contextmanager
+def stage(seen: dict, name: str):
+    """Time one stage of the set-up into seen["seconds"] (test_binder prints them: where the minutes go)."""
+    start = time.monotonic()
+    try:
+        yield
+    finally:
+        seen["seconds"][name] = round(time.monotonic() - start, 1)
+
+
 def set_up(base: Path) -> dict:
     """Every stage in turn (see the module's docstring); returns what the tests read."""
     repo = clean_copy(base / "repo")
     for probe in PROBES:
         (repo / probe).parent.mkdir(parents=True, exist_ok=True)
         (repo / probe).write_bytes(f"probe {probe}".encode())
-    sh([oldest_python(), "-m", "venv", str(base / "venv")], cwd=base, env=dict(os.environ), timeout=120)
-    assert "include-system-site-packages = false" in (base / "venv" / "pyvenv.cfg").read_text()
     bin_dir, home = base / "venv" / "bin", base / "home"
     python, env = bin_dir / "python", venv_env(bin_dir, home)
-    seen: dict = {"base": base, "repo": repo, "bin": bin_dir, "home": home, "env": env}
+    seen: dict = {"base": base, "repo": repo, "bin": bin_dir, "home": home, "env": env, "seconds": {}}
 
     # 1. Binder: repo2docker's two steps, from the repository root.
-    sh([str(python), "-m", "pip", "install", "-q", "-r", "binder/requirements.txt"], cwd=repo, env=env)
-    sh(["binder/postBuild"], cwd=repo, env=env)
-    seen["binder_import"] = where_imported(python, env, base)
-    seen["lab_version"] = sh([str(bin_dir / "jupyter"), "lab", "--version"], cwd=base, env=env)
-    seen["lab_extensions"] = sh([str(bin_dir / "jupyter"), "labextension", "list"], cwd=base, env=env)
+    with stage(seen, "binder: venv, requirements.txt, postBuild"):
+        sh([oldest_python(), "-m", "venv", str(base / "venv")], cwd=base, env=dict(os.environ), timeout=120)
+        assert "include-system-site-packages = false" in (base / "venv" / "pyvenv.cfg").read_text()
+        sh([str(python), "-m", "pip", "install", "-q", "-r", "binder/requirements.txt"], cwd=repo, env=env)
+        sh(["binder/postBuild"], cwd=repo, env=env)
+        seen["binder_import"] = where_imported(python, env, base)
+        seen["lab_version"] = sh([str(bin_dir / "jupyter"), "lab", "--version"], cwd=base, env=env)
+        seen["lab_extensions"] = sh([str(bin_dir / "jupyter"), "labextension", "list"], cwd=base, env=env)
+
+    # 3a. PyPI's build (the sdist, then the wheel from it) needs only the copy: it runs while the notebooks do.
+    host_env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    build_log = (base / "build.log").open("w")
+    build = subprocess.Popen([sys.executable, "-m", "build", "--outdir", str(base / "dist"), str(repo)], cwd=base,
+                             env=host_env, stdout=build_log, stderr=subprocess.STDOUT)
 
     # 2. The notebooks, once, as Binder runs them: through binder/start, no credentials.
     executed = base / "executed"
     executed.mkdir()
-    nb_env = venv_env(bin_dir, home, SCENARIO_NB_HOME=str(base / "nb-home"), SCENARIO_NB_SANDBOX_JOB_SECONDS="1",
-                      SCENARIO_NB_SANDBOX_TRAIN_SECONDS="10", SCENARIO_NB_LOG_LEVEL="DEBUG")
+    nb_env = venv_env(bin_dir, home, SCENARIO_NB_HOME=str(base / "nb-home"), SCENARIO_NB_SANDBOX_JOB_SECONDS="0.5",
+                      SCENARIO_NB_SANDBOX_TRAIN_SECONDS="5", SCENARIO_NB_LOG_LEVEL="DEBUG")
     (base / "run_notebooks.py").write_text(RUNNER)
-    proc = subprocess.run(["binder/start", str(python), str(base / "run_notebooks.py"), str(executed),
-                           str(repo / "notebooks"), *(str(repo / "notebooks" / p.name) for p in NOTEBOOKS)],
-                          cwd=repo, env=nb_env, timeout=600, text=True, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT)
+    with stage(seen, "every notebook, once"):
+        proc = subprocess.run(["binder/start", str(python), str(base / "run_notebooks.py"), str(executed),
+                               str(repo / "notebooks"), *(str(repo / "notebooks" / p.name) for p in NOTEBOOKS)],
+                              cwd=repo, env=nb_env, timeout=600, text=True, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT)
     seen["notebook_run"] = {"returncode": proc.returncode, "output": proc.stdout[-4000:]}
     seen["executed"], seen["nb_home"] = executed, base / "nb-home"
 
-    # 3. PyPI: the sdist, the wheel built from it, installed over Binder's and used.
-    host_env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
-    sh([sys.executable, "-m", "build", "--outdir", str(base / "dist"), str(repo)], cwd=base, env=host_env)
-    [seen["wheel"]], [seen["sdist"]] = (sorted((base / "dist").glob(p)) for p in ("*.whl", "*.tar.gz"))
-    seen["data"] = sorted(p.relative_to(repo).as_posix() for p in (repo / "scenario_nb" / "sandbox").rglob("*")
-                          if p.is_file() and p.suffix not in (".py", ".pyc") and "__pycache__" not in p.parts)
-    sh([str(python), "-m", "pip", "install", "-q", "--force-reinstall", "--no-deps", str(seen["wheel"])],
-       cwd=base, env=env)
-    (base / "smoke.py").write_text(SMOKE)
-    smoke_env = venv_env(bin_dir, home, SCENARIO_NB_HOME=str(base / "smoke-home"),
-                         SCENARIO_NB_SANDBOX_JOB_SECONDS="0.3")
-    seen["smoke"] = json.loads(sh([str(python), str(base / "smoke.py")], cwd=base, env=smoke_env,
-                                  timeout=300).strip().splitlines()[-1])
+    # 3b. The wheel built meanwhile, installed over Binder's and used.
+    with stage(seen, "PyPI: build (what the notebooks left of it), install, smoke"):
+        assert build.wait(timeout=INSTALL_TIMEOUT) == 0, (base / "build.log").read_text()[-4000:]
+        build_log.close()
+        [seen["wheel"]], [seen["sdist"]] = (sorted((base / "dist").glob(p)) for p in ("*.whl", "*.tar.gz"))
+        seen["data"] = sorted(p.relative_to(repo).as_posix() for p in (repo / "scenario_nb" / "sandbox").rglob("*")
+                              if p.is_file() and p.suffix not in (".py", ".pyc") and "__pycache__" not in p.parts)
+        sh([str(python), "-m", "pip", "install", "-q", "--force-reinstall", "--no-deps", str(seen["wheel"])],
+           cwd=base, env=env)
+        (base / "smoke.py").write_text(SMOKE)
+        smoke_env = venv_env(bin_dir, home, SCENARIO_NB_HOME=str(base / "smoke-home"),
+                             SCENARIO_NB_SANDBOX_JOB_SECONDS="0.3")
+        seen["smoke"] = json.loads(sh([str(python), str(base / "smoke.py")], cwd=base, env=smoke_env,
+                                      timeout=300).strip().splitlines()[-1])
 
     # 4. The README's main job, its install half as typed, in a shell whose `pip` is the venv's.
-    sh(readme_commands()[0].split("&&")[0].strip(), cwd=repo, env=env, shell=True)
-    seen["readme_import"] = where_imported(python, env, base)
+    with stage(seen, "README: command 1's install"):
+        sh(readme_commands()[0].split("&&")[0].strip(), cwd=repo, env=env, shell=True)
+        seen["readme_import"] = where_imported(python, env, base)
     return seen
