@@ -75,7 +75,7 @@ def venv_env(bin_dir: Path, home: Path, **extra: str) -> dict:
     home.mkdir(parents=True, exist_ok=True)
     env.update({"PATH": f"{bin_dir}{os.pathsep}{env.get('PATH', '')}", "VIRTUAL_ENV": str(bin_dir.parent),
                 "HOME": str(home), "PIP_NO_INPUT": "1", "PIP_CACHE_DIR": PIP_CACHE,
-                "PIP_NO_COMPILE": "1", **extra})
+                "PIP_COMPILE": "0", **extra})  # pip reads PIP_NO_COMPILE=1 as "compile"
     return env
 
 
