@@ -273,12 +273,16 @@ class Engine:
                 return
             self._send_once(handle)
         except Exception as exc:  # never leave a request without an outcome
-            log.exception("sending %s failed", handle.request_id)
-            self._end(handle, OutcomeUnknownError(f"the request for {handle.model_name} failed while being sent "
-                                                  f"({exc}); %scenario status shows whether a job appeared"),
-                      status="unknown")
+            self._failed_while_sending(handle, exc)
         finally:
             handle._answered.set()
+
+    def _failed_while_sending(self, handle: Generation, exc: Exception) -> None:
+        """An unexpected failure (a bug, an odd answer) while sending: the request ends "unknown", recorded."""
+        log.exception("sending %s failed", handle.request_id)
+        self._end(handle, OutcomeUnknownError(f"the request for {handle.model_name} failed while being sent "
+                                              f"({exc}); %scenario status shows whether a job appeared"),
+                  status="unknown")
 
     def _send_once(self, handle: Generation) -> str:
         """POST (or PUT) the request exactly once: "created", "waiting", "unknown" or "not-sent"."""
@@ -365,7 +369,12 @@ class Engine:
                 return
             with self._lock:
                 self._waiting.popleft()
-            if self._send_once(handle) == "waiting":  # refused again: it went back to the end; keep order
+            try:
+                outcome = self._send_once(handle)
+            except Exception as exc:  # one odd answer ends its own request, never the queue behind it
+                self._failed_while_sending(handle, exc)
+                continue
+            if outcome == "waiting":  # refused again: it went back to the end; keep order
                 with self._lock:
                     self._waiting.remove(handle)
                     self._waiting.appendleft(handle)
