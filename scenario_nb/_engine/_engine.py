@@ -18,7 +18,7 @@ from ._recovery import Recovery
 from ._search import LostAnswerSearch
 from ._sender import Sender
 from ._timing import DurationModel, PollTiming
-from ._trainings import TRAINING_CEILING, TrainingFollower
+from ._trainings import TrainingFollower
 
 if TYPE_CHECKING:
     from .._models import Model
@@ -45,7 +45,6 @@ class Engine:
     bookkeeping), the ledger (the history), the timing model, the poller, the completer, the lost-answer
     search, the sender (with the 429 queue), the recovery of handles, and the training follower."""
 
-    TRAINING_CEILING = TRAINING_CEILING
     floor = _Setting()
     ceiling = _Setting()
     job_timeout = _Setting()
@@ -64,24 +63,24 @@ class Engine:
         # Three lanes: polls (and searches) on two threads — a poll costs ~0.5 ms of CPU —, output downloads on
         # the rest, so a burst of downloads never holds up seeing the next success, and up to four requests
         # being sent side by side.
-        self.lanes = Lanes({"poll": 2, "fetch": max(1, workers - 2), "send": 4}, self.settings)
-        self.live = LiveRequests()
-        self.ledger = Ledger(history, self.live, backend_id=backend_id, base_url=self.base_url)
-        self.timing = PollTiming(self.live, self.settings, history=history, backend_id=backend_id)
-        self.completer = Completer(http, store, self.lanes, self.ledger, self.settings)
-        self.poller = Poller(http, self.lanes, self.live, self.timing, self.ledger, self.settings,
-                             complete=self.completer.complete)
-        self.search = LostAnswerSearch(http, self.lanes, self.live, self.ledger, self.settings,
-                                       adopt=self.poller.adopt)
-        self.sender = Sender(http, self.lanes, self.live, self.ledger, self.settings, adopt=self.poller.adopt,
-                             look_for=self.search.look_for)
-        self.recovery = Recovery(self, http, self.live, self.ledger, self.poller, self.search, self.completer)
-        self.trainings = TrainingFollower(self, http, self.lanes, self.ledger, self.settings, store=store)
+        self._lanes = Lanes({"poll": 2, "fetch": max(1, workers - 2), "send": 4}, self.settings)
+        self._live = LiveRequests()
+        self._ledger = Ledger(history, self._live, backend_id=backend_id, base_url=self.base_url)
+        self._timing = PollTiming(self._live, self.settings, history=history, backend_id=backend_id)
+        self._completer = Completer(http, store, self._lanes, self._ledger, self.settings)
+        self._poller = Poller(http, self._lanes, self._live, self._timing, self._ledger, self.settings,
+                             complete=self._completer.complete)
+        self._search = LostAnswerSearch(http, self._lanes, self._live, self._ledger, self.settings,
+                                       adopt=self._poller.adopt)
+        self._sender = Sender(http, self._lanes, self._live, self._ledger, self.settings, adopt=self._poller.adopt,
+                             look_for=self._search.look_for)
+        self._recovery = Recovery(self, http, self._live, self._ledger, self._poller, self._search, self._completer)
+        self._trainings = TrainingFollower(self, http, self._lanes, self._ledger, self.settings, store=store)
 
     # -- Local state -------------------------------------------------------------------------------
     @property
     def history(self) -> History:
-        return self.ledger.history
+        return self._ledger.history
 
     @property
     def store(self) -> "FileStore":
@@ -90,32 +89,32 @@ class Engine:
     @property
     def durations(self) -> DurationModel:
         """Recent server-side durations per model (`DurationModel`)."""
-        return self.timing.durations
+        return self._timing.durations
 
     def in_flight(self) -> list[Generation]:
         """Every request not finished: waiting here, being sent, looked for, or running on the server."""
-        return self.live.in_flight()
+        return self._live.in_flight()
 
     def waiting(self) -> list[Generation]:
         """Requests held here by the rate limit: not sent, not charged."""
-        return self.sender.waiting()
+        return self._sender.waiting()
 
     def live_handle(self, *, job_id: Optional[str] = None, request_id: Optional[str] = None,
                     request_key: Optional[str] = None) -> Optional[Generation]:
         if job_id:
-            return self.live.for_job(job_id)
+            return self._live.for_job(job_id)
         if request_id:
-            return self.live.get(request_id)
-        same = self.live.matching(lambda h: not h.done and Ledger.request_key(h) == request_key)
+            return self._live.get(request_id)
+        same = self._live.matching(lambda h: not h.done and Ledger.request_key(h) == request_key)
         return same[0] if same else None
 
     def close(self) -> None:
         """Stop following (jobs keep running on the server; the history knows them)."""
-        self.lanes.close()
+        self._lanes.close()
 
     @property
     def closed(self) -> bool:
-        return self.lanes.closed
+        return self._lanes.closed
 
     # -- Sending -----------------------------------------------------------------------------------
     def submit(self, handle: Generation, *, block: bool = True) -> Generation:
@@ -124,7 +123,7 @@ class Engine:
         With `block`, returns when the request has an answer (a job, a 429, or a lost answer); a Ctrl-C
         while waiting stops only the waiting: the request goes on in the background and stays in the ledger.
         """
-        self.sender.submit(handle)
+        self._sender.submit(handle)
         if block:
             self.wait_answered([handle])
         return handle
@@ -136,7 +135,7 @@ class Engine:
         rest are refused (`StorageError`, nothing sent for them).
         """
         for handle in handles:
-            self.sender.submit(handle)
+            self._sender.submit(handle)
         self.wait_answered(handles)
         return handles
 
@@ -157,9 +156,9 @@ class Engine:
         if handle.done:
             outcome = "finished"
         elif handle.job_id is None:
-            if self.sender.drop(handle):
+            if self._sender.drop(handle):
                 handle._set(note=CANCEL_WORDS["dropped"])
-                self.ledger.end(handle, JobFailedError(handle.request_id, status="canceled",
+                self._ledger.end(handle, JobFailedError(handle.request_id, status="canceled",
                                                        text="canceled before it was sent: nothing was charged"),
                                 status="not-sent")
                 return "dropped"
@@ -168,7 +167,7 @@ class Engine:
             try:
                 self._http.request("POST", f"/jobs/{handle.job_id}/action", json_body={"action": "cancel"})
                 outcome = "requested"
-                self.poller.poll_soon(handle)
+                self._poller.poll_soon(handle)
             except BadRequestError as exc:
                 outcome = "refused" if "cancel" in exc.reason.lower() else "unavailable"
             except (RateLimitError, APIConnectionError):
@@ -179,51 +178,51 @@ class Engine:
 
     def reattach(self, job_id: str) -> Generation:
         """A live handle on any job by id (see `Recovery.reattach`)."""
-        return self.recovery.reattach(job_id)
+        return self._recovery.reattach(job_id)
 
     def finished_handle(self, record: JobRecord) -> Generation:
         """A done handle rebuilt from a history row whose outputs are all stored (no request made)."""
-        return self.recovery.finished_handle(record)
+        return self._recovery.finished_handle(record)
 
     def outputs_stored(self, record: JobRecord) -> bool:
         """Whether a successful row's outputs are all on disk (then it can be shown with no request)."""
-        return self.completer.outputs_stored(record)
+        return self._completer.outputs_stored(record)
 
     def follow_record(self, record: JobRecord) -> Generation:
         """Follow on a request from the history (this kernel's or an earlier one's)."""
-        return self.recovery.follow_record(record)
+        return self._recovery.follow_record(record)
 
     def recover(self) -> list[Generation]:
         """Once per engine: follow on every unfinished request of this backend found in the history."""
-        return self.recovery.recover()
+        return self._recovery.recover()
 
     # -- Trainings (see `TrainingFollower`) ----------------------------------------------------------------
     def live_training(self, model_id: str) -> Optional[Training]:
-        return self.trainings.live_training(model_id)
+        return self._trainings.live_training(model_id)
 
     def trainings_in_flight(self) -> list[Training]:
-        return self.trainings.trainings_in_flight()
+        return self._trainings.trainings_in_flight()
 
     def record_training(self, training: Training, *, before_sending: bool = False) -> None:
-        self.ledger.record_training(training, before_sending=before_sending)
+        self._ledger.record_training(training, before_sending=before_sending)
 
     def start_training(self, training: Training, parameters: dict) -> None:
-        self.trainings.start_training(training, parameters)
+        self._trainings.start_training(training, parameters)
 
     def follow_training(self, training: Training) -> Training:
-        return self.trainings.follow_training(training)
+        return self._trainings.follow_training(training)
 
     def cancel_training(self, training: Training) -> str:
-        return self.trainings.cancel_training(training)
+        return self._trainings.cancel_training(training)
 
     def training_model(self, training: Training) -> "Model":
-        return self.trainings.training_model(training)
+        return self._trainings.training_model(training)
 
     def finished_training(self, record: TrainingRecord) -> Training:
-        return self.trainings.finished_training(record)
+        return self._trainings.finished_training(record)
 
     def reattach_training(self, model_id: str) -> Training:
-        return self.trainings.reattach_training(model_id)
+        return self._trainings.reattach_training(model_id)
 
     def recover_trainings(self) -> list[Training]:
-        return self.trainings.recover_trainings()
+        return self._trainings.recover_trainings()
