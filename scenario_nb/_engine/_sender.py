@@ -14,7 +14,7 @@ import time
 from collections import deque
 from typing import Any, Callable, Optional
 
-from .._errors import (APIConnectionError, APIError, OutcomeUnknownError, RateLimitError, SubmitFailedError)
+from .._errors import APIConnectionError, APIError, OutcomeUnknownError, RateLimitError, SubmitFailedError
 from .._generation import Generation
 from .._history import new_request_id
 from .._http import Transport, UncertainSubmit

@@ -15,8 +15,8 @@ import time
 from collections import defaultdict
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
-from .._errors import APIConnectionError, BadRequestError, NotFoundError, RateLimitError, ScenarioError, \
-    ServerError, StorageError
+from .._errors import (APIConnectionError, BadRequestError, NotFoundError, RateLimitError, ScenarioError,
+                       ServerError, StorageError)
 from .._history import TRAINING_TERMINAL, TrainingRecord
 from .._http import Transport
 from .._training import CANCEL_WORDS, Training, TrainingImage, TrainingOwner
