@@ -1,6 +1,6 @@
 """`Generation`: a live handle on one request and its job. State plus a small public API.
 
-The engine (`_engine.py`) is the only thing that changes a handle: it sends the request, follows the job,
+The engine (`_engine/`) is the only thing that changes a handle: it sends the request, follows the job,
 stores its outputs and records every step in the history. Front doors read the state and call the public
 methods (`wait`, `cancel`, `save`, `on_update`).
 """

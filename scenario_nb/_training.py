@@ -1,6 +1,6 @@
 """`Training`: a live handle on one custom-model training, and the local checks of a training set.
 
-Like `Generation`, a `Training` is state plus a small public API; the engine (`_engine.py`, "Trainings") is
+Like `Generation`, a `Training` is state plus a small public API; the engine (`_engine/_trainings.py`) is
 the only thing that changes it: it follows `GET /models/{id}` on its poll lane and records every change in
 the history. The training set is loaded and checked here, before anything is sent or paid: a folder, a list
 of paths or Pillow images, each a real image at least `MIN_SIDE` pixels a side, `MIN_IMAGES`–`MAX_IMAGES`.

@@ -1,0 +1,273 @@
+"""The training follower: trainings started, followed, cancelled, re-attached and recovered.
+
+A training is followed on the poll lane beside the jobs (no thread of its own): `GET /models/{id}` at a
+cadence from the server's remaining time, and `GET /jobs/{jobId}` once when it fails, for the error and hint
+(the model carries none). Its row in the history's `trainings` table is written before anything waits and
+after every change, so a new kernel follows it on (`recover_trainings`).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+from collections import defaultdict
+from typing import TYPE_CHECKING, Any, Callable, Optional
+
+from .._errors import (APIConnectionError, BadRequestError, NotFoundError, RateLimitError, ScenarioError,
+                       ServerError, StorageError)
+from .._history import TRAINING_TERMINAL, TrainingRecord
+from .._http import Transport
+from .._training import CANCEL_WORDS, Training, TrainingImage, TrainingOwner
+from ._lanes import Lanes
+from ._ledger import Ledger
+from ._live import Settings
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from .._models import Model
+    from .._store import FileStore
+
+log = logging.getLogger("scenario_nb")
+
+TRAINING_CEILING = 10.0  # seconds between two polls of one training, at most
+
+
+class TrainingFollower:
+    """Keeps every training of one backend current: one live handle per model id, recorded at every change.
+
+    `owner` is only handed to the handles it builds (what they call to cancel); it is never called here."""
+
+    def __init__(self, owner: TrainingOwner, http: Transport, lanes: Lanes, ledger: Ledger, settings: Settings, *,
+                 store: Callable[[], "FileStore"]) -> None:
+        self._owner = owner
+        self._http = http
+        self._lanes = lanes
+        self._ledger = ledger
+        self._settings = settings
+        self._store_factory = store
+        self._lock = threading.Lock()
+        self._seq = itertools.count()
+        self._trainings: dict[str, Training] = {}  # model id -> the one live handle on a training followed here
+        self._tokens: dict[str, int] = {}  # model id -> the one poll task that counts
+        self._errors: dict[str, int] = defaultdict(int)  # model id -> failed polls in a row
+        self._recovered = False
+        self._attaching = threading.Lock()
+
+    def live_training(self, model_id: str) -> Optional[Training]:
+        with self._lock:
+            return self._trainings.get(model_id)
+
+    def trainings_in_flight(self) -> list[Training]:
+        with self._lock:
+            return [t for t in self._trainings.values() if not t.done]
+
+    def start_training(self, training: Training, parameters: dict) -> None:
+        """Record that the training is being started, then `PUT /models/{id}/train` exactly once.
+
+        A refusal (4xx) raises and nothing was started. A lost answer (no answer, 5xx) is never retried: the
+        model is followed, and its status tells whether the training started.
+        """
+        training._set(stage="starting")
+        self._ledger.record_training(training, before_sending=True)  # raises StorageError: nothing is started
+        try:
+            data = self._http.request("PUT", f"/models/{training.model_id}/train",
+                                      json_body={"parameters": parameters})
+        except (APIConnectionError, ServerError) as exc:
+            training._set(note=f"the answer to starting the training was lost ({exc}); following the model")
+            self.follow_training(training)
+            return
+        job = data.get("job") or {}
+        cost = data.get("creativeUnitsCost")
+        if cost is None:
+            cost = (data.get("creativeUnits") or {}).get("estimatedCreativeUnits")
+        training._set(job_id=job.get("jobId") or job.get("id") or training.job_id,
+                      cost=float(cost) if cost is not None else training.cost)
+        training._apply_model(data.get("model") or {"status": "training"})
+        self.follow_training(training)
+
+    def follow_training(self, training: Training) -> Training:
+        """Keep a training current from now on: recorded, shown, polled."""
+        with self._lock:
+            self._trainings[training.model_id] = training
+        self._ledger.record_training(training)
+        training._notify()
+        self._schedule(training, 0.0)
+        return training
+
+    def _schedule(self, training: Training, delay: float) -> None:
+        with self._lock:
+            token = self._tokens[training.model_id] = next(self._seq)
+        self._lanes.schedule(training, delay, self._poll, token)
+
+    def _delay(self, training: Training) -> float:
+        """clamp(remaining / 5, floor, 10 s); without a remaining time, a tenth of the training's age."""
+        floor, left = self._settings.floor, training.remaining
+        if left is not None:
+            return min(TRAINING_CEILING, max(floor, left / 5))
+        return min(TRAINING_CEILING, max(floor, 0.1 * (time.time() - training.created_at)))
+
+    def _poll(self, training: Training, token: Optional[int] = None) -> None:
+        with self._lock:
+            if training.done or (token is not None and self._tokens.get(training.model_id) != token):
+                return
+        try:
+            model = self._http.get(f"/models/{training.model_id}")["model"]
+        except NotFoundError:
+            training._set(status="failed" if training.status == "training" else "not-started",
+                          error="the API no longer knows this model",
+                          hint="it may have been deleted, or belong to a sandbox that stopped")
+            self._end(training)
+            return
+        except ScenarioError as exc:  # transient: the transport already retried; never lose a training
+            with self._lock:
+                self._errors[training.model_id] += 1
+                errors = self._errors[training.model_id]
+            log.info("poll of training %s failed (%s); trying again", training.model_id, exc)
+            self._schedule(training, min(TRAINING_CEILING, self._settings.floor * 2 ** min(errors, 6)))
+            return
+        with self._lock:
+            self._errors.pop(training.model_id, None)
+        changed = training._apply_model(model)
+        if training.status == "new":  # never started (a refusal or a lost start): nothing charged for training
+            training._set(status="not-started", error=training.error or
+                          "the training was never started on the server; nothing was charged for it")
+        if training.status in ("failed", "training-canceled") and training.job_id:
+            try:
+                meta = (self._http.get(f"/jobs/{training.job_id}")["job"].get("metadata") or {})
+                training._set(error=meta.get("error") or training.error, hint=meta.get("hint") or training.hint)
+            except ScenarioError as exc:
+                log.info("reading the job of failed training %s failed (%s)", training.model_id, exc)
+        if training.status in TRAINING_TERMINAL:
+            self._end(training)
+            return
+        if changed:
+            self._ledger.record_training(training)
+        training._notify()
+        self._schedule(training, self._delay(training))
+
+    def _end(self, training: Training) -> None:
+        """Mark a training done, record it, show it, then release its waiters."""
+        with self._lock:
+            self._tokens.pop(training.model_id, None)
+        training._finish()
+        self._ledger.record_training(training)
+        training._notify()
+        training._settle()
+
+    def cancel_training(self, training: Training) -> str:
+        """`POST /models/{id}/train/action {"action": "cancel"}`; the outcome as in `Training.cancel`."""
+        if training.done:
+            outcome = "finished"
+        else:
+            try:
+                data = self._http.request("POST", f"/models/{training.model_id}/train/action",
+                                          json_body={"action": "cancel"})
+                if isinstance(data.get("model"), dict):
+                    training._apply_model(data["model"])
+                outcome = "requested"
+            except BadRequestError as exc:
+                outcome = "refused"
+                training._set(note=f"{CANCEL_WORDS['refused']}: {exc.reason}")
+            except (RateLimitError, APIConnectionError, ServerError):
+                outcome = "unavailable"
+            if not training.done:
+                self._schedule(training, 0.0)
+        if outcome != "refused":
+            training._set(note=CANCEL_WORDS[outcome])
+        training._notify()
+        return outcome
+
+    def training_model(self, training: Training) -> "Model":
+        from .._models import Model
+        return Model.parse(self._http.get(f"/models/{training.model_id}")["model"])
+
+    # -- Handles from the history and the API ------------------------------------------------------------
+    def _training_from(self, record: Optional[TrainingRecord], model: Optional[dict]) -> Training:
+        """A handle from a history row and/or the API's model (not followed yet)."""
+        model = model or {}
+        model_id = record.model_id if record else str(model.get("id"))
+        if record is not None and record.images:
+            images = [TrainingImage(str(i.get("name") or ""), i.get("asset_id"), str(i.get("caption") or ""),
+                                    self._stored_path(i.get("asset_id"))) for i in record.images]
+        else:
+            images = [TrainingImage(str(i.get("name") or ""), i.get("id"),
+                                    str(i.get("description") or i.get("automaticCaptioning") or ""),
+                                    self._stored_path(i.get("id")))
+                      for i in model.get("trainingImages") or [] if isinstance(i, dict)]
+        training = Training(self._owner, model_id=model_id, name=(record.name if record else "") or
+                            model.get("name") or model_id, type=(record.type if record else "") or
+                            str(model.get("type") or ""), images=images,
+                            parameters=(record.parameters if record else None) or model.get("parameters") or {})
+        if record is not None:
+            training._set(job_id=record.job_id, cost=record.cost, status=record.status or "new", stage=record.stage,
+                          progress=record.progress or 0.0, error=record.error, hint=record.hint,
+                          created_at=record.created_at or time.time())
+        return training
+
+    def _stored_path(self, asset_id: Any) -> Optional["Path"]:
+        if not isinstance(asset_id, str) or not asset_id:
+            return None
+        try:
+            return self._store_factory().find(asset_id)
+        except StorageError:
+            return None
+
+    def finished_training(self, record: TrainingRecord) -> Training:
+        """A done handle rebuilt from a finished history row (no request made)."""
+        training = self._training_from(record, None)
+        training._set(finished_at=record.finished_at or record.updated_at or time.time())
+        training._finish()
+        training._settle()
+        return training
+
+    def reattach_training(self, model_id: str) -> Training:
+        """The one live handle on a training by model id: the one followed here, else one built from the
+        history and the API (followed on while it trains, done when it has ended)."""
+        with self._attaching:
+            live = self.live_training(model_id)
+            if live is not None:
+                return live
+            try:
+                record = self._ledger.history.training(model_id)
+            except StorageError:
+                record = None
+            model = self._http.get(f"/models/{model_id}")["model"]
+            training = self._training_from(record, model)
+            with self._lock:
+                self._trainings[model_id] = training
+            self._poll_now(training)
+            return training
+
+    def _poll_now(self, training: Training) -> None:
+        """Bring a re-attached handle up to date at once (ended: done before it is returned), then follow."""
+        with self._lock:
+            token = self._tokens[training.model_id] = next(self._seq)
+        self._poll(training, token)
+
+    def recover_trainings(self) -> list[Training]:
+        """Once per engine: follow on every unfinished training of this backend found in the history."""
+        with self._lock:
+            if self._recovered:
+                return []
+            self._recovered = True
+        try:
+            rows = self._ledger.history.unfinished_trainings(self._ledger.backend_id)
+        except StorageError:
+            return []
+        found = []
+        for record in rows:
+            try:
+                found.append(self.reattach_training(record.model_id))
+            except NotFoundError:
+                training = self._training_from(record, None)
+                training._set(status="failed" if record.status == "training" else "not-started",
+                              error="the API no longer knows this model",
+                              hint="it may have been deleted, or belong to a sandbox that stopped")
+                self._end(training)
+                found.append(training)
+            except ScenarioError as exc:
+                log.warning("could not follow on training %s: %s", record.model_id, exc)
+        return found
