@@ -17,7 +17,7 @@ from PIL import Image
 from scenario_nb import sandbox as sandbox_mod
 from scenario_nb.sandbox import _images
 
-from conftest import RemoteSandbox
+from conftest import Clock, RemoteSandbox
 
 GEMINI, FLUX2 = "model_google-gemini-3-1-flash", "model_bfl-flux-2-dev"
 
@@ -181,17 +181,20 @@ def test_cancel_where_the_job_type_allows_it():
         assert not sb.state.assets
 
 
-def test_parallel_cap_429_names_the_limit_without_retry_after(sb):
-    jobs = [generate(sb, {"prompt": f"p{i}"}) for i in range(3)]
-    limited = api(sb, "POST", f"/generate/custom/{GEMINI}", json={"prompt": "one too many"})
-    assert limited.status_code == 429 and "Retry-After" not in limited.headers
-    assert limited.json() == {"reason": "Too many parallel jobs: the limit is 3", "actionName": "parallelCustomJobs",
-                              "actionLimit": 3}
-    assert len(sb.jobs) == 3
-    listed = api(sb, "GET", "/jobs", params={"pageSize": 2}).json()
-    assert len(listed["jobs"]) == 2 and listed["nextPaginationToken"]
-    assert {j["jobId"] for j in listed["jobs"]} <= {j["jobId"] for j in jobs}
-    assert api(sb, "GET", "/jobs/job_nope").status_code == 404
+def test_parallel_cap_429_names_the_limit_without_retry_after():
+    """Three jobs fill the cap (the sandbox's clock stands still, so none can end first on a slow machine)."""
+    with sandbox_mod.start(job_seconds=0.4, seed=5, max_parallel_jobs=3, list_lag=0,
+                           clock=Clock(frozen=True)) as sb:
+        jobs = [generate(sb, {"prompt": f"p{i}"}) for i in range(3)]
+        limited = api(sb, "POST", f"/generate/custom/{GEMINI}", json={"prompt": "one too many"})
+        assert limited.status_code == 429 and "Retry-After" not in limited.headers
+        assert limited.json() == {"reason": "Too many parallel jobs: the limit is 3",
+                                  "actionName": "parallelCustomJobs", "actionLimit": 3}
+        assert len(sb.jobs) == 3
+        listed = api(sb, "GET", "/jobs", params={"pageSize": 2}).json()
+        assert len(listed["jobs"]) == 2 and listed["nextPaginationToken"]
+        assert {j["jobId"] for j in listed["jobs"]} <= {j["jobId"] for j in jobs}
+        assert api(sb, "GET", "/jobs/job_nope").status_code == 404
 
 
 def test_retry_after_header_is_an_option():
