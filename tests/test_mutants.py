@@ -1,0 +1,205 @@
+"""Tests written to kill mutants that mutmut planted in the modules that move money and that the rest of the suite
+let live (the run, the figures and the mutants that cannot be killed: tests/mutants-equivalent.md).
+
+Each checks by effect: rows in the history, what SQLite holds, requests the sandbox received.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import threading
+
+import pytest
+
+from scenario_nb import StorageError
+from scenario_nb._history import History, JobRecord, TrainingRecord, new_request_id
+
+
+@pytest.fixture
+def history(tmp_path):
+    h = History(tmp_path / "h.sqlite")
+    yield h
+    h.close()
+
+
+# -- _history.py -------------------------------------------------------------------------------------------------
+def test_the_database_is_opened_with_its_settings_and_schema_version(tmp_path):
+    """A history in a folder that does not exist yet is created there, in WAL mode, stamped with the schema
+    version, with a 10 s busy timeout (other kernels' writes are waited out) and synchronous=NORMAL."""
+    h = History(tmp_path / "a" / "b" / "h.sqlite")
+    conn = sqlite3.connect(h.path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    mine = h._connection()
+    assert mine.execute("PRAGMA busy_timeout").fetchone()[0] == 10000
+    assert mine.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    assert {"jobs", "trainings"} <= tables
+    assert {"jobs_request_key", "jobs_created_at", "jobs_status", "trainings_backend"} <= indexes
+    conn.close()
+    h.close()
+    History(h.path).close()  # opening it again (existing folder, existing schema) is fine
+
+
+def test_a_failed_write_is_rolled_back_and_the_next_write_goes_through(history):
+    """A write SQLite refuses (a second request claiming the same job id) raises StorageError and leaves no
+    transaction open: the next request is recorded, the refused one is not."""
+    history.record(JobRecord("req_1", job_id="job_1", status="queued"))
+    with pytest.raises(StorageError, match="cannot write the history database"):
+        history.record(JobRecord("req_2", job_id="job_1", status="queued"))
+    history.record(JobRecord("req_3", job_id="job_3", status="queued"))
+    assert history.count() == 2 and history.get_request("req_2") is None
+    assert history.get_request("req_3").job_id == "job_3"
+
+
+def test_recording_again_keeps_the_first_created_at_and_replaces_the_rest(history):
+    """A row recorded twice (the same request id) is one row: its first created_at, everything else new."""
+    history.record(JobRecord("req_1", backend_id="u", status="sending", created_at=1.0, updated_at=1.0))
+    history.record(JobRecord("req_1", job_id="job_1", backend_id="u", status="queued", cost=2.5, created_at=9.0,
+                             updated_at=9.0, inputs={"a": 1}, asset_ids=["asset_1"]))
+    row = history.get_request("req_1")
+    assert (row.created_at, row.updated_at, row.job_id, row.status, row.cost) == (1.0, 9.0, "job_1", "queued", 2.5)
+    assert row.inputs == {"a": 1} and row.asset_ids == ["asset_1"] and history.count() == 1
+
+
+def test_update_changes_only_what_it_names_and_refuses_unknown_columns(history):
+    """`update` writes the named columns of that one request; an unknown column raises and writes nothing."""
+    history.record(JobRecord("req_1", job_id="job_1", status="queued", prompt="p"))
+    history.record(JobRecord("req_2", job_id="job_2", status="queued"))
+    history.update("req_1", status="success", files=["a.png"])
+    with pytest.raises(ValueError, match="unknown history columns"):
+        history.update("req_2", status="failure", bogus=1)
+    history.update("req_2")  # nothing to change
+    assert history.get("job_1").status == "success" and history.get("job_1").files == ["a.png"]
+    assert history.get("job_1").prompt == "p" and history.get("job_2").status == "queued"
+
+
+def test_unfinished_recent_and_reusable_rows_by_backend_and_status(history):
+    """What a new kernel follows on (`unfinished`), the newest rows (`recent`) and what a re-run reuses
+    (`find_reusable`), each of one backend when asked: terminal statuses end a row, a row without a status
+    does not, and a failed, canceled or never-sent request is never reused."""
+    key = History.request_key("m", "p", {})
+    rows = [("req_a", "u", "success", 1.0), ("req_b", "u", "failure", 2.0), ("req_c", "u", "canceled", 3.0),
+            ("req_d", "u", "not-sent", 4.0), ("req_e", "u", "queued", 5.0), ("req_f", "v", "in-progress", 6.0),
+            ("req_g", "u", None, 7.0)]
+    for request_id, backend, status, at in rows:
+        history.record(JobRecord(request_id, backend_id=backend, request_key=key, created_at=at))
+        history.update(request_id, status=status)
+    assert [r.request_id for r in history.unfinished()] == ["req_g", "req_f", "req_e"]
+    assert [r.request_id for r in history.unfinished("u")] == ["req_g", "req_e"]
+    assert [r.request_id for r in history.recent(2)] == ["req_g", "req_f"]
+    assert [r.request_id for r in history.recent(3, backend_id="u")] == ["req_g", "req_e", "req_d"]
+    assert history.find_reusable(key, "v").request_id == "req_f"
+    history.update("req_g", status="failure")
+    history.update("req_e", status="canceled")
+    assert history.find_reusable(key, "u").request_id == "req_a"  # the newest paid one
+    assert history.get("nope") is None and history.get_request("nope") is None
+
+
+def test_a_column_holding_broken_json_reads_as_empty(history):
+    """A JSON column that is not JSON (or empty) reads as an empty dict or list, not an error."""
+    history.record(JobRecord("req_1", job_id="job_1", status="success", inputs={"a": 1}, asset_ids=["x"]))
+    conn = history._connection()
+    conn.execute("UPDATE jobs SET inputs = '{broken', asset_ids = '', mime_types = NULL WHERE request_id = 'req_1'")
+    row = history.get("job_1")
+    assert (row.inputs, row.asset_ids, row.mime_types, row.files) == ({}, [], [], [])
+
+
+def test_the_request_key_is_the_sha256_of_canonical_json(history):
+    """The re-run key must not change between versions (old rows must still match): SHA-256 of the compact,
+    key-sorted JSON of model, prompt and inputs."""
+    canonical = '{"inputs":{"a":1,"b":[2,3]},"model":"m","prompt":"p"}'
+    assert History.request_key("m", "p", {"b": [2, 3], "a": 1}) == hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def test_request_ids_are_unique_and_shaped(history):
+    """A request id is `req_` and 24 hex digits, never the same twice."""
+    ids = {new_request_id() for _ in range(100)}
+    assert len(ids) == 100
+    assert all(i.startswith("req_") and len(i) == 28 and int(i[4:], 16) >= 0 for i in ids)
+
+
+def test_another_thread_writes_and_reads_the_same_history(history):
+    """The engine records from its own thread on the connection the kernel's thread opened."""
+    history.record(JobRecord("req_0", status="queued"))
+    errors = []
+
+    def work():
+        try:
+            history.record(JobRecord("req_1", status="queued"))
+            history.update("req_0", status="success")
+        except Exception as exc:  # noqa: BLE001 - the test reports it
+            errors.append(exc)
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    thread.join()
+    assert not errors and history.count() == 2 and history.get_request("req_0").status == "success"
+
+
+def test_closed_history_opens_again_on_use(history):
+    """After `close`, the next read or write reopens the database."""
+    history.record(JobRecord("req_1", status="queued"))
+    history.close()
+    history.close()  # twice is fine
+    assert history.count() == 1
+    history.close()
+    history.record(JobRecord("req_2", status="queued"))
+    assert history.count() == 2
+
+
+def test_a_version_1_history_is_migrated_whole(tmp_path):
+    """Migrating schema 1 keeps every column it had, moves no column it lacked, leaves no old table, and
+    stamps the new version."""
+    path = tmp_path / "old.sqlite"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE jobs (job_id TEXT PRIMARY KEY, backend_url TEXT, prompt TEXT, status TEXT, "
+                 "cost REAL, created_at REAL)")
+    conn.execute("INSERT INTO jobs VALUES ('job_old', 'https://api', 'a crate', 'success', 3.0, 5.0)")
+    conn.execute("PRAGMA user_version = 1")
+    conn.commit()
+    conn.close()
+    h = History(path)
+    row = h.get("job_old")
+    assert (row.request_id, row.backend_id, row.backend_url, row.prompt, row.status, row.cost, row.created_at) == \
+        ("job_old", "https://api", "https://api", "a crate", "success", 3.0, 5.0)
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE name = 'jobs_v1'")] == []
+    conn.close()
+    h.close()
+
+
+def test_trainings_rows_by_backend_status_and_limit(history):
+    """Trainings: recorded again keeps the first created_at; listed newest first, of one backend and up to a
+    limit when asked; unfinished ones are those not trained, failed, canceled or never started."""
+    rows = [("model_a", "u", "trained", 1.0), ("model_b", "u", "failed", 2.0), ("model_c", "u", "training-canceled",
+            3.0), ("model_d", "u", "not-started", 4.0), ("model_e", "u", "training", 5.0),
+            ("model_f", "v", "queued", 6.0)]
+    for model_id, backend, status, at in rows:
+        history.record_training(TrainingRecord(model_id, backend_id=backend, status="new", created_at=at))
+        history.record_training(TrainingRecord(model_id, backend_id=backend, status=status, created_at=at + 100,
+                                               parameters={"steps": 10}, images=[{"name": "a.png"}]))
+    assert history.training("model_a").created_at == 1.0 and history.training("model_a").status == "trained"
+    assert history.training("model_a").parameters == {"steps": 10} and history.training("nope") is None
+    assert [t.model_id for t in history.trainings()] == ["model_f", "model_e", "model_d", "model_c", "model_b",
+                                                         "model_a"]
+    assert [t.model_id for t in history.trainings("u", limit=2)] == ["model_e", "model_d"]
+    assert [t.model_id for t in history.trainings(limit=1)] == ["model_f"]
+    assert [t.model_id for t in history.unfinished_trainings()] == ["model_f", "model_e"]
+    assert [t.model_id for t in history.unfinished_trainings("u")] == ["model_e"]
+
+
+def test_a_training_row_with_empty_columns_reads_with_defaults(history):
+    """A training row whose status, stage, name, type or progress is NULL, or whose JSON is broken, reads with
+    the dataclass defaults (status `new`, still in flight) instead of failing."""
+    history.record_training(TrainingRecord("model_a", backend_id="u", status="training", name="n", type="t",
+                                           stage="s", progress=0.5, parameters={"a": 1}, images=[{"x": 1}]))
+    history._connection().execute("UPDATE trainings SET status = NULL, stage = NULL, name = NULL, type = NULL, "
+                                  "progress = NULL, parameters = '{broken', images = '' WHERE model_id = 'model_a'")
+    row = history.training("model_a")
+    assert (row.status, row.stage, row.name, row.type, row.progress) == ("new", "", "", "", 0.0)
+    assert (row.parameters, row.images, row.backend_id) == ({}, [], "u")
+    assert row.in_flight and [t.model_id for t in history.unfinished_trainings()] == ["model_a"]
