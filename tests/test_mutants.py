@@ -6,13 +6,22 @@ Each checks by effect: rows in the history, what SQLite holds, requests the sand
 
 from __future__ import annotations
 
+import email.utils
 import hashlib
 import sqlite3
 import threading
+import time
+from pathlib import Path
 
 import pytest
+import requests
+from requests.structures import CaseInsensitiveDict
+from urllib3.exceptions import MaxRetryError, NewConnectionError, ProtocolError
 
 from scenario_nb import StorageError
+from scenario_nb import _http
+from scenario_nb._errors import (APIConnectionError, APIError, APITimeoutError, NotFoundError,
+                                 PermissionDeniedError, ServerError)
 from scenario_nb._history import History, JobRecord, TrainingRecord, new_request_id
 
 
@@ -203,3 +212,133 @@ def test_a_training_row_with_empty_columns_reads_with_defaults(history):
     assert (row.status, row.stage, row.name, row.type, row.progress) == ("new", "", "", "", 0.0)
     assert (row.parameters, row.images, row.backend_id) == ({}, [], "u")
     assert row.in_flight and [t.model_id for t in history.unfinished_trainings()] == ["model_a"]
+
+
+def test_values_json_cannot_say_are_stored_as_their_text(history):
+    """A path (or any object JSON has no word for) among a request's inputs or a training's parameters is
+    stored as its text instead of failing the write, which would refuse the request."""
+    where = Path("/data/crates")
+    history.record(JobRecord("req_1", status="queued", inputs={"image": where}))
+    history.record_training(TrainingRecord("model_a", parameters={"folder": where}, images=[{"path": where}]))
+    assert history.get_request("req_1").inputs == {"image": str(where)}
+    assert history.training("model_a").parameters == {"folder": str(where)}
+    assert history.training("model_a").images == [{"path": str(where)}]
+
+
+# -- _http.py: the server's words and waits, the network's failures, the creation gate -------------------------
+def test_the_servers_wait_is_read_from_retry_after_or_the_body():
+    """`Retry-After` in seconds (a fraction, zero), or as an HTTP date, else a cooldown's `remainingSeconds`;
+    a header that is negative, absurd or unreadable counts as no header."""
+    def wait(value=None, body=None):
+        headers = CaseInsensitiveDict({"Retry-After": value} if value is not None else {})
+        return _http._retry_after(headers, body)
+
+    assert wait("2.5") == 2.5 and wait("0.0") == 0.0 and wait("0") == 0 and wait("86399.5") == 86399.5
+    in_a_minute = email.utils.formatdate(time.time() + 60, usegmt=True)
+    assert 50 <= wait(in_a_minute) <= 61
+    assert wait("soon") is None and wait("-3.5") is None and wait("1e9") is None
+    assert wait("soon", {"remainingSeconds": 7}) == 7.0 and isinstance(wait(body={"remainingSeconds": 7}), float)
+    assert wait(body={"remainingSeconds": "7"}) is None and wait(body=[7]) is None and wait() is None
+
+
+def test_the_servers_reason_is_its_first_words_found():
+    """An error's reason: the body's `reason`, `message`, `error` or `detail` (the first non-empty text), else
+    the body's text, trimmed and cut at 300 characters, else 'no reason given'."""
+    assert _http._reason({"reason": "r", "message": "m"}, "t") == "r"
+    assert _http._reason({"reason": "", "message": "m"}, "t") == "m"
+    assert _http._reason({"reason": 5, "error": "e"}, "t") == "e"
+    assert _http._reason({"detail": "d"}, "t") == "d"
+    assert _http._reason({"other": "x"}, "  plain words \n") == "plain words"
+    assert _http._reason(None, "x" * 500) == "x" * 300
+    assert _http._reason(None, "   ") == _http._reason({}, None) == "no reason given"
+
+
+def test_an_error_answer_becomes_the_matching_error_with_the_servers_reason():
+    """A non-2xx answer raises the error of its status carrying the server's reason; a 2xx that is not JSON is
+    a malformed answer; an empty 2xx is an empty object."""
+    with pytest.raises(NotFoundError, match="no such job") as raised:
+        _http._answer(404, {}, b'{"reason": "no such job"}', "GET", "/jobs/x")
+    assert raised.value.status_code == 404 and raised.value.body == {"reason": "no such job"}
+    with pytest.raises(ServerError, match="bad gateway"):
+        _http._answer(502, {}, b"bad gateway", "GET", "/jobs/x")
+    with pytest.raises(_http.MalformedAnswer, match="malformed JSON in the answer to GET /jobs/x"):
+        _http._answer(200, {}, b"{cut sh", "GET", "/jobs/x")
+    assert _http._answer(269, {}, b"", "POST", "/x") == {} and _http._answer(200, {}, b"[1]", "GET", "/x") == [1]
+    with pytest.raises(APIError) as raised:
+        _http._answer(300, {}, b"", "GET", "/x")
+    assert raised.value.status_code == 300
+
+
+def test_a_refused_asset_download_says_why_in_the_cdns_words():
+    """A CDN's XML error gives its <Message>; 403 and 404 say signed URLs expire; other statuses keep theirs."""
+    xml = b"<?xml version='1.0'?><Error><Code>AccessDenied</Code><Message>\n Request has expired \n</Message></Error>"
+    expired = _http._download_error(403, xml)
+    assert isinstance(expired, PermissionDeniedError) and expired.reason == "asset URL refused: Request has expired"
+    assert "expire" in expired.hint and expired.status_code == 403
+    gone = _http._download_error(404, b"not here")
+    assert isinstance(gone, NotFoundError) and gone.reason == "asset URL refused: not here" and gone.hint
+    broken = _http._download_error(503, b" overloaded " + b"z" * 300)
+    assert isinstance(broken, ServerError) and broken.status_code == 503
+    assert broken.reason == (" overloaded " + "z" * 300)[:200].strip() and not broken.hint.startswith("signed")
+    late = _http._download_error(500, b"x" * 2000 + b"<Message>late</Message>")
+    assert "late" not in late.reason
+
+
+def _refused() -> requests.ConnectionError:
+    reason = NewConnectionError(None, "Failed to establish a new connection: [Errno 111] Connection refused")
+    return requests.ConnectionError(MaxRetryError(None, "/v1/x", reason=reason))
+
+
+def test_only_a_connection_that_never_opened_counts_as_never_sent():
+    """Refused connections and connect timeouts never reached the server; a dropped connection, a read
+    timeout or a proxy's failure may have."""
+    dropped = requests.ConnectionError(MaxRetryError(None, "/v1/x", reason=ProtocolError("Connection aborted.")))
+    assert _http._never_sent(_refused()) and _http._never_sent(requests.ConnectTimeout("slow"))
+    assert not _http._never_sent(dropped) and not _http._never_sent(requests.ReadTimeout("slow"))
+    assert not _http._never_sent(requests.exceptions.ProxyError(_refused().args[0]))
+    assert not _http._never_sent(requests.ConnectionError("no cause"))
+
+
+def test_network_failures_are_worded_by_what_is_known_of_them():
+    """Never connected, connected too slowly, no answer in time, or dropped: each in its own words, with the
+    short cause."""
+    refused = _http._connection_error(_refused(), "POST", "/generate")
+    assert type(refused) is APIConnectionError and str(refused).startswith(
+        "could not reach the API (connection refused); check the URL")
+    slow = _http._connection_error(requests.ConnectTimeout("x"), "POST", "/generate")
+    assert type(slow) is APITimeoutError and "could not connect to the API in time" in str(slow)
+    late = _http._connection_error(requests.ReadTimeout("x"), "GET", "/jobs/j")
+    assert type(late) is APITimeoutError and "GET /jobs/j got no answer in time" in str(late)
+    dropped = _http._network_error(ConnectionResetError("Connection reset by peer"), "GET", "/jobs/j")
+    assert type(dropped) is APIConnectionError
+    assert "the connection dropped during GET /jobs/j (connection reset)" in str(dropped)
+    timed_out = _http._network_error(TimeoutError("timed out"), "GET", "/jobs/j")
+    assert type(timed_out) is APITimeoutError and "GET /jobs/j got no answer in time" in str(timed_out)
+    assert _http._short(OSError("[Errno -2] Name or service not known")) == "name or service not known"
+    assert _http._short(OSError("read timed out")) == "timed out"
+    assert _http._short(ValueError("something else")) == "ValueError"
+    assert _http._short(requests.ConnectionError()) == "ConnectionError"
+
+
+def test_the_creation_gate_backs_off_1_2_4_up_to_30_seconds_and_resets(monkeypatch):
+    """After 429s without Retry-After nobody creates for 1 s, 2 s, 4 s ... at most 30 s (jitter: x0.75 to
+    x1.25); a 429 answering a request sent before the last 429 came back does not grow the wait; the first job
+    created starts over at 1 s; the server's own Retry-After is taken as is."""
+    monkeypatch.setattr(_http.random, "random", lambda: 0.5)  # no jitter
+    gate = _http.CreationGate()
+    assert gate.remaining() == 0.0
+    waits = [gate.refused(None) for _ in range(7)]
+    assert waits == [1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
+    assert 29.0 < gate.remaining() <= 30.0
+    assert gate.refused(None, sent_at=time.time() - 60) == 30.0  # side by side with the last one
+    gate.created()
+    assert gate.refused(None) == 1.0
+    assert gate.refused(None, sent_at=time.time() - 60) == 1.0  # the same refusal: no growth
+    assert gate.refused(None, sent_at=time.time() + 1) == 2.0
+    assert gate.refused(0.25) == 0.25 and 29.0 < gate.remaining() <= 30.0  # a shorter wait never reopens it
+    monkeypatch.setattr(_http.random, "random", lambda: 0.0)
+    assert _http.CreationGate().refused(None) == 0.75
+    monkeypatch.setattr(_http.random, "random", lambda: 1.0)
+    assert _http.CreationGate().refused(None) == 1.25
+    fresh = _http.CreationGate()
+    assert fresh.refused(3.0) == 3.0 and 2.5 < fresh.remaining() <= 3.0
