@@ -107,6 +107,27 @@ def test_unfinished_recent_and_reusable_rows_by_backend_and_status(history):
     assert history.get("nope") is None and history.get_request("nope") is None
 
 
+def test_recent_lists_the_newest_20_unless_told(history):
+    """`recent()` lists at most the 20 newest rows when no limit is given."""
+    for i in range(21):
+        history.record(JobRecord(f"req_{i:02}", backend_id="u", status="queued", created_at=float(i)))
+    listed = history.recent()
+    assert len(listed) == 20 and listed[0].request_id == "req_20" and listed[-1].request_id == "req_01"
+    assert len(history.recent(backend_id="u")) == 20
+
+
+def test_a_history_that_cannot_be_read_says_which_file(history):
+    """A read SQLite refuses (here: its tables gone) raises StorageError naming the history file, for jobs and
+    for trainings alike."""
+    conn = history._connection()
+    conn.execute("DROP TABLE jobs")
+    conn.execute("DROP TABLE trainings")
+    for read in (history.recent, history.trainings):
+        with pytest.raises(StorageError, match="cannot read the history database") as refused:
+            read()
+        assert str(history.path) in str(refused.value)
+
+
 def test_a_column_holding_broken_json_reads_as_empty(history):
     """A JSON column that is not JSON (or empty) reads as an empty dict or list, not an error."""
     history.record(JobRecord("req_1", job_id="job_1", status="success", inputs={"a": 1}, asset_ids=["x"]))
@@ -199,6 +220,15 @@ def test_trainings_rows_by_backend_status_and_limit(history):
     assert [t.model_id for t in history.trainings(limit=1)] == ["model_f"]
     assert [t.model_id for t in history.unfinished_trainings()] == ["model_f", "model_e"]
     assert [t.model_id for t in history.unfinished_trainings("u")] == ["model_e"]
+
+
+def test_trainings_lists_the_newest_100_unless_told(history):
+    """`trainings()` lists at most the 100 newest trainings when no limit is given."""
+    for i in range(101):
+        history.record_training(TrainingRecord(f"model_{i:03}", backend_id="u", created_at=float(i)))
+    listed = history.trainings()
+    assert len(listed) == 100 and listed[0].model_id == "model_100" and listed[-1].model_id == "model_001"
+    assert len(history.trainings("u")) == 100
 
 
 def test_a_training_row_with_empty_columns_reads_with_defaults(history):
