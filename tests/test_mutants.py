@@ -52,12 +52,25 @@ def test_the_database_is_opened_with_its_settings_and_schema_version(tmp_path):
     History(h.path).close()  # opening it again (existing folder, existing schema) is fine
 
 
+def test_the_trainings_table_has_exactly_its_columns_and_their_types(history):
+    """A new history's trainings table has one column per TrainingRecord field, numbers REAL and the rest TEXT,
+    so text that looks like a number (a training named "2024") comes back as text."""
+    from scenario_nb._history import TRAINING_COLUMNS
+    numbers = {"progress", "remaining", "cost", "created_at", "updated_at", "finished_at"}
+    info = history._connection().execute("PRAGMA table_info(trainings)").fetchall()
+    assert [(r[1], r[2]) for r in info] == [(c, "REAL" if c in numbers else "TEXT") for c in TRAINING_COLUMNS]
+    history.record_training(TrainingRecord("model_a", name="2024", stage="1.5", job_id="42"))
+    row = history.training("model_a")
+    assert (row.name, row.stage, row.job_id) == ("2024", "1.5", "42")
+
+
 def test_a_failed_write_is_rolled_back_and_the_next_write_goes_through(history):
     """A write SQLite refuses (a second request claiming the same job id) raises StorageError and leaves no
     transaction open: the next request is recorded, the refused one is not."""
     history.record(JobRecord("req_1", job_id="job_1", status="queued"))
-    with pytest.raises(StorageError, match="cannot write the history database"):
+    with pytest.raises(StorageError, match="cannot write the history database") as refused:
         history.record(JobRecord("req_2", job_id="job_1", status="queued"))
+    assert "UNIQUE constraint failed" in str(refused.value)  # SQLite's own words, for whoever must fix it
     history.record(JobRecord("req_3", job_id="job_3", status="queued"))
     assert history.count() == 2 and history.get_request("req_2") is None
     assert history.get_request("req_3").job_id == "job_3"
@@ -142,6 +155,9 @@ def test_the_request_key_is_the_sha256_of_canonical_json(history):
     key-sorted JSON of model, prompt and inputs."""
     canonical = '{"inputs":{"a":1,"b":[2,3]},"model":"m","prompt":"p"}'
     assert History.request_key("m", "p", {"b": [2, 3], "a": 1}) == hashlib.sha256(canonical.encode()).hexdigest()
+    with_a_path = '{"inputs":{"image":"/data/crate.png"},"model":"m","prompt":"p"}'  # anything else: its text
+    assert History.request_key("m", "p", {"image": Path("/data/crate.png")}) == \
+        hashlib.sha256(with_a_path.encode()).hexdigest()
 
 
 def test_request_ids_are_unique_and_shaped(history):
