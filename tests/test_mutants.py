@@ -53,12 +53,14 @@ def test_the_database_is_opened_with_its_settings_and_schema_version(tmp_path):
 
 
 def test_the_trainings_table_has_exactly_its_columns_and_their_types(history):
-    """A new history's trainings table has one column per TrainingRecord field, numbers REAL and the rest TEXT,
-    so text that looks like a number (a training named "2024") comes back as text."""
+    """A new history's trainings table has one column per TrainingRecord field and no other, numbers REAL and
+    the rest TEXT (in any order and letter case), so text that looks like a number (a training named "2024")
+    comes back as text."""
     from scenario_nb._history import TRAINING_COLUMNS
     numbers = {"progress", "remaining", "cost", "created_at", "updated_at", "finished_at"}
     info = history._connection().execute("PRAGMA table_info(trainings)").fetchall()
-    assert [(r[1], r[2]) for r in info] == [(c, "REAL" if c in numbers else "TEXT") for c in TRAINING_COLUMNS]
+    assert {(r[1], r[2].upper()) for r in info} == {(c, "REAL" if c in numbers else "TEXT") for c in TRAINING_COLUMNS}
+    assert len(info) == len(TRAINING_COLUMNS)
     history.record_training(TrainingRecord("model_a", name="2024", stage="1.5", job_id="42"))
     row = history.training("model_a")
     assert (row.name, row.stage, row.job_id) == ("2024", "1.5", "42")
