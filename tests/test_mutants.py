@@ -66,6 +66,65 @@ def test_the_trainings_table_has_exactly_its_columns_and_their_types(history):
     assert (row.name, row.stage, row.job_id) == ("2024", "1.5", "42")
 
 
+def test_reading_the_history_writes_nothing(history):
+    """Reads reuse the open connection: another process sees no change to the file (SQLite's data_version)."""
+    history.record(JobRecord("req_1", status="queued"))
+    other = sqlite3.connect(history.path)
+    before = other.execute("PRAGMA data_version").fetchone()[0]
+    history.recent(), history.get("job_x"), history.count(), history.unfinished(), history.trainings()
+    assert other.execute("PRAGMA data_version").fetchone()[0] == before
+    other.close()
+
+
+def test_a_history_whose_folder_cannot_be_made_again_refuses_every_write_until_it_can(tmp_path):
+    """The history's folder deleted and a file put in its place: every write raises StorageError (not another
+    error), and once the folder can be made again the history is recreated there."""
+    folder = tmp_path / "home"
+    h = History(folder / "h.sqlite")
+    h.record(JobRecord("req_1", status="queued"))
+    for child in folder.iterdir():
+        child.unlink()
+    folder.rmdir()
+    folder.write_text("in the way")
+    for request_id in ("req_2", "req_3"):
+        with pytest.raises(StorageError, match="cannot use the history database"):
+            h.record(JobRecord(request_id, status="queued"))
+    folder.unlink()
+    h.record(JobRecord("req_4", status="queued"))
+    assert [r.request_id for r in h.recent()] == ["req_4"]
+    h.close()
+
+
+def test_a_corrupt_history_refuses_with_sqlites_reason(tmp_path):
+    """A file that is not a database: StorageError with SQLite's reason, for whoever must fix it."""
+    path = tmp_path / "h.sqlite"
+    path.write_bytes(b"garbage, not a database " * 200)
+    with pytest.raises(StorageError, match="cannot use the history database") as refused:
+        History(path)
+    assert "file is not a database" in str(refused.value)
+
+
+def test_a_history_that_cannot_be_migrated_is_left_as_it_was_and_unlocked(tmp_path):
+    """A version-1 history without the columns a migration needs: StorageError (not another error), the file
+    still version 1 with its rows, and no lock left behind (another writer can start at once)."""
+    path = tmp_path / "old.sqlite"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE jobs (status TEXT)")
+    conn.execute("INSERT INTO jobs VALUES ('success')")
+    conn.execute("PRAGMA user_version = 1")
+    conn.commit()
+    conn.close()
+    with pytest.raises(StorageError, match="cannot use the history database") as refused:
+        History(path)
+    other = sqlite3.connect(path, timeout=0, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # "database is locked" if the failed migration kept its lock
+    other.execute("ROLLBACK")
+    assert other.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert other.execute("SELECT status FROM jobs").fetchall() == [("success",)]
+    other.close()
+    assert refused.value is not None
+
+
 def test_a_failed_write_is_rolled_back_and_the_next_write_goes_through(history):
     """A write SQLite refuses (a second request claiming the same job id) raises StorageError and leaves no
     transaction open: the next request is recorded, the refused one is not."""
