@@ -125,6 +125,24 @@ def test_a_history_that_cannot_be_migrated_is_left_as_it_was_and_unlocked(tmp_pa
     assert refused.value is not None
 
 
+def test_columns_added_to_an_older_trainings_table_keep_numbers_and_text_apart(tmp_path):
+    """A trainings table from a version with fewer columns gets the missing ones with their types: a progress
+    comes back a number, a stage that looks like a number comes back text."""
+    path = tmp_path / "h.sqlite"
+    History(path).close()
+    conn = sqlite3.connect(path)
+    conn.execute("DROP TABLE trainings")
+    conn.execute("CREATE TABLE trainings (model_id TEXT PRIMARY KEY, name TEXT)")
+    conn.commit()
+    conn.close()
+    h = History(path)
+    h.record_training(TrainingRecord("model_a", name="2024", stage="1.5", progress=0.5, cost=3.0))
+    row = h.training("model_a")
+    assert (row.name, row.stage, row.progress, row.cost) == ("2024", "1.5", 0.5, 3.0)
+    assert isinstance(row.progress, float) and isinstance(row.stage, str)
+    h.close()
+
+
 def test_a_failed_write_is_rolled_back_and_the_next_write_goes_through(history):
     """A write SQLite refuses (a second request claiming the same job id) raises StorageError and leaves no
     transaction open: the next request is recorded, the refused one is not."""
