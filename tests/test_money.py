@@ -62,7 +62,11 @@ def test_a_deleted_history_is_recreated_and_a_corrupt_one_sends_nothing(ip, env,
         path.with_name(path.name + suffix).unlink(missing_ok=True)
     result, out = run(ip, "%%scenario -o second\na second crate")
     assert result.error_in_exec is None and ip.user_ns["second"].ok
-    assert History(path).get(ip.user_ns["second"].job_id) is not None  # recorded in the new database
+    check = History(path)  # closed at once: a connection left open would still see the old database below
+    try:
+        assert check.get(ip.user_ns["second"].job_id) is not None  # recorded in the new database
+    finally:
+        check.close()
     created = env.stats()["jobs_created"]
     scenario_nb.client().history.close()
     path.write_bytes(b"garbage, not a database " * 200)

@@ -95,7 +95,7 @@ def test_readme_pictures_and_placeholders_exist():
         if not picture.startswith("http"):
             assert (ROOT / picture).is_file(), f"README shows {picture}, which is missing"
     assert "docs/panel.png" in text and "docs/magic-output.png" in text
-    for mark in ("<!-- bench:poller -->", "<!-- bench:notebook -->", "<!-- bench:soak -->"):
+    for mark in ("<!-- bench:poller -->", "<!-- bench:notebook -->", "<!-- bench:soak -->", "<!-- bench:suite -->"):
         assert mark in text
 
 
