@@ -655,13 +655,14 @@ class ApiHandler(_Handler):
         path = parts.path
         query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
         now = state.clock()
-        with state.lock:
-            state.requests.append({"time": now, "method": method, "path": path, "query": query,
-                                   "authorization": "Authorization" in self.headers})
-            if method == "POST" and path.startswith("/v1/generate/custom/"):
-                state.generate_posts += 1
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
+        with state.lock:  # the body's digest: a test can tell a request sent again from another one
+            state.requests.append({"time": now, "method": method, "path": path, "query": query,
+                                   "authorization": "Authorization" in self.headers,
+                                   "body_sha256": hashlib.sha256(raw).hexdigest()})
+            if method == "POST" and path.startswith("/v1/generate/custom/"):
+                state.generate_posts += 1
         fault = None if path.startswith("/v1/_sandbox") else state.take_fault(  # its own routes: never
             method, path, ("rate_limit", "error_5xx", "drop", "slow", "malformed", "hold"), query)
         creates = method in ("POST", "PUT") and ("/generate/custom/" in path or path.endswith("/run"))
