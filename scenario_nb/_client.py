@@ -10,20 +10,17 @@ import os
 import re
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Optional, Union
 
 from ._engine import Engine
-from ._errors import (APIError, BadRequestError, InputError, NotFoundError, PermissionDeniedError, RateLimitError,
-                      ScenarioError, StorageError, SubmitFailedError)
+from ._estimate import CostEstimate
+from ._errors import (APIError, InputError, NotFoundError, PermissionDeniedError, ScenarioError, StorageError)
 from ._generation import Generation
 from ._history import History
 from ._http import TIMEOUT, Credentials, Transport, mask
 from ._models import Model, validate_inputs
-from ._training import (EDIT_TYPES, STANDARD_TYPES, Captions, LocalImage, Training, TrainingImage, load_images,
-                        thumbnail_uri)
+from ._training import EDIT_TYPES, STANDARD_TYPES, Captions, LocalImage, Training, TrainingPlan, load_images
 
 if TYPE_CHECKING:
     from PIL import Image as _PILImage
@@ -45,32 +42,6 @@ KNOWN_BASES = {
 def default_home() -> Path:
     """Where history and images live: $SCENARIO_NB_HOME, else ~/.scenario_nb."""
     return Path(os.environ.get("SCENARIO_NB_HOME") or Path.home() / ".scenario_nb")
-
-
-@dataclass
-class CostEstimate:
-    """The answer to a dry run (HTTP 269): what a request would cost, with nothing spent."""
-
-    creative_units: float
-    discount: float = 0.0
-    details: dict = field(default_factory=dict)
-    model_id: str = ""
-    inputs: dict = field(default_factory=dict)
-
-    @classmethod
-    def parse(cls, data: dict, model_id: str = "", inputs: Optional[dict] = None) -> "CostEstimate":
-        return cls(float(data.get("creativeUnitsCost") or 0), float(data.get("creativeUnitsDiscount") or 0),
-                   dict(data.get("costDetails") or {}), model_id, dict(inputs or {}))
-
-    def __str__(self) -> str:
-        details = ", ".join(f"{k} {v:g}" for k, v in self.details.items())
-        return f"{self.creative_units:g} CU" + (f" ({details})" if details else "")
-
-    def __repr__(self) -> str:
-        return f"<CostEstimate {self}>"
-
-    def _repr_markdown_(self) -> str:
-        return f"**Estimated cost:** {self} — dry run, nothing was spent."
 
 
 def _family(text: str) -> str:
@@ -574,46 +545,23 @@ class ScenarioClient:
                 raise InputError(f"the caption of {key} must be text, not {type(value).__name__}")
         return {name: str(captions.get(name, "")).strip() for name in names}
 
-    def _caption_price(self, images: list[LocalImage], details_level: str) -> float:
-        """Captioning every image: one image's dry-run price times the count (nothing is spent)."""
-        data = self._http.request("POST", "/generate/caption", params={"dryRun": "true"},
-                                  json_body={"images": [images[0].data_url()], "detailsLevel": details_level})
-        return float(data.get("creativeUnitsCost") or 0) * len(images)
-
-    def _caption_all(self, images: list[LocalImage], details_level: str) -> list[str]:
-        """One caption per image through `POST /generate/caption`, every request in flight at once."""
-        def one(image: LocalImage) -> str:
-            data = self._http.request("POST", "/generate/caption",
-                                      json_body={"images": [image.data_url()], "detailsLevel": details_level})
-            captions = data.get("captions") or [""]
-            return str(captions[0] or "")
-        with ThreadPoolExecutor(max_workers=min(16, len(images)), thread_name_prefix="scenario-caption") as pool:
-            return list(pool.map(one, images))
-
     def caption_images(self, images: Any, *, details_level: str = "action",
                        max_cost: Optional[float] = None) -> Captions:
         """Caption a training set through the API (all in flight at once): an editable `{filename: caption}`
         table. Change any caption, then pass it to `train(..., captions=table)`. Captions cost a few CU each;
         `max_cost` refuses before spending when their price is over it."""
-        loaded = load_images(images)
-        if max_cost is not None:
-            price = self._caption_price(loaded, details_level)
-            if price > max_cost:
-                raise InputError(f"refused: captioning {len(loaded)} images is estimated at {price:g} CU, over "
-                                 f"max_cost {max_cost:g}; nothing was spent")
-        texts = self._caption_all(loaded, details_level)
-        return Captions({i.name: t for i, t in zip(loaded, texts, strict=True)},
-                        {i.name: thumbnail_uri(i.data) for i in loaded})
+        return self._engine.caption_images(load_images(images), details_level, max_cost)
 
     def train(self, name: str, images: Any, *, type: Optional[str] = None,
               captions: Union[str, dict, None] = "auto", parameters: Optional[dict] = None, dry_run: bool = False,
               max_cost: Optional[float] = None,
-              _confirm: Optional[Callable[[CostEstimate], None]] = None) -> Union[Training, CostEstimate]:
+              confirm: Optional[Callable[[CostEstimate], Any]] = None) -> Union[Training, CostEstimate]:
         """Train a LoRA on a folder (or a list of paths or Pillow images); returns its live `Training`.
 
         Everything is checked before anything is sent or paid (the images, the type, the name, then the
         parameters by the server's own dry run). Then: the price (`dry_run=True` returns it and removes the
-        throwaway model; a price over `max_cost` is refused, nothing spent), captions (`"auto"`: one caption
+        throwaway model; a price over `max_cost` is refused, nothing spent; `confirm(estimate)` is called with
+        it before anything is paid, and stops the training by raising), captions (`"auto"`: one caption
         per image through the API, all at once; a dict `{filename: caption}`; None: none), the upload, and the
         start of the training. The training is in the history before it starts; a new kernel follows it on.
         `type` defaults to the most common trainable LoRA type in the catalog.
@@ -626,111 +574,16 @@ class ScenarioClient:
         model_type = self._training_type(type)
         if parameters is not None and not isinstance(parameters, dict):
             raise InputError("parameters is a dict such as {\"nbEpochs\": 4}")
-        params = dict(parameters or {})
         loaded = load_images(images)
-        plan = self._caption_plan(captions, loaded)
-        taken = next((m for m in self.models() if m.name.strip().lower() == name.lower()), None)
-        if taken is not None:
-            raise InputError(f"you already have a model named {name!r} ({taken.id}, {taken.status}); pick "
-                             f"another name")
-        model_id = self._http.request("POST", "/models", json_body={"name": name, "type": model_type})["model"]["id"]
-        with self._lock:
-            self._own = None
-        handle = Training(self._engine, model_id=model_id, name=name, type=model_type, parameters=params,
-                          images=[TrainingImage(i.name, width=i.width, height=i.height, _data=i.data) for i in loaded])
-        phase = "prepare"  # until the training is asked to start, any exit removes the model
+        plan = TrainingPlan(name, model_type, loaded, self._caption_plan(captions, loaded), dict(parameters or {}))
         try:
-            try:
-                data = self._http.request("PUT", f"/models/{model_id}/train",
-                                          params={"dryRun": "true", "trainingImagesCount": len(loaded)},
-                                          json_body={"parameters": params})
-            except BadRequestError as exc:
-                raise InputError(f"Scenario refused this training: {exc.reason}; nothing was created or "
-                                 f"charged") from None
-            estimate = CostEstimate.parse(data, model_id, {"parameters": params, "images": len(loaded)})
-            if plan == "auto":
-                price = self._caption_price(loaded, "action")
-                estimate.details["caption"] = price
-                estimate.creative_units += price
-            if dry_run:
-                self._abandon(handle, InputError("dry run"), recorded=False)  # the throwaway model goes
-                return estimate
-            if max_cost is not None and estimate.creative_units > max_cost:
-                raise InputError(f"refused: this training is estimated at {estimate}, over max_cost {max_cost:g}; "
-                                 f"nothing was spent")
-            if _confirm is not None:
-                _confirm(estimate)
-            self._engine.record_training(handle, before_sending=True)  # write-ahead: the model exists
-            self._prepare_training(handle, loaded, plan)
-            phase = "start"
-            try:
-                self._engine.start_training(handle, params)
-            except (RateLimitError, BadRequestError, APIError) as exc:
-                raise SubmitFailedError(f"Scenario refused to start the training of {name}: {exc.reason}; "
-                                        f"nothing was charged for it and the model was removed") from None
-            phase = "started"
-        except BaseException as exc:
-            if phase == "start" and not isinstance(exc, (SubmitFailedError, StorageError)):
-                self._engine.follow_training(handle)  # interrupted while starting: its status will tell
-                raise
-            self._abandon(handle, exc, recorded=phase != "prepare" or self._recorded(handle))
-            raise
-        handle.on_update(self._forget_when_done)
-        return handle
-
-    def _recorded(self, handle: Training) -> bool:
-        try:
-            return self.history.training(handle.model_id) is not None
-        except StorageError:
-            return False
-
-    def _prepare_training(self, handle: Training, loaded: list[LocalImage], plan: Union[str, dict, None]) -> None:
-        """Captions (asked for all at once), then the upload (side by side), then each caption on its image."""
-        if plan == "auto":
-            handle._set(stage="captioning")
-            handle._notify()
-            texts = self._caption_all(loaded, "action")
-        else:
-            texts = [(plan or {}).get(i.name, "") if isinstance(plan, dict) else "" for i in loaded]
-        for image, text in zip(handle.images, texts, strict=True):
-            image.caption = text
-        handle._set(stage="uploading")
-        self._engine.record_training(handle, before_sending=True)
-        handle._notify()
-
-        def upload(pair: tuple) -> None:
-            image, local = pair
-            answer = self._http.request("POST", f"/models/{handle.model_id}/training-images",
-                                        json_body={"name": local.name, "data": local.data_url()})
-            found = answer.get("trainingImage")
-            found = found[0] if isinstance(found, list) and found else found
-            image.asset_id = (found or {}).get("id")
-            if image.asset_id:
-                try:
-                    image.path = self.store.put(image.asset_id, local.data, local.mime)
-                except StorageError as exc:  # a local copy only serves the thumbnails
-                    handle._set(note=f"no local copy of {local.name}: {exc}")
-            if image.asset_id and image.caption:
-                self._http.request("PUT", f"/assets/{image.asset_id}", json_body={"description": image.caption})
-
-        with ThreadPoolExecutor(max_workers=min(8, len(loaded)), thread_name_prefix="scenario-upload") as pool:
-            list(pool.map(upload, zip(handle.images, loaded, strict=True)))
-        self._engine.record_training(handle, before_sending=True)
-
-    def _abandon(self, handle: Training, exc: BaseException, *, recorded: bool) -> None:
-        """Remove a model whose training was never started (best effort), and say so in the history."""
-        try:
-            self._http.request("DELETE", f"/models/{handle.model_id}")
-        except ScenarioError as error:
-            log_line = f"could not remove the untrained model {handle.model_id}: {error}"
-            handle._set(note=log_line)
-        if recorded:
-            reason = str(exc) if isinstance(exc, ScenarioError) else ("interrupted" if isinstance(
-                exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}")
-            handle._set(status="not-started", stage="", error=reason)
-            handle._finish()
-            self._engine.record_training(handle)
-            handle._settle()
+            result = self._engine.train(plan, dry_run=dry_run, max_cost=max_cost, confirm=confirm)
+        finally:
+            with self._lock:
+                self._own = None  # a model may have been made
+        if isinstance(result, Training):
+            result.on_update(self._forget_when_done)
+        return result
 
     def _forget_when_done(self, handle: Training) -> None:
         """A model that just finished training: drop the cached copy so it routes as trained."""

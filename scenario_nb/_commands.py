@@ -340,7 +340,7 @@ class Commands:
 
         try:
             result = self.client.train(name, images, type=args.type, parameters=parameters, dry_run=args.dry_run,
-                                       captions=None if args.captions == "none" else "auto", _confirm=guard)
+                                       captions=None if args.captions == "none" else "auto", confirm=guard)
         except KeyboardInterrupt:  # Ctrl-C: one line on where it stopped, never a traceback
             if any(t.name == name for t in self.client.trainings_in_flight()):
                 print(f"Stopped while the training of {name} was being started: it may be running; "

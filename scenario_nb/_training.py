@@ -192,6 +192,19 @@ class Captions(dict):
         return captions_html(self, self._thumbnails)
 
 
+@dataclass
+class TrainingPlan:
+    """A training checked by the client, handed to the engine: the model's name and type, the images read and
+    checked, the captions ("auto", None or {filename: caption}) and the training parameters."""
+
+    name: str
+    type: str
+    images: list[LocalImage]
+    captions: Union[str, dict, None]
+    parameters: dict = field(default_factory=dict)
+    force: bool = False
+
+
 # -- The handle ------------------------------------------------------------------------------------------
 
 class TrainingOwner(Protocol):

@@ -22,6 +22,7 @@ The parts, each in its own module and handed what it uses when built (none holds
 - `_sender.Sender`: sends each request once; the 429 hold queue and the parallel-job limit.
 - `_recovery.Recovery`: re-attaches jobs by id and recovers unfinished requests from the history.
 - `_trainings.TrainingFollower`: starts, follows, cancels and recovers trainings.
+- `_workbench.Workbench`: what is paid on the way to a training: the model, captions, uploads, the start.
 - `_engine.Engine`: wires them, behind the interface the client and the handles use.
 """
 

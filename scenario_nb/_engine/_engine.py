@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
 from .._errors import APIConnectionError, BadRequestError, JobFailedError, RateLimitError
 from .._generation import CANCEL_WORDS, Generation
 from .._history import History, JobRecord, TrainingRecord
 from .._http import Transport
-from .._training import Training
+from .._estimate import CostEstimate
+from .._training import Captions, LocalImage, Training, TrainingPlan
 from ._completer import Completer
 from ._lanes import Lanes
 from ._ledger import Ledger
@@ -19,6 +20,7 @@ from ._search import LostAnswerSearch
 from ._sender import Sender
 from ._timing import DurationModel, PollTiming
 from ._trainings import TrainingFollower
+from ._workbench import Confirm, Workbench
 
 if TYPE_CHECKING:
     from .._models import Model
@@ -76,6 +78,7 @@ class Engine:
                              look_for=self._search.look_for)
         self._recovery = Recovery(self, http, self._live, self._ledger, self._poller, self._search, self._completer)
         self._trainings = TrainingFollower(self, http, self._lanes, self._ledger, self.settings, store=store)
+        self._workbench = Workbench(self, http, self._ledger, self._trainings, store=store)
 
     # -- Local state -------------------------------------------------------------------------------
     @property
@@ -203,14 +206,14 @@ class Engine:
     def trainings_in_flight(self) -> list[Training]:
         return self._trainings.trainings_in_flight()
 
-    def record_training(self, training: Training, *, before_sending: bool = False) -> None:
-        self._ledger.record_training(training, before_sending=before_sending)
+    def train(self, plan: TrainingPlan, *, dry_run: bool = False, max_cost: Optional[float] = None,
+              confirm: Optional[Confirm] = None) -> Union[Training, CostEstimate]:
+        """Create, price, caption, upload and start a training (see `Workbench.train`)."""
+        return self._workbench.train(plan, dry_run=dry_run, max_cost=max_cost, confirm=confirm)
 
-    def start_training(self, training: Training, parameters: dict) -> None:
-        self._trainings.start_training(training, parameters)
-
-    def follow_training(self, training: Training) -> Training:
-        return self._trainings.follow_training(training)
+    def caption_images(self, images: list[LocalImage], details_level: str,
+                       max_cost: Optional[float] = None) -> Captions:
+        return self._workbench.caption_images(images, details_level, max_cost)
 
     def cancel_training(self, training: Training) -> str:
         return self._trainings.cancel_training(training)

@@ -1,0 +1,195 @@
+"""The workbench: everything paid on the way to a training (the model, its price, captions, uploads, the start).
+
+The client checks a training (`TrainingPlan`) and hands it here; from then on only the engine changes the
+`Training` handle and its row. The order: the model is created, the training priced by the server's dry run,
+the price confirmed, the row written (write-ahead), the images captioned and uploaded, and the training started
+by the follower (`TrainingFollower.start_training`), which then keeps it current.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, Callable, Optional, Union
+
+from .._errors import (APIError, BadRequestError, InputError, RateLimitError, ScenarioError, StorageError,
+                       SubmitFailedError)
+from .._estimate import CostEstimate
+from .._http import Transport
+from .._training import Captions, LocalImage, Training, TrainingImage, TrainingOwner, TrainingPlan, thumbnail_uri
+from ._ledger import Ledger
+from ._trainings import TrainingFollower
+
+if TYPE_CHECKING:
+    from .._store import FileStore
+
+Confirm = Callable[[CostEstimate], Any]
+
+
+class Workbench:
+    """Creates, prices, captions, uploads and starts trainings of one backend, through the ledger."""
+
+    def __init__(self, owner: TrainingOwner, http: Transport, ledger: Ledger, follower: TrainingFollower, *,
+                 store: Callable[[], "FileStore"]) -> None:
+        self._owner = owner  # only handed to the handles built here (what they call to cancel)
+        self._http = http
+        self._ledger = ledger
+        self._follower = follower
+        self._store_factory = store
+
+    # -- Captions ------------------------------------------------------------------------------------------
+    def caption_price(self, images: list[LocalImage], details_level: str) -> float:
+        """Captioning every image: one image's dry-run price times the count (nothing is spent)."""
+        data = self._http.request("POST", "/generate/caption", params={"dryRun": "true"},
+                                  json_body={"images": [images[0].data_url()], "detailsLevel": details_level})
+        return float(data.get("creativeUnitsCost") or 0) * len(images)
+
+    def caption_all(self, images: list[LocalImage], details_level: str) -> list[str]:
+        """One caption per image through `POST /generate/caption`, every request in flight at once."""
+        def one(image: LocalImage) -> str:
+            data = self._http.request("POST", "/generate/caption",
+                                      json_body={"images": [image.data_url()], "detailsLevel": details_level})
+            captions = data.get("captions") or [""]
+            return str(captions[0] or "")
+        with ThreadPoolExecutor(max_workers=min(16, len(images)), thread_name_prefix="scenario-caption") as pool:
+            return list(pool.map(one, images))
+
+    def caption_images(self, images: list[LocalImage], details_level: str, max_cost: Optional[float]) -> Captions:
+        """An editable `{filename: caption}` table; refused before spending when the price is over `max_cost`."""
+        if max_cost is not None:
+            price = self.caption_price(images, details_level)
+            if price > max_cost:
+                raise InputError(f"refused: captioning {len(images)} images is estimated at {price:g} CU, over "
+                                 f"max_cost {max_cost:g}; nothing was spent")
+        texts = self.caption_all(images, details_level)
+        return Captions({i.name: t for i, t in zip(images, texts, strict=True)},
+                        {i.name: thumbnail_uri(i.data) for i in images})
+
+    # -- Training ------------------------------------------------------------------------------------------
+    def _own_models(self) -> list[dict]:
+        """Every model of this account (all pages), as the API lists them."""
+        params: dict = {"privacy": "private"}
+        found: list[dict] = []
+        seen: set = set()
+        while True:
+            data = self._http.get("/models", **params)
+            found += [m for m in data.get("models") or [] if isinstance(m, dict)]
+            token = data.get("nextPaginationToken")
+            if not token or token in seen:
+                return found
+            seen.add(token)
+            params["paginationToken"] = token
+
+    def train(self, plan: TrainingPlan, *, dry_run: bool = False, max_cost: Optional[float] = None,
+              confirm: Optional[Confirm] = None) -> Union[Training, CostEstimate]:
+        """Create the model, price the training, then (unless a dry run) caption, upload and start it."""
+        name, loaded, params = plan.name, plan.images, plan.parameters
+        taken = next((m for m in self._own_models() if str(m.get("name") or "").strip().lower() == name.lower()),
+                     None)
+        if taken is not None:
+            raise InputError(f"you already have a model named {name!r} ({taken.get('id')}, {taken.get('status')}); "
+                             f"pick another name")
+        model_id = self._http.request("POST", "/models", json_body={"name": name, "type": plan.type})["model"]["id"]
+        handle = Training(self._owner, model_id=model_id, name=name, type=plan.type, parameters=params,
+                          images=[TrainingImage(i.name, width=i.width, height=i.height, _data=i.data) for i in loaded])
+        phase = "prepare"  # until the training is asked to start, any exit removes the model
+        try:
+            estimate = self._price(handle, plan)
+            if dry_run:
+                self._abandon(handle, InputError("dry run"), recorded=False)  # the throwaway model goes
+                return estimate
+            if max_cost is not None and estimate.creative_units > max_cost:
+                raise InputError(f"refused: this training is estimated at {estimate}, over max_cost {max_cost:g}; "
+                                 f"nothing was spent")
+            if confirm is not None:
+                confirm(estimate)
+            self._ledger.record_training(handle, before_sending=True)  # write-ahead: the model exists
+            self._prepare(handle, loaded, plan.captions)
+            phase = "start"
+            try:
+                self._follower.start_training(handle, params)
+            except (RateLimitError, BadRequestError, APIError) as exc:
+                raise SubmitFailedError(f"Scenario refused to start the training of {name}: {exc.reason}; "
+                                        f"nothing was charged for it and the model was removed") from None
+            phase = "started"
+        except BaseException as exc:
+            if phase == "start" and not isinstance(exc, (SubmitFailedError, StorageError)):
+                self._follower.follow_training(handle)  # interrupted while starting: its status will tell
+                raise
+            self._abandon(handle, exc, recorded=phase != "prepare" or self._recorded(handle))
+            raise
+        return handle
+
+    def _price(self, handle: Training, plan: TrainingPlan) -> CostEstimate:
+        """The server's dry run of the training (and of the captions, when they are asked for): nothing spent."""
+        try:
+            data = self._http.request("PUT", f"/models/{handle.model_id}/train",
+                                      params={"dryRun": "true", "trainingImagesCount": len(plan.images)},
+                                      json_body={"parameters": plan.parameters})
+        except BadRequestError as exc:
+            raise InputError(f"Scenario refused this training: {exc.reason}; nothing was created or "
+                             f"charged") from None
+        estimate = CostEstimate.parse(data, handle.model_id, {"parameters": plan.parameters,
+                                                              "images": len(plan.images)})
+        if plan.captions == "auto":
+            price = self.caption_price(plan.images, "action")
+            estimate.details["caption"] = price
+            estimate.creative_units += price
+        return estimate
+
+    def _recorded(self, handle: Training) -> bool:
+        try:
+            return self._ledger.history.training(handle.model_id) is not None
+        except StorageError:
+            return False
+
+    def _prepare(self, handle: Training, loaded: list[LocalImage], plan: Union[str, dict, None]) -> None:
+        """Captions (asked for all at once), then the upload (side by side), then each caption on its image."""
+        if plan == "auto":
+            handle._set(stage="captioning")
+            handle._notify()
+            texts = self.caption_all(loaded, "action")
+        else:
+            texts = [(plan or {}).get(i.name, "") if isinstance(plan, dict) else "" for i in loaded]
+        for image, text in zip(handle.images, texts, strict=True):
+            image.caption = text
+        handle._set(stage="uploading")
+        self._ledger.record_training(handle, before_sending=True)
+        handle._notify()
+
+        def upload(pair: tuple) -> None:
+            image, local = pair
+            answer = self._http.request("POST", f"/models/{handle.model_id}/training-images",
+                                        json_body={"name": local.name, "data": local.data_url()})
+            found = answer.get("trainingImage")
+            found = found[0] if isinstance(found, list) and found else found
+            image.asset_id = (found or {}).get("id")
+            self._keep_copy(handle, image, local)
+            if image.asset_id and image.caption:
+                self._http.request("PUT", f"/assets/{image.asset_id}", json_body={"description": image.caption})
+
+        with ThreadPoolExecutor(max_workers=min(8, len(loaded)), thread_name_prefix="scenario-upload") as pool:
+            list(pool.map(upload, zip(handle.images, loaded, strict=True)))
+        self._ledger.record_training(handle, before_sending=True)
+
+    def _keep_copy(self, handle: Training, image: TrainingImage, local: LocalImage) -> None:
+        """A local copy of an uploaded image, for the thumbnails only (a failure is a note, nothing more)."""
+        if not image.asset_id:
+            return
+        try:
+            image.path = self._store_factory().put(image.asset_id, local.data, local.mime)
+        except StorageError as exc:
+            handle._set(note=f"no local copy of {local.name}: {exc}")
+
+    def _abandon(self, handle: Training, exc: BaseException, *, recorded: bool) -> None:
+        """Remove a model whose training was never started (best effort), and say so in the history."""
+        try:
+            self._http.request("DELETE", f"/models/{handle.model_id}")
+        except ScenarioError as error:
+            handle._set(note=f"could not remove the untrained model {handle.model_id}: {error}")
+        if recorded:
+            reason = str(exc) if isinstance(exc, ScenarioError) else ("interrupted" if isinstance(
+                exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}")
+            handle._set(status="not-started", stage="", error=reason)
+            handle._finish()
+            self._ledger.record_training(handle)
+            handle._settle()
