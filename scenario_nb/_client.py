@@ -109,15 +109,18 @@ class ScenarioClient:
             return self._history
 
     def set_polling(self, *, floor: Optional[float] = None, job_timeout: Optional[float] = None,
-                    search_seconds: Optional[float] = None) -> None:
-        """Shortest interval between two polls of one job, when to stop watching a job, and how long to look
-        for the job of a request whose answer was lost (seconds; the API lists new jobs late, so at least 60)."""
+                    search_seconds: Optional[float] = None, start_grace: Optional[float] = None) -> None:
+        """Shortest interval between two polls of one job, when to stop watching a job, how long to look
+        for the job of a request whose answer was lost (seconds; the API lists new jobs late, so at least 60),
+        and how long a model still at `new` after a training start whose answer was lost proves nothing."""
         if floor is not None:
             self._engine.floor = floor
         if job_timeout is not None:
             self._engine.job_timeout = job_timeout
         if search_seconds is not None:
             self._engine.search_seconds = search_seconds
+        if start_grace is not None:
+            self._engine.start_grace = start_grace
 
     @property
     def polling(self) -> dict:

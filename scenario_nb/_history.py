@@ -330,6 +330,7 @@ class TrainingRecord:
     created_at: float = 0.0
     updated_at: float = 0.0
     finished_at: Optional[float] = None
+    start_sent_at: Optional[float] = None  # when its start may have reached the server
 
     @property
     def in_flight(self) -> bool:
@@ -339,7 +340,7 @@ class TrainingRecord:
 TRAINING_COLUMNS = [f.name for f in fields(TrainingRecord)]
 _TRAINING_JSON = {"parameters": dict, "images": list}
 _TRAINING_TYPES = {"progress": "REAL", "remaining": "REAL", "cost": "REAL", "created_at": "REAL",
-                   "updated_at": "REAL", "finished_at": "REAL"}
+                   "updated_at": "REAL", "finished_at": "REAL", "start_sent_at": "REAL"}
 
 
 def _ensure_trainings(conn: sqlite3.Connection) -> None:

@@ -272,6 +272,7 @@ class Training:
         self.exception: Optional[BaseException] = None
         self.created_at = time.time()
         self.started_at: Optional[float] = None
+        self.start_sent_at: Optional[float] = None  # set when the start may have reached the server
         self.finished_at: Optional[float] = None
         self._done = threading.Event()
         self._lock = threading.Lock()
@@ -307,6 +308,8 @@ class Training:
         if self.done:
             return {"trained": "trained", "failed": "failed", "training-canceled": "canceled",
                     "not-started": "never started"}.get(self.status, self.status)
+        if self.status == "unknown":
+            return "start sent, answer lost: following the model to learn whether it started"
         words = STAGE_WORDS.get(self.stage, self.stage or self.status)
         if self.stage == "queued-for-train" and self.position:
             words += f" (position {self.position})"

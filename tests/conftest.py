@@ -321,11 +321,11 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def spawn_sandbox(key: str = SUITE_KEY, secret: str = SUITE_SECRET, job_seconds: str = "1", log=None,
-                  train_seconds: str = ""):
+                  train_seconds: str = "", extra_args: tuple = ()):
     """The sandbox as its own process, so it outlives kernels (as the real cloud does); `train_seconds` sets
-    how long a training takes there."""
+    how long a training takes there, `extra_args` adds command-line options."""
     SECRETS.update((key, secret))
-    extra = ["--train-seconds", train_seconds] if train_seconds else []
+    extra = (["--train-seconds", train_seconds] if train_seconds else []) + list(extra_args)
     proc = subprocess.Popen([sys.executable, "-m", "scenario_nb.sandbox", "--port", "0", "--api-key", key,
                              "--api-secret", secret, "--job-seconds", job_seconds, *extra], stdout=subprocess.PIPE,
                             stderr=log, text=True)

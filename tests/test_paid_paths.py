@@ -171,7 +171,9 @@ def test_a_training_whose_start_answer_was_lost_is_followed_and_started_once(tsb
 
 
 def test_a_training_whose_start_never_arrived_is_followed_and_called_not_started(tsb, tclient, tmp_path):
-    """The connection dropped before the server acted: not sent again; the model's status proves nothing started."""
+    """The connection dropped before the server acted: not sent again; the model's status, still `new` after the
+    grace a start is given to show, and no training job prove nothing started."""
+    tclient.set_polling(start_grace=2.0)
     tsb.inject("drop", method="PUT", path="/train", dry_run=False)
     training = tclient.train("Never Started", image_folder(tmp_path / "set"), captions=None)
     assert len(received(tsb, "PUT", "/train", dry_run=False)) == 1, "the training start was sent again"

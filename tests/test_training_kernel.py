@@ -110,3 +110,29 @@ def test_ctrl_c_during_train_is_one_line_and_leaves_no_half_made_model(tmp_path)
                                   auth=(server["key"], server["secret"]), timeout=10)
         finally:
             kernel.kill()
+
+
+def test_ctrl_c_while_the_start_waits_leaves_the_training_followed_not_unstarted(tmp_path):
+    """Ctrl-C while `PUT /train` waits for its answer (the server started the training), and the model reads `new`
+    for a few seconds after: the row is never "not started"; the same kernel follows it to `trained`, the model
+    is kept and the training was started once."""
+    folder = make_set(tmp_path / "tiles")
+    with spawn_sandbox(train_seconds="6", extra_args=("--new-after-start", "3")) as server:
+        remote = RemoteSandbox(server["url"], server["key"], server["secret"])
+        kernel = Kernel(kernel_env(tmp_path / "home", server))
+        try:
+            kernel.run("%load_ext scenario_nb")
+            remote.inject("hold", seconds=30, path="/train", method="PUT", dry_run=False)
+            text = text_of(kernel.run_interrupted(f'%scenario train "Held Start" --images "{folder}" --captions none',
+                                                  at=lambda: remote.wait_held("PUT", "/train"), then=remote.release))
+            assert "was being started" in text and "Traceback" not in text, text
+            followed = text_of(kernel.run('%scenario training "Held Start"'))
+            assert "trained" in followed and "never started" not in followed, followed
+        finally:
+            kernel.kill()
+        rows = History(tmp_path / "home" / "history.sqlite").trainings()
+        assert [(r.name, r.status) for r in rows] == [("Held Start", "trained")]
+        assert remote.stats()["trainings_started"] == 1
+        models = requests.get(f"{server['url']}/models", params={"privacy": "private"},
+                              auth=(server["key"], server["secret"]), timeout=10).json()["models"]
+        assert [m["status"] for m in models if m["name"] == "Held Start"] == ["trained"]

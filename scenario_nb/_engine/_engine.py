@@ -52,6 +52,7 @@ class Engine:
     job_timeout = _Setting()
     search_seconds = _Setting()
     target_quantile = _Setting()
+    start_grace = _Setting()
 
     def __init__(self, http: Transport, *, history: Callable[[], History], store: Callable[[], "FileStore"],
                  backend_id: str, floor: float = 0.25, ceiling: float = 5.0, job_timeout: float = 3600.0,

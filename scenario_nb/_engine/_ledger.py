@@ -87,7 +87,7 @@ class Ledger:
             progress=training.progress, remaining=training.remaining, cost=training.cost,
             parameters=training.parameters, images=[i.as_dict() for i in training.images], error=training.error,
             hint=training.hint, created_at=training.created_at, updated_at=time.time(),
-            finished_at=training.finished_at)
+            finished_at=training.finished_at, start_sent_at=training.start_sent_at)
         try:
             self.history.record_training(row)
         except StorageError as exc:

@@ -28,6 +28,7 @@ class Settings:
     job_timeout: float = 3600.0  # when to stop watching a job
     search_seconds: float = SEARCH_SECONDS
     target_quantile: float = 0.7  # of a model's recent durations: when its jobs are asked about
+    start_grace: float = 120.0  # after a start that may have been sent, how long a model at `new` proves nothing
 
 
 class LiveRequests:

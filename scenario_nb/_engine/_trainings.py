@@ -15,8 +15,8 @@ import time
 from collections import defaultdict
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
-from .._errors import (APIConnectionError, BadRequestError, NotFoundError, RateLimitError, ScenarioError,
-                       ServerError, StorageError)
+from .._errors import (APIConnectionError, APIError, BadRequestError, NotFoundError, RateLimitError,
+                       ScenarioError, ServerError, StorageError)
 from .._history import TRAINING_TERMINAL, TrainingRecord
 from .._http import Transport
 from .._training import CANCEL_WORDS, Training, TrainingImage, TrainingOwner
@@ -65,28 +65,48 @@ class TrainingFollower:
             return [t for t in self._trainings.values() if not t.done]
 
     def start_training(self, training: Training, parameters: dict) -> None:
-        """Record that the training is being started, then `PUT /models/{id}/train` exactly once.
+        """Record that the training's start may be sent (`unknown`), then `PUT /models/{id}/train` exactly once.
 
-        A refusal (4xx) raises and nothing was started. A lost answer (no answer, 5xx) is never retried: the
-        model is followed, and its status tells whether the training started.
+        A refusal (an answer other than 5xx) raises, and nothing was started. A lost answer (no answer, a 5xx, a
+        Ctrl-C while waiting) is never sent again: the model is followed, and its status tells (see `_poll`).
         """
-        training._set(stage="starting")
-        self._ledger.record_training(training, before_sending=True)  # raises StorageError: nothing is started
+        training._set(stage="starting", status="unknown", start_sent_at=time.time())
         try:
+            self._ledger.record_training(training, before_sending=True)  # StorageError: nothing is started
             data = self._http.request("PUT", f"/models/{training.model_id}/train",
                                       json_body={"parameters": parameters})
         except (APIConnectionError, ServerError) as exc:
             training._set(note=f"the answer to starting the training was lost ({exc}); following the model")
             self.follow_training(training)
             return
+        except (APIError, StorageError):  # refused by the server (or never sent): nothing started
+            training._set(status="new", start_sent_at=None)
+            raise
         job = data.get("job") or {}
         cost = data.get("creativeUnitsCost")
         if cost is None:
             cost = (data.get("creativeUnits") or {}).get("estimatedCreativeUnits")
-        training._set(job_id=job.get("jobId") or job.get("id") or training.job_id,
+        training._set(job_id=job.get("jobId") or job.get("id") or training.job_id, status="training",
                       cost=float(cost) if cost is not None else training.cost)
-        training._apply_model(data.get("model") or {"status": "training"})
+        self._take(training, data.get("model") or {})
         self.follow_training(training)
+
+    def _take(self, training: Training, model: dict) -> bool:
+        """Apply the API's model to the handle. Right after a start, `new` proves nothing: the model may not
+        show its training yet, so a start answered (`training`) or unanswered (`unknown`) stays as it is."""
+        if model.get("status") == "new" and training.status in ("unknown", "training"):
+            model = {**model, "status": training.status}
+        return training._apply_model(model)
+
+    def _never_started(self, training: Training, model: dict) -> bool:
+        """Proof that a training was not started: never sent, or a start whose answer was lost and whose model
+        still reads `new`, with no training job, after the grace (`Settings.start_grace`)."""
+        if model.get("status") != "new" or training.status not in ("new", "unknown"):
+            return False
+        if training.status == "new":
+            return True
+        sent = training.start_sent_at or training.created_at
+        return time.time() - sent >= self._settings.start_grace and not model.get("jobId")
 
     def follow_training(self, training: Training) -> Training:
         """Keep a training current from now on: recorded, shown, polled."""
@@ -130,10 +150,12 @@ class TrainingFollower:
             return
         with self._lock:
             self._errors.pop(training.model_id, None)
-        changed = training._apply_model(model)
-        if training.status == "new":  # never started (a refusal or a lost start): nothing charged for training
-            training._set(status="not-started", error=training.error or
-                          "the training was never started on the server; nothing was charged for it")
+        never_started = self._never_started(training, model)
+        changed = self._take(training, model)
+        if never_started:  # nothing charged for the training; the model stays, a draft
+            training._set(status="not-started", stage="", error=training.error or
+                          "the training was never started on the server; nothing was charged for it (its model is "
+                          "kept: training the same name again reuses it)")
         if training.status in ("failed", "training-canceled") and training.job_id:
             try:
                 meta = (self._http.get(f"/jobs/{training.job_id}")["job"].get("metadata") or {})
@@ -204,7 +226,7 @@ class TrainingFollower:
         if record is not None:
             training._set(job_id=record.job_id, cost=record.cost, status=record.status or "new", stage=record.stage,
                           progress=record.progress or 0.0, error=record.error, hint=record.hint,
-                          created_at=record.created_at or time.time())
+                          created_at=record.created_at or time.time(), start_sent_at=record.start_sent_at)
         return training
 
     def _stored_path(self, asset_id: Any) -> Optional["Path"]:

@@ -28,6 +28,8 @@ def main(argv=None) -> int:
                         help="seconds before a new job shows in GET /jobs (GET /jobs/{id} sees it at once)")
     parser.add_argument("--train-seconds", type=float, default=None,
                         help="how long a training takes in all (default: the real durations, minutes per epoch)")
+    parser.add_argument("--new-after-start", type=float, default=0.0,
+                        help="seconds a model still reads `new` after its training starts (default 0)")
     parser.add_argument("--max-parallel-trainings", type=int, default=1,
                         help="trainings at once before 429 parallel-training")
     parser.add_argument("--legacy-shapes", action="store_true",
@@ -38,7 +40,8 @@ def main(argv=None) -> int:
                     seed=args.seed, cancellable_types=[t for t in args.cancellable_types.split(",") if t],
                     retry_after_header=args.retry_after_header, list_lag=args.list_lag,
                     legacy_shapes=args.legacy_shapes, train_seconds=args.train_seconds,
-                    max_parallel_trainings=args.max_parallel_trainings)
+                    max_parallel_trainings=args.max_parallel_trainings,
+                    new_after_start=args.new_after_start)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     print(f"Scenario sandbox API: {sandbox.url}", flush=True)

@@ -183,9 +183,17 @@ class Trainings:
         model["status"] = snap["model_status"]
         model["updatedAt"] = iso(snap["changed"])
         model["trainingProgress"] = snap["progress"]
+        if snap["model_status"] == "training" and now < run["start"] + self.new_seconds(run):
+            model["status"], model["trainingProgress"] = "new", {}  # the cloud may not show the start at once
         if snap["model_status"] == "trained":
             self._finish(model, run, cdn)
         return model
+
+    def new_seconds(self, run: dict) -> float:
+        """How long a model still reads `new` after its training started (`new_after_start`, 0 by default: the
+        contract records `training` with stage `pending` at once, §12b.4, §12e.3); a test sets it to reproduce
+        a read that does not show a start yet (seen once on the cloud, issue 24)."""
+        return float(self.state.options.get("new_after_start") or 0.0)
 
     def snapshot(self, run: dict, now: float) -> dict:
         """Everything about a training at `now`: the model's status and trainingProgress, its job's status."""
@@ -297,7 +305,7 @@ class Trainings:
 
     def active(self) -> int:
         now = self.state.clock()
-        return sum(1 for r in self.records.values()
+        return sum(1 for r in self.records.values()  # `training` by its run, even while the model reads `new`
                    if r["run"] is not None and self.snapshot(r["run"], now)["model_status"] == "training")
 
     # -- models ----------------------------------------------------------------------------------------
@@ -369,6 +377,8 @@ class Trainings:
         self.refresh(model, cdn)
         if model["status"] == "training":
             raise ApiError(400, "Cannot change the training images of a model that is training")
+        if model["status"] == "new" and model["id"] in self.records and self.records[model["id"]]["run"]:
+            raise ApiError(400, "Model is already training")  # it still reads `new`: it started a moment ago
         if model["status"] != "new" or model["id"] not in self.records:
             raise ApiError(400, f"Cannot change the training images of a model whose status is {model['status']}")
         return self.records[model["id"]]
@@ -552,6 +562,8 @@ class Trainings:
         self.refresh(model, cdn)
         if model["status"] == "training":
             raise ApiError(400, "Model is already training")
+        if model["status"] == "new" and model["id"] in self.records and self.records[model["id"]]["run"]:
+            raise ApiError(400, "Model is already training")  # it still reads `new`: it started a moment ago
         if model["status"] != "new" or model["id"] not in self.records:
             raise ApiError(400, f"Only a new model can be trained; this one is {model['status']}")
         mtype = model["type"]
@@ -611,7 +623,8 @@ class Trainings:
         if body.get("action") != "cancel":
             raise ApiError(400, f"Unknown action {body.get('action')!r}; the only action is cancel")
         self.refresh(model, cdn)
-        if model["status"] != "training" or model["id"] not in self.records:
+        run = self.records[model["id"]]["run"] if model["id"] in self.records else None
+        if run is None or self.snapshot(run, self.state.clock())["model_status"] != "training":
             raise ApiError(400, f"Model is not training (status {model['status']})")
         if "model-training" not in self.state.options["cancellable_types"]:
             raise ApiError(400, "Cannot cancel this type of job. Action not permitted.")

@@ -1,0 +1,102 @@
+"""The workbench's paid requests (the model, captions, uploads, the start of a training), each checked by effect:
+the sandbox's counts of models made, trainings started and captions asked for, and the history's rows.
+"""
+
+from __future__ import annotations
+
+import pytest
+from PIL import Image
+
+from scenario_nb import ScenarioClient, ScenarioError, Training
+from scenario_nb import sandbox as sandbox_mod
+
+from conftest import SUITE_KEY, SUITE_SECRET
+
+TRAIN_SECONDS = 2.0
+
+
+def start_sandbox(**options):
+    options = {"job_seconds": 0.3, "seed": 7, "api_key": SUITE_KEY, "api_secret": SUITE_SECRET,
+               "train_seconds": TRAIN_SECONDS, "max_parallel_trainings": 2, **options}
+    return sandbox_mod.start(**options)
+
+
+def new_client(sb, home, **kwargs) -> ScenarioClient:
+    client = ScenarioClient(SUITE_KEY, SUITE_SECRET, sb.url, home=home, **kwargs)
+    client.set_polling(floor=0.1)
+    return client
+
+
+def image_folder(folder, count: int = 5, hue: int = 0):
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        Image.new("RGB", (1024, 1024), ((40 * i + hue) % 255, 120, 200 - 30 * i)).save(folder / f"img-{i}.png")
+    return folder
+
+
+def received(sb, method: str, fragment: str, *, dry_run=None) -> list:
+    return [r for r in sb.requests if r["method"] == method and fragment in r["path"] and
+            (dry_run is None or (r["query"].get("dryRun") == "true") == dry_run)]
+
+
+def models_made(sb) -> int:
+    return len([r for r in sb.requests if r["method"] == "POST" and r["path"] == "/v1/models"])
+
+
+def outcome(call):
+    try:
+        return call()
+    except ScenarioError as exc:
+        return exc
+
+
+# -- Item 1: a start that may have reached the server is never "not started" --------------------------------------
+
+def test_a_start_answered_after_the_timeout_is_followed_to_its_end(tmp_path):
+    """The server takes longer than the client's read timeout to answer `PUT /train` (it starts the training only
+    after 2.5 s): the answer is lost, the row is `unknown`, the start is not sent again, and the model's status,
+    once it shows the training, is followed to `trained`. Never "not started", and the model is kept."""
+    with start_sandbox(new_after_start=0.5) as sb:
+        client = new_client(sb, tmp_path / "home", timeout=(5.0, 1.0))
+        sb.inject("slow", seconds=2.5, method="PUT", path="/train", dry_run=False)
+        training = outcome(lambda: client.train("Slow Start", image_folder(tmp_path / "set"), captions=None))
+        assert isinstance(training, Training), training
+        assert training.status == "unknown"
+        assert client.history.training(training.model_id).status == "unknown"
+        training.wait(60)
+        assert training.status == "trained"
+        assert len(received(sb, "PUT", "/train", dry_run=False)) == 1, "the start was sent again"
+        assert sb.stats()["trainings_started"] == 1 and models_made(sb) == 1
+        assert client.history.training(training.model_id).status == "trained"
+        assert not received(sb, "DELETE", "/v1/models/")
+        client.close()
+
+
+def test_a_model_still_new_right_after_its_start_is_training(tmp_path):
+    """The start was answered (a job, a cost), but the model reads `new` for a moment after: the training is
+    followed as started, to `trained`, never called "not started"."""
+    with start_sandbox(new_after_start=1.0) as sb:
+        client = new_client(sb, tmp_path / "home")
+        training = client.train("Shy Start", image_folder(tmp_path / "set"), captions=None)
+        assert training.status == "training" and training.job_id
+        training.wait(60)
+        assert training.ok and sb.stats()["trainings_started"] == 1
+        assert client.history.training(training.model_id).status == "trained"
+        client.close()
+
+
+def test_a_start_lost_before_the_server_acted_is_not_started_only_after_the_grace(tmp_path):
+    """The start never reached the server: the model stays `new` with no job. Only after the grace is that
+    proof; before it the row says `unknown`; and the model is kept (nothing is deleted once a start was sent)."""
+    with start_sandbox() as sb:
+        client = new_client(sb, tmp_path / "home")
+        client.set_polling(start_grace=3.0)
+        sb.inject("drop", method="PUT", path="/train", dry_run=False)
+        training = client.train("Lost Start", image_folder(tmp_path / "set"), captions=None)
+        assert training.status == "unknown"
+        with pytest.raises(ScenarioError, match="never started"):
+            training.wait(30)
+        assert training.finished_at - training.start_sent_at >= 3.0
+        assert client.history.training(training.model_id).status == "not-started"
+        assert sb.stats()["trainings_started"] == 0 and not received(sb, "DELETE", "/v1/models/")
+        client.close()
