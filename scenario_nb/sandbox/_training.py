@@ -5,25 +5,24 @@ the training with a dry run (HTTP 269), starts it with `PUT /models/{id}/train`,
 Like a job, a training is derived from the clock when read (`_training_clock`): `pending` → `queued-for-train` →
 `starting-train` → `running-train` → `trained`, or `failed` / `training-canceled`. The trained LoRA then runs
 through its base model, and its images carry the training set's palette and a motif cropped from its first image
-(`_images.look_of`), so two trainings differ. The text tools live in `_text_tools`.
+(`_images.look_of`), so two trainings differ. The routes that reach it are in `_training_routes`.
 """
 
 from __future__ import annotations
 
 import copy
 import hashlib
-from typing import Any, Callable, Optional
+from typing import Optional
 
 from . import _catalog, _images
 from ._common import ApiError, iso
-from ._text_tools import TEXT_TOOLS
 from ._training_clock import schedule, snapshot
 from ._training_images import TrainingImages
 from ._training_rules import (COMPOSITION, CREATE_FIELDS, EDIT, FAILURE, TRAINABLE, check_parameters, epoch_cap,
                               is_flux1, job_type, training_cost)
 from ._training_score import dataset_score
 
-__all__ = ["FAILURE", "Trainings", "route"]
+__all__ = ["FAILURE", "Trainings"]
 
 
 class Trainings:
@@ -274,70 +273,3 @@ class Trainings:
             raise ApiError(400, "Cannot cancel this type of job. Action not permitted.")
         self.records[model["id"]]["run"]["canceled_at"] = self.state.clock()
         return {"model": self.refresh(model, cdn)}
-
-
-def route(state, method: str, parts: list, query: dict, body: Any, cdn: str,
-          asset_view: Callable) -> Optional[tuple]:
-    """The training and text routes: (status, payload), or None when the path is not one of them."""
-    head = parts[0]
-    if head == "generate" and method == "POST" and len(parts) == 2 and parts[1] in TEXT_TOOLS:
-        if not isinstance(body, dict):
-            raise ApiError(400, "The body must be an object")
-        return TEXT_TOOLS[parts[1]](state, body, query)
-    if head == "assets" and method == "PUT" and len(parts) == 2:
-        with state.lock:
-            asset = state.assets.get(parts[1])
-            if asset is None:
-                raise ApiError(404, f"Asset {parts[1]} not found")
-            if not isinstance(body, dict):
-                raise ApiError(400, "The body must be an object")
-            for key in ("description", "name"):
-                if key in body:
-                    if not isinstance(body[key], str):
-                        raise ApiError(400, f"{key} must be a string")
-                    asset[key] = body[key]
-        return 200, {"asset": asset_view(state, asset, cdn)}  # outside the lock: it may render the image
-    if head != "models" or (method, len(parts)) == ("GET", 1) or (method == "GET" and len(parts) == 2):
-        return None
-    if method == "GET" and parts[2:] != ["scores", "training-dataset"]:
-        return None
-    trainings = state.trainings
-    with state.lock:
-        if method == "POST" and len(parts) == 1:
-            if not isinstance(body, dict):
-                raise ApiError(400, "The body must be an object")
-            return 200, {"model": _catalog.public_view(trainings.create(body), listing=False)}
-        model = state.models.get(parts[1]) if len(parts) > 1 else None
-        if model is None:
-            raise ApiError(404, f"Model {parts[1] if len(parts) > 1 else ''} not found")
-        if model["privacy"] != "private":
-            raise ApiError(403, f"You do not own model {model['id']}")
-        tail = tuple(parts[2:])
-        if not isinstance(body, dict) and tail != ("training-images", "pairs"):
-            raise ApiError(400, "The body must be an object")
-        if method == "PUT" and tail == ():
-            answer: Any = {"model": trainings.update(trainings.refresh(model, cdn), body)}
-        elif method == "DELETE" and tail == ():
-            return 200, trainings.delete(model, cdn)
-        elif method == "POST" and tail == ("training-images",):
-            answer = trainings.images.add(model, body, cdn)
-        elif method == "PUT" and tail == ("training-images", "pairs"):
-            answer = trainings.images.replace_pairs(model, body, cdn)
-        elif method == "PUT" and len(tail) == 2 and tail[0] == "training-images":
-            answer = trainings.images.replace(model, tail[1], body, cdn)
-        elif method == "DELETE" and len(tail) == 2 and tail[0] == "training-images":
-            answer = trainings.images.delete(model, tail[1], cdn)
-        elif method == "PUT" and tail == ("train",):
-            status, answer = trainings.train(model, body, query, cdn)
-            if "model" in answer:
-                answer["model"] = _catalog.public_view(answer["model"], listing=False)
-            return status, answer
-        elif method == "POST" and tail == ("train", "action"):
-            answer = trainings.cancel(model, body, cdn)
-        elif method == "GET" and tail == ("scores", "training-dataset"):
-            return 200, trainings.dataset_score(model)
-        else:
-            return None
-        if "model" in answer:
-            answer["model"] = _catalog.public_view(trainings.refresh(answer["model"], cdn), listing=False)
-        return 200, answer

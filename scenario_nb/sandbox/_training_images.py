@@ -111,7 +111,7 @@ class TrainingImages:
                       "format": fmt.lower(), "sha": hashlib.sha256(data).hexdigest(), "caption": _text.caption(data),
                       "colours": _images.colour_shares(data),
                       "from_asset": body.get("assetId")})
-        self.state.images.pop(image_id, None)
+        self.state.renderer.forget(image_id)
         return {"trainingImage": self.trainings.image_view(asset, cdn)}
 
     def delete(self, model: dict, image_id: str, cdn: str) -> dict:
