@@ -16,7 +16,8 @@ from typing import Any, Optional
 from IPython.core.error import UsageError
 from IPython.display import display
 
-from ._display import asset_bundle, show_generations, show_training, table_bundle
+from ._display import asset_bundle, show_generations, show_training
+from ._html import table_bundle
 from ._errors import InputError, NotFoundError
 from ._generation import wait_all
 

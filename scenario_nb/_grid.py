@@ -379,7 +379,7 @@ class Grid:
         return (page * rows + row) * cols + col
 
     def _render(self, tile_size: Optional[int]) -> tuple["Image", dict]:
-        from ._display import render_sheet, sheet_tile_size
+        from ._sheet import render_sheet, sheet_tile_size
         pages, rows, cols = self.shape
         size = tile_size or sheet_tile_size(cols)
         cells = [(self._thumb(t, size), _tile_status(t), t.done and not t.ok) for t in self.tiles]

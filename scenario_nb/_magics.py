@@ -20,7 +20,8 @@ from traitlets import Bool, Float, Int, TraitError, Unicode, observe, validate
 from traitlets.config import Configurable
 
 from ._commands import SUBCOMMANDS, Commands, check_variable, fill_prompt, settings
-from ._display import DEFAULT_THUMBNAIL_SIZE, show_generations, show_grid
+from ._display import show_generations, show_grid
+from ._thumbnails import DEFAULT_THUMBNAIL_SIZE
 from ._errors import ScenarioError
 from ._generation import Generation
 from ._env import credentials_from_env
