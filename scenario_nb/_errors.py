@@ -149,12 +149,17 @@ class JobTimeoutError(JobFailedError):
     """We stopped waiting; the job may still finish on the server and can be re-attached by id."""
 
 
-    def __init__(self, job_id: str, seconds: float) -> None:
+    def __init__(self, job_id: Optional[str], seconds: float, state: str = "") -> None:
+        """`job_id` None: the request has no job yet (`state` says where it is), so there is nothing to re-attach."""
         self.seconds = seconds
-        hint = f"re-attach with %scenario job {job_id} or client.job({job_id!r})"
-        super().__init__(job_id, f"still not finished after {seconds:g} s", hint, "timeout",
-                         text=f"stopped waiting for job {job_id} after {seconds:g} s; it is still running on "
-                              f"the server and will be charged when it finishes: {hint}")
+        if job_id:
+            hint = f"re-attach with %scenario job {job_id} or client.job({job_id!r})"
+            text = (f"stopped waiting for job {job_id} after {seconds:g} s; it is still running on the server and "
+                    f"will be charged when it finishes: {hint}")
+        else:  # no job to re-attach to: the request is queued here, in flight, or its answer was lost
+            hint = "wait() again; %scenario status shows where it is"
+            text = f"stopped waiting after {seconds:g} s: {state or 'the request has no job yet'}; it goes on: {hint}"
+        super().__init__(job_id or "", f"still not finished after {seconds:g} s", hint, "timeout", text=text)
 
 
 class DownloadFailedError(JobFailedError):
