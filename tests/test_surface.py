@@ -74,6 +74,20 @@ def test_a_timeout_before_any_job_points_at_no_job():
     assert caught.value.job_id == "" and "job_4 can be re-attached" in str(caught.value)
 
 
+def test_a_live_request_queued_here_times_out_as_one_with_no_job_and_goes_on(sb, client):
+    """By effect: while the request waits out a 429 nothing exists on the server; the timeout says so (not
+    "running on the server", no id to re-attach), and waiting again gets the job it says will come."""
+    model = next(m.id for m in client.models(public=True) if client.model(m.id).runnable)
+    sb.inject("rate_limit", retry_after=1.5, path="/generate/custom")
+    gen = client.generate(model, "a queued lantern")
+    with pytest.raises(JobTimeoutError) as caught:
+        gen.wait(0.2)
+    assert gen.status == "waiting" and sb.stats()["jobs_created"] == 0
+    assert caught.value.job_id == "" and "not sent yet" in str(caught.value)
+    assert "running on the server" not in str(caught.value) and "%scenario job" not in str(caught.value)
+    assert gen.wait(30).ok and gen.job_id and sb.stats()["jobs_created"] == 1
+
+
 def test_a_timeout_on_a_job_says_how_to_reattach_it():
     running = Generation(model_id="m", prompt="p", status="in-progress", job_id="job_5")
     with pytest.raises(JobTimeoutError) as caught:
