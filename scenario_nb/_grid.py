@@ -207,7 +207,7 @@ class GridPlan:
             groups.setdefault((cell.model.id, json.dumps(cell.inputs, sort_keys=True, default=str)), []).append(cell)
 
         def send(cells: list[_Cell]) -> list[Generation]:
-            return self.client.generate_many(cells[0].model, [c.prompt for c in cells], _source=self.source,
+            return self.client.generate_many(cells[0].model, [c.prompt for c in cells], source=self.source,
                                              **cells[0].inputs)
 
         if groups:

@@ -234,7 +234,7 @@ class ScenarioMagics(Magics, Configurable):
             if handle is not None:
                 print(reuse_line(handle))
         try:
-            sent = client.generate_many(model, [prompts[i] for i in fresh], _source="magic", **inputs)
+            sent = client.generate_many(model, [prompts[i] for i in fresh], source="magic", **inputs)
         except KeyboardInterrupt as exc:
             print(interrupted_send_line(getattr(exc, "handles", [])))
             return None

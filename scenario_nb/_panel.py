@@ -604,7 +604,7 @@ class Panel(w.VBox):
             return None
         try:
             model, prompt, inputs = self.request()
-            handle = self.client.generate(model, prompt, _source="panel", **inputs)
+            handle = self.client.generate(model, prompt, source="panel", **inputs)
         except ScenarioError as exc:
             self.message.value = _error_html(self._in_words(exc))
             return None
