@@ -248,7 +248,7 @@ class Commands:
         if stored is not None:
             show_generations([stored], wait=True, thumbnail_size=self.magics.thumbnail_size)
             return
-        if record is not None and record.backend_id != client.backend_id:
+        if record is not None and not record.of_backend(client.backend_id):
             other = session_for(record.backend_id)
             if other is None:
                 raise UsageError(f"job {job_id} ran on {record.backend_url}, which this kernel no longer talks "
