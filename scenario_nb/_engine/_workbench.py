@@ -90,7 +90,7 @@ class Workbench:
                              f"pick another name")
         model_id = self._http.request("POST", "/models", json_body={"name": name, "type": plan.type})["model"]["id"]
         handle = Training(self._owner, model_id=model_id, name=name, type=plan.type, parameters=params,
-                          images=[TrainingImage(i.name, width=i.width, height=i.height, _data=i.data) for i in loaded])
+                          images=[TrainingImage(i.name, width=i.width, height=i.height, data=i.data) for i in loaded])
         phase = "prepare"  # until the training is asked to start, any exit removes the model
         try:
             estimate = self._price(handle, plan)
