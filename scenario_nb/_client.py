@@ -610,6 +610,13 @@ class ScenarioClient:
         handle.on_update(self._forget_when_done)
         return handle
 
+    def resume_training(self, model: str) -> Training:
+        """Start now a training that waits for a slot (a start refused with 429 keeps its model and images and
+        is started again by itself); by model id or name. Returns its live handle, whatever its state."""
+        handle = self.training(model)
+        self._engine.resume_training(handle)
+        return handle
+
     def trainings(self) -> list[Training]:
         """This backend's trainings, newest first: every one in the history (those still training are
         followed on) and any the API lists as training that this machine never saw."""

@@ -30,6 +30,7 @@ Custom models (LoRAs)::
     %scenario train NAME --images DIR [--type T] [--captions auto|none] [--dry-run] [--set PARAM=VALUE ...]
                     [-o VAR] [--no-wait]
                                            price (spend guard: max_cost), caption, upload and train; shown live
+    %scenario train resume NAME            start now a training waiting for a slot (a 429 at its start)
     %scenario training [MODEL] [--no-wait] [-o VAR] [--cancel]
                                            no MODEL: this backend's trainings; MODEL (name or id): follow it live
                                            (--cancel: ask Scenario to stop it)
@@ -340,6 +341,9 @@ class Commands:
 
     # -- Training custom models ---------------------------------------------------------------------------------
     def cmd_train(self, rest: list) -> None:
+        if rest[:1] == ["resume"]:  # %scenario train resume NAME: a training waiting for a slot, started now
+            self._resume(" ".join(rest[1:]))
+            return
         args = _parse("train", rest, (("name",), {"nargs": "?", "default": ""}), (("--images",), {"default": ""}),
                       (("--type",), {}), (("--captions",), {"choices": ("auto", "none"), "default": "auto"}),
                       (("--dry-run",), {"action": "store_true"}), (("--set",), {"action": "append"}),
@@ -372,6 +376,17 @@ class Commands:
         if args.out:
             magics.user_ns[args.out] = result
         show_training(result, wait=magics.wait and not args.no_wait)
+
+    def _resume(self, name: str) -> None:
+        name = _required(name, "model name", "train resume", 'e.g. %scenario train resume "Potion Icons"')
+        try:
+            handle = self.client.resume_training(name)
+        except NotFoundError:
+            raise UsageError(f"no training of {name!r} on {self.client.base_url}; %scenario training lists "
+                             f"them") from None
+        if handle.status != "waiting":
+            print(f"{handle.name} ({handle.model_id}) is not waiting for a slot: {handle.stage_words()}")
+        show_training(handle, wait=self.magics.wait)
 
     def cmd_training(self, rest: list) -> None:
         from ._training import eta_words

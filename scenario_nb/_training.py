@@ -336,6 +336,8 @@ class Training:
                     "not-started": "never started"}.get(self.status, self.status)
         if self.status == "unknown":
             return "start sent, answer lost: following the model to learn whether it started"
+        if self.status == "waiting":
+            return "waiting for a training slot (starts by itself)"
         words = STAGE_WORDS.get(self.stage, self.stage or self.status)
         if self.stage == "queued-for-train" and self.position:
             words += f" (position {self.position})"

@@ -16,12 +16,12 @@ from IPython.core.error import UsageError
 from IPython.utils.capture import capture_output
 from PIL import Image, ImageDraw
 
-from scenario_nb import (Captions, CostEstimate, InputError, ScenarioClient, SubmitFailedError, Training,
+from scenario_nb import (Captions, CostEstimate, InputError, ScenarioClient, Training,
                          TrainingFailedError)
 from scenario_nb import sandbox as sandbox_mod
 from scenario_nb._history import History
 
-from conftest import SUITE_KEY, SUITE_SECRET, Clock, point_session_at, reset_session
+from conftest import SUITE_KEY, SUITE_SECRET, Clock, point_session_at, reset_session, until
 
 TRAIN_SECONDS = 3.0
 
@@ -280,9 +280,10 @@ def test_a_new_client_follows_an_unfinished_training_to_the_end(tsb, tmp_path):
         three.close()
 
 
-def test_a_training_refused_at_start_is_removed_and_recorded(tmp_path):
+def test_a_training_refused_at_start_waits_for_a_slot_and_keeps_its_model(tmp_path):
     """Two trainings hold both slots (the sandbox's clock stands still until the test moves it, so neither can
-    end on a slow machine before the third asks): the third is refused at its start and leaves nothing."""
+    end on a slow machine before the third asks): the third is refused at its start (429), keeps its model and
+    waits, recorded as waiting; once the others end it is started, once."""
     clock = Clock(frozen=True)
     with sandbox_mod.start(job_seconds=0.3, seed=5, train_seconds=TRAIN_SECONDS, max_parallel_trainings=2,
                            api_key=SUITE_KEY, api_secret=SUITE_SECRET, clock=clock) as tsb:
@@ -291,15 +292,17 @@ def test_a_training_refused_at_start_is_removed_and_recorded(tmp_path):
         running = [tclient.train(f"Busy {n}", make_set(tmp_path / f"busy{n}", hue=n), captions=None)
                    for n in (1, 2)]
         before = set(own_models(tsb))
-        with pytest.raises(SubmitFailedError) as refused:  # the sandbox's parallel-training limit is 2
-            tclient.train("Refused", make_set(tmp_path / "set"), captions=None)
-        assert "parallel trainings" in str(refused.value) and "nothing was charged" in str(refused.value)
-        assert set(own_models(tsb)) == before and tsb.stats()["trainings_started"] == 2
+        waiting = tclient.train("Refused", make_set(tmp_path / "set"), captions=None)  # the limit is 2
+        assert waiting.status == "waiting" and "parallel trainings" in waiting.note
+        assert set(own_models(tsb)) == before | {waiting.model_id} and tsb.stats()["trainings_started"] == 2
         rows = {r.name: r.status for r in tclient.history.trainings()}
-        assert rows["Refused"] == "not-started"
+        assert rows["Refused"] == "waiting"
         clock.now += TRAIN_SECONDS + 1
         for training in running:
             assert training.wait(60).status == "trained"
+        until(lambda: tsb.stats()["trainings_started"] == 3, 30, "the waiting training started")
+        clock.now += TRAIN_SECONDS + 1
+        assert waiting.wait(60).ok
         tclient.close()
 
 

@@ -4,13 +4,15 @@ the sandbox's counts of models made, trainings started and captions asked for, a
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from PIL import Image
 
 from scenario_nb import ScenarioClient, ScenarioError, Training
 from scenario_nb import sandbox as sandbox_mod
 
-from conftest import SUITE_KEY, SUITE_SECRET
+from conftest import SUITE_KEY, SUITE_SECRET, Clock
 
 TRAIN_SECONDS = 2.0
 
@@ -99,4 +101,52 @@ def test_a_start_lost_before_the_server_acted_is_not_started_only_after_the_grac
         assert training.finished_at - training.start_sent_at >= 3.0
         assert client.history.training(training.model_id).status == "not-started"
         assert sb.stats()["trainings_started"] == 0 and not received(sb, "DELETE", "/v1/models/")
+        client.close()
+
+
+# -- Item 4: a 429 at the start keeps the model and its captioned images; uploads retry ---------------------------
+
+def test_a_start_refused_for_a_slot_waits_and_starts_when_one_frees_without_captioning_again(tmp_path):
+    """One training slot, taken: the second training's start is refused with 429. Its model and its captioned,
+    uploaded images stay; it shows as waiting (and is recorded so); when the first training ends it is started
+    by the engine, once, and nothing is captioned or uploaded again."""
+    clock = Clock(frozen=True)
+    with start_sandbox(max_parallel_trainings=1, clock=clock) as sb:
+        client = new_client(sb, tmp_path / "home")
+        busy = client.train("Busy", image_folder(tmp_path / "busy", hue=90), captions=None)
+        waits = outcome(lambda: client.train("Waits", image_folder(tmp_path / "set"), captions="auto"))
+        assert isinstance(waits, Training), waits
+        assert waits.status == "waiting" and "slot" in waits.stage_words()
+        assert client.history.training(waits.model_id).status == "waiting"
+        captions = len(received(sb, "POST", "/generate/caption", dry_run=False))
+        uploads = len(received(sb, "POST", "/training-images"))
+        assert captions == 5 and uploads == 10 and models_made(sb) == 2 and sb.stats()["trainings_started"] == 1
+        assert not received(sb, "DELETE", "/v1/models/")
+        clock.now += TRAIN_SECONDS + 1  # the first one ends: its slot frees
+        assert busy.wait(30).ok
+        deadline = time.time() + 30
+        while sb.stats()["trainings_started"] < 2 and time.time() < deadline:
+            time.sleep(0.1)
+        assert sb.stats()["trainings_started"] == 2
+        clock.now += TRAIN_SECONDS + 1
+        assert waits.wait(30).ok
+        assert len(received(sb, "POST", "/generate/caption", dry_run=False)) == captions
+        assert len(received(sb, "POST", "/training-images")) == uploads and models_made(sb) == 2
+        assert client.history.training(waits.model_id).status == "trained"
+        client.close()
+
+
+def test_uploads_wait_out_429s_and_a_lost_answer_is_found_on_the_model(tmp_path):
+    """Two uploads answered 429 are sent again after the wait; one whose answer was lost after the server stored
+    the image (a 502) is found on the model and not sent again. The training starts, with five images."""
+    with start_sandbox() as sb:
+        client = new_client(sb, tmp_path / "home")
+        sb.inject("rate_limit", count=2, method="POST", path="/training-images", retry_after=0.2)
+        sb.inject("error_5xx", count=1, method="POST", path="/training-images", after_create=True)
+        training = client.train("Patient Uploads", image_folder(tmp_path / "set"), captions=None)
+        assert isinstance(training, Training) and training.wait(60).ok
+        bodies = [r["body_sha256"] for r in received(sb, "POST", "/training-images")]
+        assert len(bodies) == 7 and len(set(bodies)) == 5  # 5 images; the two refused ones sent again
+        model = sb.state.models[training.model_id]
+        assert len(model["trainingImages"]) == 5 and sb.stats()["trainings_started"] == 1
         client.close()

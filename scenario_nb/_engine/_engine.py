@@ -216,6 +216,9 @@ class Engine:
                        max_cost: Optional[float] = None) -> Captions:
         return self._workbench.caption_images(images, details_level, max_cost)
 
+    def resume_training(self, training: Training) -> None:
+        self._trainings.resume_training(training)
+
     def cancel_training(self, training: Training) -> str:
         return self._trainings.cancel_training(training)
 

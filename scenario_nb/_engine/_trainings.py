@@ -13,19 +13,19 @@ import logging
 import threading
 import time
 from collections import defaultdict
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 from .._errors import (APIConnectionError, APIError, BadRequestError, NotFoundError, RateLimitError,
                        ScenarioError, ServerError, StorageError)
 from .._history import TRAINING_TERMINAL, TrainingRecord
 from .._http import Transport
-from .._training import CANCEL_WORDS, Training, TrainingImage, TrainingOwner
+from .._training import CANCEL_WORDS, Training, TrainingOwner
 from ._lanes import Lanes
 from ._ledger import Ledger
 from ._live import Settings
+from ._training_rows import training_from
 
 if TYPE_CHECKING:
-    from pathlib import Path
 
     from .._models import Model
     from .._store import FileStore
@@ -53,6 +53,7 @@ class TrainingFollower:
         self._trainings: dict[str, Training] = {}  # model id -> the one live handle on a training followed here
         self._tokens: dict[str, int] = {}  # model id -> the one poll task that counts
         self._errors: dict[str, int] = defaultdict(int)  # model id -> failed polls in a row
+        self._refusals: dict[str, int] = defaultdict(int)  # model id -> 429s at its start in a row
         self._recovered = False
         self._attaching = threading.Lock()
 
@@ -90,6 +91,47 @@ class TrainingFollower:
                       cost=float(cost) if cost is not None else training.cost)
         self._take(training, data.get("model") or {})
         self.follow_training(training)
+
+    def wait_for_slot(self, training: Training, refusal: RateLimitError) -> None:
+        """A start refused with 429 (too many trainings at once, or a cooldown): nothing started, and the model
+        keeps its captioned images. It waits here (`waiting`, recorded) and is started again after the backoff
+        policy's wait for 429s (the server's `Retry-After` or `remainingSeconds` first), or at once when one of
+        this engine's trainings ends, or on `resume_training`. Never captioned nor uploaded again."""
+        with self._lock:
+            self._trainings[training.model_id] = training
+            self._refusals[training.model_id] += 1
+            refusals = self._refusals[training.model_id]
+        training._set(status="waiting", stage="", note=f"waiting for a training slot ({refusal.reason}); it starts "
+                      f"by itself when one frees, or now with %scenario train resume \"{training.name}\"")
+        self._ledger.record_training(training)
+        training._notify()
+        self._schedule(training, self._http.backoff.delay(refusals - 1, refusal.retry_after, base=2.0, cap=60.0))
+
+    def resume_training(self, training: Training) -> None:
+        """A training waiting for a slot: try to start it now."""
+        if training.status == "waiting":
+            self._schedule(training, 0.0)
+
+    def _start_again(self, training: Training) -> None:
+        """A waiting training's turn: unless the model shows it started (another kernel), `PUT /train` again."""
+        try:
+            model = self._http.get(f"/models/{training.model_id}")["model"]
+        except ScenarioError as exc:
+            log.info("reading waiting training %s failed (%s); trying again", training.model_id, exc)
+            self._schedule(training, self._http.backoff.delay(2, base=2.0, cap=60.0))
+            return
+        if model.get("status") != "new":  # started elsewhere, or gone: followed from its model from now on
+            training._set(status="unknown")
+            self._poll(training)
+            return
+        try:
+            self.start_training(training, training.parameters)
+        except RateLimitError as exc:
+            self.wait_for_slot(training, exc)
+        except (APIError, StorageError) as exc:
+            training._set(status="not-started", error=f"Scenario refused to start the training: {exc}; nothing "
+                          f"was charged for it (its model is kept)")
+            self._end(training)
 
     def _take(self, training: Training, model: dict) -> bool:
         """Apply the API's model to the handle. Right after a start, `new` proves nothing: the model may not
@@ -133,6 +175,9 @@ class TrainingFollower:
         with self._lock:
             if training.done or (token is not None and self._tokens.get(training.model_id) != token):
                 return
+        if training.status == "waiting":
+            self._start_again(training)
+            return
         try:
             model = self._http.get(f"/models/{training.model_id}")["model"]
         except NotFoundError:
@@ -175,10 +220,14 @@ class TrainingFollower:
         """Mark a training done, record it, show it, then release its waiters."""
         with self._lock:
             self._tokens.pop(training.model_id, None)
+            self._refusals.pop(training.model_id, None)
+            waiting = [t for t in self._trainings.values() if t.status == "waiting"]
         training._finish()
         self._ledger.record_training(training)
         training._notify()
         training._settle()
+        for other in waiting:  # a slot may have freed
+            self._schedule(other, 0.0)
 
     def cancel_training(self, training: Training) -> str:
         """`POST /models/{id}/train/action {"action": "cancel"}`; the outcome as in `Training.cancel`."""
@@ -209,34 +258,7 @@ class TrainingFollower:
 
     # -- Handles from the history and the API ------------------------------------------------------------
     def _training_from(self, record: Optional[TrainingRecord], model: Optional[dict]) -> Training:
-        """A handle from a history row and/or the API's model (not followed yet)."""
-        model = model or {}
-        model_id = record.model_id if record else str(model.get("id"))
-        if record is not None and record.images:
-            images = [TrainingImage(str(i.get("name") or ""), i.get("asset_id"), str(i.get("caption") or ""),
-                                    self._stored_path(i.get("asset_id"))) for i in record.images]
-        else:
-            images = [TrainingImage(str(i.get("name") or ""), i.get("id"),
-                                    str(i.get("description") or i.get("automaticCaptioning") or ""),
-                                    self._stored_path(i.get("id")))
-                      for i in model.get("trainingImages") or [] if isinstance(i, dict)]
-        training = Training(self._owner, model_id=model_id, name=(record.name if record else "") or
-                            model.get("name") or model_id, type=(record.type if record else "") or
-                            str(model.get("type") or ""), images=images,
-                            parameters=(record.parameters if record else None) or model.get("parameters") or {})
-        if record is not None:
-            training._set(job_id=record.job_id, cost=record.cost, status=record.status or "new", stage=record.stage,
-                          progress=record.progress or 0.0, error=record.error, hint=record.hint,
-                          created_at=record.created_at or time.time(), start_sent_at=record.start_sent_at)
-        return training
-
-    def _stored_path(self, asset_id: Any) -> Optional["Path"]:
-        if not isinstance(asset_id, str) or not asset_id:
-            return None
-        try:
-            return self._store_factory().find(asset_id)
-        except StorageError:
-            return None
+        return training_from(self._owner, record, model, self._store_factory)
 
     def finished_training(self, record: TrainingRecord) -> Training:
         """A done handle rebuilt from a finished history row (no request made)."""

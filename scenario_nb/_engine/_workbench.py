@@ -8,11 +8,12 @@ by the follower (`TrainingFollower.start_training`), which then keeps it current
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
-from .._errors import (APIError, BadRequestError, InputError, RateLimitError, ScenarioError, StorageError,
-                       SubmitFailedError)
+from .._errors import (APIConnectionError, APIError, BadRequestError, InputError, RateLimitError, ScenarioError,
+                       ServerError, StorageError, SubmitFailedError)
 from .._estimate import CostEstimate
 from .._http import Transport
 from .._training import Captions, LocalImage, Training, TrainingImage, TrainingOwner, TrainingPlan, thumbnail_uri
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from .._store import FileStore
 
 Confirm = Callable[[CostEstimate], Any]
+UPLOAD_TRIES = 4  # one training image: sent at most this often (429s and answers proven lost)
 
 
 class Workbench:
@@ -107,7 +109,9 @@ class Workbench:
             phase = "start"
             try:
                 self._follower.start_training(handle, params)
-            except (RateLimitError, BadRequestError, APIError) as exc:
+            except RateLimitError as exc:  # no slot now: the model and its captioned images wait for one
+                self._follower.wait_for_slot(handle, exc)
+            except (BadRequestError, APIError) as exc:
                 raise SubmitFailedError(f"Scenario refused to start the training of {name}: {exc.reason}; "
                                         f"nothing was charged for it and the model was removed") from None
             phase = "started"
@@ -158,11 +162,7 @@ class Workbench:
 
         def upload(pair: tuple) -> None:
             image, local = pair
-            answer = self._http.request("POST", f"/models/{handle.model_id}/training-images",
-                                        json_body={"name": local.name, "data": local.data_url()})
-            found = answer.get("trainingImage")
-            found = found[0] if isinstance(found, list) and found else found
-            image.asset_id = (found or {}).get("id")
+            image.asset_id = self._upload(handle.model_id, local)
             self._keep_copy(handle, image, local)
             if image.asset_id and image.caption:
                 self._http.request("PUT", f"/assets/{image.asset_id}", json_body={"description": image.caption})
@@ -170,6 +170,39 @@ class Workbench:
         with ThreadPoolExecutor(max_workers=min(8, len(loaded)), thread_name_prefix="scenario-upload") as pool:
             list(pool.map(upload, zip(handle.images, loaded, strict=True)))
         self._ledger.record_training(handle, before_sending=True)
+
+    def _upload(self, model_id: str, local: LocalImage) -> Optional[str]:
+        """One training image, its asset id. A 429 is waited out (the policy's backoff, `Retry-After` first) and
+        sent again; a lost answer (no answer, 5xx) is looked for on the model first (its training images, by
+        name) and sent again only when it is not there."""
+        for attempt in range(UPLOAD_TRIES):
+            try:
+                answer = self._http.request("POST", f"/models/{model_id}/training-images",
+                                            json_body={"name": local.name, "data": local.data_url()})
+                found = answer.get("trainingImage")
+                found = found[0] if isinstance(found, list) and found else found
+                return (found or {}).get("id")
+            except RateLimitError as exc:
+                if attempt == UPLOAD_TRIES - 1:
+                    raise
+                time.sleep(self._http.backoff.delay(attempt, exc.retry_after))
+            except (APIConnectionError, ServerError):
+                uploaded = self._uploaded(model_id, local.name)
+                if uploaded is not None:
+                    return uploaded
+                if attempt == UPLOAD_TRIES - 1:
+                    raise
+                time.sleep(self._http.backoff.delay(attempt))
+        return None
+
+    def _uploaded(self, model_id: str, name: str) -> Optional[str]:
+        """The asset id of the model's training image of this name, None when it has none (or cannot be read)."""
+        try:
+            model = self._http.get(f"/models/{model_id}")["model"]
+        except ScenarioError:
+            return None
+        return next((str(i["id"]) for i in model.get("trainingImages") or []
+                     if isinstance(i, dict) and i.get("name") == name and i.get("id")), None)
 
     def _keep_copy(self, handle: Training, image: TrainingImage, local: LocalImage) -> None:
         """A local copy of an uploaded image, for the thumbnails only (a failure is a note, nothing more)."""
