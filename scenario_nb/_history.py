@@ -169,6 +169,7 @@ class History:
                 for statement in _SCHEMA:
                     conn.execute(statement)
                 _ensure_trainings(conn)
+                conn.execute(_CAPTIONS_TABLE)
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
                 conn.execute("COMMIT")
             except BaseException:
@@ -313,6 +314,54 @@ class History:
         canonical = json.dumps({"model": model_id, "prompt": prompt, "inputs": inputs}, sort_keys=True,
                                separators=(",", ":"), default=str)
         return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+    # -- Captions: paid per image, recorded per image content and settings, reused by any later attempt ----
+    def record_caption(self, rec: "CaptionRecord") -> None:
+        """Insert or replace one image's caption row (its state: sending, done or unknown)."""
+        values = [getattr(rec, name) for name in CAPTION_COLUMNS]
+        self._write(f"INSERT OR REPLACE INTO captions ({', '.join(CAPTION_COLUMNS)}) VALUES "
+                    f"({', '.join('?' for _ in values)})", tuple(values))
+
+    def forget_caption(self, backend_id: str, image_sha256: str, details_level: str) -> None:
+        """A caption the server refused (nothing made, nothing paid): no row."""
+        self._write("DELETE FROM captions WHERE backend_id = ? AND image_sha256 = ? AND details_level = ?",
+                    (backend_id, image_sha256, details_level))
+
+    def captions(self, backend_id: str, image_sha256: Optional[str] = None) -> list["CaptionRecord"]:
+        """This backend's caption rows (of one image, when given), newest first."""
+        sql = "SELECT * FROM captions WHERE backend_id = ?"
+        params: tuple = (backend_id,)
+        if image_sha256 is not None:
+            sql, params = sql + " AND image_sha256 = ?", (backend_id, image_sha256)
+        with self._lock:
+            try:
+                rows = self._connection().execute(sql + " ORDER BY updated_at DESC", params).fetchall()
+            except (OSError, sqlite3.Error) as exc:
+                raise StorageError(f"cannot read the history database {self.path} ({exc})") from None
+        return [CaptionRecord(**{k: r[k] for k in r.keys() if k in CAPTION_COLUMNS}) for r in rows]
+
+
+@dataclass
+class CaptionRecord:
+    """One paid caption: the image's content digest and the caption settings it was made with, its state
+    (`sending` before the request, `done`, or `unknown`: the answer was lost, it may have been charged)."""
+
+    backend_id: str
+    image_sha256: str
+    details_level: str
+    status: str = "sending"
+    caption: str = ""
+    cost: Optional[float] = None
+    name: str = ""
+    created_at: float = 0.0
+    updated_at: float = 0.0
+
+
+CAPTION_COLUMNS = [f.name for f in fields(CaptionRecord)]
+_CAPTIONS_TABLE = ("CREATE TABLE IF NOT EXISTS captions (backend_id TEXT, image_sha256 TEXT, details_level TEXT, "
+                   "status TEXT, caption TEXT, cost REAL, name TEXT, created_at REAL, updated_at REAL, "
+                   "PRIMARY KEY (backend_id, image_sha256, details_level))")
 
 
 def _migrate_v1(conn: sqlite3.Connection) -> None:

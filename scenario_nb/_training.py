@@ -179,10 +179,12 @@ class Captions(dict):
     Shown as a table with each image's thumbnail, so the captions can be read against the pictures.
     """
 
-    def __init__(self, captions: dict, thumbnails: Optional[dict] = None, cost: Optional[float] = None) -> None:
+    def __init__(self, captions: dict, thumbnails: Optional[dict] = None, cost: Optional[float] = None,
+                 lost: Optional[list] = None) -> None:
         super().__init__(captions)
         self._thumbnails = dict(thumbnails or {})
         self.cost = cost
+        self.lost = list(lost or [])  # images whose caption's answer was lost (it may have been charged): ""
 
     def __repr__(self) -> str:
         return "Captions(" + super().__repr__() + ")"

@@ -150,3 +150,41 @@ def test_uploads_wait_out_429s_and_a_lost_answer_is_found_on_the_model(tmp_path)
         model = sb.state.models[training.model_id]
         assert len(model["trainingImages"]) == 5 and sb.stats()["trainings_started"] == 1
         client.close()
+
+
+# -- Item 3: captions are recorded and reused -------------------------------------------------------------------------
+
+def test_captioning_the_same_images_twice_pays_once_and_a_training_reuses_them(tmp_path):
+    """`caption_images` twice on the same five images, then a training of them with captions="auto": five caption
+    requests in all; the history holds each image's caption and cost; other settings (details) are paid anew."""
+    with start_sandbox() as sb:
+        client = new_client(sb, tmp_path / "home")
+        folder = image_folder(tmp_path / "set")
+        first = client.caption_images(folder)
+        second = client.caption_images(folder)
+        assert dict(first) == dict(second) and all(first.values())
+        training = client.train("Reused Captions", folder, captions="auto")
+        assert training.wait(60).ok and [i.caption for i in training.images] == list(first.values())
+        assert len(received(sb, "POST", "/generate/caption", dry_run=False)) == 5
+        rows = client.history.captions(client.backend_id)
+        assert len(rows) == 5 and all(r.status == "done" and r.cost for r in rows)
+        client.caption_images(folder, details_level="action+style")
+        assert len(received(sb, "POST", "/generate/caption", dry_run=False)) == 10
+        client.close()
+
+
+def test_a_training_after_an_upload_failure_reuses_the_paid_captions(tmp_path):
+    """Uploads that keep failing (500 on every try) stop the first attempt after the captions were paid; the
+    second attempt captions nothing again."""
+    with start_sandbox() as sb:
+        client = new_client(sb, tmp_path / "home")
+        folder = image_folder(tmp_path / "set")
+        sb.inject("error_5xx", count=40, method="POST", path="/training-images")
+        failed = outcome(lambda: client.train("Upload Trouble", folder, captions="auto"))
+        assert isinstance(failed, ScenarioError), failed
+        assert len(received(sb, "POST", "/generate/caption", dry_run=False)) == 5
+        sb.state.injected.clear()
+        training = client.train("Upload Trouble", folder, captions="auto")
+        assert training.wait(60).ok
+        assert len(received(sb, "POST", "/generate/caption", dry_run=False)) == 5
+        client.close()

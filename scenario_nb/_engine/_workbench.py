@@ -17,6 +17,7 @@ from .._errors import (APIConnectionError, APIError, BadRequestError, InputError
 from .._estimate import CostEstimate
 from .._http import Transport
 from .._training import Captions, LocalImage, Training, TrainingImage, TrainingOwner, TrainingPlan, thumbnail_uri
+from ._captions import Captioner
 from ._ledger import Ledger
 from ._trainings import TrainingFollower
 
@@ -37,34 +38,20 @@ class Workbench:
         self._ledger = ledger
         self._follower = follower
         self._store_factory = store
+        self._captioner = Captioner(http, ledger)
 
     # -- Captions ------------------------------------------------------------------------------------------
-    def caption_price(self, images: list[LocalImage], details_level: str) -> float:
-        """Captioning every image: one image's dry-run price times the count (nothing is spent)."""
-        data = self._http.request("POST", "/generate/caption", params={"dryRun": "true"},
-                                  json_body={"images": [images[0].data_url()], "detailsLevel": details_level})
-        return float(data.get("creativeUnitsCost") or 0) * len(images)
-
-    def caption_all(self, images: list[LocalImage], details_level: str) -> list[str]:
-        """One caption per image through `POST /generate/caption`, every request in flight at once."""
-        def one(image: LocalImage) -> str:
-            data = self._http.request("POST", "/generate/caption",
-                                      json_body={"images": [image.data_url()], "detailsLevel": details_level})
-            captions = data.get("captions") or [""]
-            return str(captions[0] or "")
-        with ThreadPoolExecutor(max_workers=min(16, len(images)), thread_name_prefix="scenario-caption") as pool:
-            return list(pool.map(one, images))
-
     def caption_images(self, images: list[LocalImage], details_level: str, max_cost: Optional[float]) -> Captions:
-        """An editable `{filename: caption}` table; refused before spending when the price is over `max_cost`."""
+        """An editable `{filename: caption}` table; refused before spending when the price is over `max_cost`.
+        Captions already made for these images (same content, same settings) are reused, not paid again."""
         if max_cost is not None:
-            price = self.caption_price(images, details_level)
+            price = self._captioner.price(images, details_level)
             if price > max_cost:
                 raise InputError(f"refused: captioning {len(images)} images is estimated at {price:g} CU, over "
                                  f"max_cost {max_cost:g}; nothing was spent")
-        texts = self.caption_all(images, details_level)
+        texts, lost = self._captioner.caption_all(images, details_level)
         return Captions({i.name: t for i, t in zip(images, texts, strict=True)},
-                        {i.name: thumbnail_uri(i.data) for i in images})
+                        {i.name: thumbnail_uri(i.data) for i in images}, lost=lost)
 
     # -- Training ------------------------------------------------------------------------------------------
     def _own_models(self) -> list[dict]:
@@ -135,7 +122,7 @@ class Workbench:
         estimate = CostEstimate.parse(data, handle.model_id, {"parameters": plan.parameters,
                                                               "images": len(plan.images)})
         if plan.captions == "auto":
-            price = self.caption_price(plan.images, "action")
+            price = self._captioner.price(plan.images, "action")
             estimate.details["caption"] = price
             estimate.creative_units += price
         return estimate
@@ -151,7 +138,10 @@ class Workbench:
         if plan == "auto":
             handle._set(stage="captioning")
             handle._notify()
-            texts = self.caption_all(loaded, "action")
+            texts, lost = self._captioner.caption_all(loaded, "action")
+            if lost:
+                handle._set(note=f"no caption for {', '.join(lost)}: its answer was lost before (it may have been "
+                                 f"charged) and it is not asked again")
         else:
             texts = [(plan or {}).get(i.name, "") if isinstance(plan, dict) else "" for i in loaded]
         for image, text in zip(handle.images, texts, strict=True):
