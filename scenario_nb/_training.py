@@ -289,6 +289,7 @@ class Training:
         self.progress = 0.0
         self._remaining: Optional[float] = None
         self._remaining_seen = 0.0
+        self._percent = False  # the server's progress is on a 0..100 scale (seen once, kept)
         self.cost: Optional[float] = cost
         self.error: Optional[str] = error
         self.hint: Optional[str] = None
@@ -433,9 +434,9 @@ class Training:
                 self.stage = str(progress["stage"])
                 self.position = progress.get("position") if isinstance(progress.get("position"), int) else None
                 value = progress.get("progress")
-                if isinstance(value, (int, float)) and not isinstance(value, bool):
-                    self.progress = max(0.0, min(1.0, value / 100 if value > 1 else float(value)))
                 left = progress.get("remainingTimeMs")
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    self.progress = self._fraction(float(value), left)
                 if isinstance(left, (int, float)) and not isinstance(left, bool):
                     self._remaining, self._remaining_seen = max(0.0, left / 1000), time.monotonic()
                 else:
@@ -449,6 +450,13 @@ class Training:
                 self.stage, self._remaining = "", None
             after = (self.status, self.stage, round(self.progress, 3), self.position, self.job_id)
         return before != after
+
+    def _fraction(self, value: float, left: Any) -> float:
+        """The server's progress as 0..1, whichever scale it uses (contract §12b.4, §12e: not stated). A value
+        over 1 is a percentage, and so is every later one; a first 1 with time still left is 1 %, not done."""
+        if value > 1 or (value == 1 and isinstance(left, (int, float)) and left > 10_000):
+            self._percent = True
+        return max(0.0, min(1.0, value / 100 if self._percent else value))
 
     def _set(self, **changes: Any) -> None:
         with self._lock:

@@ -156,8 +156,8 @@ def start(*, port: int = 0, api_key: str = "sandbox-key", api_secret: str = "san
           seed: int = 0, faults: Optional[dict] = None, legacy_shapes: bool = False,
           cancellable_types: Iterable[str] = DEFAULT_CANCELLABLE, retry_after_header: bool = False,
           list_lag: float = 3.0, legacy: bool = False, train_seconds: Optional[float] = None,
-          max_parallel_trainings: int = 1, max_training_images: int = 50,
-          new_after_start: float = 0.0, clock: Optional[Callable[[], float]] = None) -> Sandbox:
+          max_parallel_trainings: int = 1, max_training_images: int = 50, new_after_start: float = 0.0,
+          progress_scale: float = 1, clock: Optional[Callable[[], float]] = None) -> Sandbox:
     """Start a sandbox on 127.0.0.1 in background threads (port 0: a free one).
 
     The defaults are the real cloud's, never kinder: generation (`custom`) jobs refuse cancel
@@ -170,7 +170,8 @@ def start(*, port: int = 0, api_key: str = "sandbox-key", api_secret: str = "san
     running-train 55%); without it, the real durations (2 s, 10–60 s, 30–90 s, ~1 min per epoch). At most
     `max_parallel_trainings` run at once (429 `parallel-training`) and a model holds at most
     `max_training_images` (429 `add-training-image`). A model still reads `new` for `new_after_start`
-    seconds after its training started (the contract shows `training` at once). Trainings read `clock`
+    seconds after its training started (the contract shows `training` at once); `progress_scale=100` reports
+    `trainingProgress.progress` on a 0..100 scale (the contract does not say which). Trainings read `clock`
     (default `time.time`).
     """
     return Sandbox(port=port, api_key=api_key, api_secret=api_secret, job_seconds=job_seconds,
@@ -178,4 +179,4 @@ def start(*, port: int = 0, api_key: str = "sandbox-key", api_secret: str = "san
                    faults=faults, legacy=legacy_shapes or legacy, cancellable_types=tuple(cancellable_types),
                    retry_after_header=retry_after_header, list_lag=list_lag, train_seconds=train_seconds,
                    max_parallel_trainings=max_parallel_trainings, max_training_images=max_training_images,
-                   new_after_start=new_after_start, clock=clock)
+                   new_after_start=new_after_start, progress_scale=progress_scale, clock=clock)

@@ -55,6 +55,9 @@ class Trainings:
         model["status"] = snap["model_status"]
         model["updatedAt"] = iso(snap["changed"])
         model["trainingProgress"] = snap["progress"]
+        if self.state.options.get("progress_scale", 1) != 1 and "progress" in snap["progress"]:  # e.g. 0..100
+            model["trainingProgress"] = {**snap["progress"], "progress": round(
+                snap["progress"]["progress"] * self.state.options["progress_scale"], 3)}
         if snap["model_status"] == "training" and now < run["start"] + self.new_seconds():
             model["status"], model["trainingProgress"] = "new", {}  # a read that does not show the start yet
         if snap["model_status"] == "trained":
