@@ -558,8 +558,8 @@ class ScenarioClient:
 
     def train(self, name: str, images: Any, *, type: Optional[str] = None,
               captions: Union[str, dict, None] = "auto", parameters: Optional[dict] = None, dry_run: bool = False,
-              max_cost: Optional[float] = None,
-              confirm: Optional[Callable[[CostEstimate], Any]] = None) -> Union[Training, CostEstimate]:
+              max_cost: Optional[float] = None, confirm: Optional[Callable[[CostEstimate], Any]] = None,
+              force: bool = False) -> Union[Training, CostEstimate]:
         """Train a LoRA on a folder (or a list of paths or Pillow images); returns its live `Training`.
 
         Everything is checked before anything is sent or paid (the images, the type, the name, then the
@@ -569,6 +569,11 @@ class ScenarioClient:
         per image through the API, all at once; a dict `{filename: caption}`; None: none), the upload, and the
         start of the training. The training is in the history before it starts; a new kernel follows it on.
         `type` defaults to the most common trainable LoRA type in the catalog.
+
+        Training is idempotent per name: a training of this name already under way (here, in another kernel,
+        or waiting for a slot) or done is returned and followed, nothing paid again; a draft of this name (an
+        untrained model this project made) is reused, its uploaded images kept. `force=True` makes a second
+        model of the same name deliberately.
         """
         name = (name or "").strip() if isinstance(name, str) else ""
         if not name:
@@ -579,7 +584,8 @@ class ScenarioClient:
         if parameters is not None and not isinstance(parameters, dict):
             raise InputError("parameters is a dict such as {\"nbEpochs\": 4}")
         loaded = load_images(images)
-        plan = TrainingPlan(name, model_type, loaded, self._caption_plan(captions, loaded), dict(parameters or {}))
+        plan = TrainingPlan(name, model_type, loaded, self._caption_plan(captions, loaded), dict(parameters or {}),
+                            force=bool(force))
         try:
             result = self._engine.train(plan, dry_run=dry_run, max_cost=max_cost, confirm=confirm)
         finally:
@@ -609,6 +615,19 @@ class ScenarioClient:
         handle = self._engine.reattach_training(model_id)
         handle.on_update(self._forget_when_done)
         return handle
+
+    def drafts(self) -> list[Model]:
+        """Untrained models this project made (a training stopped before its start, a lost answer, a model that
+        could not be removed): `train` of the same name reuses one; `delete_draft` removes one."""
+        return [Model.parse(m) for m in self._engine.drafts()]
+
+    def delete_draft(self, model: str) -> Model:
+        """Remove one draft, by name or id (only an untrained model this project made); returns what it was."""
+        removed = Model.parse(self._engine.delete_draft(model))
+        with self._lock:
+            self._own = None
+            self._models.pop(removed.id, None)
+        return removed
 
     def resume_training(self, model: str) -> Training:
         """Start now a training that waits for a slot (a start refused with 429 keeps its model and images and

@@ -28,9 +28,11 @@ TRAINING_HELP = """
 Custom models (LoRAs)::
 
     %scenario train NAME --images DIR [--type T] [--captions auto|none] [--dry-run] [--set PARAM=VALUE ...]
-                    [-o VAR] [--no-wait]
+                    [-o VAR] [--no-wait] [--force]
                                            price (spend guard: max_cost), caption, upload and train; shown live
     %scenario train resume NAME            start now a training waiting for a slot (a 429 at its start)
+    %scenario models --drafts              untrained models this project made (train NAME reuses its draft)
+    %scenario models delete NAME           remove one draft, after saying what it is
     %scenario training [MODEL] [--no-wait] [-o VAR] [--cancel]
                                            no MODEL: this backend's trainings; MODEL (name or id): follow it live
                                            (--cancel: ask Scenario to stop it)
@@ -155,13 +157,33 @@ class Commands:
 
     # -- Models ----------------------------------------------------------------------------------------
     def cmd_models(self, rest: list) -> None:
-        args = _parse("models", rest, (("--public",), {"action": "store_true"}), (("filter",), {"nargs": "?"}))
+        if rest[:1] == ["delete"]:  # %scenario models delete NAME: one draft, said what it is, then removed
+            self._delete_draft(" ".join(rest[1:]))
+            return
+        args = _parse("models", rest, (("--public",), {"action": "store_true"}),
+                      (("--drafts",), {"action": "store_true"}), (("filter",), {"nargs": "?"}))
+        if args.drafts:
+            drafts = self.client.drafts()
+            if not drafts:
+                print("No drafts: every model this project made was trained or removed")
+                return
+            display(table_bundle(["name", "id", "type", "training images"],
+                                 [(m.name, m.id, m.type, m.raw.get("trainingImagesNumber", 0)) for m in drafts]),
+                    raw=True)
+            print("A draft is reused by %scenario train of its name; %scenario models delete NAME removes one")
+            return
         models = self.client.models(public=args.public, query=args.filter)
         if not models:
             print("No models found" + (" (try --public for the catalog)" if not args.public else ""))
             return
         display(table_bundle(["name", "id", "type", "status"], [(m.name, m.id, m.type, m.status) for m in models]),
                 raw=True)
+
+    def _delete_draft(self, name: str) -> None:
+        name = _required(name, "model name", "models delete", 'e.g. %scenario models delete "Potion Icons"')
+        removed = self.client.delete_draft(name)
+        print(f"Removed the draft {removed.name} ({removed.id}, {removed.type}, never trained, "
+              f"{removed.raw.get('trainingImagesNumber', 0)} training images)")
 
     def cmd_model(self, rest: list) -> None:
         args = _parse("model", rest, (("model",), {}))
@@ -347,7 +369,8 @@ class Commands:
         args = _parse("train", rest, (("name",), {"nargs": "?", "default": ""}), (("--images",), {"default": ""}),
                       (("--type",), {}), (("--captions",), {"choices": ("auto", "none"), "default": "auto"}),
                       (("--dry-run",), {"action": "store_true"}), (("--set",), {"action": "append"}),
-                      (("-o", "--out"), {}), (("--no-wait",), {"action": "store_true"}))
+                      (("-o", "--out"), {}), (("--no-wait",), {"action": "store_true"}),
+                      (("--force",), {"action": "store_true"}))
         name = _required(args.name, "model name", "train", 'e.g. %scenario train "Potion Icons" --images icons/')
         images = _required(args.images, "--images DIR", "train", "a folder of 5–15 images of at least 1024 px")
         check_variable(args.out)
@@ -361,7 +384,8 @@ class Commands:
 
         try:
             result = self.client.train(name, images, type=args.type, parameters=parameters, dry_run=args.dry_run,
-                                       captions=None if args.captions == "none" else "auto", confirm=guard)
+                                       captions=None if args.captions == "none" else "auto", confirm=guard,
+                                       force=args.force)
         except KeyboardInterrupt:  # Ctrl-C: one line on where it stopped, never a traceback
             if any(t.name == name for t in self.client.trainings_in_flight()):
                 print(f"Stopped while the training of {name} was being started: it may be running; "

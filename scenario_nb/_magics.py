@@ -159,7 +159,7 @@ class ScenarioMagics(Magics, Configurable):
 
         Line mode::
 
-            %scenario models [--public] [FILTER]   your models (or the public catalog) as a table
+            %scenario models [--public|--drafts] [FILTER]  your models (public catalog, drafts) as a table
             %scenario model MODEL                  a model's details and inputs
             %scenario use MODEL                    the default model for %%scenario cells
             %scenario status                       backend, key (masked), requests in flight and queued

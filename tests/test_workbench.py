@@ -214,3 +214,66 @@ def test_training_progress_reads_both_scales(tmp_path, scale):
             time.sleep(0.05)
         assert training.progress == pytest.approx(0.42, abs=0.01) and not training.done
         client.close()
+
+
+# -- Item 2: training is idempotent per backend and name ------------------------------------------------------------
+
+def test_a_second_client_training_the_same_name_attaches_and_force_makes_a_second_model(tmp_path):
+    """A second client on the same history (another kernel), then one with a history of its own (another
+    machine), train the same name: both follow the first training; one model, one start, five captions. With
+    force=True a second model is made on purpose."""
+    with start_sandbox(max_parallel_trainings=3) as sb:
+        folder = image_folder(tmp_path / "set")
+        first = new_client(sb, tmp_path / "home")
+        training = first.train("Only Once", folder, captions="auto")
+        second = new_client(sb, tmp_path / "home")
+        again = second.train("Only Once", folder, captions="auto")
+        elsewhere = new_client(sb, tmp_path / "other-home")
+        there = elsewhere.train("Only Once", folder, captions="auto")
+        assert again.model_id == there.model_id == training.model_id
+        assert models_made(sb) == 1 and sb.stats()["trainings_started"] == 1
+        assert len(received(sb, "POST", "/generate/caption", dry_run=False)) == 5
+        assert again.wait(60).ok and training.wait(60).ok
+        rerun = first.train("Only Once", folder, captions="auto")  # a re-run after it ended: its result
+        assert rerun.model_id == training.model_id and rerun.ok and models_made(sb) == 1
+        forced = first.train("Only Once", folder, captions="auto", force=True)
+        assert forced.model_id != training.model_id and forced.wait(60).ok
+        assert models_made(sb) == 2 and sb.stats()["trainings_started"] == 2
+        for client in (first, second, elsewhere):
+            client.close()
+
+
+# -- Item 5: drafts ------------------------------------------------------------------------------------------------
+
+def test_a_draft_is_listed_reused_by_train_and_removed_by_name(tmp_path):
+    """A start answered 500 that proves, after the grace, never to have started leaves its model (a draft, never
+    removed once a start may have been sent): `drafts()` lists it, a dry run reuses it and leaves nothing new,
+    `train` reuses it with its uploaded images (none sent again), and `delete_draft` removes another by name."""
+    with start_sandbox() as sb:
+        client = new_client(sb, tmp_path / "home")
+        folder = image_folder(tmp_path / "set")
+        sb.inject("error_5xx", count=1, method="PUT", path="/train", dry_run=False)  # before the server acted
+        stopped = outcome(lambda: client.train("Drafty", folder, captions=None))
+        assert isinstance(stopped, Training) and stopped.status == "unknown"  # a 500: the start may have arrived
+        client.set_polling(start_grace=0.5)
+        with pytest.raises(ScenarioError, match="never started"):
+            stopped.wait(30)
+        drafts = client.drafts()
+        assert [d.name for d in drafts] == ["Drafty"] and drafts[0].id == stopped.model_id
+        estimate = client.train("Drafty", folder, captions=None, dry_run=True)
+        assert estimate.creative_units > 0 and models_made(sb) == 1 and [d.id for d in client.drafts()] == [
+            stopped.model_id]
+        uploads = len(received(sb, "POST", "/training-images"))
+        training = client.train("Drafty", folder, captions=None)
+        assert training.model_id == stopped.model_id and training.wait(60).ok
+        assert models_made(sb) == 1 and len(received(sb, "POST", "/training-images")) == uploads == 5
+        assert client.drafts() == []
+        sb.inject("drop", method="PUT", path="/train", dry_run=False)  # a second draft, removed by name
+        other = client.train("Second Draft", image_folder(tmp_path / "other", hue=60), captions=None)
+        with pytest.raises(ScenarioError):
+            other.wait(30)
+        removed = client.delete_draft("second draft")
+        assert removed.id == other.model_id and other.model_id not in sb.state.models
+        with pytest.raises(ScenarioError, match="no draft"):
+            client.delete_draft("Drafty")  # trained: not a draft, never removed here
+        client.close()

@@ -212,6 +212,13 @@ class Engine:
         """Create, price, caption, upload and start a training (see `Workbench.train`)."""
         return self._workbench.train(plan, dry_run=dry_run, max_cost=max_cost, confirm=confirm)
 
+    def drafts(self) -> list[dict]:
+        """Untrained models this project made (see `OwnModels.drafts`)."""
+        return self._workbench.drafts()
+
+    def delete_draft(self, name_or_id: str) -> dict:
+        return self._workbench.delete_draft(name_or_id)
+
     def caption_images(self, images: list[LocalImage], details_level: str,
                        max_cost: Optional[float] = None) -> Captions:
         return self._workbench.caption_images(images, details_level, max_cost)

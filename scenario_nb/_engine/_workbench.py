@@ -19,6 +19,7 @@ from .._http import Transport
 from .._training import Captions, LocalImage, Training, TrainingImage, TrainingOwner, TrainingPlan, thumbnail_uri
 from ._captions import Captioner
 from ._ledger import Ledger
+from ._own_models import OwnModels
 from ._trainings import TrainingFollower
 
 if TYPE_CHECKING:
@@ -39,6 +40,7 @@ class Workbench:
         self._follower = follower
         self._store_factory = store
         self._captioner = Captioner(http, ledger)
+        self._models = OwnModels(http, ledger)
 
     # -- Captions ------------------------------------------------------------------------------------------
     def caption_images(self, images: list[LocalImage], details_level: str, max_cost: Optional[float]) -> Captions:
@@ -53,38 +55,36 @@ class Workbench:
         return Captions({i.name: t for i, t in zip(images, texts, strict=True)},
                         {i.name: thumbnail_uri(i.data) for i in images}, lost=lost)
 
-    # -- Training ------------------------------------------------------------------------------------------
-    def _own_models(self) -> list[dict]:
-        """Every model of this account (all pages), as the API lists them."""
-        params: dict = {"privacy": "private"}
-        found: list[dict] = []
-        seen: set = set()
-        while True:
-            data = self._http.get("/models", **params)
-            found += [m for m in data.get("models") or [] if isinstance(m, dict)]
-            token = data.get("nextPaginationToken")
-            if not token or token in seen:
-                return found
-            seen.add(token)
-            params["paginationToken"] = token
+    # -- Drafts: untrained models this project made --------------------------------------------------------
+    def drafts(self) -> list[dict]:
+        return self._models.drafts()
 
+    def delete_draft(self, name_or_id: str) -> dict:
+        return self._models.delete_draft(name_or_id)
+
+    # -- Training ------------------------------------------------------------------------------------------
     def train(self, plan: TrainingPlan, *, dry_run: bool = False, max_cost: Optional[float] = None,
               confirm: Optional[Confirm] = None) -> Union[Training, CostEstimate]:
-        """Create the model, price the training, then (unless a dry run) caption, upload and start it."""
+        """Attach to this name's training if there is one (unless `plan.force`); else reuse its draft or make
+        the model, price the training, then (unless a dry run) caption, upload and start it."""
         name, loaded, params = plan.name, plan.images, plan.parameters
-        taken = next((m for m in self._own_models() if str(m.get("name") or "").strip().lower() == name.lower()),
-                     None)
-        if taken is not None:
-            raise InputError(f"you already have a model named {name!r} ({taken.get('id')}, {taken.get('status')}); "
-                             f"pick another name")
-        model_id = self._http.request("POST", "/models", json_body={"name": name, "type": plan.type})["model"]["id"]
+        draft: Optional[dict] = None
+        if not plan.force:
+            earlier, draft = self._earlier(name, attach=not dry_run)
+            if earlier is not None:
+                earlier._set(note=f"{name} was already being trained here: followed, nothing paid again "
+                                  f"(force=True trains a second model)")
+                return earlier
+        model_id = str(draft["id"]) if draft else self._models.create(name, plan.type)
         handle = Training(self._owner, model_id=model_id, name=name, type=plan.type, parameters=params,
                           images=[TrainingImage(i.name, width=i.width, height=i.height, data=i.data) for i in loaded])
-        phase = "prepare"  # until the training is asked to start, any exit removes the model
+        made_here = draft is None  # a draft that was there before stays, whatever happens
+        phase = "prepare"  # until the training is asked to start, any exit removes a model made here
         try:
             estimate = self._price(handle, plan)
             if dry_run:
-                self._abandon(handle, InputError("dry run"), recorded=False)  # the throwaway model goes
+                if made_here:
+                    self._abandon(handle, InputError("dry run"), recorded=False)  # the throwaway model goes
                 return estimate
             if max_cost is not None and estimate.creative_units > max_cost:
                 raise InputError(f"refused: this training is estimated at {estimate}, over max_cost {max_cost:g}; "
@@ -92,7 +92,7 @@ class Workbench:
             if confirm is not None:
                 confirm(estimate)
             self._ledger.record_training(handle, before_sending=True)  # write-ahead: the model exists
-            self._prepare(handle, loaded, plan.captions)
+            self._prepare(handle, loaded, plan.captions, reuse=draft)
             phase = "start"
             try:
                 self._follower.start_training(handle, params)
@@ -100,15 +100,43 @@ class Workbench:
                 self._follower.wait_for_slot(handle, exc)
             except (BadRequestError, APIError) as exc:
                 raise SubmitFailedError(f"Scenario refused to start the training of {name}: {exc.reason}; "
-                                        f"nothing was charged for it and the model was removed") from None
+                                        f"nothing was charged for it" + (" and the model was removed" if made_here
+                                                                         else "")) from None
             phase = "started"
         except BaseException as exc:
             if phase == "start" and not isinstance(exc, (SubmitFailedError, StorageError)):
                 self._follower.follow_training(handle)  # interrupted while starting: its status will tell
                 raise
-            self._abandon(handle, exc, recorded=phase != "prepare" or self._recorded(handle))
+            self._abandon(handle, exc, recorded=phase != "prepare" or self._recorded(handle), remove=made_here)
             raise
         return handle
+
+    def _earlier(self, name: str, *, attach: bool) -> tuple[Optional[Training], Optional[dict]]:
+        """This name's training to attach to (a row in flight here; a model training on the server; one trained
+        by this project), else its draft to reuse (a `new` model), else neither. Any other model of the name
+        (one trained elsewhere, failed, canceled) refuses."""
+        try:
+            rows = [r for r in self._ledger.history.trainings(self._ledger.backend_id, limit=10_000)
+                    if r.name.strip().lower() == name.lower()]
+        except StorageError:
+            rows = []
+        if attach:
+            for row in rows:
+                if row.status in ("unknown", "training", "waiting"):
+                    return self._follower.reattach_training(row.model_id), None
+        same = self._models.named(name)
+        ours = {r.model_id for r in rows}
+        if attach:
+            for model in same:
+                if model.get("status") == "training" or (model.get("status") == "trained" and model.get("id") in ours):
+                    return self._follower.reattach_training(str(model["id"])), None
+        drafts = [m for m in same if m.get("status") == "new"]
+        if drafts:
+            return None, drafts[0]
+        if same and attach:
+            raise InputError(f"you already have a model named {name!r} ({same[0].get('id')}, "
+                             f"{same[0].get('status')}); pick another name, or force=True to train a second one")
+        return None, None
 
     def _price(self, handle: Training, plan: TrainingPlan) -> CostEstimate:
         """The server's dry run of the training (and of the captions, when they are asked for): nothing spent."""
@@ -133,8 +161,10 @@ class Workbench:
         except StorageError:
             return False
 
-    def _prepare(self, handle: Training, loaded: list[LocalImage], plan: Union[str, dict, None]) -> None:
-        """Captions (asked for all at once), then the upload (side by side), then each caption on its image."""
+    def _prepare(self, handle: Training, loaded: list[LocalImage], plan: Union[str, dict, None], *,
+                 reuse: Optional[dict] = None) -> None:
+        """Captions (asked for all at once), then the upload (side by side), then each caption on its image.
+        A reused draft's images (by name) are not uploaded again."""
         if plan == "auto":
             handle._set(stage="captioning")
             handle._notify()
@@ -150,9 +180,12 @@ class Workbench:
         self._ledger.record_training(handle, before_sending=True)
         handle._notify()
 
+        there = {str(i.get("name")): str(i["id"]) for i in (self._models.model(handle.model_id) if reuse else {})
+                 .get("trainingImages") or [] if isinstance(i, dict) and i.get("id")}
+
         def upload(pair: tuple) -> None:
             image, local = pair
-            image.asset_id = self._upload(handle.model_id, local)
+            image.asset_id = there.get(local.name) or self._upload(handle.model_id, local)
             self._keep_copy(handle, image, local)
             if image.asset_id and image.caption:
                 self._http.request("PUT", f"/assets/{image.asset_id}", json_body={"description": image.caption})
@@ -188,7 +221,7 @@ class Workbench:
     def _uploaded(self, model_id: str, name: str) -> Optional[str]:
         """The asset id of the model's training image of this name, None when it has none (or cannot be read)."""
         try:
-            model = self._http.get(f"/models/{model_id}")["model"]
+            model = self._models.model(model_id)
         except ScenarioError:
             return None
         return next((str(i["id"]) for i in model.get("trainingImages") or []
@@ -203,12 +236,20 @@ class Workbench:
         except StorageError as exc:
             handle._set(note=f"no local copy of {local.name}: {exc}")
 
-    def _abandon(self, handle: Training, exc: BaseException, *, recorded: bool) -> None:
-        """Remove a model whose training was never started (best effort), and say so in the history."""
-        try:
-            self._http.request("DELETE", f"/models/{handle.model_id}")
-        except ScenarioError as error:
-            handle._set(note=f"could not remove the untrained model {handle.model_id}: {error}")
+    def _abandon(self, handle: Training, exc: BaseException, *, recorded: bool, remove: bool = True) -> None:
+        """Remove a model made here whose training was never started (best effort: one that stays is a draft,
+        reused by the next training of its name), and say so in the history."""
+        for attempt in range(2 if remove else 0):
+            try:
+                self._http.request("DELETE", f"/models/{handle.model_id}")
+                break
+            except ScenarioError as error:
+                handle._set(note=f"could not remove the untrained model {handle.model_id}: {error}; it is kept "
+                                 f"as a draft (%scenario models --drafts)")
+                if attempt == 0:
+                    time.sleep(self._http.backoff.delay(0))
+        if remove and handle.note.startswith("could not remove") and not recorded:
+            recorded = True  # a draft left behind: its row lists it (drafts are this project's rows)
         if recorded:
             reason = str(exc) if isinstance(exc, ScenarioError) else ("interrupted" if isinstance(
                 exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}")

@@ -1,0 +1,85 @@
+"""This account's models as the workbench needs them: found by name, made once, drafts listed and removed.
+
+A model is made by `POST /models`; an answer lost on the way is looked for among the models (same name, status
+`new`, made after the request left, allowing for clock skew) before anything is made again. A draft is a model
+this project made (its id is in the history's trainings) that was never trained: it is reused by the next
+training of its name, listed by `drafts()`, and removed only by `delete_draft`.
+"""
+
+from __future__ import annotations
+
+import time
+
+from .._errors import APIConnectionError, InputError, ServerError, StorageError
+from .._generation import parse_time
+from .._http import Transport
+from ._ledger import Ledger
+
+CLOCK_SKEW = 120.0  # seconds the server's clock may be ahead of or behind this machine's
+
+
+class OwnModels:
+    """Reads and makes this account's models (private), and its drafts."""
+
+    def __init__(self, http: Transport, ledger: Ledger) -> None:
+        self._http = http
+        self._ledger = ledger
+
+    def listed(self) -> list[dict]:
+        """Every model of this account (all pages), as the API lists them."""
+        params: dict = {"privacy": "private"}
+        found: list[dict] = []
+        seen: set = set()
+        while True:
+            data = self._http.get("/models", **params)
+            found += [m for m in data.get("models") or [] if isinstance(m, dict)]
+            token = data.get("nextPaginationToken")
+            if not token or token in seen:
+                return found
+            seen.add(token)
+            params["paginationToken"] = token
+
+    def named(self, name: str) -> list[dict]:
+        """The models of this name (case-insensitive), newest first."""
+        same = [m for m in self.listed() if str(m.get("name") or "").strip().lower() == name.strip().lower()]
+        return sorted(same, key=lambda m: str(m.get("createdAt") or ""), reverse=True)
+
+    def model(self, model_id: str) -> dict:
+        return self._http.get(f"/models/{model_id}")["model"]
+
+    def create(self, name: str, model_type: str) -> str:
+        """`POST /models`, once; a lost answer is looked for (a `new` model of this name made after the request
+        left) and adopted; raises when none is found (the next attempt looks again, as a draft)."""
+        sent_at = time.time()
+        try:
+            return str(self._http.request("POST", "/models", json_body={"name": name, "type": model_type})
+                       ["model"]["id"])
+        except (APIConnectionError, ServerError):
+            made = [m for m in self.named(name) if m.get("status") == "new" and m.get("type") == model_type
+                    and (parse_time(m.get("createdAt")) or 0.0) >= sent_at - CLOCK_SKEW]
+            if made:
+                return str(made[0]["id"])
+            raise
+
+    def drafts(self) -> list[dict]:
+        """Untrained (`new`) models this project made: their ids are in this backend's trainings."""
+        try:
+            ours = {r.model_id for r in self._ledger.history.trainings(self._ledger.backend_id, limit=10_000)}
+        except StorageError:
+            ours = set()
+        return [m for m in self.listed() if m.get("status") == "new" and m.get("id") in ours]
+
+    def delete_draft(self, name_or_id: str) -> dict:
+        """Remove one draft (by id or name); returns what it was. Refuses anything that is not a draft."""
+        wanted = name_or_id.strip()
+        drafts = [m for m in self.drafts() if m.get("id") == wanted or
+                  str(m.get("name") or "").strip().lower() == wanted.lower()]
+        if not drafts:
+            raise InputError(f"no draft named {wanted!r}: only untrained models this project made are removed "
+                             f"here; list them with %scenario models --drafts")
+        if len(drafts) > 1:
+            raise InputError(f"{len(drafts)} drafts are named {wanted!r}: "
+                             f"{', '.join(str(d.get('id')) for d in drafts)}; name one by its id")
+        self._http.request("DELETE", f"/models/{drafts[0]['id']}")
+        return drafts[0]
+
