@@ -629,6 +629,11 @@ class ScenarioClient:
             self._models.pop(removed.id, None)
         return removed
 
+    def recorded_captions(self) -> list:
+        """This backend's paid captions as the history holds them (`CaptionRecord`: image digest, settings,
+        state `done` / `unknown` / `sending`, caption, cost), newest first."""
+        return self.history.captions(self.backend_id)
+
     def resume_training(self, model: str) -> Training:
         """Start now a training that waits for a slot (a start refused with 429 keeps its model and images and
         is started again by itself); by model id or name. Returns its live handle, whatever its state."""

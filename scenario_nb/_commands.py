@@ -18,7 +18,7 @@ from IPython.display import display
 
 from ._display import asset_bundle, show_generations, show_training
 from ._html import table_bundle
-from ._errors import InputError, NotFoundError
+from ._errors import InputError, NotFoundError, ScenarioError
 from ._generation import wait_all
 
 
@@ -261,6 +261,33 @@ class Commands:
             [(time.strftime("%m-%d %H:%M", time.localtime(r.created_at or 0)), r.job_id or f"({r.request_id})",
               r.model_name or r.model_id, r.status, len(r.asset_ids), "" if r.cost is None else f"{r.cost:g}",
               _ellipsize(r.prompt or "", 60)) for r in rows]), raw=True)
+        self._workbench_lines()
+
+    def _workbench_lines(self) -> None:
+        """The workbench's paid requests beside the table: captions (made, reused, lost) and trainings whose
+        state needs a word (a start whose answer was lost, one waiting for a slot), with how to resolve each."""
+        client = self.client
+        try:
+            captions = client.recorded_captions()
+            rows = client.history.trainings(client.backend_id)
+        except ScenarioError as exc:  # the tables above were shown; this is extra
+            print(f"(the workbench's requests could not be read: {exc})")
+            return
+        done = [c for c in captions if c.status == "done"]
+        unsure = [c for c in captions if c.status != "done"]
+        if captions:
+            cost = sum(c.cost or 0 for c in done)
+            print(f"captions: {len(done)} made ({cost:g} CU), reused by any later training of the same images")
+        if unsure:
+            print(f"captions with a lost answer: {len(unsure)} ({', '.join(c.name for c in unsure[:5])}): they may "
+                  f"have been charged and are not asked again; pass captions={{...}} to write them")
+        for row in rows:
+            if row.status == "unknown":
+                print(f'training {row.name} ({row.model_id}): start sent, answer lost; followed until the model '
+                      f'shows whether it started (%scenario training "{row.name}")')
+            elif row.status == "waiting":
+                print(f'training {row.name} ({row.model_id}): waiting for a training slot, model and captioned '
+                      f'images kept; it starts by itself, or now with %scenario train resume "{row.name}"')
 
     def cmd_job(self, rest: list) -> None:
         from ._session import session_for
@@ -433,6 +460,7 @@ class Commands:
                              "" if t.cost is None else f"{t.cost:g}", len(t.images)))
             display(table_bundle(["name", "model", "type", "status", "stage", "progress", "ETA", "cost", "images"],
                                  rows), raw=True)
+            self._workbench_lines()
             return
         try:
             handle = client.training(args.model)

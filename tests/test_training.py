@@ -440,3 +440,24 @@ def test_a_training_shown_in_a_notebook_is_live_until_it_ends(tsb, tclient, tmp_
     with capture_output() as out:
         training._ipython_display_()
     assert "text/html" in out.outputs[0].data and "trained" in out.outputs[0].data["text/html"]
+
+
+def test_magic_training_shows_the_workbench_requests_and_resume_starts_a_waiting_one(tip, tsb, tmp_path):
+    """`%scenario training` lists a training waiting for a slot (a 429 at its start) with how to start it, and the
+    captions paid, lost ones included with what to do; `%scenario train resume NAME` starts it once a slot is free,
+    captioning nothing again."""
+    tsb.inject("rate_limit", method="PUT", path="/train", dry_run=False, remaining_seconds=600)  # a cooldown
+    tsb.inject("drop", after_create=True, method="POST", path="/generate/caption", dry_run=False)
+    sets = [make_set(tmp_path / f"s{n}", hue=40 * n) for n in range(2)]
+    _, out = run(tip, f'%scenario train "Lost Caption" --images "{sets[0]}" --no-wait')
+    assert "may have been charged" in shown(out) + out.stderr, shown(out) + out.stderr
+    _, out = run(tip, f'%scenario train "Cooling" --images "{sets[1]}" --captions none --no-wait')
+    _, out = run(tip, "%scenario training")
+    text = shown(out)
+    assert "waiting" in text and '%scenario train resume "Cooling"' in text, text
+    assert "captions: 4 made" in text, text
+    assert "captions with a lost answer: 1" in text and "may have been charged" in text, text
+    started = tsb.stats()["trainings_started"]
+    _, out = run(tip, '%scenario train resume "Cooling"')
+    until(lambda: tsb.stats()["trainings_started"] == started + 1, 30, "the resumed training started")
+    assert posts(tsb, "/generate/caption", dry=False) == 5
