@@ -56,6 +56,22 @@ def settings(pairs: Optional[list]) -> dict:
     return out
 
 
+def refuse_reserved(pairs: dict, model_inputs: set) -> None:
+    """`--set` names what the cell itself sets: the prompt (the cell body), the model (MODEL), and the inputs
+    that carry MODEL when it runs through a base model (`model_inputs`, from `client.route`). Refused, not
+    overridden: the request would not be the one the cell shows."""
+    for name in pairs:
+        if name == "prompt":
+            why = "the cell body is the prompt"
+        elif name == "model":
+            why = "MODEL (or %scenario use) chooses the model"
+        elif name in model_inputs:
+            why = f"MODEL sets {name}"
+        else:
+            continue
+        raise InputError(f"--set {name}=: {why}; drop this --set (nothing was sent)")
+
+
 def training_parameters(pairs: dict) -> dict:
     """`--set` values typed for a training: numbers, true/false, JSON lists; sample prompts always a list."""
     import json
@@ -233,7 +249,7 @@ class Commands:
         if stored is not None:
             show_generations([stored], wait=True, thumbnail_size=self.magics.thumbnail_size)
             return
-        if record is not None and record.backend_id != client.backend_id:
+        if record is not None and not record.of_backend(client.backend_id):
             other = session_for(record.backend_id)
             if other is None:
                 raise UsageError(f"job {job_id} ran on {record.backend_url}, which this kernel no longer talks "
@@ -316,7 +332,7 @@ class Commands:
             raise UsageError(f"workflow {args.workflow_id} not found on {client.base_url}; list them with "
                              f"%scenario workflows") from None
         inputs = request_inputs(workflow, settings=settings(args.set))
-        handle = client.run_workflow(args.workflow_id, _source="magic", **inputs)
+        handle = client.run_workflow(args.workflow_id, source="magic", **inputs)
         if args.out:
             self.magics.user_ns[args.out] = handle
         show_generations([handle], wait=self.magics.wait and not args.no_wait,

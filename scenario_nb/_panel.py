@@ -251,7 +251,7 @@ class Panel(ModelPicker, RequestForm, JobRows, GalleryView, w.VBox):
             return None
         try:
             model, prompt, inputs = self.request()
-            handle = self.client.generate(model, prompt, _source="panel", **inputs)
+            handle = self.client.generate(model, prompt, source="panel", **inputs)
         except ScenarioError as exc:
             self.message.value = error_line(self._in_words(exc))
             return None

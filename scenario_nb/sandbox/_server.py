@@ -69,6 +69,9 @@ class _Handler(BaseHTTPRequestHandler):
             pass
 
 
+XML = "application/xml"
+
+
 class CdnHandler(_Handler):
     """The asset origin: checks the URL's signature and expiry, never an Authorization header."""
 
@@ -90,8 +93,17 @@ class CdnHandler(_Handler):
         if asset is None or expired or not state.check_signature(asset_id, query):
             body = b"<?xml version='1.0'?><Error><Code>AccessDenied</Code><Message>Request has expired or " \
                    b"the signature does not match</Message></Error>"
-            return self._send(403, None, raw=body, content_type="application/xml")
-        corrupt = state.take_fault("GET", parts.path, ("corrupt_image",))
+            return self._send(403, None, raw=body, content_type=XML)
+        fault = state.take_fault("GET", parts.path, ("corrupt_image", "cdn_rate_limit"))
+        if fault and fault["kind"] == "cdn_rate_limit":  # the origin throttling: XML, Retry-After if given one
+            wait = fault.get("retry_after")
+            with state.lock:
+                state.rate_limited.append({"time": state.clock(), "header": bool(wait),
+                                           "retry_after": float(wait or 0), "path": parts.path})
+            return self._send(429, None, {"Retry-After": f"{float(wait):g}"} if wait else None, content_type=XML,
+                              raw=b"<?xml version='1.0'?><Error><Code>SlowDown</Code><Message>Please reduce your "
+                                  b"request rate</Message></Error>")
+        corrupt = fault is not None
         data = state.image_bytes(asset)
         mime = asset.get("mime") or _media.MIME[asset.get("kind", "image")]
         self._send(200, None, raw=data[: len(data) // 3] if corrupt else data, content_type=mime)
@@ -171,7 +183,8 @@ class ApiHandler(_Handler):
             if exc.status == 429:  # retry_after 0: no header, so nothing was promised
                 with state.lock:
                     state.rate_limited.append({"time": state.clock(), "header": "Retry-After" in exc.headers,
-                                               "retry_after": float(exc.headers.get("Retry-After", 0))})
+                                               "retry_after": float(exc.headers.get("Retry-After", 0)),
+                                               "path": path})
             self._send(exc.status, {"reason": exc.reason, **exc.extra}, exc.headers)
 
     # -- routes --
