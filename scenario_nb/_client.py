@@ -22,6 +22,7 @@ from ._generation import Generation
 from ._history import History
 from ._http import TIMEOUT, Credentials, Transport, mask
 from ._models import Model, validate_inputs
+from ._paging import paged
 from ._training import (EDIT_TYPES, STANDARD_TYPES, Captions, LocalImage, Training, TrainingImage, load_images,
                         thumbnail_uri)
 
@@ -183,18 +184,7 @@ class ScenarioClient:
 
     # -- Models ----------------------------------------------------------------------------------
     def _paged(self, path: str, key: str, params: dict) -> Iterator[dict]:
-        params = {k: v for k, v in params.items() if v is not None}
-        seen: set = set()
-        while True:
-            data = self._http.get(path, **params)
-            yield from (item for item in data.get(key) or [] if isinstance(item, dict))
-            token = data.get("nextPaginationToken")
-            if not token:
-                return
-            if token in seen:
-                raise APIError(f"the API repeated pagination token on {path}", status_code=500)
-            seen.add(token)
-            params["paginationToken"] = token
+        return paged(self._http.get, path, key, params)
 
     def models(self, *, public: bool = False, status: Optional[str] = None,
                types: Union[str, Iterable[str], None] = None, tags: Union[str, Iterable[str], None] = None,

@@ -14,6 +14,7 @@ from typing import Any, Callable, Optional
 from .._errors import OutcomeUnknownError, ScenarioError, StorageError
 from .._generation import Generation
 from .._http import Transport
+from .._paging import paged
 from ._lanes import Lanes
 from ._ledger import Ledger
 from ._live import LiveRequests, Settings
@@ -72,25 +73,19 @@ class LostAnswerSearch:
         `metadata.input` echoes the body as sent: a LoRA run through its base model echoes the LoRA's id as
         `modelId`; other models may echo the URL's model, or none.
         """
-        params: dict = {"createdAfter": since, "pageSize": 100}
         own_ids = {handle.model_id, handle.run_model_id, None}
         wanted = {k: v for k, v in handle.inputs.items() if k != "modelId"}
-        while True:
-            page = self._http.get("/jobs", **params)
-            for row in page.get("jobs") or []:
-                job_id = row.get("jobId") or row.get("id")
-                meta = row.get("metadata") or {}
-                echoed = meta.get("input") or {}
-                if self._live.knows_job(job_id):
-                    continue
-                same_model = echoed.get("modelId") in own_ids or meta.get("workflowId") == handle.run_model_id
-                if same_model and all(echoed.get(k) == v for k, v in wanted.items()) and \
-                        not self._owned_by_another(str(job_id), handle):
-                    return row
-            token = page.get("nextPaginationToken")
-            if not token or token == params.get("paginationToken"):
-                return None
-            params["paginationToken"] = token
+        for row in paged(self._http.get, "/jobs", "jobs", {"createdAfter": since, "pageSize": 100}):
+            job_id: Any = row.get("jobId") or row.get("id")
+            meta = row.get("metadata") or {}
+            echoed = meta.get("input") or {}
+            if self._live.knows_job(job_id):
+                continue
+            same_model = echoed.get("modelId") in own_ids or meta.get("workflowId") == handle.run_model_id
+            if same_model and all(echoed.get(k) == v for k, v in wanted.items()) and \
+                    not self._owned_by_another(str(job_id), handle):
+                return row
+        return None
 
     def _owned_by_another(self, job_id: str, handle: Generation) -> bool:
         """The history gives this job to another request (then it is known here from now on)."""
