@@ -3,7 +3,8 @@
 The public surface is what `__all__` lists; everything in a module whose name starts with `_` may change.
 
 Front doors
-    %load_ext scenario_nb              the `%scenario` / `%%scenario MODEL` magics (`load_ipython_extension`)
+    %load_ext scenario_nb              the `%scenario` / `%%scenario MODEL` magics (`load_ipython_extension`;
+                                       `%unload_ext` calls `unload_ipython_extension`)
     scenario_nb.client()               the shared client behind the magics and the panel
     ScenarioClient(key, secret)        a client of your own: `.generate(...)` returns a live Generation at once
     scenario_nb.Panel(client=...)      a widget panel (ipywidgets is imported on the first call)
