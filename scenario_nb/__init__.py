@@ -10,6 +10,7 @@ Front doors
     scenario_nb.Panel(client=...)      a widget panel (ipywidgets is imported on the first call)
     scenario_nb.grid(prompt, vary={"seed": [1, 2], "model": [...]})   a live, labelled grid of tiles (a Grid)
     wait_all(handles, timeout)         wait for many generations
+    scenario_nb.sandbox                a local imitation of the API (a subpackage, imported on its own)
 
 Results (each can be built from plain values, without a client: `Generation(model_id=..., prompt=...,
 status="success", outputs=[...])`)
