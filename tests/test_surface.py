@@ -163,7 +163,8 @@ NOT_YET_PUBLIC = {("ScenarioClient.train", "_confirm")}
 
 def public_callables():
     """(qualified name, callable) for everything `__all__` exports and every public method of its classes."""
-    modules = [scenario_nb, scenario_nb.errors]
+    from scenario_nb import sandbox
+    modules = [scenario_nb, scenario_nb.errors, sandbox]
     for module in modules:
         for name in module.__all__:
             obj = getattr(module, name)
