@@ -86,6 +86,19 @@ def parse_time(text: Any) -> Optional[float]:
         return None
 
 
+def parse_cost(value: Any) -> Optional[float]:
+    """A cost in creative units from an answer, or None when it is missing or not a number (an odd cost is a
+    cost not known: never a reason to lose the job it came with)."""
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        cost = float(value)
+    except (TypeError, ValueError):
+        log.warning("the API answered a cost that is not a number (%r); it is shown as not known", value)
+        return None
+    return cost if cost == cost and abs(cost) != float("inf") else None
+
+
 def kind_of(mime_type: str) -> str:
     """An asset kind (as the API names them) from a MIME type: image, video, 3d, audio, text or document."""
     family = mime_type.split("/")[0]
@@ -337,8 +350,8 @@ class Generation:
             self.error = meta.get("error") or self.error
             self.hint = meta.get("hint") or self.hint
             billing = job.get("billing") or {}
-            if self.cost is None and billing.get("cuCost") is not None:
-                self.cost = float(billing["cuCost"])
+            if self.cost is None and isinstance(billing, dict):
+                self.cost = parse_cost(billing.get("cuCost"))
 
     def _set(self, **changes: Any) -> None:
         with self._lock:

@@ -188,7 +188,7 @@ class Captions(dict):
         return "Captions(" + super().__repr__() + ")"
 
     def _repr_html_(self) -> str:
-        from ._display import captions_html
+        from ._html import captions_html
         return captions_html(self, self._thumbnails)
 
 
