@@ -228,19 +228,15 @@ class Transport:
         url = self.base_url + path
         plain_get = method == "GET" and not params and json_body is None
         answer = self._pooled_get(url, self._api_headers) if once and plain_get else None
-        if answer is not None:
-            pass
-        elif plain_get:
-            # A poll asks for the same kind of URL again and again: a copy of the API's root, prepared once,
-            # saves most of what preparing a request costs.
-            response = self.session.send(self._prepared_get(path), timeout=self.timeout, allow_redirects=False,
-                                         **self._settings(url))
-            answer = _Answer(response.status_code, response.headers, response.content)
-        else:
-            response = self.session.request(
-                method, url, params=params, json=json_body, timeout=self.timeout,
-                headers={"Authorization": self.credentials.authorization()}, allow_redirects=False,
-                **self._settings(url))
+        if answer is None:
+            if plain_get:  # a copy of the API's root, prepared once, saves most of what preparing costs
+                response = self.session.send(self._prepared_get(path), timeout=self.timeout,
+                                             allow_redirects=False, **self._settings(url))
+            else:
+                response = self.session.request(
+                    method, url, params=params, json=json_body, timeout=self.timeout,
+                    headers={"Authorization": self.credentials.authorization()}, allow_redirects=False,
+                    **self._settings(url))
             answer = _Answer(response.status_code, response.headers, response.content)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("%s %s -> %s in %.0f ms", method, path, answer.status, (time.monotonic() - started) * 1000)
@@ -259,7 +255,7 @@ class Transport:
         return self.session.prepare_request(requests.Request(
             "GET", self.base_url + path, headers={"Authorization": self.credentials.authorization()}))
 
-    def _answer(self, answer: _Answer, method: str, path: str) -> Any:
+    def _read(self, answer: _Answer, method: str, path: str) -> Any:
         """`_answer`, remembering the server's `Retry-After` for this URL (the policy's `hold`)."""
         if answer.status == 429:
             self.backoff.hold(_key(self.base_url + path), _retry_after(answer.headers, None))
@@ -280,7 +276,7 @@ class Transport:
             try:
                 with self._once(once):
                     response = self._send(method, path, params, json_body, once)
-                return self._answer(response, method, path)
+                return self._read(response, method, path)
             except requests.RequestException as exc:
                 if once or method == "GET" or not _never_sent(exc) or attempt >= 2:
                     raise _connection_error(exc, method, path) from None
