@@ -13,7 +13,7 @@ import time
 from typing import Any, Callable, Optional
 
 from .._errors import JobFailedError, JobTimeoutError, NotFoundError, RateLimitError, ScenarioError
-from .._generation import Generation, parse_time
+from .._generation import Generation, parse_cost, parse_time
 from .._http import Transport
 from ._lanes import Lanes
 from ._ledger import Ledger
@@ -37,18 +37,24 @@ class Poller:
         self._complete = complete  # stores a succeeded job's outputs and ends its handle (on the fetch lane)
 
     def adopt(self, handle: Generation, job: dict, cost: Any = None, *, created: bool = False) -> None:
-        """The job exists: remember its id (history first), then follow it."""
+        """The job exists: remember its id (history first), then follow it.
+
+        The id is set before anything else is read from the answer, and recorded whatever that reading does:
+        a paid job is never left untracked by an odd field next to its id."""
         job_id = str(job.get("jobId") or job.get("id"))
         self._live.bind_job(job_id, handle)
-        handle._set(job_id=job_id, cost=float(cost) if cost is not None else handle.cost)
-        server_created = parse_time(job.get("createdAt"))
-        if created:  # this answer's arrival is the job's creation on our clock (it has no status history yet)
-            arrived = time.time()
-            self._live.note_created(handle.request_id, arrived)
-            if server_created:
-                handle._set(server_offset=arrived - server_created)
-        handle._apply(job)
-        self._ledger.record(handle)
+        handle._set(job_id=job_id)
+        arrived = time.time()
+        try:
+            handle._set(cost=parse_cost(cost) if cost is not None else handle.cost)
+            server_created = parse_time(job.get("createdAt"))
+            if created:  # this answer's arrival is the job's creation on our clock (it has no status history yet)
+                self._live.note_created(handle.request_id, arrived)
+                if server_created:
+                    handle._set(server_offset=arrived - server_created)
+            handle._apply(job)
+        finally:
+            self._ledger.record(handle)
         handle._notify()
         self.track(handle)
 

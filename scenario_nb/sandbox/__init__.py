@@ -18,7 +18,8 @@ import threading
 from typing import Any, Callable, Iterable, Optional
 
 from . import _training
-from ._server import ApiHandler, CdnHandler, State, _Server
+from ._server import ApiHandler, CdnHandler, _Server
+from ._state import State
 
 __all__ = ["Sandbox", "start"]
 
