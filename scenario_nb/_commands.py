@@ -16,7 +16,8 @@ from typing import Any, Optional
 from IPython.core.error import UsageError
 from IPython.display import display
 
-from ._display import asset_bundle, show_generations, show_training, table_bundle
+from ._display import asset_bundle, show_generations, show_training
+from ._html import table_bundle
 from ._errors import InputError, NotFoundError
 from ._generation import wait_all
 
@@ -331,7 +332,7 @@ class Commands:
             raise UsageError(f"workflow {args.workflow_id} not found on {client.base_url}; list them with "
                              f"%scenario workflows") from None
         inputs = request_inputs(workflow, settings=settings(args.set))
-        handle = client.run_workflow(args.workflow_id, _source="magic", **inputs)
+        handle = client.run_workflow(args.workflow_id, source="magic", **inputs)
         if args.out:
             self.magics.user_ns[args.out] = handle
         show_generations([handle], wait=self.magics.wait and not args.no_wait,

@@ -209,7 +209,7 @@ class GridPlan:
             groups.setdefault((cell.model.id, json.dumps(cell.inputs, sort_keys=True, default=str)), []).append(cell)
 
         def send(cells: list[_Cell]) -> list[Generation]:
-            return self.client.generate_many(cells[0].model, [c.prompt for c in cells], _source=self.source,
+            return self.client.generate_many(cells[0].model, [c.prompt for c in cells], source=self.source,
                                              **cells[0].inputs)
 
         if groups:
@@ -381,7 +381,7 @@ class Grid:
         return (page * rows + row) * cols + col
 
     def _render(self, tile_size: Optional[int]) -> tuple["Image", dict]:
-        from ._display import render_sheet, sheet_tile_size
+        from ._sheet import render_sheet, sheet_tile_size
         pages, rows, cols = self.shape
         size = tile_size or sheet_tile_size(cols)
         cells = [(self._thumb(t, size), _tile_status(t), t.done and not t.ok) for t in self.tiles]

@@ -1,8 +1,9 @@
 """The poller: follows each job the engine knows, one GET at a time, until it ends.
 
-A poll is one GET, never retried in place: a failed one is asked again later (after the server's Retry-After,
-if it gave one). When to ask is the timing model's call (`PollTiming`); a success is handed to the completer
-on the fetch lane, and every other end is written in the ledger.
+A poll is one GET, never retried in place: a failed one is asked again later, when the transport's backoff
+policy says, and never before the server's Retry-After for that job's URL, whichever path schedules it. When
+to ask is the timing model's call (`PollTiming`); a success is handed to the completer on the fetch lane, and
+every other end is written in the ledger.
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ class Poller:
         self._schedule_poll(handle, 0.0)
 
     def _schedule_poll(self, handle: Generation, delay: float) -> None:
+        delay = max(delay, self._http.backoff.held(f"{self._http.base_url}/jobs/{handle.job_id}"))
         token = self._live.new_poll(handle.request_id, delay)
         self._lanes.schedule(handle, delay, self._poll, token)
 
@@ -99,9 +101,9 @@ class Poller:
             return
         except ScenarioError as exc:  # transient (a poll is never retried in place): ask again later, never
             log.info("poll of %s failed (%s); trying again", handle.job_id, exc)  # lose the job
-            backoff = min(settings.ceiling, settings.floor * 2 ** min(polls, 4))
             waited = exc.retry_after if isinstance(exc, RateLimitError) else None  # the server's own wait
-            self._schedule_poll(handle, max(backoff, waited or 0.0))
+            self._schedule_poll(handle, self._http.backoff.delay(min(polls, 4), waited, base=settings.floor,
+                                                                 cap=settings.ceiling))
             return
         status = str(job.get("status") or handle.status)
         # Decide on this answer's own status: the first to see success completes the job.
