@@ -17,7 +17,7 @@ from ._poller import Poller
 from ._recovery import Recovery
 from ._search import LostAnswerSearch
 from ._sender import Sender
-from ._timing import DurationModel, PollTiming
+from ._timing import DurationModel, PollTiming, ServerClock
 from ._trainings import TrainingFollower
 
 if TYPE_CHECKING:
@@ -72,10 +72,11 @@ class Engine:
         self._ledger = Ledger(history, self._live, backend_id=backend_id, base_url=self.base_url)
         self._timing = PollTiming(self._live, self.settings, history=history, backend_id=backend_id)
         self._completer = Completer(http, store, self._lanes, self._ledger, self.settings)
+        self._server_clock = ServerClock()
         self._poller = Poller(http, self._lanes, self._live, self._timing, self._ledger, self.settings,
-                             complete=self._completer.complete)
+                             complete=self._completer.complete, server_clock=self._server_clock)
         self._search = LostAnswerSearch(http, self._lanes, self._live, self._ledger, self.settings,
-                                       adopt=self._poller.adopt)
+                                       adopt=self._poller.adopt, server_clock=self._server_clock)
         self._sender = Sender(http, self._lanes, self._live, self._ledger, self.settings, adopt=self._poller.adopt,
                              look_for=self._search.look_for)
         self._recovery = Recovery(self, http, self._live, self._ledger, self._poller, self._search, self._completer)
