@@ -3,12 +3,14 @@
 The public surface is what `__all__` lists; everything in a module whose name starts with `_` may change.
 
 Front doors
-    %load_ext scenario_nb              the `%scenario` / `%%scenario MODEL` magics (`load_ipython_extension`)
+    %load_ext scenario_nb              the `%scenario` / `%%scenario MODEL` magics (`load_ipython_extension`;
+                                       `%unload_ext` calls `unload_ipython_extension`)
     scenario_nb.client()               the shared client behind the magics and the panel
     ScenarioClient(key, secret)        a client of your own: `.generate(...)` returns a live Generation at once
     scenario_nb.Panel(client=...)      a widget panel (ipywidgets is imported on the first call)
     scenario_nb.grid(prompt, vary={"seed": [1, 2], "model": [...]})   a live, labelled grid of tiles (a Grid)
     wait_all(handles, timeout)         wait for many generations
+    scenario_nb.sandbox                a local imitation of the API (a subpackage, imported on its own)
 
 Results (each can be built from plain values, without a client: `Generation(model_id=..., prompt=...,
 status="success", outputs=[...])`)

@@ -13,13 +13,14 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Optional, Union
 
-from ._engine import Engine
+from ._engine import Engine, lane_sizes
 from ._estimate import CostEstimate
-from ._errors import (APIError, InputError, NotFoundError, PermissionDeniedError, ScenarioError, StorageError)
+from ._errors import (InputError, NotFoundError, PermissionDeniedError, ScenarioError, StorageError)
 from ._generation import Generation
 from ._history import History
 from ._http import TIMEOUT, Credentials, Transport, mask
 from ._models import Model, validate_inputs
+from ._paging import paged
 from ._training import EDIT_TYPES, STANDARD_TYPES, Captions, LocalImage, Training, TrainingPlan, load_images
 
 if TYPE_CHECKING:
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from ._store import FileStore
 
 ImageLike = Union[bytes, str, os.PathLike, "_PILImage.Image"]
+SIDE_BY_SIDE = 16  # the most requests one call of this client sends at once (captions)
 
 # Where each recorded LoRA type runs (contract §12b.6). Other types are found in the catalog.
 KNOWN_BASES = {
@@ -63,7 +65,9 @@ class ScenarioClient:
                  history_path: Union[str, os.PathLike, None] = None, backend_id: Optional[str] = None,
                  max_retries: int = 4, timeout: tuple[float, float] = TIMEOUT) -> None:
         self._credentials = Credentials.resolve(api_key, api_secret, base_url)
-        self._http = Transport(self._credentials, max_retries=max_retries, timeout=timeout)
+        # One connection for each engine thread and each of the most calls this client makes side by side.
+        self._http = Transport(self._credentials, max_retries=max_retries, timeout=timeout,
+                               pool_size=sum(lane_sizes().values()) + SIDE_BY_SIDE)
         self.home = Path(home).expanduser() if home else default_home()
         self.history_path = Path(history_path).expanduser() if history_path else self.home / "history.sqlite"
         # Which backend a history row belongs to: the URL and a digest of the key (never the key itself).
@@ -157,18 +161,7 @@ class ScenarioClient:
 
     # -- Models ----------------------------------------------------------------------------------
     def _paged(self, path: str, key: str, params: dict) -> Iterator[dict]:
-        params = {k: v for k, v in params.items() if v is not None}
-        seen: set = set()
-        while True:
-            data = self._http.get(path, **params)
-            yield from (item for item in data.get(key) or [] if isinstance(item, dict))
-            token = data.get("nextPaginationToken")
-            if not token:
-                return
-            if token in seen:
-                raise APIError(f"the API repeated pagination token on {path}", status_code=500)
-            seen.add(token)
-            params["paginationToken"] = token
+        return paged(self._http.get, path, key, params)
 
     def models(self, *, public: bool = False, status: Optional[str] = None,
                types: Union[str, Iterable[str], None] = None, tags: Union[str, Iterable[str], None] = None,

@@ -4,6 +4,7 @@ importing it stays light."""
 from __future__ import annotations
 
 import inspect
+import io
 import json
 import re
 import subprocess
@@ -109,7 +110,29 @@ def test_a_training_is_built_from_plain_values():
         running.model()
 
 
+def test_the_plain_result_types_need_no_client():
+    model = scenario_nb.Model.parse({"id": "model_1", "name": "Potions", "type": "flux.1-lora", "status": "trained",
+                                     "inputs": [{"name": "prompt", "type": "string"}]})
+    assert model.trained and not model.runnable and model.input("prompt").type == "string"
+    assert scenario_nb.ModelInput("seed", "number", min=0).name == "seed"
+    assert str(scenario_nb.CostEstimate(3.5, details={"steps": 2})) == "3.5 CU (steps 2)"
+    assert scenario_nb.Captions({"a.png": "a potion"}, cost=1)["a.png"] == "a potion"
+    assert TrainingImage("a.png", data=a_png_bytes()).thumbnail().startswith("data:image/jpeg")
+
+
+def a_png_bytes() -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 6)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
 # -- What is exported -----------------------------------------------------------------------------------
+
+def test_the_package_docstring_names_everything_it_exports():
+    """The one place the surface is documented: every export but the errors (their tree is `errors`' docstring)."""
+    doc = scenario_nb.__doc__
+    exported = [n for n in scenario_nb.__all__ if not n.endswith("Error") and n != "__version__"]
+    assert [n for n in exported if not re.search(rf"\b{n}\b", doc)] == []
 
 def test_all_is_the_front_doors_the_results_and_the_error_families():
     exported = scenario_nb.__all__
@@ -140,7 +163,8 @@ NOT_YET_PUBLIC = {("ScenarioClient.train", "_confirm")}
 
 def public_callables():
     """(qualified name, callable) for everything `__all__` exports and every public method of its classes."""
-    modules = [scenario_nb, scenario_nb.errors]
+    from scenario_nb import sandbox
+    modules = [scenario_nb, scenario_nb.errors, sandbox]
     for module in modules:
         for name in module.__all__:
             obj = getattr(module, name)

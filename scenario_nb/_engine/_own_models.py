@@ -13,6 +13,7 @@ import time
 from .._errors import APIConnectionError, InputError, ServerError, StorageError
 from .._generation import parse_time
 from .._http import Transport
+from .._paging import paged
 from ._ledger import Ledger
 
 CLOCK_SKEW = 120.0  # seconds the server's clock may be ahead of or behind this machine's
@@ -27,17 +28,7 @@ class OwnModels:
 
     def listed(self) -> list[dict]:
         """Every model of this account (all pages), as the API lists them."""
-        params: dict = {"privacy": "private"}
-        found: list[dict] = []
-        seen: set = set()
-        while True:
-            data = self._http.get("/models", **params)
-            found += [m for m in data.get("models") or [] if isinstance(m, dict)]
-            token = data.get("nextPaginationToken")
-            if not token or token in seen:
-                return found
-            seen.add(token)
-            params["paginationToken"] = token
+        return list(paged(self._http.get, "/models", "models", {"privacy": "private"}))
 
     def named(self, name: str) -> list[dict]:
         """The models of this name (case-insensitive), newest first."""
