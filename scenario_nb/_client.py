@@ -15,7 +15,7 @@ from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Optional, Union
 
-from ._engine import Engine
+from ._engine import Engine, lane_sizes
 from ._errors import (APIError, BadRequestError, InputError, NotFoundError, PermissionDeniedError, RateLimitError,
                       ScenarioError, StorageError, SubmitFailedError)
 from ._generation import Generation
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from ._store import FileStore
 
 ImageLike = Union[bytes, str, os.PathLike, "_PILImage.Image"]
+SIDE_BY_SIDE = 16  # the most requests one call of this client sends at once (captions)
 
 # Where each recorded LoRA type runs (contract §12b.6). Other types are found in the catalog.
 KNOWN_BASES = {
@@ -93,7 +94,9 @@ class ScenarioClient:
                  history_path: Union[str, os.PathLike, None] = None, backend_id: Optional[str] = None,
                  max_retries: int = 4, timeout: tuple[float, float] = TIMEOUT) -> None:
         self._credentials = Credentials.resolve(api_key, api_secret, base_url)
-        self._http = Transport(self._credentials, max_retries=max_retries, timeout=timeout)
+        # One connection for each engine thread and each of the most calls this client makes side by side.
+        self._http = Transport(self._credentials, max_retries=max_retries, timeout=timeout,
+                               pool_size=sum(lane_sizes().values()) + SIDE_BY_SIDE)
         self.home = Path(home).expanduser() if home else default_home()
         self.history_path = Path(history_path).expanduser() if history_path else self.home / "history.sqlite"
         # Which backend a history row belongs to: the URL and a digest of the key (never the key itself).
@@ -578,7 +581,7 @@ class ScenarioClient:
                                       json_body={"images": [image.data_url()], "detailsLevel": details_level})
             captions = data.get("captions") or [""]
             return str(captions[0] or "")
-        with ThreadPoolExecutor(max_workers=min(16, len(images)), thread_name_prefix="scenario-caption") as pool:
+        with ThreadPoolExecutor(min(SIDE_BY_SIDE, len(images)), thread_name_prefix="scenario-caption") as pool:
             return list(pool.map(one, images))
 
     def caption_images(self, images: Any, *, details_level: str = "action",

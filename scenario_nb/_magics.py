@@ -171,6 +171,7 @@ class ScenarioMagics(Magics, Configurable):
             %scenario training [MODEL] [--cancel]  your trainings, or follow one live (after a restart too)
             %scenario panel [MODEL]                the widget panel
             %scenario sandbox                      switch to the embedded local sandbox
+            %scenario sandbox reset                empty its world (this home's models, trainings, jobs)
             %scenario use-credentials              switch to the credentials in the environment
             %scenario help                         this text
 
