@@ -16,9 +16,9 @@ from typing import Any, Optional
 from IPython.core.error import UsageError
 from IPython.display import display
 
-from ._display import asset_bundle, show_generations, show_training
+from ._display import asset_bundle, show_generations
 from ._html import table_bundle
-from ._errors import InputError, NotFoundError, ScenarioError
+from ._errors import InputError, NotFoundError
 from ._generation import wait_all
 
 
@@ -114,14 +114,14 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"%scenario {self.prog}: {message}")
 
 
-def _parse(name: str, words: list, *args: tuple) -> argparse.Namespace:
+def parse_words(name: str, words: list, *args: tuple) -> argparse.Namespace:
     parser = _Parser(prog=name, add_help=False)
     for names, options in args:
         parser.add_argument(*names, **options)
     return parser.parse_args(words)
 
 
-def _required(value: str, what: str, where: str, tip: str = "") -> str:
+def required(value: str, what: str, where: str, tip: str = "") -> str:
     value = (value or "").strip()
     if not value:
         raise UsageError(f"%scenario {where}: no {what} given" + (f"; {tip}" if tip else ""))
@@ -149,6 +149,8 @@ class Commands:
         if command not in SUBCOMMANDS:
             raise UsageError(f"unknown %scenario command {command!r}; one of: {', '.join(SUBCOMMANDS)} "
                              f"(a generation is a %%scenario cell)")
+        if command in ("train", "training"):
+            return getattr(self.magics.training_commands, "cmd_" + command)(rest)
         return getattr(self, "cmd_" + command.replace("-", "_"))(rest)
 
     def cmd_help(self, rest: list) -> None:
@@ -158,19 +160,12 @@ class Commands:
     # -- Models ----------------------------------------------------------------------------------------
     def cmd_models(self, rest: list) -> None:
         if rest[:1] == ["delete"]:  # %scenario models delete NAME: one draft, said what it is, then removed
-            self._delete_draft(" ".join(rest[1:]))
+            self.magics.training_commands.delete_draft(" ".join(rest[1:]))
             return
-        args = _parse("models", rest, (("--public",), {"action": "store_true"}),
+        args = parse_words("models", rest, (("--public",), {"action": "store_true"}),
                       (("--drafts",), {"action": "store_true"}), (("filter",), {"nargs": "?"}))
         if args.drafts:
-            drafts = self.client.drafts()
-            if not drafts:
-                print("No drafts: every model this project made was trained or removed")
-                return
-            display(table_bundle(["name", "id", "type", "training images"],
-                                 [(m.name, m.id, m.type, m.raw.get("trainingImagesNumber", 0)) for m in drafts]),
-                    raw=True)
-            print("A draft is reused by %scenario train of its name; %scenario models delete NAME removes one")
+            self.magics.training_commands.drafts()
             return
         models = self.client.models(public=args.public, query=args.filter)
         if not models:
@@ -179,16 +174,10 @@ class Commands:
         display(table_bundle(["name", "id", "type", "status"], [(m.name, m.id, m.type, m.status) for m in models]),
                 raw=True)
 
-    def _delete_draft(self, name: str) -> None:
-        name = _required(name, "model name", "models delete", 'e.g. %scenario models delete "Potion Icons"')
-        removed = self.client.delete_draft(name)
-        print(f"Removed the draft {removed.name} ({removed.id}, {removed.type}, never trained, "
-              f"{removed.raw.get('trainingImagesNumber', 0)} training images)")
-
     def cmd_model(self, rest: list) -> None:
-        args = _parse("model", rest, (("model",), {}))
+        args = parse_words("model", rest, (("model",), {}))
         client = self.client
-        model = client.find_model(_required(args.model, "model", "model"))
+        model = client.find_model(required(args.model, "model", "model"))
         print(f"{model.name} ({model.id}) · {model.type} · {model.status} · {model.privacy}")
         if not model.runnable:
             base, extra = client.route(model)
@@ -198,8 +187,8 @@ class Commands:
         display(table_bundle(["input", "label", "type and limits"], rows), raw=True)
 
     def cmd_use(self, rest: list) -> None:
-        args = _parse("use", rest, (("model",), {}))
-        model = self.client.find_model(_required(args.model, "model", "use"))
+        args = parse_words("use", rest, (("model",), {}))
+        model = self.client.find_model(required(args.model, "model", "use"))
         self.magics.session.current_model = model.id
         print(f"%%scenario cells now use {model.name} ({model.id}) when they name no model")
 
@@ -256,7 +245,7 @@ class Commands:
 
     # -- History and jobs ------------------------------------------------------------------------------------
     def cmd_history(self, rest: list) -> None:
-        args = _parse("history", rest, (("n",), {"nargs": "?", "type": int, "default": 20}))
+        args = parse_words("history", rest, (("n",), {"nargs": "?", "type": int, "default": 20}))
         client = self.client
         rows = client.history.recent(args.n)
         if not rows:
@@ -267,38 +256,12 @@ class Commands:
             [(time.strftime("%m-%d %H:%M", time.localtime(r.created_at or 0)), r.job_id or f"({r.request_id})",
               r.model_name or r.model_id, r.status, len(r.asset_ids), "" if r.cost is None else f"{r.cost:g}",
               _ellipsize(r.prompt or "", 60)) for r in rows]), raw=True)
-        self._workbench_lines()
-
-    def _workbench_lines(self) -> None:
-        """The workbench's paid requests beside the table: captions (made, reused, lost) and trainings whose
-        state needs a word (a start whose answer was lost, one waiting for a slot), with how to resolve each."""
-        client = self.client
-        try:
-            captions = client.recorded_captions()
-            rows = client.history.trainings(client.backend_id)
-        except ScenarioError as exc:  # the tables above were shown; this is extra
-            print(f"(the workbench's requests could not be read: {exc})")
-            return
-        done = [c for c in captions if c.status == "done"]
-        unsure = [c for c in captions if c.status != "done"]
-        if captions:
-            cost = sum(c.cost or 0 for c in done)
-            print(f"captions: {len(done)} made ({cost:g} CU), reused by any later training of the same images")
-        if unsure:
-            print(f"captions with a lost answer: {len(unsure)} ({', '.join(c.name for c in unsure[:5])}): they may "
-                  f"have been charged and are not asked again; pass captions={{...}} to write them")
-        for row in rows:
-            if row.status == "unknown":
-                print(f'training {row.name} ({row.model_id}): start sent, answer lost; followed until the model '
-                      f'shows whether it started (%scenario training "{row.name}")')
-            elif row.status == "waiting":
-                print(f'training {row.name} ({row.model_id}): waiting for a training slot, model and captioned '
-                      f'images kept; it starts by itself, or now with %scenario train resume "{row.name}"')
+        self.magics.training_commands.workbench_lines()
 
     def cmd_job(self, rest: list) -> None:
         from ._session import session_for
-        args = _parse("job", rest, (("job_id",), {"nargs": "?", "default": ""}))
-        job_id = _required(args.job_id, "job id", "job", "%scenario history lists them")
+        args = parse_words("job", rest, (("job_id",), {"nargs": "?", "default": ""}))
+        job_id = required(args.job_id, "job id", "job", "%scenario history lists them")
         client = self.client
         record = client.history.get(job_id)
         stored = client.stored_job(job_id)
@@ -319,8 +282,8 @@ class Commands:
         show_generations([handle], wait=True, thumbnail_size=self.magics.thumbnail_size)
 
     def cmd_cancel(self, rest: list) -> None:
-        args = _parse("cancel", rest, (("target",), {"nargs": "?", "default": ""}))
-        target = _required(args.target, "job id (or all)", "cancel")
+        args = parse_words("cancel", rest, (("target",), {"nargs": "?", "default": ""}))
+        target = required(args.target, "job id (or all)", "cancel")
         client = self.client
         if target != "all":
             handle = client.job(target)
@@ -357,8 +320,8 @@ class Commands:
 
     # -- Assets and workflows ----------------------------------------------------------------------------------
     def cmd_asset(self, rest: list) -> None:
-        args = _parse("asset", rest, (("asset_id",), {"nargs": "?", "default": ""}))
-        asset_id = _required(args.asset_id, "asset id", "asset")
+        args = parse_words("asset", rest, (("asset_id",), {"nargs": "?", "default": ""}))
+        asset_id = required(args.asset_id, "asset id", "asset")
         client = self.client
         try:
             asset = client.asset(asset_id)
@@ -378,7 +341,7 @@ class Commands:
 
     def cmd_workflow(self, rest: list) -> None:
         from ._models import request_inputs
-        args = _parse("workflow", rest, (("workflow_id",), {}), (("--set",), {"action": "append"}),
+        args = parse_words("workflow", rest, (("workflow_id",), {}), (("--set",), {"action": "append"}),
                       (("-o", "--out"), {}), (("--no-wait",), {"action": "store_true"}))
         check_variable(args.out)
         client = self.client
@@ -393,93 +356,6 @@ class Commands:
             self.magics.user_ns[args.out] = handle
         show_generations([handle], wait=self.magics.wait and not args.no_wait,
                          thumbnail_size=self.magics.thumbnail_size)
-
-    # -- Training custom models ---------------------------------------------------------------------------------
-    def cmd_train(self, rest: list) -> None:
-        if rest[:1] == ["resume"]:  # %scenario train resume NAME: a training waiting for a slot, started now
-            self._resume(" ".join(rest[1:]))
-            return
-        args = _parse("train", rest, (("name",), {"nargs": "?", "default": ""}), (("--images",), {"default": ""}),
-                      (("--type",), {}), (("--captions",), {"choices": ("auto", "none"), "default": "auto"}),
-                      (("--dry-run",), {"action": "store_true"}), (("--set",), {"action": "append"}),
-                      (("-o", "--out"), {}), (("--no-wait",), {"action": "store_true"}),
-                      (("--force",), {"action": "store_true"}))
-        name = _required(args.name, "model name", "train", 'e.g. %scenario train "Potion Icons" --images icons/')
-        images = _required(args.images, "--images DIR", "train", "a folder of 5–15 images of at least 1024 px")
-        check_variable(args.out)
-        parameters = training_parameters(settings(args.set))
-        magics = self.magics
-        limit = magics.max_cost
-
-        def guard(estimate: Any) -> None:  # the same rule as generations: over max_cost, ask or refuse
-            if limit is not None and estimate.creative_units > limit:
-                magics._spend_guard(estimate.creative_units)
-
-        try:
-            result = self.client.train(name, images, type=args.type, parameters=parameters, dry_run=args.dry_run,
-                                       captions=None if args.captions == "none" else "auto", confirm=guard,
-                                       force=args.force)
-        except KeyboardInterrupt:  # Ctrl-C: one line on where it stopped, never a traceback
-            if any(t.name == name for t in self.client.trainings_in_flight()):
-                print(f"Stopped while the training of {name} was being started: it may be running; "
-                      f'%scenario training "{name}" follows it')
-            else:
-                print(f"Stopped before the training of {name} started: nothing was charged for the training "
-                      f"and its model was removed")
-            return
-        if args.dry_run:
-            display(result)
-            return
-        if args.out:
-            magics.user_ns[args.out] = result
-        show_training(result, wait=magics.wait and not args.no_wait)
-
-    def _resume(self, name: str) -> None:
-        name = _required(name, "model name", "train resume", 'e.g. %scenario train resume "Potion Icons"')
-        try:
-            handle = self.client.resume_training(name)
-        except NotFoundError:
-            raise UsageError(f"no training of {name!r} on {self.client.base_url}; %scenario training lists "
-                             f"them") from None
-        if handle.status != "waiting":
-            print(f"{handle.name} ({handle.model_id}) is not waiting for a slot: {handle.stage_words()}")
-        show_training(handle, wait=self.magics.wait)
-
-    def cmd_training(self, rest: list) -> None:
-        from ._training import eta_words
-        args = _parse("training", rest, (("model",), {"nargs": "?", "default": ""}), (("-o", "--out"), {}),
-                      (("--no-wait",), {"action": "store_true"}), (("--cancel",), {"action": "store_true"}))
-        check_variable(args.out)
-        client = self.client
-        if args.cancel and not args.model.strip():
-            raise UsageError("%scenario training --cancel: name the model whose training to cancel")
-        if not args.model.strip():
-            handles = client.trainings()
-            if not handles:
-                print("No trainings on this backend yet; %scenario train NAME --images DIR starts one")
-                return
-            rows = []
-            for t in handles:
-                left = t.remaining
-                rows.append((t.name, t.model_id, t.type, t.status, "" if t.done else t.stage_words(),
-                             f"{t.progress:.0%}", "" if left is None else eta_words(left),
-                             "" if t.cost is None else f"{t.cost:g}", len(t.images)))
-            display(table_bundle(["name", "model", "type", "status", "stage", "progress", "ETA", "cost", "images"],
-                                 rows), raw=True)
-            self._workbench_lines()
-            return
-        try:
-            handle = client.training(args.model)
-        except NotFoundError:
-            raise UsageError(f"no training of {args.model!r} on {client.base_url}; %scenario training lists "
-                             f"them") from None
-        if args.out:
-            self.magics.user_ns[args.out] = handle
-        if args.cancel:
-            handle.cancel()
-            print(f"{handle.name} ({handle.model_id}): {handle.note}")
-            return
-        show_training(handle, wait=self.magics.wait and not args.no_wait)
 
     def cmd_panel(self, rest: list):
         from ._panel import Panel

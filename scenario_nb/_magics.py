@@ -17,6 +17,7 @@ from traitlets.config import Configurable
 
 from ._cells import Cells
 from ._commands import SUBCOMMANDS, Commands
+from ._training_commands import TrainingCommands
 from ._thumbnails import DEFAULT_THUMBNAIL_SIZE
 from ._errors import ScenarioError
 from ._env import credentials_from_env
@@ -52,6 +53,7 @@ class ScenarioMagics(Magics, Configurable):
     def __init__(self, shell: Any = None, **kwargs: Any) -> None:
         super().__init__(shell=shell, config=shell.config if shell is not None else None, **kwargs)
         self.commands = Commands(self)
+        self.training_commands = TrainingCommands(self)
         self.cells = Cells(self)
 
     # -- Settings ------------------------------------------------------------------------------------
