@@ -136,3 +136,31 @@ def test_ctrl_c_while_the_start_waits_leaves_the_training_followed_not_unstarted
         models = requests.get(f"{server['url']}/models", params={"privacy": "private"},
                               auth=(server["key"], server["secret"]), timeout=10).json()["models"]
         assert [m["status"] for m in models if m["name"] == "Held Start"] == ["trained"]
+
+
+def test_a_second_kernel_training_the_same_name_follows_the_first(tmp_path):
+    """Two kernels run the same `%scenario train` cell (auto captions): the second follows the first's training;
+    the sandbox made one model, started one training and was asked for five captions."""
+    folder = make_set(tmp_path / "tiles")
+    with spawn_sandbox(train_seconds="8") as server:
+        remote = RemoteSandbox(server["url"], server["key"], server["secret"])
+        env = kernel_env(tmp_path / "home", server)
+        kernels = [Kernel(env), Kernel(env)]
+        try:
+            for kernel in kernels:
+                kernel.run("%load_ext scenario_nb")
+            cell = f'%scenario train "Twice Told" --images "{folder}" --no-wait -o t\nprint(t.model_id)'
+            ids = [text_of(k.run(cell)).split()[-1] for k in kernels]
+            assert ids[0] == ids[1] and ids[0].startswith("model_"), ids
+            followed = text_of(kernels[1].run('%scenario training "Twice Told"'))
+            assert "trained" in followed, followed
+        finally:
+            for kernel in kernels:
+                kernel.kill()
+        assert remote.stats()["trainings_started"] == 1
+        models = requests.get(f"{server['url']}/models", params={"privacy": "private"},
+                              auth=(server["key"], server["secret"]), timeout=10).json()["models"]
+        assert [m["status"] for m in models if m["name"] == "Twice Told"] == ["trained"]
+        rows = History(tmp_path / "home" / "history.sqlite").captions(
+            History(tmp_path / "home" / "history.sqlite").trainings()[0].backend_id)
+        assert len(rows) == 5 and all(r.status == "done" for r in rows)
