@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from . import _catalog
-from ._training_demo import DEMO_IDS
+from ._training_demo import DEMO_MODEL, is_demo
 
 VERSION = 1
 STATE_FILE = "state.json"
@@ -142,14 +142,13 @@ class WorldStore:
 
 
 def contents(state) -> dict:
-    """What the user made in a world, counted: models, trainings, jobs, assets (the demo's excluded)."""
+    """What the user made in a world, counted: models, trainings, jobs, assets (the demo's left out)."""
     with state.lock:
-        demo = DEMO_IDS
         records = state.trainings.records
-        return {"models": sum(1 for k in records if k not in demo) + len(state.trainings.deleted),
-                "trainings": sum(1 for k, r in records.items() if r["run"] is not None and k not in demo),
-                "jobs": sum(1 for k in state.jobs if k not in demo),
-                "assets": sum(1 for k in state.assets if k not in demo)}
+        return {"models": sum(1 for k in records if k != DEMO_MODEL) + len(state.trainings.deleted),
+                "trainings": sum(1 for k, r in records.items() if r["run"] is not None and k != DEMO_MODEL),
+                "jobs": sum(1 for j in state.jobs.values() if not is_demo("jobs", j)),
+                "assets": sum(1 for a in state.assets.values() if not is_demo("assets", a))}
 
 
 def summary(counts: Optional[dict]) -> str:
