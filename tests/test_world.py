@@ -183,7 +183,7 @@ def test_the_world_server_stops_once_no_kernel_uses_it(tmp_path):
 
 
 def test_the_demo_training_moves_on_and_ends_trained_in_sandbox_time(clock):
-    with sandbox_mod.start(train_seconds=30, clock=clock) as sb:
+    with sandbox_mod.start(train_seconds=30, clock=clock, demo_training=True) as sb:
         def model() -> dict:
             return get(f"{sb.url}/models/{DEMO_MODEL}").json()["model"]
         first = model()
