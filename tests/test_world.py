@@ -209,3 +209,22 @@ def test_the_suites_own_sandboxes_keep_nothing_on_disk(tmp_path, monkeypatch):
         assert sb.world is None
         time.sleep(0.6)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_kernel_whose_world_server_died_starts_it_again_on_the_same_address(tmp_path):
+    home = tmp_path / "home"
+    kernel = Kernel(world_env(home))
+    try:
+        kernel.run("%load_ext scenario_nb")
+        kernel.run("%%scenario Gemini -o g\na lantern")
+        job_id = text_of(kernel.run("print(g.job_id)")).strip()
+        until(lambda: job_id in saved(home), what="the job saved to disk")
+        before = server_of(home)
+        kill_server(home)
+        out = text_of(kernel.run("%%scenario Gemini -o h\na second lantern"))
+        assert "success" in out and "embedded sandbox" in out, out  # it says where it runs now
+        after = server_of(home)
+        assert after["pid"] != before["pid"] and after["url"] == before["url"]
+        assert get(f"{after['url']}/jobs/{job_id}").json()["job"]["status"] == "success"
+    finally:
+        kernel.kill()
