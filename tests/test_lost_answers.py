@@ -145,3 +145,23 @@ def test_in_a_real_kernel_a_forced_request_whose_answer_was_lost_takes_its_own_j
         assert [r.job_id for r in rows] == [job_id[1]]
     finally:
         kernel.kill()
+
+
+def test_only_a_creation_answer_says_how_far_ahead_this_clock_is_and_old_stamps_never_widen_the_window():
+    """A poll of a job made yesterday says only that this clock is at most a day ahead: the window stays the assumed
+    one. A creation answer says how far (30 s here), and a fresher stamp can only narrow that."""
+    from scenario_nb._engine._timing import SKEW_ASSUMED, SKEW_MARGIN, ServerClock
+
+    def job(created: float, *dates: float) -> dict:
+        iso = lambda t: time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(t))  # noqa: E731
+        return {"createdAt": iso(created), "statusHistory": [{"status": "queued", "date": iso(d)} for d in dates]}
+
+    now = 1_800_000_000.0
+    server = ServerClock()
+    assert server.earliest_job(now) == now - SKEW_ASSUMED
+    server.saw(job(now - 86_400, now - 86_400), now)  # yesterday's job, polled now
+    assert server.ahead_at_most() == SKEW_ASSUMED, "an old stamp widened the window"
+    server.created(job(now - 30), now)  # a job our request made, answered now: this clock is 30 s ahead
+    assert server.ahead_at_most() == 30 + SKEW_MARGIN
+    server.saw(job(now - 40, now - 29), now)
+    assert server.ahead_at_most() == 29 + SKEW_MARGIN

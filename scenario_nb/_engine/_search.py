@@ -88,7 +88,7 @@ class LostAnswerSearch:
             page = self._http.get("/jobs", **params)
             arrived = time.time()
             for row in page.get("jobs") or []:
-                self._server_clock.saw_job(row, arrived)
+                self._server_clock.saw(row, arrived)
                 job_id = row.get("jobId") or row.get("id")
                 meta = row.get("metadata") or {}
                 echoed = meta.get("input") or {}
