@@ -1,23 +1,51 @@
-"""Thumbnails: what a notebook carries instead of the full outputs (which stay in the local store)."""
+"""Thumbnails: what a notebook carries instead of the full outputs (which stay in the local store). Every
+thumbnail in the package is made by `shrink`: the grid of a generation's images, a grid's tiles, the small data
+URIs of training images."""
 
 from __future__ import annotations
 
+import base64
 import io
-from typing import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterable, Optional, Union
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
 
 DEFAULT_THUMBNAIL_SIZE = 512
 GRID_COLUMNS = 4
 
 
+def shrink(image: "Image", size: int, mode: Optional[str] = None) -> "Image":
+    """A copy whose longest side is at most `size` (never enlarged), in `mode`: by default RGB, or RGBA when
+    the image has transparency."""
+    from PIL import Image
+    if mode is None:
+        has_alpha = image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info)
+        mode = "RGBA" if has_alpha else "RGB"
+    thumb = image.convert(mode)
+    thumb.thumbnail((size, size), Image.Resampling.LANCZOS)
+    return thumb
+
+
+def thumbnail_uri(source: Union[bytes, Path, None], size: int = 96) -> Optional[str]:
+    """A small JPEG data URI of an image (bytes or a file), or None when it cannot be read."""
+    from PIL import Image
+    if source is None:
+        return None
+    try:
+        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
+            buf = io.BytesIO()
+            shrink(image, size, "RGB").save(buf, format="JPEG", quality=75)
+    except (OSError, ValueError):
+        return None
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
 def thumbnail_grid(images: Iterable, size: int = DEFAULT_THUMBNAIL_SIZE, gap: int = 4) -> tuple[bytes, str, int, int]:
     """One image holding every thumbnail (longest side of each ≤ size): (bytes, mime, width, height)."""
     from PIL import Image
-    thumbs = []
-    for image in images:
-        has_alpha = image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info)
-        thumb = image.convert("RGBA" if has_alpha else "RGB")
-        thumb.thumbnail((size, size), Image.Resampling.LANCZOS)
-        thumbs.append(thumb)
+    thumbs: list = [shrink(image, size) for image in images]  # Any: getextrema is typed for every band count
     if not thumbs:
         raise ValueError("no images")
     alpha = any(t.mode == "RGBA" and t.getchannel("A").getextrema()[0] < 255 for t in thumbs)

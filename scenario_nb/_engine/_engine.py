@@ -25,6 +25,13 @@ if TYPE_CHECKING:
     from .._store import FileStore
 
 
+def lane_sizes(workers: int = 8) -> dict[str, int]:
+    """Worker threads per lane: polls (and searches) on two — a poll costs ~0.5 ms of CPU —, output downloads on
+    the rest, so a burst of downloads never holds up seeing the next success, and up to four requests being
+    sent side by side. (The client sizes its connection pool from these.)"""
+    return {"poll": 2, "fetch": max(1, workers - 2), "send": 4}
+
+
 class _Setting:
     """An engine attribute that is a field of its shared `Settings` (the client sets some at any time)."""
 
@@ -60,10 +67,7 @@ class Engine:
         self.base_url = http.base_url
         self.settings = Settings(floor=floor, ceiling=ceiling, job_timeout=job_timeout,
                                  target_quantile=target_quantile)
-        # Three lanes: polls (and searches) on two threads — a poll costs ~0.5 ms of CPU —, output downloads on
-        # the rest, so a burst of downloads never holds up seeing the next success, and up to four requests
-        # being sent side by side.
-        self._lanes = Lanes({"poll": 2, "fetch": max(1, workers - 2), "send": 4}, self.settings)
+        self._lanes = Lanes(lane_sizes(workers), self.settings)
         self._live = LiveRequests()
         self._ledger = Ledger(history, self._live, backend_id=backend_id, base_url=self.base_url)
         self._timing = PollTiming(self._live, self.settings, history=history, backend_id=backend_id)

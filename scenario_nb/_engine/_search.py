@@ -19,6 +19,7 @@ from typing import Any, Callable, Optional
 from .._errors import OutcomeUnknownError, ScenarioError, StorageError
 from .._generation import Generation, parse_time
 from .._http import Transport
+from .._paging import paged
 from ._lanes import Lanes
 from ._ledger import Ledger
 from ._live import LiveRequests, Settings
@@ -80,28 +81,27 @@ class LostAnswerSearch:
         `modelId`; other models may echo the URL's model, or none.
         """
         since = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(earliest)) + f".{int(earliest % 1 * 1000):03d}Z"
-        params: dict = {"createdAfter": since, "pageSize": 100}
         own_ids = {handle.model_id, handle.run_model_id, None}
         wanted = {k: v for k, v in handle.inputs.items() if k != "modelId"}
         candidates: list[tuple[float, dict]] = []
-        while True:
-            page = self._http.get("/jobs", **params)
-            arrived = time.time()
-            for row in page.get("jobs") or []:
-                self._server_clock.saw(row, arrived)
-                job_id = row.get("jobId") or row.get("id")
-                meta = row.get("metadata") or {}
-                echoed = meta.get("input") or {}
-                created = parse_time(row.get("createdAt"))
-                if self._live.knows_job(job_id) or (created is not None and created <= earliest):
-                    continue  # another request's, or made before this request's intent: never this one's
-                same_model = echoed.get("modelId") in own_ids or meta.get("workflowId") == handle.run_model_id
-                if same_model and all(echoed.get(k) == v for k, v in wanted.items()):
-                    candidates.append((created if created is not None else float("inf"), row))
-            token = page.get("nextPaginationToken")
-            if not token or token == params.get("paginationToken"):
-                break
-            params["paginationToken"] = token
+        arrived = [time.time()]
+
+        def get(path: str, **params: Any) -> dict:
+            page = self._http.get(path, **params)
+            arrived[0] = time.time()  # when this page came: the server clock's reading for its rows
+            return page
+
+        for row in paged(get, "/jobs", "jobs", {"createdAfter": since, "pageSize": 100}):
+            self._server_clock.saw(row, arrived[0])
+            job_id: Any = row.get("jobId") or row.get("id")
+            meta = row.get("metadata") or {}
+            echoed = meta.get("input") or {}
+            created = parse_time(row.get("createdAt"))
+            if self._live.knows_job(job_id) or (created is not None and created <= earliest):
+                continue  # another request's, or made before this request's intent: never this one's
+            same_model = echoed.get("modelId") in own_ids or meta.get("workflowId") == handle.run_model_id
+            if same_model and all(echoed.get(k) == v for k, v in wanted.items()):
+                candidates.append((created if created is not None else float("inf"), row))
         for _, row in sorted(candidates, key=lambda c: c[0]):  # the earliest: the one sent right after the intent
             if not self._owned_by_another(str(row.get("jobId") or row.get("id")), handle):
                 return row
