@@ -26,6 +26,7 @@ from ._panel_gallery import VIEW_MAX, GalleryView
 from ._panel_jobs import JobRows
 from ._panel_models import MY_MODELS, PUBLIC, ModelPicker
 from ._panel_style import error_line, fixed_label, quiet
+from ._panel_subshells import guard_comm_routing
 
 __all__ = ["DEFAULT_CHOICE", "PUBLIC", "VIEW_MAX", "Panel"]
 
@@ -46,6 +47,7 @@ class Panel(ModelPicker, RequestForm, JobRows, GalleryView, w.VBox):
     """Model, prompt, aspect and count, more settings, cost, live job rows and a gallery of tiles."""
 
     def __init__(self, model: Optional[str] = None, client=None, **kwargs) -> None:
+        guard_comm_routing()  # a click from a new tab must not be routed to a closed tab's subshell
         super().__init__(**kwargs)
         from ._session import Session, current_session, get_session
         session: Optional[Session]
