@@ -42,5 +42,5 @@ def guard_comm_routing() -> bool:
         return chosen if known is None or chosen in known else default
 
     reply_subshell_for.scenario_guard = True  # type: ignore[attr-defined]
-    BaseComm._reply_subshell_for = reply_subshell_for
+    setattr(BaseComm, "_reply_subshell_for", reply_subshell_for)  # noqa: B010
     return True
