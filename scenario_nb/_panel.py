@@ -70,6 +70,8 @@ class Panel(ModelPicker, RequestForm, JobRows, GalleryView, w.VBox):
         self._touched = False                        # no error is shown before the user did anything
         self._display_id: Optional[str] = None
         self._snapshot_lock = threading.Lock()
+        self._state_lock = threading.RLock()  # handlers run on subshell threads beside the main thread
+        self._load_token = 0
         self._gallery_lock = threading.Lock()
         self.generations: list[Generation] = []
         self.items: list[Item] = []                  # gallery outputs, newest first
@@ -240,6 +242,10 @@ class Panel(ModelPicker, RequestForm, JobRows, GalleryView, w.VBox):
 
     def generate(self) -> Optional[Generation]:
         """Send the form as a generation; returns its handle (the kernel is never kept waiting)."""
+        with self._state_lock:  # a click may run on a subshell thread while a cell changes the form
+            return self._generate()
+
+    def _generate(self) -> Optional[Generation]:
         self._touched = True
         from ._session import current_session
         session = current_session()

@@ -35,6 +35,8 @@ class ModelPicker:
     _wanted: Optional[str]
     _listed: list[Model]
     _loader: threading.Thread
+    _load_token: int
+    _state_lock: threading.RLock
     _model: Optional[Model]
     _runnable: Optional[Model]
     _building: bool
@@ -45,37 +47,51 @@ class ModelPicker:
     def _load_models(self) -> threading.Thread:
         """Fill the dropdown in the background so the panel appears at once.
 
-        The list is exactly `client.models(public=…)`, as `%scenario models [--public]` shows it.
+        The list is exactly `client.models(public=…)`, as `%scenario models [--public]` shows it. Each load
+        has a token: a load overtaken by a newer one (the scope changed meanwhile) drops its result.
         """
         public = self.scope.value == PUBLIC
-        self._building = True
-        self.model_menu.options, self.model_menu.value = [("Loading models…", "")], ""
-        self._building = False
+        with self._state_lock:
+            self._load_token += 1
+            token = self._load_token
+            self._building = True
+            try:
+                self.model_menu.options, self.model_menu.value = [("Loading models…", "")], ""
+            finally:
+                self._building = False
 
         def load() -> None:
             try:
-                models = self.client.models(public=public)
+                models, failure = self.client.models(public=public), None
             except ScenarioError as exc:
-                self.model_menu.options = [("(no models)", "")]
-                self.model_message.value = error_line(str(exc))
-                return
-            if not models:
-                self.model_menu.options = [("(no models)", "")]
-                self.model_message.value = quiet("No models here yet" + ("" if public else
-                                                                    "; switch to the public catalog"))
-                return
-            self.model_message.value = ""
-            self._listed = models
-            self._show_models(self._wanted)
-            if not public:
-                self._follow_trainings(models)
+                models, failure = [], exc
+            with self._state_lock:
+                if token != self._load_token:
+                    return  # a newer load owns the list
+                self._show_loaded(models, failure, public)
 
         self._loader = threading.Thread(target=load, name="scenario-panel-models", daemon=True)
         self._loader.start()
         return self._loader
 
+    def _show_loaded(self, models: list[Model], failure: Optional[ScenarioError], public: bool) -> None:
+        if failure is not None or not models:
+            self.model_menu.options = [("(no models)", "")]
+            self.model_message.value = error_line(str(failure)) if failure is not None else quiet(
+                "No models here yet" + ("" if public else "; switch to the public catalog"))
+            return
+        self.model_message.value = ""
+        self._listed = models
+        self._show_models(self._wanted)
+        if not public:
+            self._follow_trainings(models)
+
     def _show_models(self, wanted: Optional[str] = None) -> None:
         """The listed models whose name or id holds the filter (as `%scenario models FILTER` keeps them)."""
+        with self._state_lock:
+            self._show_listed(wanted)
+
+    def _show_listed(self, wanted: Optional[str]) -> None:
         query = self.model_filter.value.strip().lower()
         models = [m for m in self._listed if query in m.name.lower() or query in m.id.lower()]
         if not models:
@@ -153,8 +169,12 @@ class ModelPicker:
     def _on_model(self, change) -> None:
         if not change["new"] or self._building:
             return
+        with self._state_lock:
+            self._pick(change["new"])
+
+    def _pick(self, model_id: str) -> None:
         try:
-            self._model = self.client.model(change["new"])
+            self._model = self.client.model(model_id)
             self._runnable, _ = self.client.route(self._model)
         except ScenarioError as exc:
             self._model, self._runnable = None, None

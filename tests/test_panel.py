@@ -396,3 +396,32 @@ def test_a_model_in_training_shows_its_progress_and_can_generate_once_trained(tm
             assert server.stats()["jobs_created"] == created + 1
         finally:
             reset_session()
+
+
+# -- Handlers beside the main thread (ipykernel 7 runs widget callbacks on subshell threads) --------------
+
+def test_a_scope_change_while_the_first_list_loads_keeps_the_newer_list(env, monkeypatch):
+    import threading
+
+    from scenario_nb._session import get_session
+    client = get_session().client
+    real, gate = client.models, threading.Event()
+
+    def models(public=False):
+        found = real(public=public)
+        if not public:
+            gate.wait(20)  # My models answers late, after the switch to the public catalog
+        return found
+
+    monkeypatch.setattr(client, "models", models)
+    failures = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: failures.append(args.exc_value))
+    panel = scenario_nb.Panel()
+    first = panel._loader
+    public(panel)
+    publics = [label for label, _ in panel.model_menu.options]
+    gate.set()
+    first.join(20)
+    assert [label for label, _ in panel.model_menu.options] == publics
+    assert not any("Hero Knight" in label for label in publics) and panel.model_menu.value
+    assert not failures, failures
