@@ -71,11 +71,13 @@ class Panel(ModelPicker, RequestForm, JobRows, GalleryView, w.VBox):
         self._display_id: Optional[str] = None
         self._snapshot_lock = threading.Lock()
         self._state_lock = threading.RLock()  # handlers run on subshell threads beside the main thread
+        self._token_lock = threading.Lock()
         self._load_token = 0
         self._gallery_lock = threading.Lock()
         self.generations: list[Generation] = []
         self.items: list[Item] = []                  # gallery outputs, newest first
         self.job_rows: dict[int, SimpleNamespace] = {}
+        self.aspects_sent: dict[int, tuple[str, frozenset]] = {}  # generation -> (aspect, the inputs it set)
         self.training_rows: dict[str, SimpleNamespace] = {}  # model id -> its row in the trainings list
 
         self.add_class("scenario-panel")
@@ -259,11 +261,14 @@ class Panel(ModelPicker, RequestForm, JobRows, GalleryView, w.VBox):
             return None
         try:
             model, prompt, inputs = self.request()
+            aspect = self._aspect_sent()
             handle = self.client.generate(model, prompt, source="panel", **inputs)
         except ScenarioError as exc:
             self.message.value = error_line(self._in_words(exc))
             return None
         self.message.value = ""
+        if aspect is not None:
+            self.aspects_sent[id(handle)] = aspect
         self.generations.append(handle)
         self._add_job_row(handle)
         return handle

@@ -196,6 +196,12 @@ class RequestForm:
         self.client.prepare(self._model, prompt, **inputs)  # validates: required rules, ranges, lengths
         return self._model, prompt, inputs
 
+    def _aspect_sent(self) -> Optional[tuple[str, frozenset]]:
+        """The aspect the form asks for and the inputs it maps to (the snippet writes `--aspect`, not those)."""
+        if self._runnable is None or self.aspect.value == DEFAULT_CHOICE:
+            return None
+        return self.aspect.value, frozenset(aspect_inputs(self._runnable, self.aspect.value))
+
     def _schedule_cost(self) -> None:
         """Refresh the estimate half a second after the last change (a dry run: nothing is spent)."""
         if self._building:

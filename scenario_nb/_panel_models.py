@@ -37,6 +37,7 @@ class ModelPicker:
     _loader: threading.Thread
     _load_token: int
     _state_lock: threading.RLock
+    _token_lock: threading.Lock
     _model: Optional[Model]
     _runnable: Optional[Model]
     _building: bool
@@ -51,14 +52,14 @@ class ModelPicker:
         has a token: a load overtaken by a newer one (the scope changed meanwhile) drops its result.
         """
         public = self.scope.value == PUBLIC
-        with self._state_lock:
+        with self._token_lock:  # never the state lock here: the poller thread calls this on a trained model
             self._load_token += 1
             token = self._load_token
-            self._building = True
-            try:
-                self.model_menu.options, self.model_menu.value = [("Loading models…", "")], ""
-            finally:
-                self._building = False
+        self._building = True
+        try:
+            self.model_menu.options, self.model_menu.value = [("Loading models…", "")], ""
+        finally:
+            self._building = False
 
         def load() -> None:
             try:
@@ -69,6 +70,8 @@ class ModelPicker:
                 if token != self._load_token:
                     return  # a newer load owns the list
                 self._show_loaded(models, failure, public)
+            if models and not public and token == self._load_token:
+                self._follow_trainings(models)  # outside the lock: it asks the client, which may wait
 
         self._loader = threading.Thread(target=load, name="scenario-panel-models", daemon=True)
         self._loader.start()
@@ -83,8 +86,6 @@ class ModelPicker:
         self.model_message.value = ""
         self._listed = models
         self._show_models(self._wanted)
-        if not public:
-            self._follow_trainings(models)
 
     def _show_models(self, wanted: Optional[str] = None) -> None:
         """The listed models whose name or id holds the filter (as `%scenario models FILTER` keeps them)."""
@@ -126,8 +127,11 @@ class ModelPicker:
                 except ScenarioError as exc:
                     self.model_message.value = error_line(f"could not follow the training of {model.name}: {exc}")
         for training in followed.values():
-            if training.model_id not in self.training_rows:
-                self._add_training_row(training)
+            with self._token_lock:  # two loads may follow the same training: one row each
+                if training.model_id in self.training_rows:
+                    continue
+                self.training_rows[training.model_id] = SimpleNamespace()
+            self._add_training_row(training)
 
     def _add_training_row(self, training: Training) -> None:
         name = w.HTML(f"<b>{html.escape(training.name)}</b> " + quiet(html.escape(training.type)),

@@ -425,3 +425,31 @@ def test_a_scope_change_while_the_first_list_loads_keeps_the_newer_list(env, mon
     assert [label for label, _ in panel.model_menu.options] == publics
     assert not any("Hero Knight" in label for label in publics) and panel.model_menu.value
     assert not failures, failures
+
+
+def test_the_as_scenario_cell_sends_what_the_panel_sent_aspect_included(panel, env, ip):
+    public(panel)
+    panel.select_model("FLUX.2 dev")  # width/height inputs: the panel's aspect maps to them
+    panel.aspect.value = "16:9"
+    panel.prompt.value = "a lighthouse on a cliff at dusk"
+    panel.generate_button.click()
+    (handle,) = panel.generations
+    handle.wait(30)
+    assert wait_for(lambda: len(panel.items) == handle_count(handle))
+    item = panel.items[0]
+    text = panel.magic_for(item)
+    assert "--aspect 16:9" in text and "width" not in text and "height" not in text, text
+    assert ip.run_cell(text).error_in_exec is None
+    jobs = [job for job in env.state.jobs.values() if job.get("body", {}).get("prompt") == handle.prompt]
+    assert len(jobs) == 2
+    sent, again = (dict(job["body"]) for job in sorted(jobs, key=lambda j: j["created"]))
+    sent["seed"] = item.seed  # one image, its own seed: otherwise the very same request
+    sent.pop("numOutputs", None), again.pop("numOutputs", None)
+    assert again == sent
+    code = item.widgets["code"]
+    panel.show_magic(item)
+    assert "nowrap" not in code.value and "anywhere" in code.value  # long words wrap inside the box
+
+
+def handle_count(handle) -> int:
+    return max(1, len(handle.outputs))
