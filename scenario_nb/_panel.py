@@ -17,7 +17,7 @@ from typing import Optional
 
 import ipywidgets as w
 
-from ._errors import ScenarioError
+from ._errors import InputError, ScenarioError
 from ._gallery import ACCENT, TILE_BOX, Item, snapshot_html
 from ._generation import Generation
 from ._models import Model
@@ -64,6 +64,8 @@ class Panel(ModelPicker, RequestForm, JobRows, GalleryView, w.VBox):
         self._model: Optional[Model] = None
         self._runnable: Optional[Model] = None
         self._controls: dict[str, w.Widget] = {}
+        self._notes: dict[str, w.HTML] = {}          # an error next to its input, by input name
+        self._form_error = False
         self._cost_timer: Optional[threading.Timer] = None
         self._aspect_choice: Optional[str] = None   # the user's own pick, kept across model changes
         self._building = False
@@ -262,10 +264,15 @@ class Panel(ModelPicker, RequestForm, JobRows, GalleryView, w.VBox):
         try:
             model, prompt, inputs = self.request()
             aspect = self._aspect_sent()
+        except InputError as exc:
+            self._show_form_error(exc)
+            return None
+        try:
             handle = self.client.generate(model, prompt, source="panel", **inputs)
         except ScenarioError as exc:
             self.message.value = error_line(self._in_words(exc))
             return None
+        self._clear_form_error()
         self.message.value = ""
         if aspect is not None:
             self.aspects_sent[id(handle)] = aspect

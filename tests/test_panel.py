@@ -154,7 +154,7 @@ def test_the_chosen_aspect_survives_a_model_change_or_the_panel_says_why(panel):
     assert panel.aspect.value == "21:9" and panel.aspect_note.value == ""
 
 
-def test_validation_blocks_the_job_and_says_why_next_to_generate(panel, env):
+def test_validation_blocks_the_job_and_says_why_once(panel, env):
     public(panel)
     panel.select_model("GPT Image")
     panel.prompt.value = "a mask without a reference image"
@@ -162,7 +162,8 @@ def test_validation_blocks_the_job_and_says_why_next_to_generate(panel, env):
     panel._controls["quality"].value = "high"
     created = env.stats()["jobs_created"]
     assert panel.generate() is None
-    assert "reference image is required when a mask is provided" in panel.message.value
+    (error,) = visible_errors(panel)  # once, next to the input it names
+    assert "reference image is required when a mask is provided" in error
     assert env.stats()["jobs_created"] == created
     upload(panel._controls["referenceImages"], png_bytes(), "ref.png")
     job = panel.generate()
@@ -453,3 +454,22 @@ def test_the_as_scenario_cell_sends_what_the_panel_sent_aspect_included(panel, e
 
 def handle_count(handle) -> int:
     return max(1, len(handle.outputs))
+
+
+def test_an_input_error_shows_once_in_the_forms_words_next_to_the_input_and_clears_when_fixed(panel, env):
+    public(panel)
+    panel.select_model("Flux Kontext")  # an editor: reference images are required
+    panel.prompt.value = "make it night"
+    created = env.stats()["jobs_created"]
+    assert panel.generate() is None
+    time.sleep(1)  # past the estimate, which checks the form too
+    errors = visible_errors(panel)
+    assert len(errors) == 1, errors
+    assert "reference images" in errors[0].lower() and "referenceImages" not in errors[0]
+    row = next(x for x in walk(panel) if isinstance(x, w.HBox) and panel._controls["referenceImages"] in x.children)
+    assert any(isinstance(x, w.HTML) and x.value == errors[0] for x in row.children), "not next to the input"
+    assert panel.settings.selected_index == 0  # More settings opens on it
+    upload(panel._controls["referenceImages"], png_bytes(), "ref.png")
+    assert wait_for(lambda: not visible_errors(panel), 5), visible_errors(panel)
+    assert panel.generate() is not None and env.stats()["jobs_created"] == created + 1
+    assert not visible_errors(panel)
