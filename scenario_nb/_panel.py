@@ -36,6 +36,10 @@ SNAPSHOT_STYLE = ("<style>.jp-OutputArea-child:has(.scenario-panel) + .jp-Output
                   ".scenario-gallery-snapshot {display: none}</style>")
 
 
+# The widget's own text, saved with the notebook: nothing in it may go stale (a count, the picked model).
+LIVE_LINE = "Scenario panel (a live widget: run the notebook to use it; its gallery is saved below)"
+
+
 def _where(client, session) -> str:
     """Where this panel's generations go, and whether they cost anything."""
     if session is not None and session.client is client and session.backend == "sandbox":
@@ -207,7 +211,7 @@ class Panel(ModelPicker, RequestForm, JobRows, GalleryView, w.VBox):
 
     def snapshot_bundle(self) -> dict:
         """The gallery as static HTML, hidden by CSS wherever the live panel is drawn right above it."""
-        data = {"text/plain": self.summary() if self.items else ""}
+        data = {"text/plain": self.summary() if self.items or self._model else ""}
         data["text/html"] = SNAPSHOT_STYLE + (snapshot_html(self.items, len(self.items)) if self.items else "")
         return data
 
@@ -218,7 +222,9 @@ class Panel(ModelPicker, RequestForm, JobRows, GalleryView, w.VBox):
         take the focus from someone typing); saved notebooks show it where widgets cannot be drawn.
         """
         from IPython.display import display
-        display(self._repr_mimebundle_(), raw=True)
+        live = super()._repr_mimebundle_() or {}
+        live["text/plain"] = LIVE_LINE  # true whenever it is read: the snapshot below says what it holds
+        display(live, raw=True)
         self._display_id = self._display_id or uuid.uuid4().hex
         display(self.snapshot_bundle(), raw=True, display_id=self._display_id)
 

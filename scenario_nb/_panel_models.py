@@ -43,6 +43,7 @@ class ModelPicker:
     _building: bool
     _build_form: Callable[[Model], None]
     _on_prompt: Callable[[Any], None]
+    _refresh_snapshot: Callable[[], None]
 
     # -- Models --------------------------------------------------------------------------------------
     def _load_models(self) -> threading.Thread:
@@ -193,6 +194,7 @@ class ModelPicker:
         self._build_form(self._runnable)
         self.generate_button.disabled = False
         self._on_prompt(None)
+        self._refresh_snapshot()  # the saved line names the model picked last
 
     # -- Request -------------------------------------------------------------------------------------
     def selected_model(self) -> Optional[Model]:
