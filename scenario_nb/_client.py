@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Optional, U
 from ._engine import Engine
 from ._errors import (APIError, BadRequestError, InputError, NotFoundError, PermissionDeniedError, RateLimitError,
                       ScenarioError, StorageError, SubmitFailedError)
-from ._generation import Generation
+from ._generation import Generation, prompt_of
 from ._history import History
 from ._http import TIMEOUT, Credentials, Transport, mask
 from ._models import Model, validate_inputs
@@ -338,7 +338,7 @@ class ScenarioClient:
         runnable, extra = self.route(requested, base_model, scaled=scale is not None)
         body = dict(inputs)
         if prompt is not None:
-            body["prompt"] = prompt
+            body[runnable.prompt_name] = prompt
         body.update(extra)
         if scale is not None and "lorasScale" in extra:  # the caller's scale, not the default 1
             body["lorasScale"] = scale
@@ -379,7 +379,7 @@ class ScenarioClient:
         requested, runnable, body = self.prepare(model, prompt, base_model=base_model, **inputs)
         return Generation(self._engine, model_id=requested.id, run_model_id=runnable.id,
                           base_model_id=None if runnable.id == requested.id else runnable.id,
-                          inputs=body, source=source, model_name=requested.name)
+                          inputs=body, source=source, model_name=requested.name, prompt_name=runnable.prompt_name)
 
     def previous(self, model: Union[str, Model], body: dict) -> Optional[Generation]:
         """The identical request already sent from this machine to this backend, if any, as a live handle.
@@ -389,7 +389,7 @@ class ScenarioClient:
         again). Used by re-run safety: it never sends a new generation.
         """
         model_id = model.id if isinstance(model, Model) else model
-        key = History.request_key(model_id, str(body.get("prompt", "")), body)
+        key = History.request_key(model_id, prompt_of(body), body)
         live = self._engine.live_handle(request_key=key)
         if live is not None:
             return live

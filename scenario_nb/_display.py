@@ -55,8 +55,8 @@ def _other_outputs_html(handle) -> str:
     """Videos inline, other files as a download link (or their path when too large), text as text."""
     parts = []
     for output in handle.outputs:
-        if output.is_image:
-            continue
+        if output.is_image or (output.kind == "text" and handle.text is not None):
+            continue  # text answers are shown as text, below
         size = output.path.stat().st_size if output.path.is_file() else 0
         name = html.escape(output.path.name)
         if not size or size > EMBED_LIMIT:
@@ -244,7 +244,7 @@ def magic_text(handle) -> str:
     """The `%%scenario` cell that reproduces a generation (used by the panel's "copy as %%scenario")."""
     parts = ["%%scenario", handle.model_id]
     for name, value in sorted(handle.inputs.items()):
-        if name == "prompt" or (handle.base_model_id and name in ("modelId", "loras", "lorasScale")):
+        if name == handle.prompt_name or (handle.base_model_id and name in ("modelId", "loras", "lorasScale")):
             continue
         if name == "numOutputs":
             parts += ["-n", str(value)]

@@ -52,6 +52,18 @@ CANCEL_WORDS = {
 }
 
 
+PROMPT_KEYS = ("prompt", "instruction")  # the prompt inputs of the catalog's models (contract §4.4)
+
+
+def prompt_key(body: dict) -> str:
+    """Which key of a sent body holds its prompt, when the model's schema is not at hand (history rows)."""
+    return next((k for k in PROMPT_KEYS if k in body), "prompt")
+
+
+def prompt_of(body: dict) -> str:
+    return str(body.get(prompt_key(body), ""))
+
+
 def parse_time(text: Any) -> Optional[float]:
     """An API timestamp (`2026-09-01T10:00:00.120Z`) as epoch seconds."""
     if not isinstance(text, str) or not text:
@@ -91,7 +103,7 @@ class Generation:
 
     def __init__(self, engine: Owner, *, model_id: str, run_model_id: str, inputs: dict,
                  base_model_id: Optional[str] = None, source: str = "api", kind: str = "generation",
-                 model_name: str = "", request_id: str = "") -> None:
+                 model_name: str = "", request_id: str = "", prompt_name: str = "") -> None:
         self._engine = engine
         self.request_id = request_id
         self.model_id = model_id
@@ -99,6 +111,7 @@ class Generation:
         self.base_model_id = base_model_id
         self.model_name = model_name or model_id
         self.inputs = dict(inputs)
+        self.prompt_name = prompt_name or prompt_key(self.inputs)
         self.source = source
         self.kind = kind
         self.job_id: Optional[str] = None
@@ -110,7 +123,7 @@ class Generation:
         self.exception: Optional[BaseException] = None
         self.cost: Optional[float] = None
         self.outputs: list[Output] = []
-        self.text: Optional[str] = None  # text models answer in metadata.output
+        self.text: Optional[str] = None  # a text model's answer: its text assets, else metadata.output
         self.seeds: list[Any] = []
         self.status_history: list[dict] = []
         self.submitted_at = time.time()
@@ -130,7 +143,8 @@ class Generation:
 
     @property
     def prompt(self) -> str:
-        return str(self.inputs.get("prompt", ""))
+        """The text in the model's prompt input (`prompt`, or e.g. `instruction` for Scenario's LLM)."""
+        return str(self.inputs.get(self.prompt_name, ""))
 
     @property
     def seed(self) -> Any:
@@ -181,7 +195,7 @@ class Generation:
             parts.append(f"{self.cost:g} CU")
         if self.ok and self.outputs:
             kinds = sorted({o.kind for o in self.outputs})
-            noun = "image" if kinds == ["image"] else "output"
+            noun = {"image": "image", "text": "answer"}.get(kinds[0], "output") if len(kinds) == 1 else "output"
             parts.append(f"{len(self.outputs)} {noun}{'s' * (len(self.outputs) != 1)}")
         if self.seed is not None:
             parts.append(f"seed {self.seed}")

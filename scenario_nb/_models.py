@@ -122,7 +122,14 @@ class Model:
 
     @property
     def prompt_input(self) -> Optional[ModelInput]:
-        return self.input("prompt") or next((i for i in self.inputs if i.prompt), None)
+        """The input flagged `prompt: true` (Scenario's LLM calls it `instruction`), else one named `prompt`."""
+        return next((i for i in self.inputs if i.prompt), None) or self.input("prompt")
+
+    @property
+    def prompt_name(self) -> str:
+        """The body key the prompt goes in (`prompt` when the schema flags none)."""
+        spec = self.prompt_input
+        return spec.name if spec is not None else "prompt"
 
 
 def type_words(model: Model) -> str:
@@ -352,7 +359,7 @@ def validate_inputs(model: Model, inputs: dict) -> dict:
         defined = lambda other: body.get(other) not in (None, "", [])  # noqa: E731
         if value in (None, "", []):
             if spec.always_required:
-                what = "a prompt" if spec.name == "prompt" else f"input {spec.name}"
+                what = "a prompt" if spec.prompt or spec.name == "prompt" else f"input {spec.name}"
                 raise InputError(f"{model.name} needs {what}")
             for other, rule in (spec.required.get("ifDefined") or {}).items():
                 if defined(other):

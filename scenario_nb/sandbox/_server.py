@@ -357,7 +357,8 @@ class State:
             if job["assets"] is None:
                 body, model = job["body"], job["model"]
                 output = model.get("output", "image")
-                common = {"job_id": job["id"], "model_id": model["id"], "prompt": str(body.get("prompt", "")),
+                common = {"job_id": job["id"], "model_id": model["id"],
+                          "prompt": str(body.get("prompt", body.get("instruction", ""))),
                           "created": job["created"] + job["duration"], "aspect": body.get("aspectRatio"),
                           "kind": output, "data": None}
                 if output == "image":
@@ -369,6 +370,10 @@ class State:
                 elif output == "3d":
                     outputs = [{"source": "txt23d", "index": 0, "seed": int(job["seed"]),
                                 "data": _media.glb_cube(int(job["seed"]))}]
+                elif output == "text":  # Scenario's LLM: one text asset per answer (contract §10b)
+                    outputs = [{"source": "txt2txt", "index": n, "seed": int(job["seed"]) + n,
+                                "data": _media.llm_answer(body, n).encode()}
+                               for n in range(int(body.get("numOutputs", 1) or 1))]
                 else:
                     outputs = []
                 ids = []
@@ -502,7 +507,7 @@ def job_view(state: State, job: dict, cdn: str, now: float) -> dict:
             "updatedAt": history[-1]["date"] if history else iso(job["created"])}
     if status == "success":
         assets = state.ensure_assets(job)
-        if job["model"].get("output") == "text":  # text models answer in metadata.output, with no asset
+        if job["model"].get("output") == "metadata-text":  # answers in metadata.output, with no asset
             meta["output"] = {"text": _media.text_answer(body)}
         else:
             meta["assetIds"] = list(assets)
@@ -547,6 +552,9 @@ def asset_view(state: State, asset: dict, cdn: str) -> dict:
         properties.update(_media.VIDEO_PROPERTIES)
     elif kind == "3d":
         properties.update(_media.CUBE_PROPERTIES)
+    elif kind == "text":
+        properties.update(_media.text_properties(state.image_bytes(asset).decode()))
+        meta["preview"] = properties["preview"]
     edits = ["PROMPT_EDITING", "REMOVE_BACKGROUND", "UPSCALE", "VECTORIZATION"] if kind == "image" else []
     view = {"id": asset["id"], "kind": kind, "mimeType": asset.get("mime") or _media.MIME[kind], "status": "success",
             "privacy": "private", "source": asset["source"], "url": state.signed_url(asset["id"], cdn),
