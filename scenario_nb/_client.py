@@ -313,7 +313,7 @@ class ScenarioClient:
             return model, {}
         if not model.trained:
             raise InputError(f"model {model.name} is {model.status}, not trained yet; it cannot generate")
-        base = self.model(base_model) if base_model else self.base_model_for(model)
+        base = self.find_model(base_model) if base_model else self.base_model_for(model)
         single = None if scaled else next((i for i in base.inputs if i.type == "model" and
                                            model.type in i.model_types), None)
         if single is not None:
@@ -332,8 +332,10 @@ class ScenarioClient:
     # -- Generation --------------------------------------------------------------------------------
     def prepare(self, model: Union[str, Model], prompt: Optional[str] = None, *,
                 base_model: Optional[str] = None, **inputs: Any) -> tuple[Model, Model, dict]:
-        """Resolve and validate a request locally: (requested model, model to run, body)."""
-        requested = model if isinstance(model, Model) else self.model(model)
+        """Resolve and validate a request locally: (requested model, model to run, body).
+
+        `model` is a Model, an id, or a name (as `find_model` takes it: exact or a unique prefix)."""
+        requested = model if isinstance(model, Model) else self.find_model(model)
         scale = inputs.get("lorasScale")
         runnable, extra = self.route(requested, base_model, scaled=scale is not None)
         body = dict(inputs)
@@ -356,8 +358,9 @@ class ScenarioClient:
                  base_model: Optional[str] = None, _source: str = "api", **inputs: Any) -> Generation:
         """Start a generation and return its live `Generation` handle as soon as the request is answered.
 
-        `inputs` are the model's own input names (`aspectRatio`, `numOutputs`, `seed`, ...). A trained
-        LoRA or composition runs through the base model that accepts it. The request is written to the
+        `model` (and `base_model`) is a name ("FLUX.2 dev", or a unique start of one) or an id. `inputs` are
+        the model's own input names (`aspectRatio`, `numOutputs`, `seed`, ...). A trained LoRA or composition
+        runs through the base model that accepts it. The request is written to the
         history before it is sent (a history that cannot be written refuses it: `StorageError`, nothing
         sent). Price it first with `estimate()`.
         """
@@ -388,7 +391,7 @@ class ScenarioClient:
         out, succeeded with outputs stored (shown from the store), or succeeded but not fetched (fetched
         again). Used by re-run safety: it never sends a new generation.
         """
-        model_id = model.id if isinstance(model, Model) else model
+        model_id = (model if isinstance(model, Model) else self.find_model(model)).id
         key = History.request_key(model_id, prompt_of(body), body)
         live = self._engine.live_handle(request_key=key)
         if live is not None:
