@@ -98,7 +98,15 @@ def _parse(name: str, words: list, *args: tuple) -> argparse.Namespace:
     parser = _Parser(prog=name, add_help=False)
     for names, options in args:
         parser.add_argument(*names, **options)
-    return parser.parse_args(words)
+    return parser.parse_intermixed_args(words)
+
+
+NAME_WORDS = {"nargs": "*", "default": []}  # a model name ends the line: its words need no quotes (Hero Knight)
+
+
+def _words(value: list) -> str:
+    """The name a rest-of-line argument spells: `%scenario use Hero Knight` as `%scenario use "Hero Knight"`."""
+    return " ".join(value)
 
 
 def _required(value: str, what: str, where: str, tip: str = "") -> str:
@@ -146,9 +154,9 @@ class Commands:
                 raw=True)
 
     def cmd_model(self, rest: list) -> None:
-        args = _parse("model", rest, (("model",), {}))
+        args = _parse("model", rest, (("model",), NAME_WORDS))
         client = self.client
-        model = client.find_model(_required(args.model, "model", "model"))
+        model = client.find_model(_required(_words(args.model), "model", "model", "e.g. %scenario model FLUX.2 dev"))
         print(f"{model.name} ({model.id}) · {model.type} · {model.status} · {model.privacy}")
         if not model.runnable:
             base, extra = client.route(model)
@@ -158,8 +166,8 @@ class Commands:
         display(table_bundle(["input", "label", "type and limits"], rows), raw=True)
 
     def cmd_use(self, rest: list) -> None:
-        args = _parse("use", rest, (("model",), {}))
-        model = self.client.find_model(_required(args.model, "model", "use"))
+        args = _parse("use", rest, (("model",), NAME_WORDS))
+        model = self.client.find_model(_required(_words(args.model), "model", "use", "e.g. %scenario use Hero Knight"))
         self.magics.session.current_model = model.id
         print(f"%%scenario cells now use {model.name} ({model.id}) when they name no model")
 
@@ -323,11 +331,11 @@ class Commands:
 
     # -- Training custom models ---------------------------------------------------------------------------------
     def cmd_train(self, rest: list) -> None:
-        args = _parse("train", rest, (("name",), {"nargs": "?", "default": ""}), (("--images",), {"default": ""}),
+        args = _parse("train", rest, (("name",), NAME_WORDS), (("--images",), {"default": ""}),
                       (("--type",), {}), (("--captions",), {"choices": ("auto", "none"), "default": "auto"}),
                       (("--dry-run",), {"action": "store_true"}), (("--set",), {"action": "append"}),
                       (("-o", "--out"), {}), (("--no-wait",), {"action": "store_true"}))
-        name = _required(args.name, "model name", "train", 'e.g. %scenario train "Potion Icons" --images icons/')
+        name = _required(_words(args.name), "model name", "train", "e.g. %scenario train Potion Icons --images icons/")
         images = _required(args.images, "--images DIR", "train", "a folder of 5–15 images of at least 1024 px")
         check_variable(args.out)
         parameters = training_parameters(settings(args.set))
@@ -358,8 +366,9 @@ class Commands:
 
     def cmd_training(self, rest: list) -> None:
         from ._training import eta_words
-        args = _parse("training", rest, (("model",), {"nargs": "?", "default": ""}), (("-o", "--out"), {}),
+        args = _parse("training", rest, (("model",), NAME_WORDS), (("-o", "--out"), {}),
                       (("--no-wait",), {"action": "store_true"}), (("--cancel",), {"action": "store_true"}))
+        args.model = _words(args.model)
         check_variable(args.out)
         client = self.client
         if args.cancel and not args.model.strip():
@@ -393,7 +402,8 @@ class Commands:
 
     def cmd_panel(self, rest: list):
         from ._panel import Panel
-        return Panel(model=rest[0] if rest else None)
+        name = _words(rest)
+        return Panel(model=self.client.find_model(name).id if name else None)
 
 
 def _ellipsize(text: str, limit: int) -> str:

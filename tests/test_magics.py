@@ -140,7 +140,7 @@ def test_save_flag_writes_pngs_and_sidecar(ip, env, tmp_path):
     ("%%scenario Gemini --bogus\nx", "unrecognized arguments"),
     ("%scenario frobnicate", "unknown %scenario command"),
     ("%scenario job job_doesNotExist1234567890ab", "not found"),
-    ("%scenario model", "the following arguments are required"),
+    ("%scenario model", "no model given; e.g. %scenario model FLUX.2 dev"),
 ])
 def test_user_mistakes_are_one_line(ip, env, cell, message):
     created = env.stats()["jobs_created"]
@@ -234,6 +234,22 @@ def test_quoted_model_names_work_everywhere(ip, env):
     assert "Hero Knight (model_" in out.stdout or "Hero Knight" in str(out.outputs[0].data)
     result, out = run(ip, '%%scenario "Hero Knight -o x\nunbalanced')
     assert "quotes" in str(result.error_in_exec)
+
+
+def test_rest_of_line_model_names_work_unquoted(ip, env):
+    """Issue 25 item 7: `%scenario use Hero Knight`, as the quickstart advises, works as written. "Pixel" alone
+    matches two models (Pixel Forest Style, Pixel Knights): only the whole line names one."""
+    from scenario_nb._session import get_session
+    forest = "model_PixeLForestStyLe2qR3sT4uV5w"
+    result, out = run(ip, "%scenario use Pixel Forest Style")
+    assert result.error_in_exec is None, result.error_in_exec
+    assert get_session().current_model == forest and f"Pixel Forest Style ({forest})" in out.stdout
+    result, out = run(ip, "%scenario model Pixel Forest Style")
+    assert result.error_in_exec is None and out.stdout.startswith(f"Pixel Forest Style ({forest})")
+    result, out = run(ip, "%scenario training Pixel Forest Style --no-wait")
+    assert "'Pixel Forest Style'" in str(result.error_in_exec) or result.error_in_exec is None
+    panel = ip.run_line_magic("scenario", "panel Pixel Forest Style")
+    assert panel.wait_ready().model_menu.value == forest
 
 
 def test_unload_really_unloads_and_load_again_follows_on(ip, env):
