@@ -158,7 +158,9 @@ class ScenarioMagics(Magics, Configurable):
 
         Line mode::
 
-            %scenario models [--public] [FILTER]   your models (or the public catalog) as a table
+            %scenario models                       your models, then the public catalog's size
+            %scenario models --search TEXT [--type KIND] [--public] [--all]
+                                                   find models (KIND: image, video, 3d, text, lora, composition)
             %scenario model MODEL                  a model's details and inputs
             %scenario use MODEL                    the default model for %%scenario cells
             %scenario status                       backend, key (masked), requests in flight and queued

@@ -132,6 +132,32 @@ class Model:
         return spec.name if spec is not None else "prompt"
 
 
+MODEL_KINDS = ("image", "video", "3d", "text", "audio", "lora", "composition")
+_MADE = (("video", "video"), ("3d", "3d"), ("txt", "text"), ("audio", "audio"))
+
+
+def model_kind(model: Model) -> str:
+    """What a model is for, from its API `type` and `capabilities`: one of MODEL_KINDS.
+
+    Platform models are all of type `custom` (contract §4.3); what they make is in their capabilities."""
+    kind = model.type.lower()
+    for word in ("lora", "composition"):
+        if word in kind:
+            return word
+    outputs = {c.split("2", 1)[1] for c in model.capabilities if "2" in c}
+    if outputs and "img" not in outputs:
+        return next((name for made, name in _MADE if made in outputs), "image")
+    return "image"
+
+
+def kind_words(model: Model) -> str:
+    """The kind column of `%scenario models`: "image model", "video model", "LoRA (flux.2-dev-lora)"..."""
+    kind = model_kind(model)
+    if kind in ("lora", "composition"):
+        return f"{'LoRA' if kind == 'lora' else 'composition'} ({model.type})"
+    return {"3d": "3D", "text": "text"}.get(kind, kind) + " model"
+
+
 def type_words(model: Model) -> str:
     """A model's kind in plain words for menus ("your LoRA", "composition", "image model"), not its API type."""
     kind = model.type.lower()

@@ -199,6 +199,35 @@ def test_subcommands(ip, env, tmp_path):
     assert "%scenario history" in out.stdout
 
 
+def test_models_is_short_your_models_then_how_to_find_the_rest(ip, env):
+    """Issue 25 item 6: `%scenario models` shows your models and the catalog in one line (not ~550 rows typed
+    "custom"); --search and --type find the rest, a short list each, with real kinds."""
+    import json
+
+    import scenario_nb
+    catalog = scenario_nb.client().public_models()
+    own = scenario_nb.client().models()
+
+    def shown(out) -> str:
+        return out.stdout + "".join(json.dumps(o.data) for o in out.outputs)
+
+    result, out = run(ip, "%scenario models")
+    table = out.outputs[0].data["text/plain"]
+    assert all(m.id in table for m in own) and "LoRA (flux.2-dev-lora)" in table and "custom" not in table
+    assert not any(m.id in shown(out) for m in catalog) and len(shown(out)) < 8000
+    assert f"Public catalog: {len(catalog)} models" in out.stdout and "--search" in out.stdout
+    result, out = run(ip, "%scenario models --search seedance")
+    assert "Seedance 2.0" in out.outputs[0].data["text/plain"] and "video model" in out.outputs[0].data["text/plain"]
+    result, out = run(ip, "%scenario models --type video")
+    rows = out.outputs[0].data["text/plain"].splitlines()[1:]
+    videos = [m for m in catalog if "txt2video" in m.capabilities]
+    assert len(rows) == 25 and all("video model" in r for r in rows) and f"and {len(videos) - 25} more" in out.stdout
+    result, out = run(ip, "%scenario models --type text")
+    assert "Scenario LLM" in out.outputs[0].data["text/plain"] and "text model" in out.outputs[0].data["text/plain"]
+    result, out = run(ip, "%scenario models --type nonsense")
+    assert "not a kind of model" in str(result.error_in_exec)
+
+
 def test_history_path_setting_moves_the_history(ip, env, tmp_path):
     ip.run_cell(f"%config ScenarioMagics.history_path = '{tmp_path / 'other.sqlite'}'")
     run(ip, "%%scenario Gemini -o g\na moved history")
