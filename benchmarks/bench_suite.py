@@ -57,8 +57,10 @@ def run_suite(checkout: Path, timeout: float, select: list) -> dict:
     lines = [line for line in proc.stdout.splitlines() if line.strip()]
     summary = next((line.strip("= ") for line in reversed(lines) if re.search(r"\d+ (passed|failed)", line)), "")
     seed = re.search(r"Using --randomly-seed=(\d+)", proc.stdout)
+    failed = [line.split(" ", 1)[1].split(" - ")[0] for line in lines if line.startswith(("FAILED ", "ERROR "))]
     return {"wall": wall, "cpu": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
-            "returncode": proc.returncode, "summary": summary, "seed": seed[1] if seed else None}
+            "returncode": proc.returncode, "summary": summary, "seed": seed[1] if seed else None,
+            "failed": failed}
 
 
 def measure(baseline: str, runs: int, timeout: float, select: list = ()) -> dict:
@@ -83,7 +85,8 @@ def table(result: dict) -> str:
         runs = result["runs"][rev]
         walls = [r["wall"] for r in runs]
         summaries = "; ".join(f"{r['summary'] or 'no summary'} (exit {r['returncode']}"
-                              f"{', seed ' + r['seed'] if r['seed'] else ''})" for r in runs)
+                              f"{', seed ' + r['seed'] if r['seed'] else ''}"
+                              f"{': ' + ', '.join(r.get('failed') or []) if r.get('failed') else ''})" for r in runs)
         rows.append(f"| {label} `{rev}` | {len(runs)} | {statistics.median(walls) / 60:.1f} min "
                     f"({min(walls) / 60:.1f}–{max(walls) / 60:.1f}) | "
                     f"{statistics.median(r['cpu'] for r in runs) / 60:.1f} min | {summaries} |")

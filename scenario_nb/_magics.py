@@ -404,15 +404,32 @@ def load(ipython: Any) -> None:
     """Register the magics once, as a configurable (so %config ScenarioMagics lists every setting)."""
     if any(isinstance(c, ScenarioMagics) for c in ipython.configurables):
         return
+    _drop_refused_settings(ipython)
     magics = ScenarioMagics(shell=ipython)
     ipython.register_magics(magics)
-    ipython.configurables.append(magics)
+    if magics not in ipython.configurables:  # IPython's Magics adds itself; older versions may not
+        ipython.configurables.append(magics)
     key, secret, url = credentials_from_env()
     if key and secret:
         print(f"scenario_nb loaded: generations go to {url} and spend your creative units (%scenario help)")
     else:
         print("scenario_nb loaded: no credentials set, so generations run on the embedded sandbox and nothing "
               "is charged (%scenario help)")
+
+
+def _drop_refused_settings(ipython: Any) -> None:
+    """A `%config ScenarioMagics.x = …` that was refused stays in the shell's config (IPython stores it before the
+    setting checks it), so the next load would fail on it: drop it, one line each, and load with the default."""
+    section = ipython.config.get("ScenarioMagics") or {}
+    probe = ScenarioMagics()
+    for name in list(section):
+        trait = probe.traits(config=True).get(name)
+        try:
+            if trait is not None:
+                trait._validate(probe, section[name])  # the trait's checks without setting it (no observers)
+        except TraitError as exc:
+            del section[name]
+            print(f"scenario_nb: ignored ScenarioMagics.{name} from your config ({exc}); using the default")
 
 
 def unload(ipython: Any) -> None:

@@ -103,3 +103,12 @@ def test_bench_suite_runs_both_commits_from_their_own_clones(capsys):
         assert len(runs) == 1 and runs[0]["wall"] > 0 and runs[0]["cpu"] > 0, runs
         assert runs[0]["summary"].startswith("1 passed") and runs[0]["returncode"] == 0, runs
     assert "| HEAD `" in bench_suite.table(result)
+
+
+def test_bench_suite_keeps_the_names_of_the_tests_that_failed(tmp_path):
+    """A failing run is worth reading afterwards: the failed tests' names are kept beside the summary."""
+    (tmp_path / "test_two.py").write_text("def test_passes():\n    pass\n\n\ndef test_breaks():\n    assert 0\n")
+    run = bench_suite.run_suite(tmp_path, 120, ["test_two.py", "-p", "no:randomly", "-p", "no:xdist"])
+    assert run["returncode"] == 1 and run["failed"] == ["test_two.py::test_breaks"], run
+    table = bench_suite.table({"head": "h", "baseline": "b", "runs": {"h": [run], "b": [run]}})
+    assert "test_two.py::test_breaks" in table

@@ -173,6 +173,25 @@ def test_settings_are_listed_and_validated(ip, env, caplog):
     assert get_session().client.polling["floor"] == 0.5
 
 
+def test_a_refused_setting_does_not_break_the_next_load(ip, env):
+    """IPython keeps a refused `%config` value in the shell's config: reloading drops it (one line) and keeps the
+    valid ones, instead of failing with a TraitError."""
+    run(ip, "%config ScenarioMagics.thumbnail_size = 5")
+    ip.run_cell("%config ScenarioMagics.poll_interval_floor = 0.5")
+    import scenario_nb
+    scenario_nb.unload_ipython_extension(ip)
+    try:
+        with capture_output() as out:
+            result = ip.run_cell("%load_ext scenario_nb")
+    finally:
+        ip.extension_manager.loaded.discard("scenario_nb")  # the fixture loads it directly, as before
+    assert result.success, result.error_in_exec
+    magics = [c for c in ip.configurables if type(c).__name__ == "ScenarioMagics"]
+    assert len(magics) == 1 and magics[0].thumbnail_size == 512 and magics[0].poll_interval_floor == 0.5
+    assert "ignored ScenarioMagics.thumbnail_size" in out.stdout and "Traceback" not in out.stdout + out.stderr
+    assert "thumbnail_size" not in ip.config.ScenarioMagics
+
+
 def test_subcommands(ip, env, tmp_path):
     result, out = run(ip, "%scenario models")
     assert "Hero Knight" in out.outputs[0].data["text/plain"]
