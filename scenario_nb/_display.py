@@ -16,13 +16,19 @@ from typing import Any, Callable, Iterable, Optional
 
 EMBED_LIMIT = 8 * 1024 * 1024  # larger videos and models are named by path instead of embedded
 
-DEFAULT_THUMBNAIL_SIZE = 512
+DEFAULT_THUMBNAIL_SIZE = 320  # a preview, light in a saved notebook (~15 KB); the full files stay in the store
 GRID_COLUMNS = 4
+GRID_MAX_WIDTH = 768  # several outputs side by side share this width (4 × 189 px), not 4 × 320
+JPEG_QUALITY = 70
 
 
 def thumbnail_grid(images: Iterable, size: int = DEFAULT_THUMBNAIL_SIZE, gap: int = 4) -> tuple[bytes, str, int, int]:
     """One image holding every thumbnail (longest side of each ≤ size): (bytes, mime, width, height)."""
     from PIL import Image
+    images = list(images)
+    cols = max(1, min(GRID_COLUMNS, len(images)))
+    if cols > 1:
+        size = min(size, (GRID_MAX_WIDTH - (cols - 1) * gap) // cols)
     thumbs = []
     for image in images:
         has_alpha = image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info)
@@ -47,7 +53,7 @@ def thumbnail_grid(images: Iterable, size: int = DEFAULT_THUMBNAIL_SIZE, gap: in
     if alpha:
         grid.convert("RGBA").save(buf, format="PNG", optimize=True)
         return buf.getvalue(), "image/png", width, height
-    grid.convert("RGB").save(buf, format="JPEG", quality=80, optimize=True)
+    grid.convert("RGB").save(buf, format="JPEG", quality=JPEG_QUALITY, optimize=True)
     return buf.getvalue(), "image/jpeg", width, height
 
 
@@ -208,13 +214,17 @@ def live_view(handle, thumbnail_size: int = DEFAULT_THUMBNAIL_SIZE,
             view.value = status_html(h)
             return
         data, metadata = generation_bundle(h, thumbnail_size)
-        view.value = data.get("text/html") or _image_html(data) or html.escape(data["text/plain"])
-        data["application/vnd.jupyter.widget-view+json"] = {
-            "version_major": 2, "version_minor": 0, "model_id": view.model_id}
-        shown.update(data, raw=True, metadata=metadata)
+        _end_live(view, shown, data, metadata)
         if after is not None:
             after(h)
     handle.on_update(update)
+
+
+def _end_live(view, shown, data: dict, metadata: dict) -> None:
+    """A live view's last state: the display shows the final bundle itself (so it is saved once, in the
+    output); the widget, no longer shown, keeps no copy of its images in the saved widget state."""
+    shown.update(data, raw=True, metadata=metadata)
+    view.value = f"<code>{html.escape(data['text/plain'].splitlines()[0])}</code>"
 
 
 def _image_html(data: dict) -> str:
@@ -242,9 +252,11 @@ def asset_bundle(asset: dict, path, thumbnail_size: int = DEFAULT_THUMBNAIL_SIZE
 
 def magic_text(handle) -> str:
     """The `%%scenario` cell that reproduces a generation (used by the panel's "copy as %%scenario")."""
+    from ._generation import prompt_key
     parts = ["%%scenario", handle.model_id]
+    prompt_name = getattr(handle, "prompt_name", None) or prompt_key(handle.inputs)
     for name, value in sorted(handle.inputs.items()):
-        if name == handle.prompt_name or (handle.base_model_id and name in ("modelId", "loras", "lorasScale")):
+        if name == prompt_name or (handle.base_model_id and name in ("modelId", "loras", "lorasScale")):
             continue
         if name == "numOutputs":
             parts += ["-n", str(value)]
@@ -334,11 +346,10 @@ def show_training(training, *, wait: bool) -> None:
                 return
             last[0] = signature
             fresh, meta = training_bundle(t)
-            view.value = fresh["text/html"]
             if t.done:  # a saved notebook shows the outcome without widget state
-                fresh["application/vnd.jupyter.widget-view+json"] = {
-                    "version_major": 2, "version_minor": 0, "model_id": view.model_id}
-                shown.update(fresh, raw=True, metadata=meta)
+                _end_live(view, shown, fresh, meta)
+            else:
+                view.value = fresh["text/html"]
         training.on_update(update)
         return
     if not _redraw_until_done(training, training_bundle, _training_signature, every=0.2):
@@ -378,12 +389,13 @@ SHEET_FAILED = (252, 228, 228)
 SHEET_FAILED_TEXT = (150, 0, 0)
 SHEET_GAP = 4
 SHEET_PAD = 8
-SHEET_MAX_WIDTH = 1100  # the tiles' width in all; the row labels' band comes on top
+SHEET_MAX_WIDTH = 1000  # the tiles' width in all; the row labels' band comes on top
+SHEET_TILE = 176  # a saved sheet of 3 × 3 tiles stays near 50 KB
 
 
 def sheet_tile_size(columns: int) -> int:
-    """A tile's side on the sheet: 256 px, smaller beyond four columns so the sheet stays light (~1100 px)."""
-    return max(128, min(256, SHEET_MAX_WIDTH // max(1, columns)))
+    """A tile's side on the sheet: 176 px, smaller beyond five columns so the sheet stays light (~1000 px)."""
+    return max(128, min(SHEET_TILE, SHEET_MAX_WIDTH // max(1, columns)))
 
 
 def _font(size: int):
@@ -501,7 +513,7 @@ def grid_bundle(grid, tile_size: Optional[int] = None) -> tuple[dict, dict]:
     """(data, metadata) for a Grid: one JPEG sheet, a text summary, and each tile's provenance in metadata."""
     image, layout = grid._render(tile_size)
     buf = io.BytesIO()
-    image.save(buf, format="JPEG", quality=80, optimize=True)
+    image.save(buf, format="JPEG", quality=JPEG_QUALITY, optimize=True)
     data = {"text/plain": grid.summary(), "image/jpeg": base64.b64encode(buf.getvalue()).decode()}
     metadata = {"image/jpeg": {"width": image.width, "height": image.height},
                 "scenario_nb": {"grid": {"axes": {k: grid.labels(k) for k in grid.axes}, "rows": grid.rows,
@@ -553,14 +565,12 @@ def _live_grid(grid, after: Optional[Callable[[Any], None]]) -> None:
                 continue
             seen = signature
             data, metadata = grid_bundle(grid)
-            view.value = _image_html(data)
             if finished:
-                data["application/vnd.jupyter.widget-view+json"] = {
-                    "version_major": 2, "version_minor": 0, "model_id": view.model_id}
-                shown.update(data, raw=True, metadata=metadata)
+                _end_live(view, shown, data, metadata)
                 if after is not None:
                     after(grid)
                 return
+            view.value = _image_html(data)
             time.sleep(0.2)  # at most five redraws a second, however many tiles finish
 
     threading.Thread(target=draw, name="scenario-grid-view", daemon=True).start()

@@ -170,8 +170,13 @@ class Generation:
 
     @property
     def images(self) -> list["Image"]:
-        """Full-resolution PIL images (the image outputs), loaded from the local file store."""
-        return [self._engine.store.open_image(o.path) for o in self.outputs if o.is_image and o.path.is_file()]
+        """Full-resolution PIL images (the image outputs), loaded from the local file store.
+
+        Shown in a notebook, each is a light preview (so the saved notebook stays small); the image itself
+        keeps every pixel, and `files` are the full files."""
+        from ._preview import as_preview
+        return [as_preview(self._engine.store.open_image(o.path)) for o in self.outputs
+                if o.is_image and o.path.is_file()]
 
     def __repr__(self) -> str:
         return f"<Generation {self.job_id or '(no job yet)'} {self.model_name} {self.status}>"

@@ -11,6 +11,7 @@ from IPython.utils.capture import capture_output
 from PIL import Image
 
 from scenario_nb import Generation
+from scenario_nb._display import DEFAULT_THUMBNAIL_SIZE
 from scenario_nb._history import History
 
 
@@ -164,7 +165,7 @@ def test_settings_are_listed_and_validated(ip, env, caplog):
         assert f"ScenarioMagics.{name}" in out.stdout
     run(ip, "%config ScenarioMagics.thumbnail_size = 5")
     magics = next(c for c in ip.configurables if type(c).__name__ == "ScenarioMagics")
-    assert magics.thumbnail_size == 512 and "between 64 and 4096" in caplog.text
+    assert magics.thumbnail_size == DEFAULT_THUMBNAIL_SIZE and "between 64 and 4096" in caplog.text
     run(ip, "%config ScenarioMagics.max_cost = -3")
     assert magics.max_cost is None and "0 or more" in caplog.text
     run(ip, "%scenario status")
@@ -187,7 +188,8 @@ def test_a_refused_setting_does_not_break_the_next_load(ip, env):
         ip.extension_manager.loaded.discard("scenario_nb")  # the fixture loads it directly, as before
     assert result.success, result.error_in_exec
     magics = [c for c in ip.configurables if type(c).__name__ == "ScenarioMagics"]
-    assert len(magics) == 1 and magics[0].thumbnail_size == 512 and magics[0].poll_interval_floor == 0.5
+    assert len(magics) == 1 and magics[0].thumbnail_size == DEFAULT_THUMBNAIL_SIZE
+    assert magics[0].poll_interval_floor == 0.5
     assert "ignored ScenarioMagics.thumbnail_size" in out.stdout and "Traceback" not in out.stdout + out.stderr
     assert "thumbnail_size" not in ip.config.ScenarioMagics
 

@@ -18,6 +18,7 @@ WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 IMAGE_LINES = re.compile(r"^%scenario\s+(workflow|job|asset)\b")  # line magics that show images too
 FAILURE_TEXT = re.compile(r"Traceback|Error|✗")
+SAVED_LIMIT = 300 * 1024  # issue 25 item 10: every notebook, saved after a full run, under 300 KB
 
 
 def widget_state(nb) -> dict:
@@ -123,8 +124,11 @@ def test_notebook_runs_on_the_sandbox_in_the_binder_image(path, user_machine):
     prefix = nb.cells[-1].outputs[0].text.split("kernel prefix:")[1].strip()
     assert Path(prefix).resolve() == user_machine["bin"].parent.resolve(), f"{path.name} ran in {prefix}"
     nb.cells = nb.cells[:-1]
-    print(f"{path.name} saved after a full run: {executed.stat().st_size / 1024:.0f} KB")
+    saved = executed.stat().st_size
+    print(f"{path.name} saved after a full run: {saved / 1024:.0f} KB")
     assert not problems(nb, path.name), "\n".join(problems(nb, path.name))
+    assert saved < SAVED_LIMIT, f"{path.name} saves at {saved / 1024:.0f} KB (light by default: under " \
+                                f"{SAVED_LIMIT // 1024} KB, previews not full images)"
     assert any(is_generation(c) for c in nb.cells if c.cell_type == "code") or path.stem.startswith("02")
     if path.stem.startswith("02"):
         assert widget_images(nb) >= 1, "the panel's gallery holds no image in the saved widget state"
