@@ -1,27 +1,41 @@
 """scenario_nb: generate images from your Scenario models inside Jupyter.
 
-    %load_ext scenario_nb          then  %%scenario MODEL  with the prompt as the cell body
-    scenario_nb.Panel()            a widget panel on the same client, engine and history
-    ScenarioClient().generate(...) the Python API: returns a live Generation at once
-    scenario_nb.grid(prompt, vary={"seed": [1, 2], "model": [...]})   a live, labelled grid of tiles
+The public surface is what `__all__` lists; everything in a module whose name starts with `_` may change.
 
-Exceptions are documented in one place: `scenario_nb._errors`. Problems found in the background (a job
-that could not be recorded, a failing callback) are logged by the `scenario_nb` logger to the process's
-stderr (the terminal running Jupyter, never a notebook cell); a job's own output shows its own errors. Set
-`SCENARIO_NB_LOG_LEVEL=DEBUG` to see every API call (method, path, status, time) there too; credentials
-and signed URLs are never logged.
+Front doors
+    %load_ext scenario_nb              the `%scenario` / `%%scenario MODEL` magics (`load_ipython_extension`;
+                                       `%unload_ext` calls `unload_ipython_extension`)
+    scenario_nb.client()               the shared client behind the magics and the panel
+    ScenarioClient(key, secret)        a client of your own: `.generate(...)` returns a live Generation at once
+    scenario_nb.Panel(client=...)      a widget panel (ipywidgets is imported on the first call)
+    scenario_nb.grid(prompt, vary={"seed": [1, 2], "model": [...]})   a live, labelled grid of tiles (a Grid)
+    wait_all(handles, timeout)         wait for many generations
+    scenario_nb.sandbox                a local imitation of the API (a subpackage, imported on its own)
+
+Results (each can be built from plain values, without a client: `Generation(model_id=..., prompt=...,
+status="success", outputs=[...])`)
+    Generation, Output                 one request and its job; one stored output
+    Training, TrainingImage, Captions  one training of a custom model; its images; a {file: caption} table
+    Model, ModelInput, CostEstimate    a model and its inputs; a dry-run price
+
+Errors: `scenario_nb.errors` holds them all, its docstring is the tree. `ScenarioError` and its direct
+subclasses (the families) are in `__all__`; every error is also importable as `scenario_nb.<Name>`.
+
+Problems found in the background (a job that could not be recorded, a failing callback) are logged by the
+`scenario_nb` logger to the process's stderr (the terminal running Jupyter, never a notebook cell); a job's
+own output shows its own errors. Set `SCENARIO_NB_LOG_LEVEL=DEBUG` to see every API call (method, path,
+status, time) there too; credentials and signed URLs are never logged.
 """
 
 import logging as _logging
 import os as _os
 import sys as _sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Optional
 
-from ._errors import (APIConnectionError, APIError, APITimeoutError, AuthenticationError, BadRequestError,
-                      ConfigurationError, ConflictError, DownloadFailedError, InputError, JobFailedError,
-                      JobTimeoutError, NotFoundError, OutcomeUnknownError, PermissionDeniedError, RateLimitError,
-                      ScenarioError, ServerError, StorageError, SubmitFailedError, TrainingFailedError,
-                      TrainingTimeoutError, UnprocessableEntityError)
+from . import errors
+from .errors import *  # noqa: F403 (every error stays importable as scenario_nb.<Name>, as it always was)
+from .errors import (APIConnectionError, APIError, ConfigurationError, InputError, JobFailedError,
+                     OutcomeUnknownError, ScenarioError, StorageError, SubmitFailedError)  # the families
 from ._generation import Generation, Output, wait_all
 from ._training import Captions, Training, TrainingImage
 from ._models import Model, ModelInput
@@ -30,23 +44,19 @@ from ._version import __version__
 if TYPE_CHECKING:
     from ._client import CostEstimate, ScenarioClient
     from ._grid import Grid, grid
-    from ._panel import Panel
+    from ._panel import Panel as PanelWidget
 
 __all__ = [
-    "__version__", "client", "ScenarioClient", "Generation", "Output", "CostEstimate", "Model", "ModelInput",
-    "wait_all", "Training", "TrainingImage", "Captions", "grid", "Grid", "Panel", "load_ipython_extension",
-    "unload_ipython_extension",
-    "ScenarioError", "ConfigurationError", "InputError", "StorageError", "APIError", "BadRequestError",
-    "AuthenticationError", "PermissionDeniedError", "NotFoundError", "ConflictError", "UnprocessableEntityError",
-    "RateLimitError", "ServerError", "APIConnectionError", "APITimeoutError", "SubmitFailedError",
-    "OutcomeUnknownError", "JobFailedError", "JobTimeoutError", "DownloadFailedError", "TrainingFailedError",
-    "TrainingTimeoutError",
+    # front doors
+    "client", "ScenarioClient", "Panel", "grid", "wait_all", "load_ipython_extension", "unload_ipython_extension",
+    # results
+    "Generation", "Output", "Grid", "Training", "TrainingImage", "Captions", "Model", "ModelInput", "CostEstimate",
+    # errors: every one in `errors`; here the families, which are what `except` usually wants
+    "errors", "ScenarioError", "ConfigurationError", "InputError", "StorageError", "APIError", "APIConnectionError",
+    "SubmitFailedError", "OutcomeUnknownError", "JobFailedError",
+    "__version__",
 ]
 
-for _name in __all__:  # errors show as scenario_nb.NotFoundError, not scenario_nb._errors.NotFoundError
-    _obj = globals().get(_name)
-    if isinstance(_obj, type) and issubclass(_obj, ScenarioError):
-        _obj.__module__ = __name__
 
 def _terminal():
     """The process's real stderr (the terminal running Jupyter). In a kernel that captures file descriptor 2
@@ -74,17 +84,26 @@ def client() -> "ScenarioClient":
 
 def __getattr__(name: str):
     # Imported on first use, so `%load_ext scenario_nb` stays light: the client brings the HTTP stack
-    # (requests, urllib3), the panel brings ipywidgets (~300 ms).
+    # (requests, urllib3). The panel brings ipywidgets (~300 ms), so `Panel` is a function that imports it
+    # when called: a name in `__all__` is resolved by `import *`, and that must not import ipywidgets.
     if name in ("ScenarioClient", "CostEstimate"):
         from . import _client
         return getattr(_client, name)
     if name in ("grid", "Grid"):
         from . import _grid
         return getattr(_grid, name)
-    if name == "Panel":
-        from ._panel import Panel
-        return Panel
     raise AttributeError(f"module 'scenario_nb' has no attribute {name!r}")
+
+
+def Panel(model: Optional[str] = None, client: Optional["ScenarioClient"] = None, **layout: Any) -> "PanelWidget":
+    """The widget panel (an ipywidgets VBox): model, prompt, settings, cost, live jobs and a gallery.
+
+    On `client` when given (nothing else is started), else on the shared session's client; `model`
+    preselects a model. ipywidgets is imported on the first call, so `import scenario_nb` (and `import *`)
+    stays light.
+    """
+    from ._panel import Panel as PanelWidget
+    return PanelWidget(model, client=client, **layout)
 
 
 def load_ipython_extension(ipython) -> None:

@@ -355,25 +355,26 @@ class ScenarioClient:
         return CostEstimate.parse(data, requested.id, body)
 
     def generate(self, model: Union[str, Model], prompt: Optional[str] = None, *,
-                 base_model: Optional[str] = None, _source: str = "api", **inputs: Any) -> Generation:
+                 base_model: Optional[str] = None, source: str = "api", **inputs: Any) -> Generation:
         """Start a generation and return its live `Generation` handle as soon as the request is answered.
 
         `model` (and `base_model`) is a name ("FLUX.2 dev", or a unique start of one) or an id. `inputs` are
         the model's own input names (`aspectRatio`, `numOutputs`, `seed`, ...). A trained LoRA or composition
         runs through the base model that accepts it. The request is written to the
         history before it is sent (a history that cannot be written refuses it: `StorageError`, nothing
-        sent). Price it first with `estimate()`.
+        sent). Price it first with `estimate()`. `source` labels the request in the history (the front doors
+        use "magic", "panel", "grid"; your own label is kept as given).
         """
-        return self._engine.submit(self._handle(model, prompt, base_model, _source, inputs))
+        return self._engine.submit(self._handle(model, prompt, base_model, source, inputs))
 
     def generate_many(self, model: Union[str, Model], prompts: Iterable[str], *, base_model: Optional[str] = None,
-                      _source: str = "api", **inputs: Any) -> list[Generation]:
+                      source: str = "api", **inputs: Any) -> list[Generation]:
         """One generation per prompt, all sent side by side; returns when each request has an answer.
 
         Every request is validated before any is sent, and each is recorded before it leaves (as with
         `generate`). Much faster than a loop of `generate()` for a batch: the requests overlap.
         """
-        handles = [self._handle(model, prompt, base_model, _source, inputs) for prompt in prompts]
+        handles = [self._handle(model, prompt, base_model, source, inputs) for prompt in prompts]
         return self._engine.submit_many(handles)
 
     def _handle(self, model: Union[str, Model], prompt: Optional[str], base_model: Optional[str], source: str,
@@ -524,11 +525,11 @@ class ScenarioClient:
         data = self._http.request("PUT", f"/workflows/{workflow_id}/run", params={"dryRun": "true"}, json_body=body)
         return CostEstimate.parse(data, workflow_id, body)
 
-    def run_workflow(self, workflow_id: str, *, _source: str = "api", **inputs: Any) -> Generation:
+    def run_workflow(self, workflow_id: str, *, source: str = "api", **inputs: Any) -> Generation:
         """Run a workflow (`PUT /workflows/{id}/run`); returns a `Generation` for its job."""
         workflow, body = self._ready_workflow(workflow_id, inputs)
         handle = Generation(self._engine, model_id=workflow_id, run_model_id=workflow_id, inputs=body,
-                            source=_source, kind="workflow", model_name=workflow.name)
+                            source=source, kind="workflow", model_name=workflow.name)
         return self._engine.submit(handle)
 
     # -- Training custom models ------------------------------------------------------------------------
@@ -640,7 +641,7 @@ class ScenarioClient:
         with self._lock:
             self._own = None
         handle = Training(self._engine, model_id=model_id, name=name, type=model_type, parameters=params,
-                          images=[TrainingImage(i.name, width=i.width, height=i.height, _data=i.data) for i in loaded])
+                          images=[TrainingImage(i.name, width=i.width, height=i.height, data=i.data) for i in loaded])
         phase = "prepare"  # until the training is asked to start, any exit removes the model
         try:
             try:

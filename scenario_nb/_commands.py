@@ -16,7 +16,8 @@ from typing import Any, Optional
 from IPython.core.error import UsageError
 from IPython.display import display
 
-from ._display import asset_bundle, show_generations, show_training, table_bundle
+from ._display import asset_bundle, show_generations, show_training
+from ._html import table_bundle
 from ._errors import InputError, NotFoundError
 from ._generation import wait_all
 
@@ -53,6 +54,22 @@ def settings(pairs: Optional[list]) -> dict:
             raise InputError(f"--set takes NAME=VALUE, not {pair!r}")
         out[name.strip()] = value
     return out
+
+
+def refuse_reserved(pairs: dict, model_inputs: set) -> None:
+    """`--set` names what the cell itself sets: the prompt (the cell body), the model (MODEL), and the inputs
+    that carry MODEL when it runs through a base model (`model_inputs`, from `client.route`). Refused, not
+    overridden: the request would not be the one the cell shows."""
+    for name in pairs:
+        if name == "prompt":
+            why = "the cell body is the prompt"
+        elif name == "model":
+            why = "MODEL (or %scenario use) chooses the model"
+        elif name in model_inputs:
+            why = f"MODEL sets {name}"
+        else:
+            continue
+        raise InputError(f"--set {name}=: {why}; drop this --set (nothing was sent)")
 
 
 def training_parameters(pairs: dict) -> dict:
@@ -272,7 +289,7 @@ class Commands:
         if stored is not None:
             show_generations([stored], wait=True, thumbnail_size=self.magics.thumbnail_size)
             return
-        if record is not None and record.backend_id != client.backend_id:
+        if record is not None and not record.of_backend(client.backend_id):
             other = session_for(record.backend_id)
             if other is None:
                 raise UsageError(f"job {job_id} ran on {record.backend_url}, which this kernel no longer talks "
@@ -355,7 +372,7 @@ class Commands:
             raise UsageError(f"workflow {args.workflow_id} not found on {client.base_url}; list them with "
                              f"%scenario workflows") from None
         inputs = request_inputs(workflow, settings=settings(args.set))
-        handle = client.run_workflow(args.workflow_id, _source="magic", **inputs)
+        handle = client.run_workflow(args.workflow_id, source="magic", **inputs)
         if args.out:
             self.magics.user_ns[args.out] = handle
         show_generations([handle], wait=self.magics.wait and not args.no_wait,

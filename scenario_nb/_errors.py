@@ -1,31 +1,5 @@
-"""The exceptions scenario_nb raises.
-
-Every message is one line that says what is wrong and what to do; none ever contains the API secret
-(or the key, other than masked).
-
-    ScenarioError
-    ├── ConfigurationError      credentials or settings missing or invalid
-    ├── InputError              a request refused before anything was sent or spent (also a ValueError)
-    ├── StorageError            the local history or file store cannot be written or read
-    ├── APIError                the API answered with an error status; `.status_code`, `.reason`, `.body`
-    │   ├── BadRequestError         400
-    │   ├── AuthenticationError     401
-    │   ├── PermissionDeniedError   403
-    │   ├── NotFoundError           404
-    │   ├── ConflictError           409
-    │   ├── UnprocessableEntityError 422
-    │   ├── RateLimitError          429; `.retry_after` in seconds when the server said so
-    │   └── ServerError             5xx
-    ├── APIConnectionError      no answer (refused, dropped, unreachable)
-    │   └── APITimeoutError         no answer in time
-    ├── SubmitFailedError       a generation request provably created no job: nothing was charged
-    ├── OutcomeUnknownError     a generation request's answer was lost and its job was not found (yet)
-    └── JobFailedError          a job ended in failure or was canceled; `.job_id`, `.error`, `.hint`
-        ├── JobTimeoutError         stopped watching a job that is still running; resume it by id
-        ├── DownloadFailedError     the job succeeded but its outputs could not be fetched; fetch again by id
-        └── TrainingFailedError     a training failed, was canceled or never started; `.model_id` too
-            └── TrainingTimeoutError    stopped waiting for a training that goes on; follow it again by model
-"""
+"""The exception classes and how an HTTP error status becomes one. Users import them from
+`scenario_nb.errors`, whose docstring is the one place the tree is documented."""
 
 from __future__ import annotations
 
@@ -149,12 +123,17 @@ class JobTimeoutError(JobFailedError):
     """We stopped waiting; the job may still finish on the server and can be re-attached by id."""
 
 
-    def __init__(self, job_id: str, seconds: float) -> None:
+    def __init__(self, job_id: Optional[str], seconds: float, state: str = "") -> None:
+        """`job_id` None: the request has no job yet (`state` says where it is), so there is nothing to re-attach."""
         self.seconds = seconds
-        hint = f"re-attach with %scenario job {job_id} or client.job({job_id!r})"
-        super().__init__(job_id, f"still not finished after {seconds:g} s", hint, "timeout",
-                         text=f"stopped waiting for job {job_id} after {seconds:g} s; it is still running on "
-                              f"the server and will be charged when it finishes: {hint}")
+        if job_id:
+            hint = f"re-attach with %scenario job {job_id} or client.job({job_id!r})"
+            text = (f"stopped waiting for job {job_id} after {seconds:g} s; it is still running on the server and "
+                    f"will be charged when it finishes: {hint}")
+        else:  # no job to re-attach to: the request is queued here, in flight, or its answer was lost
+            hint = "wait() again; %scenario status shows where it is"
+            text = f"stopped waiting after {seconds:g} s: {state or 'the request has no job yet'}; it goes on: {hint}"
+        super().__init__(job_id or "", f"still not finished after {seconds:g} s", hint, "timeout", text=text)
 
 
 class DownloadFailedError(JobFailedError):

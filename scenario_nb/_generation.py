@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional, Protocol, Union
 
-from ._errors import InputError, JobTimeoutError, StorageError
+from ._errors import InputError, JobFailedError, JobTimeoutError, ScenarioError, StorageError, SubmitFailedError
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -34,6 +35,29 @@ class Owner(Protocol):
     def store(self) -> "FileStore": ...
 
     def cancel(self, handle: "Generation") -> str: ...
+
+
+class Detached:
+    """The owner of a handle built from plain values (a test, a record shown again): no engine follows it or
+    can cancel it, it runs nowhere, and its outputs are the files it was given."""
+
+    base_url = ""
+
+    @property
+    def store(self) -> "FileStore":
+        from ._store import FileStore
+        return FileStore(os.devnull)  # no folder of its own: it only reads and copies the paths it is handed
+
+    def cancel(self, handle: "Generation") -> str:
+        if handle.done:
+            handle._set(note=CANCEL_WORDS["finished"])
+            return "finished"
+        handle._set(note="nothing follows this handle (it was built from plain values); cancel its job with "
+                         "client.cancel(job_id)")
+        return "unavailable"
+
+
+FINAL = ("success", "failure", "canceled", "not-sent")
 
 log = logging.getLogger("scenario_nb")
 
@@ -74,6 +98,19 @@ def parse_time(text: Any) -> Optional[float]:
         return None
 
 
+def parse_cost(value: Any) -> Optional[float]:
+    """A cost in creative units from an answer, or None when it is missing or not a number (an odd cost is a
+    cost not known: never a reason to lose the job it came with)."""
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        cost = float(value)
+    except (TypeError, ValueError):
+        log.warning("the API answered a cost that is not a number (%r); it is shown as not known", value)
+        return None
+    return cost if cost == cost and abs(cost) != float("inf") else None
+
+
 def kind_of(mime_type: str) -> str:
     """An asset kind (as the API names them) from a MIME type: image, video, 3d, audio, text or document."""
     family = mime_type.split("/")[0]
@@ -97,32 +134,41 @@ class Output:
 class Generation:
     """One generation (or workflow run): status, progress, cost, and its outputs once stored.
 
-    Returned at once by `client.generate(...)`; the client's engine keeps it current from a background
-    thread. `wait()` blocks only the caller, and Ctrl-C stops the waiting, never the job.
+    Returned at once by `client.generate(...)`; the client's engine (its `owner`) keeps it current from a
+    background thread. `wait()` blocks only the caller, and Ctrl-C stops the waiting, never the job.
+
+    Built from plain values (no owner), it is a record of a job that nothing follows:
+    `Generation(model_id="flux.1-dev", prompt="a lighthouse", status="success", job_id="job_1", outputs=[...])`.
+    A final status (success, failure, canceled, not-sent) makes it done at once.
     """
 
-    def __init__(self, engine: Owner, *, model_id: str, run_model_id: str, inputs: dict,
-                 base_model_id: Optional[str] = None, source: str = "api", kind: str = "generation",
-                 model_name: str = "", request_id: str = "", prompt_name: str = "") -> None:
-        self._engine = engine
+    def __init__(self, owner: Optional[Owner] = None, *, model_id: str, prompt: Optional[str] = None,
+                 inputs: Optional[dict] = None, status: str = "sending", job_id: Optional[str] = None,
+                 outputs: Iterable[Output] = (), cost: Optional[float] = None, error: Optional[str] = None,
+                 run_model_id: Optional[str] = None, base_model_id: Optional[str] = None, source: str = "api",
+                 kind: str = "generation", model_name: str = "", request_id: str = "",
+                 prompt_name: str = "") -> None:
+        self._engine: Owner = owner if owner is not None else Detached()
         self.request_id = request_id
         self.model_id = model_id
-        self.run_model_id = run_model_id
+        self.run_model_id = run_model_id or base_model_id or model_id
         self.base_model_id = base_model_id
         self.model_name = model_name or model_id
-        self.inputs = dict(inputs)
+        self.inputs = dict(inputs or {})
         self.prompt_name = prompt_name or prompt_key(self.inputs)
+        if prompt is not None:
+            self.inputs[self.prompt_name] = prompt
         self.source = source
         self.kind = kind
-        self.job_id: Optional[str] = None
-        self.status = "sending"
+        self.job_id: Optional[str] = job_id
+        self.status = status
         self.progress = 0.0
-        self.error: Optional[str] = None
+        self.error: Optional[str] = error
         self.hint: Optional[str] = None
         self.note = ""  # one plain line about the last thing that happened to it (e.g. a refused cancel)
         self.exception: Optional[BaseException] = None
-        self.cost: Optional[float] = None
-        self.outputs: list[Output] = []
+        self.cost: Optional[float] = cost
+        self.outputs: list[Output] = list(outputs)
         self.text: Optional[str] = None  # a text model's answer: its text assets, else metadata.output
         self.seeds: list[Any] = []
         self.status_history: list[dict] = []
@@ -134,6 +180,19 @@ class Generation:
         self._answered = threading.Event()  # the request has an answer: a job, a 429, or a lost answer
         self._lock = threading.Lock()
         self._callbacks: list[Callable[["Generation"], None]] = []
+        if owner is None and status in FINAL:
+            self._end_as_given()
+
+    def _end_as_given(self) -> None:
+        """A handle built from plain values with a final status: done, as the engine would have left it."""
+        exception: Optional[ScenarioError] = None
+        if self.status == "not-sent":
+            exception = SubmitFailedError(self.error or "the request was never sent; nothing was charged")
+        elif self.status != "success":
+            exception = JobFailedError(self.job_id or "", self.error or "", status=self.status)
+        self.progress = 1.0 if exception is None else 0.0
+        self._finish(exception)
+        self._settle()
 
     # -- What users read ---------------------------------------------------------------------------
     @property
@@ -227,10 +286,14 @@ class Generation:
     def wait(self, timeout: Optional[float] = None) -> "Generation":
         """Block until done; returns self, or raises the job's error. Ctrl-C stops waiting, not the job."""
         if not self._done.wait(timeout):
-            raise JobTimeoutError(self.job_id or "(not created yet)", timeout or 0)
+            raise self._timeout(timeout or 0)
         if self.exception is not None:
             raise self.exception
         return self
+
+    def _timeout(self, seconds: float) -> JobTimeoutError:
+        """Stopped waiting: re-attach by job id, or (no job yet) the words for where the request is."""
+        return JobTimeoutError(self.job_id, seconds, f"the request has no job yet ({self.status_words()})")
 
     def cancel(self) -> str:
         """Try to stop the job; returns what happened, and `.note` says it in plain words.
@@ -307,8 +370,8 @@ class Generation:
             self.error = meta.get("error") or self.error
             self.hint = meta.get("hint") or self.hint
             billing = job.get("billing") or {}
-            if self.cost is None and billing.get("cuCost") is not None:
-                self.cost = float(billing["cuCost"])
+            if self.cost is None and isinstance(billing, dict):
+                self.cost = parse_cost(billing.get("cuCost"))
 
     def _set(self, **changes: Any) -> None:
         with self._lock:
@@ -358,6 +421,13 @@ def wait_all(handles: Iterable[Generation], timeout: Optional[float] = None) -> 
     for handle in handles:
         left = None if deadline is None else max(0.0, deadline - time.monotonic())
         if not handle._done.wait(left):
-            pending = [h.job_id or h.request_id for h in handles if not h.done]
-            raise JobTimeoutError(", ".join(str(j) for j in pending), timeout or 0)
+            pending = [h for h in handles if not h.done]
+            jobs = [str(h.job_id) for h in pending if h.job_id]
+            if len(jobs) == len(pending):  # each can be re-attached by its job id
+                raise JobTimeoutError(", ".join(jobs), timeout or 0)
+            if len(pending) == 1:
+                raise pending[0]._timeout(timeout or 0)
+            state = f"{len(pending) - len(jobs)} of the {len(pending)} not done have no job yet" + \
+                (f"; jobs {', '.join(jobs)} can be re-attached by id" if jobs else "")
+            raise JobTimeoutError(None, timeout or 0, state)
     return handles

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Optional, Un
 from ._errors import InputError, StorageError
 from ._generation import Generation, call_safely, wait_all
 from ._history import History
-from ._models import Model, coerce_value
+from ._models import Model, coerce_value, typed_number
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -154,7 +154,7 @@ class GridPlan:
         seen = {_key(v) for v in out}
         if len(seen) != len(out):
             dup = next(label for i, label in enumerate(labels) if labels.index(label) != i)
-            raise InputError(f"vary {name}: {dup} appears twice; give each value once")
+            raise InputError(f"vary {name}: {dup} appears twice; give each value once (nothing was sent)")
         return out
 
     def _check_input(self, name: str, runnable: Model, model: Model) -> None:
@@ -178,6 +178,8 @@ class GridPlan:
             spec = runnable.input(name)
             if spec is not None and isinstance(value, str) and spec.type != "string":
                 value = coerce_value(spec, value)
+            elif spec is not None and spec.type == "number" and _is_number(value):
+                value = typed_number(spec, value)  # as `--set` types it: the same request either way
             if spec is not None and spec.is_array and not isinstance(value, (list, tuple)):
                 value = [value]
             tile_inputs[name] = value
@@ -207,7 +209,7 @@ class GridPlan:
             groups.setdefault((cell.model.id, json.dumps(cell.inputs, sort_keys=True, default=str)), []).append(cell)
 
         def send(cells: list[_Cell]) -> list[Generation]:
-            return self.client.generate_many(cells[0].model, [c.prompt for c in cells], _source=self.source,
+            return self.client.generate_many(cells[0].model, [c.prompt for c in cells], source=self.source,
                                              **cells[0].inputs)
 
         if groups:
@@ -379,7 +381,7 @@ class Grid:
         return (page * rows + row) * cols + col
 
     def _render(self, tile_size: Optional[int]) -> tuple["Image", dict]:
-        from ._display import render_sheet, sheet_tile_size
+        from ._sheet import render_sheet, sheet_tile_size
         pages, rows, cols = self.shape
         size = tile_size or sheet_tile_size(cols)
         cells = [(self._thumb(t, size), _tile_status(t), t.done and not t.ok) for t in self.tiles]
@@ -462,7 +464,14 @@ def _label(value: Any) -> str:
 
 
 def _key(value: Any) -> str:
-    return value.id if isinstance(value, Model) else json.dumps(value, sort_keys=True, default=str)
+    """Equal values have equal keys: 2 and 2.0 are one value."""
+    if isinstance(value, Model):
+        return value.id
+    if isinstance(value, (list, tuple)):
+        return json.dumps([_key(v) for v in value])
+    if _is_number(value):
+        return json.dumps(float(value))
+    return json.dumps(value, sort_keys=True, default=str)
 
 
 def _json_value(value: Any) -> Any:

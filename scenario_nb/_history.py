@@ -69,6 +69,26 @@ class JobRecord:
     def in_flight(self) -> bool:
         return self.status not in TERMINAL
 
+    @property
+    def legacy(self) -> bool:
+        """Written by schema 1, which named a backend by its URL alone (no key digest): any key's job on that URL,
+        until a client whose key the server knows the job under follows it and stamps its own backend."""
+        return bool(self.backend_url) and self.backend_id == self.backend_url
+
+    def of_backend(self, backend_id: str) -> bool:
+        """Whether this row may belong to that backend (its own, or a schema-1 row of its URL)."""
+        return self.backend_id == backend_id or (self.legacy and self.backend_url == _url_of(backend_id))
+
+
+def _url_of(backend_id: str) -> str:
+    """The URL part of a backend id (`URL#key digest`)."""
+    return backend_id.split("#", 1)[0]
+
+
+def _of_backend(backend_id: str) -> tuple[str, tuple]:
+    """The SQL condition for `JobRecord.of_backend`, and its parameters."""
+    return "(backend_id = ? OR (backend_id = backend_url AND backend_url = ?))", (backend_id, _url_of(backend_id))
+
 
 COLUMNS = [f.name for f in fields(JobRecord)]
 _TYPES = {"cost": "REAL", "progress": "REAL", "sent_at": "REAL", "created_at": "REAL", "updated_at": "REAL",
@@ -220,8 +240,8 @@ class History:
 
     def recent(self, limit: int = 20, backend_id: Optional[str] = None) -> list[JobRecord]:
         if backend_id:
-            return self._query("SELECT * FROM jobs WHERE backend_id = ? ORDER BY created_at DESC LIMIT ?",
-                               (backend_id, limit))
+            mine, params = _of_backend(backend_id)
+            return self._query(f"SELECT * FROM jobs WHERE {mine} ORDER BY created_at DESC LIMIT ?", params + (limit,))
         return self._query("SELECT * FROM jobs ORDER BY created_at DESC LIMIT ?", (limit,))
 
     def unfinished(self, backend_id: Optional[str] = None) -> list[JobRecord]:
@@ -230,14 +250,16 @@ class History:
         sql = f"SELECT * FROM jobs WHERE (status IS NULL OR status NOT IN ({marks}))"
         params: tuple = TERMINAL
         if backend_id:
-            sql, params = sql + " AND backend_id = ?", params + (backend_id,)
+            mine, theirs = _of_backend(backend_id)
+            sql, params = f"{sql} AND {mine}", params + theirs
         return self._query(sql + " ORDER BY created_at DESC", params)
 
     def find_reusable(self, request_key: str, backend_id: str) -> Optional[JobRecord]:
         """The newest identical request on this backend that is paid for or may be: anything but failed,
         canceled or proven never created."""
-        return self._one("SELECT * FROM jobs WHERE request_key = ? AND backend_id = ? AND status NOT IN "
-                         "('failure', 'canceled', 'not-sent') ORDER BY created_at DESC", (request_key, backend_id))
+        mine, params = _of_backend(backend_id)
+        return self._one(f"SELECT * FROM jobs WHERE request_key = ? AND {mine} AND status NOT IN "
+                         "('failure', 'canceled', 'not-sent') ORDER BY created_at DESC", (request_key,) + params)
 
     def count(self) -> int:
         with self._lock:

@@ -1,38 +1,30 @@
-"""HTTP transport: credentials, one pooled session, and retries that never pay twice.
+"""HTTP transport: credentials, one pooled requests session, and retries that never pay twice.
 
-Reads and downloads are retried by urllib3's `Retry` (429, 5xx, dropped connections, timeouts; jittered
-exponential backoff honouring `Retry-After`). A request that may create a paid job is never re-sent once it
-may have reached the server: a lost answer raises `UncertainSubmit` so the engine can find the job. Job
-creation has its own gate: after a 429 nobody creates anything until it opens again (the server's
-`Retry-After` if it gave one, else our own backoff growing across consecutive 429s); reads never wait on it.
+Every call goes through one requests `Session` per client (API calls and asset downloads alike, kept-alive
+connections in a pool sized to the engine's threads). Reads are retried in place by urllib3's `Retry` (429,
+5xx, dropped connections, timeouts; the server's `Retry-After` first, else the backoff policy's wait), except
+the engine's own (`get_once`, `download_once`): it asks again later, so they are tried once. A request that
+may create a paid job is never re-sent once it may have reached the server: a lost answer raises
+`UncertainSubmit` so the engine can find the job. Job creation has its own gate (`_backoff.CreationGate`);
+every wait, and every URL a server answered with `Retry-After`, is the backoff policy's (`_backoff.Backoff`).
 
 The session honours the environment's proxies and CA bundle (`HTTPS_PROXY`, `NO_PROXY`,
 `REQUESTS_CA_BUNDLE`), never `~/.netrc`, and sends the Authorization header to the API's origin only.
-
-The engine's own GETs are the one exception to "everything through requests": it asks about every job again
-and again, reads and downloads every output of a batch as the jobs end, and tries each again later whenever
-one fails. So each is one GET, never retried in place, on the engine thread's own kept-alive connection to
-that host (`get_once` for the API, `download_once` for asset URLs, redirects followed): under half the CPU of
-a requests GET, which is what sets how soon the last image of a large batch is local. They take the same CA
-bundle, and are not used for a host a proxy serves (then they go through requests).
 """
 
 from __future__ import annotations
 
 import base64
-import functools
-import http.client
+import contextlib
+import itertools
 import json
 import logging
-import os
-import random
 import re
-import ssl
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Optional
-from urllib.parse import urljoin, urlsplit
+from typing import Any, Iterator, Optional
+from urllib.parse import urlsplit
 
 import requests
 import urllib3
@@ -40,10 +32,13 @@ from requests.adapters import HTTPAdapter
 from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, NewConnectionError
 from urllib3.util.retry import Retry
 
+from ._backoff import Backoff, CreationGate
 from ._errors import (APIConnectionError, APITimeoutError, ConfigurationError, NotFoundError,
                       PermissionDeniedError, RateLimitError, ServerError, error_for_status)
 from ._env import credentials_from_env, mask
 from ._version import USER_AGENT
+
+__all__ = ["Backoff", "CreationGate", "Credentials", "MalformedAnswer", "Transport", "UncertainSubmit"]
 
 TIMEOUT = (5.0, 60.0)  # connect, read (seconds)
 MAX_REDIRECTS = 10
@@ -95,85 +90,72 @@ class MalformedAnswer(ServerError):
     """A 2xx whose body is not JSON (cut short, or a proxy's page)."""
 
 
-class CreationGate:
-    """'Not before' time for creating jobs, shared by every sender of one client.
-
-    A 429 without `Retry-After` (the real API's concurrency 429s carry none) closes it for our own backoff:
-    about 1 s, 2 s, 4 s … capped at 30 s, with jitter, growing while 429s keep coming and reset by the first
-    job created.
-    """
-
-    CAP = 30.0
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._not_before = 0.0
-        self._streak = 0
-        self._refused_at = 0.0  # when the last 429 came back (wall clock, as `sent_at`)
-
-    def refused(self, retry_after: Optional[float], sent_at: Optional[float] = None) -> float:
-        """Record a 429; returns how long the gate stays closed. A 429 answering a request sent before the
-        previous 429 came back (requests sent side by side) is the same refusal: the backoff does not grow."""
-        with self._lock:
-            if sent_at is None or sent_at >= self._refused_at:
-                self._streak += 1
-            self._refused_at = time.time()
-            if retry_after is None:
-                retry_after = min(self.CAP, 2.0 ** (self._streak - 1)) * (0.75 + 0.5 * random.random())
-            self._not_before = max(self._not_before, time.monotonic() + retry_after)
-            return retry_after
-
-    def created(self) -> None:
-        with self._lock:
-            self._streak = 0
-
-    def remaining(self) -> float:
-        with self._lock:
-            return max(0.0, self._not_before - time.monotonic())
-
-
 class _ReadRetry(Retry):
-    """urllib3's Retry with a backoff capped at 8 s and jittered by up to 0.25 s. urllib3 2 takes these as
-    `backoff_max=`/`backoff_jitter=`, but 1.26 (which every requests release still admits) has no such
-    arguments: computed here, they work on both."""
+    """urllib3's Retry (reads only; the server's `Retry-After` first) whose own waits the client's backoff
+    policy computes, capped at 8 s: on urllib3 1.26 too, which has no `backoff_max=`."""
 
-    BACKOFF_CAP, BACKOFF_JITTER = 8.0, 0.25
+    policy = Backoff()  # the transport's own, carried to each copy urllib3 makes (`new`)
+
+    def new(self, **kw: Any) -> "_ReadRetry":
+        retry = super().new(**kw)
+        retry.policy = self.policy
+        return retry
 
     def get_backoff_time(self) -> float:
-        backoff = super().get_backoff_time()  # 0 before the second consecutive error
-        return min(self.BACKOFF_CAP, backoff + random.random() * self.BACKOFF_JITTER) if backoff > 0 else 0.0
+        errors = len(list(itertools.takewhile(lambda h: h.redirect_location is None, reversed(self.history))))
+        return 0.0 if errors <= 1 else self.policy.delay(errors - 1, base=self.backoff_factor, cap=8.0)
 
 
-def _read_retry(total: int) -> Retry:
+def _read_retry(total: int) -> _ReadRetry:
     return _ReadRetry(total=total, connect=total, read=total, status=total, other=0,
                       allowed_methods=frozenset({"GET", "HEAD"}), status_forcelist=(429, 500, 502, 503, 504),
                       backoff_factor=0.5, respect_retry_after_header=True, raise_on_status=False)
 
 
-class Transport:
-    """One pooled session speaking to one API base URL (plus its signed asset URLs)."""
+# One try, nothing retried in place (a dropped pooled connection is replaced before anything is sent on it).
+_ONCE = Retry(0, read=False)
 
-    def __init__(self, credentials: Credentials, *, pool_size: int = 64, max_retries: int = 4,
+
+class _Adapter(HTTPAdapter):
+    """requests' adapter, whose urllib3 `Retry` the transport sets aside for one thread's call (`once`)."""
+
+    def __init__(self, retry: Retry, pool_size: int) -> None:
+        self.once = threading.local()
+        super().__init__(pool_connections=4, pool_maxsize=pool_size, max_retries=retry)
+
+    @property
+    def max_retries(self) -> Retry:
+        return _ONCE if getattr(self.once, "on", False) else self._retry
+
+    @max_retries.setter
+    def max_retries(self, value: Retry) -> None:
+        self._retry = value
+
+
+class Transport:
+    """One requests session speaking to one API base URL (plus its signed asset URLs), for every call."""
+
+    def __init__(self, credentials: Credentials, *, pool_size: int = 16, max_retries: int = 4,
                  timeout: tuple[float, float] = TIMEOUT) -> None:
         self.credentials = credentials
         self.base_url = credentials.base_url
         self._api_origin = urlsplit(self.base_url)[:2]
         self.timeout = timeout
-        self.creation_gate = CreationGate()
+        self.backoff = Backoff()
+        self.creation_gate = CreationGate(self.backoff)
         # The environment's proxies and CA bundle are read once per origin (`_settings`), not on every request
         # (a third of a poll's CPU), and with `trust_env` off requests never reads `~/.netrc`: an asset
-        # download carries no credentials of any kind, even after a redirect.
+        # download carries no credentials of any kind, and redirects to another host drop Authorization.
         self.session = requests.Session()
         self.session.trust_env = False
+        self.session.max_redirects = MAX_REDIRECTS
         self._origin_settings: dict[tuple, dict] = {}
         self._root: Optional[requests.PreparedRequest] = None  # a GET of the API's root, for `_prepared_get`
-        self._kept = threading.local()  # this thread's connections for `get_once` and `download_once`
-        self._opened: list[tuple[threading.Thread, tuple, http.client.HTTPConnection]] = []
-        self._tls_contexts: dict[tuple, ssl.SSLContext] = {}
-        self._opened_lock = threading.Lock()
-        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=_read_retry(max_retries))
-        self.session.mount("http://", adapter)
-        self.session.mount("https://", adapter)
+        retry = _read_retry(max_retries)
+        retry.policy = self.backoff
+        self._adapter = _Adapter(retry, pool_size)  # pool: as many connections as the engine has threads
+        self.session.mount("http://", self._adapter)
+        self.session.mount("https://", self._adapter)
         self.session.headers.update({"User-Agent": USER_AGENT, "Accept": "application/json"})
 
     def __repr__(self) -> str:
@@ -181,10 +163,6 @@ class Transport:
 
     def close(self) -> None:
         self.session.close()
-        with self._opened_lock:
-            for _, _, connection in self._opened:
-                connection.close()
-            self._opened.clear()
 
     def _settings(self, url: str) -> dict:
         """Proxies, CA bundle and client certificate for this URL's origin, from the environment, as requests
@@ -197,6 +175,25 @@ class Transport:
             found.pop("stream", None)
             self._origin_settings[origin] = found
         return found
+
+    @contextlib.contextmanager
+    def _once(self, once: bool = True) -> Iterator[None]:
+        """Requests of this thread, inside, are tried once: the engine asks again later, after the policy's wait."""
+        self._adapter.once.on = once
+        try:
+            yield
+        finally:
+            self._adapter.once.on = False
+
+    def _not_held(self, url: str, once: bool) -> None:
+        """The server's `Retry-After` for this URL: waited out, or (`once`: the engine's calls, which never
+        wait in place) a `RateLimitError` with nothing sent."""
+        wait = self.backoff.held(_key(url))
+        if wait and once:
+            raise RateLimitError(f"the server asked for {wait:.1f} s more before this URL is asked again",
+                                 retry_after=wait, status_code=429)
+        if wait:
+            time.sleep(wait)
 
     # -- API calls ---------------------------------------------------------------------------------
     def _send(self, method: str, path: str, params: Optional[dict], json_body: Any) -> requests.Response:
@@ -230,157 +227,44 @@ class Transport:
         return self.session.prepare_request(requests.Request(
             "GET", self.base_url + path, headers={"Authorization": self.credentials.authorization()}))
 
-    def request(self, method: str, path: str, *, params: Optional[dict] = None, json_body: Any = None) -> Any:
+    def _answer(self, response: requests.Response, method: str, path: str) -> Any:
+        """`_answer`, remembering the server's `Retry-After` for this URL (the policy's `hold`)."""
+        if response.status_code == 429:
+            self.backoff.hold(_key(self.base_url + path), _retry_after(response.headers, None))
+        return _answer(response.status_code, response.headers, response.content, method, path)
+
+    def request(self, method: str, path: str, *, params: Optional[dict] = None, json_body: Any = None,
+                once: bool = False) -> Any:
         """A request that creates nothing paid (reads, dry runs, uploads, cancels): parsed JSON of any 2xx.
 
         GETs are retried by the adapter; other methods are sent once, and a connection that never
-        opened is tried again (nothing reached the server).
+        opened is tried again (nothing reached the server). `once`: a GET asked once, never retried or
+        waited for in place (the engine's polls and asset reads: it asks again later).
         """
         params = {k: v for k, v in (params or {}).items() if v is not None}
         attempt = 0
         while True:
+            self._not_held(self.base_url + path, once)
             try:
-                response = self._send(method, path, params, json_body)
-                return _answer(response.status_code, response.headers, response.content, method, path)
+                with self._once(once):
+                    response = self._send(method, path, params, json_body)
+                return self._answer(response, method, path)
             except requests.RequestException as exc:
-                if method == "GET" or not _never_sent(exc) or attempt >= 2:
+                if once or method == "GET" or not _never_sent(exc) or attempt >= 2:
                     raise _connection_error(exc, method, path) from None
             except MalformedAnswer:  # a truncated body is transient: read again (a read only)
-                if method != "GET" or attempt >= 2:
+                if once or method != "GET" or attempt >= 2:
                     raise
-            time.sleep(0.5 * 2 ** attempt)
+            time.sleep(self.backoff.delay(attempt))
             attempt += 1
 
     def get(self, path: str, **params: Any) -> Any:
         return self.request("GET", path, params=params)
 
-    # -- One GET on a kept-alive connection (the engine's polls and output downloads) -------------------
     def get_once(self, path: str) -> Any:
-        """GET an API path once, on this thread's kept-alive connection: parsed JSON of a 2xx, else the
-        matching `ScenarioError` (`APIConnectionError` for the network). Never retried here: for callers that
-        ask again later anyway (the engine's polls). Through requests instead when a proxy serves the API."""
-        url = self.base_url + path
-        if self._proxied(url) or not _PLAIN_PATH.fullmatch(path):
-            return self.get(path)
-        try:
-            status, headers, content = self._kept_get(url, self._api_headers)
-        except _KeptGetFailed as failed:
-            raise _network_error(failed.cause, "GET", path, connecting=failed.connecting) from None
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug("GET %s -> %s (kept-alive connection)", path, status)
-        return _answer(status, headers, content, "GET", path)
-
-    def download_once(self, url: str) -> bytes:
-        """`download`, asked once, on this thread's kept-alive connection to the URL's host (redirects
-        followed; credentials only to the API's origin). Never retried here: for the engine, which tries
-        again later. Through requests (`download`) when a proxy serves that host."""
-        for _ in range(MAX_REDIRECTS + 1):
-            if not isinstance(url, str) or urlsplit(url).scheme not in ("http", "https") or self._proxied(url):
-                return self.download(url)  # a proxy's host, or no URL at all (requests words the error)
-            headers = {"User-Agent": USER_AGENT}
-            if urlsplit(url)[:2] == self._api_origin:
-                headers["Authorization"] = self.credentials.authorization()
-            try:
-                status, answer_headers, content = self._kept_get(url, headers)
-            except _KeptGetFailed as failed:
-                raise APIConnectionError(f"asset download failed ({_short(failed.cause)})") from None
-            # Signed URLs are as good as the asset: only the host is logged.
-            log.debug("asset download from %s -> %s", urlsplit(url).netloc, status)
-            location = answer_headers.get("location")
-            if status in (301, 302, 303, 307, 308) and location:
-                url = urljoin(url, location)
-                continue
-            if status != 200:
-                raise _download_error(status, content)
-            return content
-        raise APIConnectionError(f"asset download failed (more than {MAX_REDIRECTS} redirects)")
-
-    @functools.cached_property
-    def _api_headers(self) -> dict:
-        return {"Authorization": self.credentials.authorization(), "User-Agent": USER_AGENT,
-                "Accept": "application/json"}
-
-    def _proxied(self, url: str) -> bool:
-        """A proxy serves this URL's host (then requests speaks to it, as for every other request)."""
-        return bool(self._settings(url).get("proxies"))
-
-    def _kept_get(self, url: str, headers: dict) -> tuple[int, Any, bytes]:
-        """(status, headers, body) of one GET on this thread's connection to the URL's origin. A connection
-        the server closed while it sat idle is replaced once: nothing was asked on it, so nothing is repeated.
-        """
-        parts = urlsplit(url)
-        target = parts.path + (f"?{parts.query}" if parts.query else "")
-        for fresh in (False, True):
-            connection, reused = self._kept_connection(parts.scheme, parts.netloc, fresh)
-            try:
-                connection.request("GET", target, headers=headers)
-                response = connection.getresponse()
-                content = response.read()
-            except (OSError, http.client.HTTPException) as exc:
-                connection.close()
-                if reused and isinstance(exc, _STALE):
-                    continue
-                raise _KeptGetFailed(exc) from None
-            if response.will_close:
-                connection.close()
-            return response.status, response.headers, content
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    def _kept_connection(self, scheme: str, netloc: str, fresh: bool) -> tuple[http.client.HTTPConnection, bool]:
-        """(this thread's connection to this origin, whether it served a request before); a new one if
-        `fresh`. Raises `_KeptGetFailed` when it cannot connect."""
-        kept: Optional[dict] = getattr(self._kept, "connections", None)
-        if kept is None:
-            kept = self._kept.connections = {}
-        origin = (scheme, netloc)
-        connection = kept.get(origin)
-        if connection is not None and connection.sock is not None and not fresh:
-            return connection, True
-        host = urlsplit(f"{scheme}://{netloc}")
-        connect, read = self.timeout
-        if scheme == "https":
-            connection = http.client.HTTPSConnection(host.hostname or "", host.port, timeout=connect,
-                                                     context=self._tls_context(f"{scheme}://{netloc}/"))
-        else:
-            connection = http.client.HTTPConnection(host.hostname or "", host.port, timeout=connect)
-        try:
-            connection.connect()
-        except OSError as exc:
-            connection.close()
-            raise _KeptGetFailed(exc, connecting=True) from None
-        assert connection.sock is not None
-        connection.sock.settimeout(read)
-        kept[origin] = connection
-        here = threading.current_thread()
-        with self._opened_lock:  # connections of threads that have ended are closed here, not left to the GC
-            still = []
-            for thread, where, old in self._opened:
-                if thread.is_alive() and (thread is not here or where != origin):
-                    still.append((thread, where, old))
-                else:
-                    old.close()
-            self._opened = [*still, (here, origin, connection)]
-        return connection, False
-
-    def _tls_context(self, url: str) -> ssl.SSLContext:
-        """What requests would verify this host's certificate against (its CA bundle, or the environment's)."""
-        origin = urlsplit(url)[:2]
-        context = self._tls_contexts.get(origin)
-        if context is not None:
-            return context
-        settings = self._settings(url)
-        verify, cert = settings.get("verify", True), settings.get("cert")
-        if verify is False:
-            context = ssl.create_default_context()
-            context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
-        else:
-            bundle = verify if isinstance(verify, str) else requests.certs.where()
-            context = ssl.create_default_context(cafile=None if os.path.isdir(bundle) else bundle,
-                                                 capath=bundle if os.path.isdir(bundle) else None)
-        if cert:
-            context.load_cert_chain(*cert) if isinstance(cert, tuple) else context.load_cert_chain(cert)
-        self._tls_contexts[origin] = context
-        return context
+        """GET an API path once (the engine's polls and asset reads): parsed JSON of a 2xx, else the matching
+        `ScenarioError`; a URL the server asked to wait for is not asked (`RateLimitError`)."""
+        return self.request("GET", path, once=True)
 
     def create(self, method: str, path: str, json_body: Any) -> Any:
         """Send a request that may create a paid job, exactly once.
@@ -407,21 +291,36 @@ class Transport:
         return data
 
     # -- Asset downloads ---------------------------------------------------------------------------
-    def download(self, url: str) -> bytes:
-        """Fetch a signed asset URL: credentials only ever go to the API's own origin, never elsewhere."""
+    def download(self, url: str, *, once: bool = False) -> bytes:
+        """Fetch a signed asset URL, redirects followed: credentials only ever go to the API's own origin.
+        `once`: asked once, never retried or waited for in place (the engine, which asks again later)."""
+        if isinstance(url, str):
+            self._not_held(url, once)
         headers = {}
-        if urlsplit(url)[:2] == self._api_origin:
+        if isinstance(url, str) and urlsplit(url)[:2] == self._api_origin:
             headers["Authorization"] = self.credentials.authorization()
         try:
-            with self.session.get(url, timeout=self.timeout, headers=headers, allow_redirects=True, stream=True,
-                                  **self._settings(url)) as response:
+            with self._once(once), self.session.get(url, timeout=self.timeout, headers=headers, stream=True,
+                                                    **self._settings(url)) as response:
                 # Signed URLs are as good as the asset: only the host is logged.
                 log.debug("asset download from %s -> %s", urlsplit(url).netloc, response.status_code)
                 if response.status_code != 200:
-                    raise _download_error(response.status_code, response.content)
+                    if response.status_code == 429:
+                        self.backoff.hold(_key(url), _retry_after(response.headers, None))
+                    raise _download_error(response.status_code, response.content, response.headers)
                 return response.raw.read(decode_content=True)  # in one read: a fraction of the CPU of .content
+        except requests.TooManyRedirects:
+            raise APIConnectionError(f"asset download failed (more than {MAX_REDIRECTS} redirects)") from None
         except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
             raise APIConnectionError(f"asset download failed ({_short(exc)})") from None
+
+    def download_once(self, url: str) -> bytes:
+        return self.download(url, once=True)
+
+
+def _key(url: str) -> str:
+    """What a `Retry-After` is remembered by: the URL without its query (a signed URL renewed is the same)."""
+    return url.split("?", 1)[0]
 
 
 def _answer(status: int, headers: Any, content: bytes, method: str, path: str) -> Any:
@@ -462,7 +361,7 @@ def _reason(body: Any, text: str) -> str:
     return (text or "").strip()[:300] or "no reason given"
 
 
-def _download_error(status: int, content: bytes) -> Exception:
+def _download_error(status: int, content: bytes, headers: Any = None) -> Exception:
     """A refused asset download, in the CDN's own words (its errors are XML, not the API's JSON)."""
     text = content[:2000].decode("utf-8", "replace")
     found = re.search(r"<Message>(.*?)</Message>", text, re.S)
@@ -471,15 +370,7 @@ def _download_error(status: int, content: bytes) -> Exception:
         cls = PermissionDeniedError if status == 403 else NotFoundError
         return cls(f"asset URL refused: {reason}",
                    hint="signed asset URLs expire; asking the API for the asset again gives a fresh one")
-    return error_for_status(status, reason)
-
-
-class _KeptGetFailed(Exception):
-    """A GET on a kept-alive connection failed on the network (`connecting`: before anything was sent)."""
-
-    def __init__(self, cause: BaseException, connecting: bool = False) -> None:
-        super().__init__(str(cause))
-        self.cause, self.connecting = cause, connecting
+    return error_for_status(status, reason, None, _retry_after(headers or {}, None))
 
 
 def _parse_json(content: bytes) -> tuple[Any, bool]:
@@ -510,18 +401,8 @@ def _never_sent(exc: requests.RequestException) -> bool:
 
 
 def _connection_error(exc: requests.RequestException, method: str, path: str) -> APIConnectionError:
-    return _network_error(exc, method, path, connecting=_never_sent(exc),
-                          timed_out=isinstance(exc, requests.exceptions.Timeout))
-
-
-_STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
-
-
-def _network_error(exc: BaseException, method: str, path: str, *, connecting: bool = False,
-                   timed_out: Optional[bool] = None) -> APIConnectionError:
-    """The one wording of a network failure, through requests or a kept-alive connection (`get_once`)."""
-    if timed_out is None:
-        timed_out = isinstance(exc, TimeoutError)
+    """The one wording of a network failure."""
+    connecting, timed_out = _never_sent(exc), isinstance(exc, requests.exceptions.Timeout)
     if connecting:
         if timed_out:
             return APITimeoutError("could not connect to the API in time; check your network or proxy")

@@ -19,8 +19,9 @@ from IPython.display import display
 from traitlets import Bool, Float, Int, TraitError, Unicode, observe, validate
 from traitlets.config import Configurable
 
-from ._commands import SUBCOMMANDS, Commands, check_variable, fill_prompt, settings
-from ._display import DEFAULT_THUMBNAIL_SIZE, show_generations, show_grid
+from ._commands import SUBCOMMANDS, Commands, check_variable, fill_prompt, refuse_reserved, settings
+from ._display import show_generations, show_grid
+from ._thumbnails import DEFAULT_THUMBNAIL_SIZE
 from ._errors import ScenarioError
 from ._generation import Generation
 from ._env import credentials_from_env
@@ -205,15 +206,17 @@ class ScenarioMagics(Magics, Configurable):
         client = self.client
         model = self._model(args.model)
         text = fill_prompt(cell, self.user_ns)
-        prompts = [p.strip() for p in text.splitlines() if p.strip()] if args.each else [text.strip()]
-        if not prompts or not all(prompts):
+        lines = [p.strip() for p in text.splitlines() if p.strip()] if args.each else [text.strip()]
+        if not lines or not all(lines):
             raise UsageError("empty prompt: write what to generate in the cell body under %%scenario")
+        prompts = list(dict.fromkeys(lines))  # a line given twice is one request: one job, never two
         extra = settings(args.set)
         for flag, name in ((args.seed, "seed"), (args.num, "numOutputs")):
             if flag is not None and name in extra:
                 raise UsageError(f"--set {name}= and the {'--seed' if name == 'seed' else '-n'} flag both set "
                                  f"{name}; keep one")
-        runnable, _ = client.route(model)
+        runnable, routed = client.route(model)
+        refuse_reserved(extra, model_inputs(model, routed))
         inputs = request_inputs(runnable, aspect=args.aspect or self._default_aspect(runnable), num=args.num,
                                 seed=args.seed, settings=extra)
         bodies = [client.prepare(model, p, **inputs)[2] for p in prompts]  # validates before any spending
@@ -231,11 +234,13 @@ class ScenarioMagics(Magics, Configurable):
         if fresh and runnable.id != model.id and model.id not in self._routing_shown:
             self._routing_shown.add(model.id)
             print(f"{model.name} is {describe_type(model)}: it runs through {runnable.name}")
+        if len(prompts) < len(lines):
+            print(repeated_lines_line(lines))
         for handle in handles:
             if handle is not None:
                 print(reuse_line(handle))
         try:
-            sent = client.generate_many(model, [prompts[i] for i in fresh], _source="magic", **inputs)
+            sent = client.generate_many(model, [prompts[i] for i in fresh], source="magic", **inputs)
         except KeyboardInterrupt as exc:
             print(interrupted_send_line(getattr(exc, "handles", [])))
             return None
@@ -243,7 +248,8 @@ class ScenarioMagics(Magics, Configurable):
             handles[index] = handle
         ready = [h for h in handles if h is not None]
         if args.out:
-            self.user_ns[args.out] = ready if args.each else ready[0]
+            by_prompt = dict(zip(prompts, ready, strict=True))
+            self.user_ns[args.out] = [by_prompt[line] for line in lines] if args.each else ready[0]
         save = str(Path(args.save).expanduser()) if args.save else None
         show_generations(ready, wait=self.wait and not args.no_wait, thumbnail_size=self.thumbnail_size,
                          after=(lambda h: self._save(h, save)) if save else None)
@@ -273,6 +279,8 @@ class ScenarioMagics(Magics, Configurable):
         first = model or client.find_model(str(vary["model"][0]))
         runnable, _ = client.route(first)
         extra = settings(args.set)
+        for chosen in [first] if model else [client.find_model(str(v)) for v in vary["model"]]:
+            refuse_reserved(extra, model_inputs(chosen, client.route(chosen)[1]))
         clash = sorted(set(extra) & set(vary))
         if clash:
             raise UsageError(f"--set {clash[0]}= and --vary {clash[0]} both set {clash[0]}; keep one")
@@ -375,6 +383,11 @@ def _number(text: str) -> Any:
     return text
 
 
+def model_inputs(model, routed: dict) -> set:
+    """The inputs that carry `model` when it runs through a base model (what `client.route` fills in)."""
+    return {name for name, value in routed.items() if value in (model.id, [model.id])}
+
+
 def describe_type(model) -> str:
     """Plain words for what a model is."""
     kind = model.type or ""
@@ -391,6 +404,18 @@ def reuse_line(handle: Generation) -> str:
     job = f"job {handle.job_id}" if handle.job_id else f"request {handle.request_id}"
     return (f"Shown from history: this identical request is {job} ({what}), so nothing new is paid for; "
             f"add --force to generate again.")
+
+
+def repeated_lines_line(lines: list) -> str:
+    """One line for `--each` lines given more than once: each is one request, sent once."""
+    repeats = []
+    for prompt in dict.fromkeys(lines):
+        numbers = [str(i + 1) for i, line in enumerate(lines) if line == prompt]
+        if len(numbers) > 1:
+            shown = prompt if len(prompt) <= 40 else prompt[:39] + "…"
+            repeats.append(f"{shown!r} (lines {', '.join(numbers)})")
+    return (f"Repeated lines are one request each, sent once: {'; '.join(repeats)}. For more images of one "
+            f"request, use -n N.")
 
 
 def interrupted_send_line(handles: list) -> str:

@@ -291,14 +291,21 @@ def _fmt(x: Any) -> str:
     return "" if x is None else (f"{x:g}" if isinstance(x, float) else str(x))
 
 
+def typed_number(spec: ModelInput, value: float) -> Any:
+    """A number as the input takes it: whole numbers as ints where its step is whole, else a float. So 2, 2.0
+    and "2" are one value, and one request whichever way they were written."""
+    value = float(value)
+    whole_step = spec.step is None or float(spec.step).is_integer()
+    return int(value) if math.isfinite(value) and value.is_integer() and whole_step else value
+
+
 def coerce_value(spec: ModelInput, text: str) -> Any:
     """Turn a `--set NAME=VALUE` string into the JSON value the input expects."""
     t = spec.type
     raw = text.strip()
     try:
         if t == "number":
-            value = float(raw)
-            return int(value) if value.is_integer() and (spec.step is None or float(spec.step).is_integer()) else value
+            return typed_number(spec, float(raw))
         if t == "boolean":
             if raw.lower() in ("true", "1", "yes", "on"):
                 return True
@@ -368,11 +375,30 @@ def _message(rule: Any, fallback: str) -> str:
     return rule if isinstance(rule, str) and rule else fallback
 
 
+def _not_finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, (list, tuple)):
+        return any(_not_finite(v) for v in value)
+    if isinstance(value, dict):
+        return any(_not_finite(v) for v in value.values())
+    return False
+
+
+def refuse_non_finite(inputs: dict) -> None:
+    """NaN and infinities are no JSON: such a body can never be sent, so it is refused before the ledger."""
+    for name, value in inputs.items():
+        if _not_finite(value):
+            shown = _fmt(value) if isinstance(value, float) else repr(value)
+            raise InputError(f"input {name} must be a finite number, not {shown}; nothing was sent")
+
+
 def validate_inputs(model: Model, inputs: dict) -> dict:
     """Check a generation body against the model's `inputs`; returns it without empty values.
 
     Raises InputError with one line naming the input, what is wrong and what is allowed.
     """
+    refuse_non_finite(inputs)
     if not model.inputs:
         return dict(inputs)
     body = {k: v for k, v in inputs.items() if v is not None and v != ""}

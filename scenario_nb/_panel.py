@@ -22,7 +22,8 @@ from typing import Any, Optional
 
 import ipywidgets as w
 
-from ._display import error_html, magic_text, thumbnail_grid
+from ._html import error_html, magic_text
+from ._thumbnails import thumbnail_grid
 from ._errors import InputError, ScenarioError
 from ._gallery import (ACCENT, TILE, TILE_BOX, TILE_INNER, Item, caption_html, code_html, image_area, other_area,
                        snapshot_html)
@@ -603,7 +604,7 @@ class Panel(w.VBox):
             return None
         try:
             model, prompt, inputs = self.request()
-            handle = self.client.generate(model, prompt, _source="panel", **inputs)
+            handle = self.client.generate(model, prompt, source="panel", **inputs)
         except ScenarioError as exc:
             self.message.value = _error_html(self._in_words(exc))
             return None

@@ -188,7 +188,7 @@ class Captions(dict):
         return "Captions(" + super().__repr__() + ")"
 
     def _repr_html_(self) -> str:
-        from ._display import captions_html
+        from ._html import captions_html
         return captions_html(self, self._thumbnails)
 
 
@@ -204,6 +204,24 @@ class TrainingOwner(Protocol):
     def training_model(self, training: "Training") -> "Model": ...
 
 
+class DetachedTraining:
+    """The owner of a training built from plain values: nothing follows it, cancels it or asks the API."""
+
+    base_url = ""
+
+    def cancel_training(self, training: "Training") -> str:
+        if training.done:
+            training._set(note="already finished: nothing to cancel")
+            return "finished"
+        training._set(note="nothing follows this handle (it was built from plain values); cancel it with "
+                           "client.training(model_id).cancel()")
+        return "unavailable"
+
+    def training_model(self, training: "Training") -> "Model":
+        raise InputError(f"this training handle was built from plain values; client.model({training.model_id!r}) "
+                         f"asks the API for the model")
+
+
 @dataclass
 class TrainingImage:
     """One image of a training set: its file name, its asset id once uploaded, its caption and a local copy."""
@@ -214,13 +232,13 @@ class TrainingImage:
     path: Optional[Path] = None
     width: Optional[int] = None
     height: Optional[int] = None
-    _data: Optional[bytes] = field(default=None, repr=False)
-    _thumb: Optional[str] = field(default=None, repr=False)
+    data: Optional[bytes] = field(default=None, repr=False)  # the bytes as read, when there is no file to read
+    _thumb: Optional[str] = field(default=None, repr=False, init=False)
 
     def thumbnail(self, size: int = 96) -> Optional[str]:
         """A small JPEG data URI (None when no local copy is known), made once."""
         if self._thumb is None:
-            source = self._data if self._data is not None else (self.path if self.path and self.path.is_file()
+            source = self.data if self.data is not None else (self.path if self.path and self.path.is_file()
                                                                 else None)
             self._thumb = thumbnail_uri(source, size)
         return self._thumb
@@ -234,26 +252,30 @@ class Training:
 
     Returned by `client.train(...)` once the training has started (or `client.training(model_id)`); the
     client's engine keeps it current from its poll lane. `wait()` blocks only the caller; Ctrl-C stops the
-    waiting, never the training.
+    waiting, never the training. Built from plain values (no owner), it is a record nothing follows:
+    `Training(model_id="model_1", name="potions", type="flux.1-lora", status="trained")`; a final status
+    (trained, failed, training-canceled, not-started) makes it done at once.
     """
 
-    def __init__(self, owner: TrainingOwner, *, model_id: str, name: str, type: str,
-                 images: Optional[list[TrainingImage]] = None, parameters: Optional[dict] = None) -> None:
-        self._owner = owner
+    def __init__(self, owner: Optional[TrainingOwner] = None, *, model_id: str, name: str, type: str,
+                 images: Optional[list[TrainingImage]] = None, parameters: Optional[dict] = None,
+                 status: str = "new", job_id: Optional[str] = None, cost: Optional[float] = None,
+                 error: Optional[str] = None) -> None:
+        self._owner: TrainingOwner = owner if owner is not None else DetachedTraining()
         self.model_id = model_id
         self.name = name
         self.type = type
         self.images: list[TrainingImage] = list(images or [])
         self.parameters = dict(parameters or {})
-        self.job_id: Optional[str] = None
-        self.status = "new"
+        self.job_id: Optional[str] = job_id
+        self.status = status
         self.stage = ""
         self.position: Optional[int] = None
         self.progress = 0.0
         self._remaining: Optional[float] = None
         self._remaining_seen = 0.0
-        self.cost: Optional[float] = None
-        self.error: Optional[str] = None
+        self.cost: Optional[float] = cost
+        self.error: Optional[str] = error
         self.hint: Optional[str] = None
         self.note = ""
         self.exception: Optional[BaseException] = None
@@ -263,6 +285,10 @@ class Training:
         self._done = threading.Event()
         self._lock = threading.Lock()
         self._callbacks: list[Callable[["Training"], None]] = []
+        if owner is None and status in TERMINAL:  # as the engine would have left it
+            self.progress = 1.0 if status == "trained" else 0.0
+            self._finish()
+            self._settle()
 
     # -- What users read ---------------------------------------------------------------------------
     @property

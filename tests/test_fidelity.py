@@ -219,7 +219,7 @@ def test_proxies_from_the_environment_carry_every_call_and_no_netrc(client, sb, 
 
 
 
-# -- Polls: one GET each, on the polling thread's kept-alive connection -----------------------------------------
+# -- Polls: one GET each, on a kept-alive connection of the session's pool --------------------------------------
 
 def test_a_poll_on_a_connection_the_server_closed_is_asked_on_a_new_one(client, sb):
     """A kept-alive connection the server closed while it sat idle costs no error: nothing was asked on it."""
@@ -228,8 +228,10 @@ def test_a_poll_on_a_connection_the_server_closed_is_asked_on_a_new_one(client, 
     transport = Transport(Credentials(KEY, SECRET, sb.url))
     path = f"/jobs/{gen.job_id}"
     assert transport.get_once(path)["job"]["status"] == "success"
-    kept = next(iter(transport._kept.connections.values()))
-    kept.sock.shutdown(2)  # as a server closing an idle connection leaves it
+    pools = transport.session.get_adapter(sb.url).poolmanager.pools
+    kept = [c for key in pools.keys() for c in pools[key].pool.queue if c is not None and c.sock is not None]
+    assert len(kept) == 1, "the poll's connection was not kept alive"
+    kept[0].sock.shutdown(2)  # as a server closing an idle connection leaves it
     before = len([r for r in sb.requests if r["path"].endswith(path)])
     assert transport.get_once(path)["job"]["jobId"] == gen.job_id
     assert len([r for r in sb.requests if r["path"].endswith(path)]) == before + 1  # asked once, answered once
@@ -247,6 +249,29 @@ def test_a_poll_refused_with_retry_after_waits_as_long_as_the_server_said(tmp_pa
         polls = [r["time"] for r in sb.requests if r["method"] == "GET" and r["path"].endswith(gen.job_id)]
         following = [t for t in polls if t > refused[0]]
         assert following and following[0] - refused[0] >= 2.4, "asked again before the Retry-After"
+        client.close()
+
+
+def test_no_url_refused_with_retry_after_is_asked_again_sooner(tmp_path):
+    """Polls, asset reads and downloads refused with 429 and `Retry-After: 1` (as a proxy or CDN throttling
+    does): the engine asks that URL again no sooner than the server said, judged by the sandbox's own log."""
+    with start(job_seconds=1) as sb:
+        client = ScenarioClient(KEY, SECRET, sb.url, home=tmp_path)
+        sb.inject("rate_limit", count=8, path="/v1/jobs/", method="GET", retry_after=1)
+        sb.inject("rate_limit", count=5, path="/v1/assets/", method="GET", retry_after=1)
+        sb.inject("cdn_rate_limit", count=5, path="/assets/", retry_after=1)
+        gens = [client.generate(GEMINI, f"throttled {i}") for i in range(12)]
+        wait_all(gens, timeout=60)
+        assert all(g.ok and g.images for g in gens)
+        refused = sb.stats()["rate_limited"]
+        assert {r["path"].split("/")[1 if r["path"].startswith("/assets") else 2] for r in refused} == \
+            {"jobs", "assets"} and len(refused) == 18, refused  # every fault met: polls, reads, downloads
+        asked = [(r["time"], r["path"]) for r in sb.requests + sb.cdn_requests if r["method"] == "GET"]
+        for refusal in refused:
+            again = sorted(t for t, path in asked if path == refusal["path"] and t > refusal["time"])
+            assert again, refusal
+            assert again[0] - refusal["time"] >= 0.98, f"{refusal['path']} asked again after " \
+                f"{again[0] - refusal['time']:.2f} s, before the server's Retry-After of 1 s"
         client.close()
 
 

@@ -19,7 +19,7 @@ from requests.structures import CaseInsensitiveDict
 from urllib3.exceptions import MaxRetryError, NewConnectionError, ProtocolError
 
 from scenario_nb import StorageError
-from scenario_nb import _http
+from scenario_nb import _backoff, _http
 from scenario_nb._errors import (APIConnectionError, APIError, APITimeoutError, NotFoundError,
                                  PermissionDeniedError, ServerError)
 from scenario_nb._history import History, JobRecord, TrainingRecord, new_request_id
@@ -434,11 +434,10 @@ def test_network_failures_are_worded_by_what_is_known_of_them():
     assert type(slow) is APITimeoutError and "could not connect to the API in time" in str(slow)
     late = _http._connection_error(requests.ReadTimeout("x"), "GET", "/jobs/j")
     assert type(late) is APITimeoutError and "GET /jobs/j got no answer in time" in str(late)
-    dropped = _http._network_error(ConnectionResetError("Connection reset by peer"), "GET", "/jobs/j")
+    reset = requests.ConnectionError(ProtocolError("Connection aborted.", ConnectionResetError("Connection reset")))
+    dropped = _http._connection_error(reset, "GET", "/jobs/j")
     assert type(dropped) is APIConnectionError
     assert "the connection dropped during GET /jobs/j (connection reset)" in str(dropped)
-    timed_out = _http._network_error(TimeoutError("timed out"), "GET", "/jobs/j")
-    assert type(timed_out) is APITimeoutError and "GET /jobs/j got no answer in time" in str(timed_out)
     assert _http._short(OSError("[Errno -2] Name or service not known")) == "name or service not known"
     assert _http._short(OSError("read timed out")) == "timed out"
     assert _http._short(ValueError("something else")) == "ValueError"
@@ -449,7 +448,7 @@ def test_the_creation_gate_backs_off_1_2_4_up_to_30_seconds_and_resets(monkeypat
     """After 429s without Retry-After nobody creates for 1 s, 2 s, 4 s ... at most 30 s (jitter: x0.75 to
     x1.25); a 429 answering a request sent before the last 429 came back does not grow the wait; the first job
     created starts over at 1 s; the server's own Retry-After is taken as is."""
-    monkeypatch.setattr(_http.random, "random", lambda: 0.5)  # no jitter
+    monkeypatch.setattr(_backoff.random, "random", lambda: 0.5)  # no jitter
     gate = _http.CreationGate()
     assert gate.remaining() == 0.0
     waits = [gate.refused(None) for _ in range(7)]
@@ -461,9 +460,9 @@ def test_the_creation_gate_backs_off_1_2_4_up_to_30_seconds_and_resets(monkeypat
     assert gate.refused(None, sent_at=time.time() - 60) == 1.0  # the same refusal: no growth
     assert gate.refused(None, sent_at=time.time() + 1) == 2.0
     assert gate.refused(0.25) == 0.25 and 29.0 < gate.remaining() <= 30.0  # a shorter wait never reopens it
-    monkeypatch.setattr(_http.random, "random", lambda: 0.0)
+    monkeypatch.setattr(_backoff.random, "random", lambda: 0.0)
     assert _http.CreationGate().refused(None) == 0.75
-    monkeypatch.setattr(_http.random, "random", lambda: 1.0)
+    monkeypatch.setattr(_backoff.random, "random", lambda: 1.0)
     assert _http.CreationGate().refused(None) == 1.25
     fresh = _http.CreationGate()
     assert fresh.refused(3.0) == 3.0 and 2.5 < fresh.remaining() <= 3.0

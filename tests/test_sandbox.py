@@ -56,6 +56,27 @@ def test_auth_and_public_token(sb):
     assert api(sb, "GET", "/nowhere").status_code == 404 and "reason" in api(sb, "GET", "/nowhere").json()
 
 
+def test_a_path_no_route_names_is_404_even_under_a_known_one(sb):
+    """Only the routes of the table answer: a path under a model, a job or a workflow that no route names is 404
+    (it once answered with the model), as is a known path with another method."""
+    job = generate(sb, {"prompt": "x"})
+    for method, path in (("GET", f"/models/{GEMINI}/examples"), ("GET", f"/models/{GEMINI}/x/y"),
+                         ("DELETE", f"/jobs/{job['jobId']}"), ("GET", f"/jobs/{job['jobId']}/action"),
+                         ("POST", "/generate/nonsense"), ("DELETE", "/workflows")):
+        answer = api(sb, method, path)
+        assert answer.status_code == 404 and "model" not in answer.json(), (method, path, answer.text)
+
+
+def test_every_row_of_the_route_table_is_reachable():
+    """No route stands behind an earlier one that takes its paths (`training-images/pairs` before
+    `training-images/{image_id}`, say)."""
+    from scenario_nb.sandbox._routes import ROUTES
+    for method, segments, handler in ROUTES._rows:
+        parts = [s[1:-1] if s.startswith("{") else "anything" if s == "*" else s for s in segments]
+        assert ROUTES.find(method, parts) == (handler, {s[1:-1]: s[1:-1] for s in segments if s.startswith("{")}), \
+            (method, "/".join(segments))
+
+
 def test_models_paging_filters_and_shapes(sb):
     seen, token = [], None
     while True:
@@ -138,8 +159,8 @@ def test_images_are_made_while_the_job_runs(monkeypatch):
 
 
 def check_served_from_ahead(sb, done, monkeypatch):
-    assert len(sb.state.rendered_ahead) == 2, "the job's images were not rendered while it ran"
-    ahead = {data for data, _ in sb.state.rendered_ahead.values()}
+    assert len(sb.state.renderer.rendered_ahead) == 2, "the job's images were not rendered while it ran"
+    ahead = {data for data, _ in sb.state.renderer.rendered_ahead.values()}
     renders = []
     real_render = _images.render
     monkeypatch.setattr(_images, "render", lambda **params: renders.append(params) or real_render(**params))
@@ -147,7 +168,7 @@ def check_served_from_ahead(sb, done, monkeypatch):
     data = requests.get(asset["url"], timeout=10).content
     assert renders == [], "serving the asset rendered it again"
     assert data in ahead  # the very bytes rendered while the job ran
-    assert len(sb.state.rendered_ahead) == 1  # handed over, not kept twice
+    assert len(sb.state.renderer.rendered_ahead) == 1  # handed over, not kept twice
     assert Image.open(io.BytesIO(data)).size == (1024, 1024)
 
 

@@ -1,7 +1,8 @@
 """The completer: a succeeded job's outputs resolved, downloaded and stored, then its handle ended.
 
 Runs on the fetch lane, so a burst of downloads never holds up seeing the next success. Each asset read and
-download is one GET on the thread's kept-alive connection: a failure is tried again later, whole.
+download is one GET, never retried in place: a failure is tried again later, whole, when the transport's
+backoff policy says (never before a server's Retry-After).
 """
 
 from __future__ import annotations
@@ -78,8 +79,9 @@ class Completer:
         except (APIConnectionError, RateLimitError, ServerError) as exc:  # transient: a few more tries
             if attempt < 8:
                 log.info("downloading the outputs of %s failed (%s); trying again", handle.job_id, exc)
-                self._lanes.schedule(handle, min(self._settings.ceiling, 0.5 * 2 ** attempt),
-                                     lambda h: self.complete(h, job, attempt + 1), lane="fetch")
+                wait = self._http.backoff.delay(attempt, getattr(exc, "retry_after", None),
+                                                cap=self._settings.ceiling)
+                self._lanes.schedule(handle, wait, lambda h: self.complete(h, job, attempt + 1), lane="fetch")
                 return
             handle._set(outputs=[], text=_asset_text(outputs) or text)
             self._ledger.end(handle, DownloadFailedError(handle.job_id or "", exc), status="success")
@@ -98,7 +100,7 @@ class Completer:
             if not store.has(key):
                 store.put(key, self._http.download_once(url), "image/png")
             return Output(key, "image", "image/png", store.path_for(key)), None
-        # Each asked once on this thread's kept-alive connections: a failure is tried again later, whole.
+        # Each asked once: a failure is tried again later, whole.
         asset = self._http.get_once(f"/assets/{key}")["asset"]
         mime = str(asset.get("mimeType") or "image/png")
         kind = str(asset.get("kind") or kind_of(mime))

@@ -1,8 +1,9 @@
 """The poller: follows each job the engine knows, one GET at a time, until it ends.
 
-A poll is one GET, never retried in place: a failed one is asked again later (after the server's Retry-After,
-if it gave one). When to ask is the timing model's call (`PollTiming`); a success is handed to the completer
-on the fetch lane, and every other end is written in the ledger.
+A poll is one GET, never retried in place: a failed one is asked again later, when the transport's backoff
+policy says, and never before the server's Retry-After for that job's URL, whichever path schedules it. When
+to ask is the timing model's call (`PollTiming`); a success is handed to the completer on the fetch lane, and
+every other end is written in the ledger.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import time
 from typing import Any, Callable, Optional
 
 from .._errors import JobFailedError, JobTimeoutError, NotFoundError, RateLimitError, ScenarioError
-from .._generation import Generation, parse_time
+from .._generation import Generation, parse_cost, parse_time
 from .._http import Transport
 from ._lanes import Lanes
 from ._ledger import Ledger
@@ -36,18 +37,24 @@ class Poller:
         self._complete = complete  # stores a succeeded job's outputs and ends its handle (on the fetch lane)
 
     def adopt(self, handle: Generation, job: dict, cost: Any = None, *, created: bool = False) -> None:
-        """The job exists: remember its id (history first), then follow it."""
+        """The job exists: remember its id (history first), then follow it.
+
+        The id is set before anything else is read from the answer, and recorded whatever that reading does:
+        a paid job is never left untracked by an odd field next to its id."""
         job_id = str(job.get("jobId") or job.get("id"))
         self._live.bind_job(job_id, handle)
-        handle._set(job_id=job_id, cost=float(cost) if cost is not None else handle.cost)
-        server_created = parse_time(job.get("createdAt"))
-        if created:  # this answer's arrival is the job's creation on our clock (it has no status history yet)
-            arrived = time.time()
-            self._live.note_created(handle.request_id, arrived)
-            if server_created:
-                handle._set(server_offset=arrived - server_created)
-        handle._apply(job)
-        self._ledger.record(handle)
+        handle._set(job_id=job_id)
+        arrived = time.time()
+        try:
+            handle._set(cost=parse_cost(cost) if cost is not None else handle.cost)
+            server_created = parse_time(job.get("createdAt"))
+            if created:  # this answer's arrival is the job's creation on our clock (it has no status history yet)
+                self._live.note_created(handle.request_id, arrived)
+                if server_created:
+                    handle._set(server_offset=arrived - server_created)
+            handle._apply(job)
+        finally:
+            self._ledger.record(handle)
         handle._notify()
         self.track(handle)
 
@@ -60,6 +67,7 @@ class Poller:
         self._schedule_poll(handle, 0.0)
 
     def _schedule_poll(self, handle: Generation, delay: float) -> None:
+        delay = max(delay, self._http.backoff.held(f"{self._http.base_url}/jobs/{handle.job_id}"))
         token = self._live.new_poll(handle.request_id, delay)
         self._lanes.schedule(handle, delay, self._poll, token)
 
@@ -89,9 +97,9 @@ class Poller:
             return
         except ScenarioError as exc:  # transient (a poll is never retried in place): ask again later, never
             log.info("poll of %s failed (%s); trying again", handle.job_id, exc)  # lose the job
-            backoff = min(settings.ceiling, settings.floor * 2 ** min(polls, 4))
             waited = exc.retry_after if isinstance(exc, RateLimitError) else None  # the server's own wait
-            self._schedule_poll(handle, max(backoff, waited or 0.0))
+            self._schedule_poll(handle, self._http.backoff.delay(min(polls, 4), waited, base=settings.floor,
+                                                                 cap=settings.ceiling))
             return
         status = str(job.get("status") or handle.status)
         # Decide on this answer's own status: the first to see success completes the job.

@@ -129,6 +129,8 @@ class Recovery:
             try:
                 handles.append(self.follow_record(record))
             except NotFoundError:
+                if record.legacy:  # a schema-1 row: perhaps another key's job on this URL; not ours to judge
+                    continue
                 handle = self.handle_from(record)
                 handle._set(job_id=record.job_id)
                 self._ledger.end(handle, JobFailedError(record.job_id or "", "the API no longer knows this job",

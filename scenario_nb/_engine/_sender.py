@@ -8,13 +8,15 @@ the send lane, oldest first; one request that fails in an unexpected way ends on
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
 from collections import deque
 from typing import Any, Callable, Optional
 
-from .._errors import APIConnectionError, APIError, OutcomeUnknownError, RateLimitError, SubmitFailedError
+from .._errors import (APIConnectionError, APIError, InputError, OutcomeUnknownError, RateLimitError,
+                       SubmitFailedError)
 from .._generation import Generation
 from .._history import new_request_id
 from .._http import Transport, UncertainSubmit
@@ -50,6 +52,11 @@ class Sender:
         if self._lanes.closed:
             raise SubmitFailedError("this client was closed (the session switched backend or the kernel is "
                                     "stopping): nothing was sent")
+        try:  # a body that is no JSON (NaN, infinity, an object) can never be sent: refused before the ledger
+            json.dumps(handle.inputs, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"the request for {handle.model_name} cannot be written as JSON ({exc}); nothing was "
+                             f"sent") from None
         handle.request_id = handle.request_id or new_request_id()
         handle.submitted_at = time.time()
         waits = self._http.creation_gate.remaining() > 0 or bool(self.waiting()) or self._full(handle)

@@ -126,7 +126,8 @@ class TrainingFollower:
                 self._errors[training.model_id] += 1
                 errors = self._errors[training.model_id]
             log.info("poll of training %s failed (%s); trying again", training.model_id, exc)
-            self._schedule(training, min(TRAINING_CEILING, self._settings.floor * 2 ** min(errors, 6)))
+            self._schedule(training, self._http.backoff.delay(min(errors, 6), getattr(exc, "retry_after", None),
+                                                              base=self._settings.floor, cap=TRAINING_CEILING))
             return
         with self._lock:
             self._errors.pop(training.model_id, None)

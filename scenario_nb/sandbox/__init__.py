@@ -18,12 +18,13 @@ import threading
 from typing import Any, Callable, Iterable, Optional
 
 from . import _training
-from ._server import ApiHandler, CdnHandler, State, _Server
+from ._server import ApiHandler, CdnHandler, _Server
+from ._state import State
 
 __all__ = ["Sandbox", "start"]
 
 FAULT_KINDS = ("rate_limit", "error_5xx", "drop", "slow", "malformed", "job_failure", "expired_url",
-               "corrupt_image", "training_failure", "hold")
+               "corrupt_image", "training_failure", "hold", "cdn_rate_limit")
 
 
 class Sandbox:
@@ -93,7 +94,8 @@ class Sandbox:
         """Make the next `count` matching requests fail this way (see FAULT_KINDS).
 
         `rate_limit` takes `retry_after` (seconds: sends a Retry-After header, which the real concurrency
-        429 does not) and `remaining_seconds` (a cooldown 429's body field). `drop`, `error_5xx` and
+        429 does not) and `remaining_seconds` (a cooldown 429's body field); `cdn_rate_limit` is the asset
+        origin's 429 for a download (`retry_after` too). `drop`, `error_5xx` and
         `malformed` take `after_create`: the request does its work first and only its answer is lost (for job
         creations by default for `malformed`; for any other request only when asked, e.g. a training started
         or a caption charged). `dry_run` (True or False) matches only dry runs, or only real requests.

@@ -23,3 +23,11 @@ def new_id(prefix: str, rng: random.Random) -> str:
 
 def iso(t: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t * 1000) % 1000:03d}Z"
+
+
+def found(items: dict, kind: str, ident: Any) -> Any:
+    """`items[ident]`, else the API's 404 ("Job job_x not found")."""
+    item = items.get(ident)
+    if item is None:
+        raise ApiError(404, f"{kind} {ident} not found")
+    return item
