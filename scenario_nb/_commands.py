@@ -8,9 +8,12 @@ Each subcommand is one method `cmd_<name>(words)`; each prints or displays one r
 from __future__ import annotations
 
 import argparse
+import keyword
 import re
 import shlex
+import tempfile
 import time
+from pathlib import Path
 from typing import Any, Optional
 
 from IPython.core.error import UsageError
@@ -104,6 +107,23 @@ def check_variable(name: Optional[str]) -> None:
     if name is not None and not name.isidentifier():
         suggestion = re.sub(r"\W", "_", name)
         raise UsageError(f"-o takes a Python variable name, not {name!r} (e.g. -o {suggestion})")
+    if name is not None and keyword.iskeyword(name):
+        raise UsageError(f"-o {name}: {name!r} is a Python keyword, not a variable name you could use; "
+                         f"e.g. -o {name}_")
+
+
+def check_save_folder(folder: Optional[str]) -> None:
+    """`--save DIR` must be a folder this kernel can write: refused before anything is sent or paid for."""
+    if not folder:
+        return
+    path = Path(folder).expanduser()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        raise UsageError(f"--save {folder}: cannot write there ({exc.strerror or exc}); nothing was sent. "
+                         f"Pick a folder you can write to") from None
 
 
 class _Parser(argparse.ArgumentParser):

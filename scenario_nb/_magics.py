@@ -19,7 +19,7 @@ from IPython.display import display
 from traitlets import Bool, Float, Int, TraitError, Unicode, observe, validate
 from traitlets.config import Configurable
 
-from ._commands import SUBCOMMANDS, Commands, check_variable, fill_prompt, refuse_reserved, settings
+from ._commands import SUBCOMMANDS, Commands, check_save_folder, check_variable, fill_prompt, refuse_reserved, settings
 from ._display import show_generations, show_grid
 from ._thumbnails import DEFAULT_THUMBNAIL_SIZE
 from ._errors import ScenarioError
@@ -126,7 +126,7 @@ class ScenarioMagics(Magics, Configurable):
                                         "line mode a subcommand: " + ", ".join(SUBCOMMANDS))
     @argument("rest", nargs="*", help="arguments of the subcommand (line mode)")
     @argument("-a", "--aspect", help="aspect ratio such as 16:9, on any model (aspectRatio or width/height)")
-    @argument("-n", "--num", type=int, help="number of images (the model's numOutputs)")
+    @argument("-n", "--num", type=int, help="number of outputs: images, or a text model's answers (numOutputs)")
     @argument("--seed", type=int, help="seed, for reproducible images")
     @argument("--set", action="append", metavar="NAME=VALUE", help="any other model input; repeatable")
     @argument("-o", "--out", metavar="VAR", help="bind the Generation (a list with --each) to VAR at once")
@@ -203,6 +203,7 @@ class ScenarioMagics(Magics, Configurable):
             raise UsageError("%%scenario takes one MODEL; put the prompt in the cell body (quote a name with "
                              "spaces)")
         check_variable(args.out)
+        check_save_folder(args.save)
         client = self.client
         model = self._model(args.model)
         text = fill_prompt(cell, self.user_ns)
@@ -262,6 +263,7 @@ class ScenarioMagics(Magics, Configurable):
             raise UsageError("%%scenario --vary: give one MODEL (or a model axis) and no --each; each --vary "
                              "is one axis")
         check_variable(args.out)
+        check_save_folder(args.save)
         vary = parse_vary(args.vary)
         text = fill_prompt(cell, self.user_ns).strip()
         if vary.get("prompt") == []:  # `--vary prompt` alone: one prompt per line of the cell

@@ -150,6 +150,11 @@ def model_kind(model: Model) -> str:
     return "image"
 
 
+def output_noun(model: Model) -> str:
+    """What one output of this model is called: an image, an answer (text), a video, a 3D model, a clip."""
+    return {"text": "answer", "video": "video", "3d": "3D model", "audio": "audio clip"}.get(model_kind(model), "image")
+
+
 def kind_words(model: Model) -> str:
     """The kind column of `%scenario models`: "image model", "video model", "LoRA (flux.2-dev-lora)"..."""
     kind = model_kind(model)
@@ -435,7 +440,8 @@ def request_inputs(model: Model, *, aspect: Optional[str] = None, num: Optional[
         inputs.update(aspect_inputs(model, aspect))
     if num is not None:
         if model.input("numOutputs") is None:
-            raise InputError(f"{model.name} makes one image per job (no numOutputs input); leave out -n")
+            raise InputError(f"{model.name} makes one {output_noun(model)} per job (no numOutputs input); "
+                             f"leave out -n")
         inputs["numOutputs"] = num
     if seed is not None:
         if model.input("seed") is None:
