@@ -122,7 +122,7 @@ class ScenarioMagics(Magics, Configurable):
 
     # -- The magic -------------------------------------------------------------------------------------
     @magic_arguments()
-    @argument("model", nargs="?", help="model id, name or unique name prefix (quote names with spaces); in "
+    @argument("model", nargs="?", help="model id, name or unique name prefix (its words need no quotes); in "
                                         "line mode a subcommand: " + ", ".join(SUBCOMMANDS))
     @argument("rest", nargs="*", help="arguments of the subcommand (line mode)")
     @argument("-a", "--aspect", help="aspect ratio such as 16:9, on any model (aspectRatio or width/height)")
@@ -196,12 +196,13 @@ class ScenarioMagics(Magics, Configurable):
             words = shlex.split(line)
         except ValueError as exc:
             raise UsageError(f"%%scenario: {exc} (check the quotes)") from None
-        args = self.scenario.parser.parse_args(words)  # POSIX quoting: "Hero Knight" is one name
+        args = self.scenario.parser.parse_intermixed_args(words)  # POSIX quoting: "Hero Knight" is one name
+        if args.model and args.rest:  # the words before and between the options name one model: Hero Knight
+            args.model, args.rest = " ".join([args.model, *args.rest]), []
         if args.vary:
             return self._grid_cell(args, cell)
         if args.rest or args.public:
-            raise UsageError("%%scenario takes one MODEL; put the prompt in the cell body (quote a name with "
-                             "spaces)")
+            raise UsageError("%%scenario takes one MODEL; put the prompt in the cell body")
         check_variable(args.out)
         check_save_folder(args.save)
         client = self.client

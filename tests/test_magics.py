@@ -298,6 +298,9 @@ def test_rest_of_line_model_names_work_unquoted(ip, env):
     assert result.error_in_exec is None and out.stdout.startswith(f"Pixel Forest Style ({forest})")
     result, out = run(ip, "%scenario training Pixel Forest Style --no-wait")
     assert "'Pixel Forest Style'" in str(result.error_in_exec) or result.error_in_exec is None
+    result, out = run(ip, "%%scenario Pixel Forest Style -a 16:9 -o unquoted\nthe forest at dawn")
+    assert result.error_in_exec is None and ip.user_ns["unquoted"].model_id == forest
+    assert env.jobs[ip.user_ns["unquoted"].job_id]["body"]["modelId"] == forest  # what the sandbox ran
     panel = ip.run_line_magic("scenario", "panel Pixel Forest Style")
     assert panel.wait_ready().model_menu.value == forest
 
