@@ -16,13 +16,14 @@ from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Optional, Union
 
-from ._engine import Engine
+from ._engine import Engine, lane_sizes
 from ._errors import (APIError, BadRequestError, InputError, NotFoundError, PermissionDeniedError, RateLimitError,
                       ScenarioError, StorageError, SubmitFailedError)
 from ._generation import Generation, prompt_of
 from ._history import History
 from ._http import TIMEOUT, Credentials, Transport, mask
 from ._models import Model, validate_inputs
+from ._paging import paged
 from ._training import (EDIT_TYPES, STANDARD_TYPES, Captions, LocalImage, Training, TrainingImage, load_images,
                         thumbnail_uri, too_large_words)
 
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
     from ._store import FileStore
 
 ImageLike = Union[bytes, str, os.PathLike, "_PILImage.Image"]
+SIDE_BY_SIDE = 16  # the most requests one call of this client sends at once (captions)
 
 # Where each recorded LoRA type runs (contract §12b.6). Other types are found in the catalog.
 KNOWN_BASES = {
@@ -93,7 +95,9 @@ class ScenarioClient:
                  history_path: Union[str, os.PathLike, None] = None, backend_id: Optional[str] = None,
                  max_retries: int = 4, timeout: tuple[float, float] = TIMEOUT) -> None:
         self._credentials = Credentials.resolve(api_key, api_secret, base_url)
-        self._http = Transport(self._credentials, max_retries=max_retries, timeout=timeout)
+        # One connection for each engine thread and each of the most calls this client makes side by side.
+        self._http = Transport(self._credentials, max_retries=max_retries, timeout=timeout,
+                               pool_size=sum(lane_sizes().values()) + SIDE_BY_SIDE)
         self.home = Path(home).expanduser() if home else default_home()
         self.history_path = Path(history_path).expanduser() if history_path else self.home / "history.sqlite"
         # Which backend a history row belongs to: the URL and a digest of the key (never the key itself).
@@ -184,18 +188,7 @@ class ScenarioClient:
 
     # -- Models ----------------------------------------------------------------------------------
     def _paged(self, path: str, key: str, params: dict) -> Iterator[dict]:
-        params = {k: v for k, v in params.items() if v is not None}
-        seen: set = set()
-        while True:
-            data = self._http.get(path, **params)
-            yield from (item for item in data.get(key) or [] if isinstance(item, dict))
-            token = data.get("nextPaginationToken")
-            if not token:
-                return
-            if token in seen:
-                raise APIError(f"the API repeated pagination token on {path}", status_code=500)
-            seen.add(token)
-            params["paginationToken"] = token
+        return paged(self._http.get, path, key, params)
 
     def models(self, *, public: bool = False, status: Optional[str] = None,
                types: Union[str, Iterable[str], None] = None, tags: Union[str, Iterable[str], None] = None,
@@ -596,7 +589,7 @@ class ScenarioClient:
                                       json_body={"images": [image.data_url()], "detailsLevel": details_level})
             captions = data.get("captions") or [""]
             return str(captions[0] or "")
-        with ThreadPoolExecutor(max_workers=min(16, len(images)), thread_name_prefix="scenario-caption") as pool:
+        with ThreadPoolExecutor(min(SIDE_BY_SIDE, len(images)), thread_name_prefix="scenario-caption") as pool:
             return list(pool.map(one, images))
 
     def caption_images(self, images: Any, *, details_level: str = "action",

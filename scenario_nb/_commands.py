@@ -264,6 +264,12 @@ class Commands:
                   f"shows them")
 
     def cmd_sandbox(self, rest: list) -> None:
+        if rest[:1] == ["reset"]:
+            from ._session import reset_sandbox_world
+            print(reset_sandbox_world())
+            return
+        if rest:
+            raise UsageError(f"%scenario sandbox takes nothing, or reset (not {' '.join(rest)!r})")
         self._switch(force_sandbox=True)
 
     def cmd_use_credentials(self, rest: list) -> None:

@@ -19,6 +19,7 @@ from ._errors import InputError, StorageError
 from ._generation import Generation, call_safely, wait_all
 from ._history import History
 from ._models import Model, coerce_value, typed_number
+from ._thumbnails import shrink
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -406,9 +407,7 @@ class Grid:
             images = tile.images
             if not images:
                 return None
-            from PIL import Image
-            cached = images[0].convert("RGB")
-            cached.thumbnail((size, size), Image.Resampling.LANCZOS)
+            cached = shrink(images[0], size, "RGB")
             with self._lock:
                 self._thumbs[key] = cached
         return cached

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import itertools
 import json
 import logging
@@ -23,8 +24,8 @@ import re
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Iterator, Optional
-from urllib.parse import urlsplit
+from typing import Any, Iterator, NamedTuple, Optional
+from urllib.parse import urljoin, urlsplit
 
 import requests
 import urllib3
@@ -112,6 +113,7 @@ def _read_retry(total: int) -> _ReadRetry:
                       backoff_factor=0.5, respect_retry_after_header=True, raise_on_status=False)
 
 
+_REDIRECTS = (301, 302, 303, 307, 308)
 # One try, nothing retried in place (a dropped pooled connection is replaced before anything is sent on it).
 _ONCE = Retry(0, read=False)
 
@@ -151,6 +153,8 @@ class Transport:
         self.session.max_redirects = MAX_REDIRECTS
         self._origin_settings: dict[tuple, dict] = {}
         self._root: Optional[requests.PreparedRequest] = None  # a GET of the API's root, for `_prepared_get`
+        self._pool_keys: dict[tuple, tuple] = {}  # origin -> the adapter's pool key for it (`_pooled_get`)
+        self._timeouts = urllib3.Timeout(connect=timeout[0], read=timeout[1])
         retry = _read_retry(max_retries)
         retry.policy = self.backoff
         self._adapter = _Adapter(retry, pool_size)  # pool: as many connections as the engine has threads
@@ -196,23 +200,47 @@ class Transport:
             time.sleep(wait)
 
     # -- API calls ---------------------------------------------------------------------------------
-    def _send(self, method: str, path: str, params: Optional[dict], json_body: Any) -> requests.Response:
+    def _pooled_get(self, url: str, headers: dict) -> Optional[_Answer]:
+        """One GET, tried once, on the session adapter's own pool for this URL's origin (its kept-alive
+        connections, CA bundle and client certificate), without requests' per-request layers (preparing,
+        cookies, hooks, its Response): the engine's polls, asset reads and downloads, where those layers cost
+        over half the CPU. None when a proxy serves the host (then requests speaks to it). Raises requests'
+        exceptions, as requests would."""
+        settings = self._settings(url)
+        if settings.get("proxies"):
+            return None
+        parts = urlsplit(url)
+        key = self._pool_keys.get(parts[:2])
+        if key is None:
+            root = requests.Request("GET", f"{parts.scheme}://{parts.netloc}/").prepare()
+            key = self._pool_keys[parts[:2]] = self._adapter.build_connection_pool_key_attributes(
+                root, settings.get("verify", True), settings.get("cert"))
+        try:
+            pool = self._adapter.poolmanager.connection_from_host(**key[0], pool_kwargs=key[1])
+            response = pool.urlopen("GET", parts.path + (f"?{parts.query}" if parts.query else ""), headers=headers,
+                                    retries=_ONCE, redirect=False, assert_same_host=False, timeout=self._timeouts)
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise _requests_error(exc) from None
+        return _Answer(response.status, response.headers, response.data)
+
+    def _send(self, method: str, path: str, params: Optional[dict], json_body: Any, once: bool = False) -> _Answer:
         started = time.monotonic()
         url = self.base_url + path
-        if method == "GET" and not params and json_body is None:
-            # A poll asks for the same kind of URL again and again: a copy of the API's root, prepared once,
-            # saves most of what preparing a request costs.
-            response = self.session.send(self._prepared_get(path), timeout=self.timeout, allow_redirects=False,
-                                         **self._settings(url))
-        else:
-            response = self.session.request(
-                method, url, params=params, json=json_body, timeout=self.timeout,
-                headers={"Authorization": self.credentials.authorization()}, allow_redirects=False,
-                **self._settings(url))
+        plain_get = method == "GET" and not params and json_body is None
+        answer = self._pooled_get(url, self._api_headers) if once and plain_get else None
+        if answer is None:
+            if plain_get:  # a copy of the API's root, prepared once, saves most of what preparing costs
+                response = self.session.send(self._prepared_get(path), timeout=self.timeout,
+                                             allow_redirects=False, **self._settings(url))
+            else:
+                response = self.session.request(
+                    method, url, params=params, json=json_body, timeout=self.timeout,
+                    headers={"Authorization": self.credentials.authorization()}, allow_redirects=False,
+                    **self._settings(url))
+            answer = _Answer(response.status_code, response.headers, response.content)
         if log.isEnabledFor(logging.DEBUG):
-            log.debug("%s %s -> %s in %.0f ms", method, path, response.status_code,
-                      (time.monotonic() - started) * 1000)
-        return response
+            log.debug("%s %s -> %s in %.0f ms", method, path, answer.status, (time.monotonic() - started) * 1000)
+        return answer
 
     def _prepared_get(self, path: str) -> requests.PreparedRequest:
         """A GET of this API path, ready to send: the API's root prepared once, the path put after it when it
@@ -227,11 +255,11 @@ class Transport:
         return self.session.prepare_request(requests.Request(
             "GET", self.base_url + path, headers={"Authorization": self.credentials.authorization()}))
 
-    def _answer(self, response: requests.Response, method: str, path: str) -> Any:
+    def _read(self, answer: _Answer, method: str, path: str) -> Any:
         """`_answer`, remembering the server's `Retry-After` for this URL (the policy's `hold`)."""
-        if response.status_code == 429:
-            self.backoff.hold(_key(self.base_url + path), _retry_after(response.headers, None))
-        return _answer(response.status_code, response.headers, response.content, method, path)
+        if answer.status == 429:
+            self.backoff.hold(_key(self.base_url + path), _retry_after(answer.headers, None))
+        return _answer(answer.status, answer.headers, answer.content, method, path)
 
     def request(self, method: str, path: str, *, params: Optional[dict] = None, json_body: Any = None,
                 once: bool = False) -> Any:
@@ -247,8 +275,8 @@ class Transport:
             self._not_held(self.base_url + path, once)
             try:
                 with self._once(once):
-                    response = self._send(method, path, params, json_body)
-                return self._answer(response, method, path)
+                    response = self._send(method, path, params, json_body, once)
+                return self._read(response, method, path)
             except requests.RequestException as exc:
                 if once or method == "GET" or not _never_sent(exc) or attempt >= 2:
                     raise _connection_error(exc, method, path) from None
@@ -281,7 +309,7 @@ class Transport:
                 raise _connection_error(exc, method, path) from None
             raise UncertainSubmit(str(_connection_error(exc, method, path)), sent_at) from None
         try:
-            data = _answer(response.status_code, response.headers, response.content, method, path)
+            data = _answer(response.status, response.headers, response.content, method, path)
         except RateLimitError as exc:
             self.creation_gate.refused(exc.retry_after, sent_at)
             raise
@@ -294,28 +322,63 @@ class Transport:
     def download(self, url: str, *, once: bool = False) -> bytes:
         """Fetch a signed asset URL, redirects followed: credentials only ever go to the API's own origin.
         `once`: asked once, never retried or waited for in place (the engine, which asks again later)."""
-        if isinstance(url, str):
-            self._not_held(url, once)
-        headers = {}
-        if isinstance(url, str) and urlsplit(url)[:2] == self._api_origin:
-            headers["Authorization"] = self.credentials.authorization()
+        asked, answer, hops = url, None, 0
         try:
-            with self._once(once), self.session.get(url, timeout=self.timeout, headers=headers, stream=True,
-                                                    **self._settings(url)) as response:
-                # Signed URLs are as good as the asset: only the host is logged.
-                log.debug("asset download from %s -> %s", urlsplit(url).netloc, response.status_code)
-                if response.status_code != 200:
-                    if response.status_code == 429:
-                        self.backoff.hold(_key(url), _retry_after(response.headers, None))
-                    raise _download_error(response.status_code, response.content, response.headers)
-                return response.raw.read(decode_content=True)  # in one read: a fraction of the CPU of .content
+            if isinstance(url, str):
+                self._not_held(url, once)
+            while once and isinstance(url, str) and urlsplit(url).scheme in ("http", "https"):
+                answer = self._pooled_get(url, self._download_headers(url))  # credentials to the API's origin only
+                if answer is None or answer.status not in _REDIRECTS or not answer.headers.get("location"):
+                    break
+                if hops == MAX_REDIRECTS:
+                    raise requests.TooManyRedirects()
+                url, answer, hops = urljoin(url, answer.headers["location"]), None, hops + 1
+            if answer is None:  # not the engine's, or a host a proxy serves: requests follows any redirects
+                with self._once(once), self.session.get(url, timeout=self.timeout, headers=self._download_headers(url),
+                                                        stream=True, **self._settings(url)) as response:
+                    content = response.raw.read(decode_content=True)  # in one read: a fraction of .content's CPU
+                    answer = _Answer(response.status_code, response.headers, content)
         except requests.TooManyRedirects:
             raise APIConnectionError(f"asset download failed (more than {MAX_REDIRECTS} redirects)") from None
         except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
             raise APIConnectionError(f"asset download failed ({_short(exc)})") from None
+        # Signed URLs are as good as the asset: only the host is logged.
+        log.debug("asset download from %s -> %s", urlsplit(url).netloc, answer.status)
+        if answer.status != 200:
+            if answer.status == 429:
+                self.backoff.hold(_key(asked), _retry_after(answer.headers, None))
+            raise _download_error(answer.status, answer.content, answer.headers)
+        return answer.content
+
+    def _download_headers(self, url: Any) -> dict:
+        """Credentials for the API's own origin only."""
+        if isinstance(url, str) and urlsplit(url)[:2] == self._api_origin:
+            return self._api_headers
+        return {"User-Agent": USER_AGENT}
+
+    @functools.cached_property
+    def _api_headers(self) -> dict:
+        return {"Authorization": self.credentials.authorization(), "User-Agent": USER_AGENT,
+                "Accept": "application/json"}
 
     def download_once(self, url: str) -> bytes:
         return self.download(url, once=True)
+
+
+class _Answer(NamedTuple):
+    status: int
+    headers: Any  # looks names up in any case
+    content: bytes
+
+
+def _requests_error(exc: Exception) -> requests.RequestException:
+    """urllib3's error as requests words it (what `_never_sent` and `_connection_error` read)."""
+    reason = exc.reason if isinstance(exc, MaxRetryError) else exc
+    if isinstance(reason, ConnectTimeoutError):
+        return requests.ConnectTimeout(exc)
+    if isinstance(reason, urllib3.exceptions.ReadTimeoutError):
+        return requests.ReadTimeout(exc)
+    return requests.ConnectionError(exc)
 
 
 def _key(url: str) -> str:

@@ -1,7 +1,9 @@
 """The one shared session behind both front doors: one client, one engine, one history.
 
-With credentials in the environment it talks to the real API; without them it starts the embedded
-sandbox (beside the package, imported only here) and says so in one visible line. Credentials put in the
+With credentials in the environment it talks to the real API; without them it uses the embedded sandbox
+(beside the package, imported only here) and says so in one visible line. That sandbox is one world per home:
+a server of its own that every kernel of the same SCENARIO_NB_HOME shares and that keeps its models, trainings,
+jobs and assets on disk (`scenario_nb.sandbox._world`), so what one notebook trains another runs. Credentials put in the
 environment later (a Colab secret copied into `os.environ`) are picked up by the next call.
 
 Switching backend never strands work: the old session is retired, not closed. Its handles keep their own
@@ -11,12 +13,11 @@ client until their jobs end, and `session_for(backend_id)` still finds it for `%
 from __future__ import annotations
 
 import os
-import secrets
 import threading
 import time
 from typing import Any, Optional
 
-from ._client import ScenarioClient
+from ._client import ScenarioClient, default_home
 from ._env import DEFAULT_BASE_URL, credentials_from_env
 
 SANDBOX_BACKEND_ID = "embedded-sandbox"  # one identity across kernels, so re-run safety survives a restart
@@ -41,13 +42,13 @@ class Session:
             self.client = ScenarioClient(history_path=history_path)
             self.backend = "cloud" if url.rstrip("/") == DEFAULT_BASE_URL else "custom"
         else:
-            from . import sandbox  # only the session ever starts the sandbox; the client never imports it
+            # Only the session ever starts the sandbox; the client never imports it. One world per home: every
+            # kernel of this home shares its models, trainings, jobs and assets (kept on disk by the sandbox).
+            from .sandbox import _world
             job_seconds = float(os.environ.get("SCENARIO_NB_SANDBOX_JOB_SECONDS", "3"))
-            # A fresh seed per kernel: history and file store are shared by every kernel, so job and asset
-            # ids must never repeat across sandboxes (a repeated asset id would show another kernel's image).
             train_seconds = float(os.environ.get("SCENARIO_NB_SANDBOX_TRAIN_SECONDS", "30"))
-            self.sandbox = sandbox.start(job_seconds=job_seconds, job_jitter=min(1.0, job_seconds / 4),
-                                         train_seconds=train_seconds, seed=secrets.randbelow(2 ** 31))
+            self.sandbox = _world.connect(default_home(), job_seconds=job_seconds,
+                                          job_jitter=min(1.0, job_seconds / 4), train_seconds=train_seconds)
             self.client = ScenarioClient(self.sandbox.api_key, self.sandbox.api_secret, self.sandbox.url,
                                          history_path=history_path, backend_id=SANDBOX_BACKEND_ID)
             self.backend = "sandbox"
@@ -75,10 +76,14 @@ class Session:
         """The environment's credentials changed since this session started (and it follows them)."""
         return not self.force_sandbox and credentials_from_env() != self.env
 
+    def sandbox_gone(self) -> bool:
+        """The home's sandbox server this session used has stopped (killed, or the machine restarted)."""
+        return self.sandbox is not None and not self.sandbox.alive()
+
     def close(self) -> None:
         self.client.close()
         if self.sandbox is not None:
-            self.sandbox.stop()
+            self.sandbox.stop()  # this kernel no longer uses the world; it stops once no kernel does
 
 
 def get_session(**options: Any) -> Session:
@@ -86,8 +91,9 @@ def get_session(**options: Any) -> Session:
     global _session
     with _lock:
         current = _session
-    if current is not None and current.stale():
-        session = replace_session(history_path=current.history_path)
+    if current is not None and (current.stale() or current.sandbox_gone()):
+        session = replace_session(history_path=current.history_path,
+                                  force_sandbox=current.force_sandbox)
         session.announced = False
         return session
     with _lock:
@@ -132,6 +138,13 @@ def _close_when_idle(session: Session, poll: float = 0.5) -> None:
     with _lock:
         if session in _retired:
             _retired.remove(session)
+
+
+def reset_sandbox_world() -> str:
+    """Empty this home's embedded-sandbox world (its server keeps running if one does); says what went."""
+    from .sandbox import _world
+    home = default_home()
+    return f"sandbox world of {home}: {_world.reset(home)}"
 
 
 def reset() -> None:

@@ -95,20 +95,18 @@ def decode_image(data: bytes, what: str) -> Image.Image:
 
 
 class FileStore:
-    """Images by asset id under `root/assets/`, thumbnails under `root/thumbs/`."""
+    """Outputs by asset id under `root/assets/` (thumbnails are made from them when shown: `_thumbnails`)."""
 
     def __init__(self, root: Union[str, os.PathLike]) -> None:
         self.root = Path(root)
         self.assets = self.root / "assets"
-        self.thumbs = self.root / "thumbs"
         self.clean_partials()
 
     def clean_partials(self) -> None:
         """Remove temp files a crash may have left."""
-        for folder in (self.assets, self.thumbs):
-            if folder.is_dir():
-                for leftover in folder.glob("*.part"):
-                    leftover.unlink(missing_ok=True)
+        if self.assets.is_dir():
+            for leftover in self.assets.glob("*.part"):
+                leftover.unlink(missing_ok=True)
 
     def path_for(self, asset_id: str, mime_type: str = "image/png") -> Path:
         """Where an output of this type is stored (the extension comes from its MIME type)."""
@@ -150,21 +148,6 @@ class FileStore:
         with _image_errors(str(path.name)), Image.open(path) as image:
             image.load()
             return image.copy()
-
-    def thumbnail_png(self, asset_id: str, max_side: int) -> bytes:
-        """PNG bytes with the longest side at most `max_side` (never upscaled), cached on disk."""
-        path = self.thumbs / f"{asset_id}_{int(max_side)}.png"
-        if path.is_file():
-            return path.read_bytes()
-        image = self.open_image(asset_id)
-        image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
-        if image.mode == "RGBA" and image.getchannel("A").getextrema()[0] == 255:
-            image = image.convert("RGB")
-        buf = io.BytesIO()
-        image.save(buf, format="PNG", optimize=True)
-        data = buf.getvalue()
-        atomic_write(path, lambda f: f.write(data), f"thumbnail of {asset_id}")
-        return data
 
     def copy(self, source: Path, dest: Union[str, os.PathLike]) -> Path:
         """Copy a stored output as it is."""

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional, Protocol, U
 
 from ._errors import InputError, TrainingFailedError, TrainingTimeoutError
 from ._generation import call_safely
+from ._thumbnails import thumbnail_uri
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -175,22 +176,6 @@ def load_images(images: Union[ImageSource, Iterable[ImageSource]]) -> list[Local
             raise InputError(f"{image.name} and {digests[digest]} are the same image; keep one")
         digests[digest] = image.name
     return loaded
-
-
-def thumbnail_uri(source: Union[bytes, Path, None], size: int = 96) -> Optional[str]:
-    """A small JPEG data URI of an image (bytes or a file), or None when it cannot be read."""
-    from PIL import Image
-    if source is None:
-        return None
-    try:
-        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
-            thumb = image.convert("RGB")
-            thumb.thumbnail((size, size), Image.Resampling.LANCZOS)
-            buf = io.BytesIO()
-            thumb.save(buf, format="JPEG", quality=75)
-    except (OSError, ValueError):
-        return None
-    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
 class Captions(dict):

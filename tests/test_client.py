@@ -59,6 +59,31 @@ def test_default_url_is_the_real_api(monkeypatch):
 
 # -- Models ------------------------------------------------------------------------------------------
 
+def test_one_paging_loop_follows_each_token_once():
+    """Models, jobs, workflows and the lost-answer search read listings through one loop: each token asked
+    once, rows that are not objects skipped, and a token handed out again an error (a -> b -> a once went
+    round for ever in the search, which only compared a token with the one before)."""
+    from scenario_nb._errors import APIError
+    from scenario_nb._paging import paged
+    pages = {None: {"jobs": [{"n": 1}, "odd", None], "nextPaginationToken": "t1"},
+             "t1": {"jobs": [{"n": 2}], "nextPaginationToken": "t2"}, "t2": {"jobs": [{"n": 3}]}}
+    asked: list = []
+
+    def get(path, **params):
+        asked.append(params)
+        assert len(asked) < 10, "followed a token again"
+        return pages[params.get("paginationToken")]
+    assert [row["n"] for row in paged(get, "/jobs", "jobs", {"pageSize": 2, "createdAfter": None})] == [1, 2, 3]
+    assert asked == [{"pageSize": 2}, {"pageSize": 2, "paginationToken": "t1"},
+                     {"pageSize": 2, "paginationToken": "t2"}]
+    pages = {None: {"jobs": [{"n": 1}], "nextPaginationToken": "a"}, "a": {"jobs": [], "nextPaginationToken": "b"},
+             "b": {"jobs": [], "nextPaginationToken": "a"}}
+    asked.clear()
+    with pytest.raises(APIError, match="repeated pagination token"):
+        list(paged(get, "/jobs", "jobs", {}))
+    assert len(asked) == 3
+
+
 def test_models_every_page_and_filters(client):
     own = client.models()
     assert own and all(m.privacy == "private" for m in own)

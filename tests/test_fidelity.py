@@ -373,6 +373,48 @@ def test_engine_downloads_follow_redirects_and_carry_no_credentials_off_the_api(
         server.server_close()
 
 
+class _Recording(http.server.BaseHTTPRequestHandler):
+    """A host that remembers (path, credentials?) and answers `/moved/…` with a redirect to `target`, else bytes."""
+
+    target = ""
+    seen: list = []
+
+    def do_GET(self) -> None:
+        type(self).seen.append((self.server.server_address[1], "Authorization" in self.headers))
+        moved = "/moved/" in self.path
+        self.send_response(302 if moved else 200)
+        if moved:
+            self.send_header("Location", type(self).target)
+        self.send_header("Content-Length", "0" if moved else "5")
+        self.end_headers()
+        if not moved:
+            self.wfile.write(b"asset")
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_a_download_the_api_redirects_to_another_host_takes_no_credentials_there():
+    """An asset URL on the API's own origin gets the Authorization header; the host it redirects to never does,
+    through requests (`download`) and through the engine's one-try GETs (`download_once`) alike."""
+    from scenario_nb._http import Credentials, Transport
+    servers = [http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Recording) for _ in range(2)]
+    for server in servers:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    api_port, other_port = (s.server_address[1] for s in servers)
+    _Recording.target, _Recording.seen = f"http://127.0.0.1:{other_port}/asset.png", []
+    transport = Transport(Credentials(KEY, SECRET, f"http://127.0.0.1:{api_port}/v1"))
+    try:
+        for fetch in (transport.download, transport.download_once):
+            assert fetch(f"http://127.0.0.1:{api_port}/v1/moved/asset") == b"asset"
+        assert _Recording.seen == [(api_port, True), (other_port, False)] * 2
+    finally:
+        transport.close()
+        for server in servers:
+            server.shutdown()
+            server.server_close()
+
+
 # -- 429s without Retry-After ------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("batch", [False, True], ids=["one by one", "a batch sent side by side"])

@@ -21,7 +21,7 @@ from urllib3.exceptions import MaxRetryError, NewConnectionError, ProtocolError
 from scenario_nb import StorageError
 from scenario_nb import _backoff, _http
 from scenario_nb._errors import (APIConnectionError, APIError, APITimeoutError, NotFoundError,
-                                 PermissionDeniedError, ServerError)
+                                 PermissionDeniedError, RateLimitError, ServerError)
 from scenario_nb._history import History, JobRecord, TrainingRecord, new_request_id
 
 
@@ -466,3 +466,55 @@ def test_the_creation_gate_backs_off_1_2_4_up_to_30_seconds_and_resets(monkeypat
     assert _http.CreationGate().refused(None) == 1.25
     fresh = _http.CreationGate()
     assert fresh.refused(3.0) == 3.0 and 2.5 < fresh.remaining() <= 3.0
+
+
+def test_the_backoff_policy_doubles_to_its_cap_jitters_and_never_undercuts_the_server(monkeypatch):
+    """One rule for every wait: base x 2^attempt, capped, x0.75 to x1.25, and never shorter than the server's
+    Retry-After; a URL the server answered with Retry-After is held that long (a shorter one never shortens it)."""
+    monkeypatch.setattr(_backoff.random, "random", lambda: 0.5)  # no jitter
+    policy = _backoff.Backoff(base=0.5, cap=8.0)
+    assert [policy.delay(n) for n in range(6)] == [0.5, 1.0, 2.0, 4.0, 8.0, 8.0]
+    assert policy.delay(0, 3.0) == 3.0 and policy.delay(5, 0.1) == 8.0 and policy.delay(1, None) == 1.0
+    assert policy.delay(2, base=0.25, cap=0.75) == 0.75 and policy.delay(1, base=0.25) == 0.5
+    monkeypatch.setattr(_backoff.random, "random", lambda: 0.0)
+    assert policy.delay(1) == 0.75
+    monkeypatch.setattr(_backoff.random, "random", lambda: 1.0)
+    assert policy.delay(1) == 1.25 and policy.delay(9) == 10.0
+    assert policy.held("http://api/v1/jobs/j") == 0.0
+    policy.hold("http://api/v1/jobs/j", 2.0)
+    policy.hold("http://api/v1/jobs/j", 0.5)
+    policy.hold("http://api/v1/jobs/k", None)
+    policy.hold("http://api/v1/jobs/k", 0)
+    assert 1.9 < policy.held("http://api/v1/jobs/j") <= 2.0 and policy.held("http://api/v1/jobs/k") == 0.0
+
+
+def test_reads_retried_in_place_wait_as_the_policy_says(monkeypatch):
+    """urllib3's in-place retries of a read: nothing before the second consecutive error, then the client's
+    policy (its jitter: x1.25 here) from 1 s (base 0.5 x 2), doubling, at most 8 s before jitter."""
+    from urllib3.exceptions import ConnectTimeoutError
+    monkeypatch.setattr(_backoff.random, "random", lambda: 1.0)
+    transport = _http.Transport(_http.Credentials("k", "s", "http://127.0.0.1:9/v1"), max_retries=8)
+    retry = transport._adapter.max_retries
+    assert retry.policy is transport.backoff and transport.creation_gate._backoff is transport.backoff
+    waits = []
+    for _ in range(6):
+        retry = retry.increment(method="GET", url="/v1/jobs/j", error=ConnectTimeoutError("slow"))
+        waits.append(retry.get_backoff_time())
+    assert waits == [0.0, 1.25, 2.5, 5.0, 10.0, 10.0]
+    transport.close()
+
+
+def test_a_url_the_server_held_is_not_asked_by_the_engine_before_its_time():
+    """The engine's one-try GETs of a URL answered with Retry-After raise RateLimitError (with the wait left)
+    and send nothing: a closed port would otherwise answer with a connection error."""
+    transport = _http.Transport(_http.Credentials("k", "s", "http://127.0.0.1:9/v1"))
+    transport.backoff.hold("http://127.0.0.1:9/v1/jobs/j", 5.0)
+    transport.backoff.hold("http://127.0.0.1:9/assets/a.png", 5.0)
+    for ask in (lambda: transport.get_once("/jobs/j"),
+                lambda: transport.download_once("http://127.0.0.1:9/assets/a.png?Signature=x")):
+        with pytest.raises(RateLimitError) as info:
+            ask()
+        assert 4.0 < info.value.retry_after <= 5.0
+    with pytest.raises(APIConnectionError):  # another URL is asked (and the port is closed)
+        transport.get_once("/jobs/other")
+    transport.close()

@@ -7,9 +7,14 @@ the job: its id is written first, and a cost that is not a number is only a cost
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
-from scenario_nb import OutcomeUnknownError, wait_all
+from scenario_nb import OutcomeUnknownError, ScenarioClient, wait_all
+from scenario_nb import sandbox as sandbox_mod
+
+from conftest import SUITE_KEY, SUITE_SECRET, Clock
 
 ODD_ANSWERS = {
     "a body that is not an object": lambda data: ["not", "an", "object"],
@@ -78,3 +83,56 @@ def test_a_queued_request_whose_answer_has_an_odd_cost_keeps_its_paid_job_in_the
     assert row is not None and row.job_id == created[0], "a paid job is not in the history"
     assert first.ok and first.images and row.status == "success"  # its cost, if known, from the job's billing
     assert behind.ok and not client.in_flight()
+
+
+# -- A parallel-job limit learned from a 429 is probed again -----------------------------------------------------------
+
+def test_a_learned_parallel_job_limit_rises_by_one_per_quiet_while_and_a_new_429_sets_it_again():
+    """The limit a 429 named is kept for PROBE_SECONDS, then one more job is allowed per quiet while (no 429 naming
+    the limit since); a new 429 names the limit again and the count starts over. Time is driven, not slept."""
+    from scenario_nb._engine._sender import PROBE_SECONDS, JobSlots
+    clock = Clock(0.0, frozen=True)
+    slots = JobSlots(clock=clock)
+    assert slots.limit() is None  # no 429 yet: no limit here (the server says when there is one)
+    slots.learned(2)
+    assert slots.limit() == 2
+    clock.now += PROBE_SECONDS - 0.1
+    assert slots.limit() == 2, "kept for a while"
+    clock.now += 0.1
+    assert slots.limit() == 3, "probed again after a quiet while"
+    clock.now += PROBE_SECONDS
+    assert slots.limit() == 4
+    slots.learned(3)  # the server says 3 after all
+    assert slots.limit() == 3
+    clock.now += PROBE_SECONDS / 2
+    assert slots.limit() == 3
+
+
+def test_a_server_that_allows_more_jobs_again_gets_more_after_a_quiet_while(tmp_path):
+    """A 429 names a limit of 2: from then on the engine holds what would exceed it. The account then allows 4.
+    Right away the engine still holds the extra requests (no hammering); after a quiet while it probes, and a batch
+    of 4 is sent at once with no new 429 (before: the limit of 2 was kept for the life of the kernel)."""
+    from scenario_nb._engine._sender import PROBE_SECONDS
+    with sandbox_mod.start(api_key=SUITE_KEY, api_secret=SUITE_SECRET, job_seconds=0.6, max_parallel_jobs=2) as sb:
+        client = ScenarioClient(SUITE_KEY, SUITE_SECRET, sb.url, home=tmp_path)
+        clock = Clock(time.monotonic())
+        client._engine._sender._slots.clock = clock  # the engine's own clock for the limit, driven here
+        try:
+            model = runnable_model(client)
+            wait_all(client.generate_many(model, [f"a first crate {i}" for i in range(5)]), timeout=60)
+            assert sb.stats()["rate_limited"], "the limit was never named"
+            sb.state.options["max_parallel_jobs"] = 4  # the account allows more now
+
+            soon = client.generate_many(model, [f"a second crate {i}" for i in range(4)])
+            assert sum(h.status == "waiting" for h in soon) == 2, "the learned limit was not kept for a while"
+            wait_all(soon, timeout=60)
+            refused = len(sb.stats()["rate_limited"])
+
+            clock.now += 2 * PROBE_SECONDS  # a quiet while: probed twice, 2 -> 4
+            later = client.generate_many(model, [f"a third crate {i}" for i in range(4)])
+            assert not [h for h in later if h.status == "waiting"], [h.status for h in later]
+            wait_all(later, timeout=60)
+            assert len(sb.stats()["rate_limited"]) == refused, "the probe was refused: it hammered the server"
+            assert sb.stats()["jobs_created"] == 13
+        finally:
+            client.close()

@@ -15,6 +15,7 @@ from PIL import Image
 from scenario_nb import StorageError
 from scenario_nb._history import History, JobRecord
 from scenario_nb._store import FileStore
+from scenario_nb._thumbnails import shrink
 
 
 def png(size=(64, 64), color="red", fmt="PNG") -> bytes:
@@ -87,8 +88,8 @@ def test_thumbnail_and_png_text(tmp_path):
     buf = io.BytesIO()
     noisy.save(buf, format="PNG")
     store.put("asset_big", buf.getvalue())
-    thumb = Image.open(io.BytesIO(store.thumbnail_png("asset_big", 256)))
-    assert max(thumb.size) == 256
+    thumb = shrink(store.open_image("asset_big"), 256)
+    assert thumb.size == (256, 256) and shrink(thumb, 512).size == (256, 256)  # never enlarged
     out = store.save_png_with_metadata("asset_big", tmp_path / "out" / "x.png", {"prompt": "a ship", "seed": "4"})
     assert Image.open(out).text == {"prompt": "a ship", "seed": "4"}
 

@@ -25,8 +25,8 @@ The parts, each in its own module and handed what it uses when built (none holds
 - `_engine.Engine`: wires them, behind the interface the client and the handles use.
 """
 
-from ._engine import Engine
+from ._engine import Engine, lane_sizes
 from ._live import SEARCH_SECONDS
 from ._timing import DurationModel, server_duration
 
-__all__ = ["Engine", "DurationModel", "server_duration", "SEARCH_SECONDS"]
+__all__ = ["Engine", "lane_sizes", "DurationModel", "server_duration", "SEARCH_SECONDS"]

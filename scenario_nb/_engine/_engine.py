@@ -17,12 +17,19 @@ from ._poller import Poller
 from ._recovery import Recovery
 from ._search import LostAnswerSearch
 from ._sender import Sender
-from ._timing import DurationModel, PollTiming
+from ._timing import DurationModel, PollTiming, ServerClock
 from ._trainings import TrainingFollower
 
 if TYPE_CHECKING:
     from .._models import Model
     from .._store import FileStore
+
+
+def lane_sizes(workers: int = 8) -> dict[str, int]:
+    """Worker threads per lane: polls (and searches) on two — a poll costs ~0.5 ms of CPU —, output downloads on
+    the rest, so a burst of downloads never holds up seeing the next success, and up to four requests being
+    sent side by side. (The client sizes its connection pool from these.)"""
+    return {"poll": 2, "fetch": max(1, workers - 2), "send": 4}
 
 
 class _Setting:
@@ -60,18 +67,16 @@ class Engine:
         self.base_url = http.base_url
         self.settings = Settings(floor=floor, ceiling=ceiling, job_timeout=job_timeout,
                                  target_quantile=target_quantile)
-        # Three lanes: polls (and searches) on two threads — a poll costs ~0.5 ms of CPU —, output downloads on
-        # the rest, so a burst of downloads never holds up seeing the next success, and up to four requests
-        # being sent side by side.
-        self._lanes = Lanes({"poll": 2, "fetch": max(1, workers - 2), "send": 4}, self.settings)
+        self._lanes = Lanes(lane_sizes(workers), self.settings)
         self._live = LiveRequests()
         self._ledger = Ledger(history, self._live, backend_id=backend_id, base_url=self.base_url)
         self._timing = PollTiming(self._live, self.settings, history=history, backend_id=backend_id)
         self._completer = Completer(http, store, self._lanes, self._ledger, self.settings)
+        self._server_clock = ServerClock()
         self._poller = Poller(http, self._lanes, self._live, self._timing, self._ledger, self.settings,
-                             complete=self._completer.complete)
+                             complete=self._completer.complete, server_clock=self._server_clock)
         self._search = LostAnswerSearch(http, self._lanes, self._live, self._ledger, self.settings,
-                                       adopt=self._poller.adopt)
+                                       adopt=self._poller.adopt, server_clock=self._server_clock)
         self._sender = Sender(http, self._lanes, self._live, self._ledger, self.settings, adopt=self._poller.adopt,
                              look_for=self._search.look_for)
         self._recovery = Recovery(self, http, self._live, self._ledger, self._poller, self._search, self._completer)

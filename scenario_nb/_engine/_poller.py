@@ -18,7 +18,7 @@ from .._http import Transport
 from ._lanes import Lanes
 from ._ledger import Ledger
 from ._live import LiveRequests, Settings
-from ._timing import PollTiming
+from ._timing import PollTiming, ServerClock
 
 log = logging.getLogger("scenario_nb")
 
@@ -27,8 +27,10 @@ class Poller:
     """Adopts jobs (their id recorded first) and polls each near its predicted end until it ends."""
 
     def __init__(self, http: Transport, lanes: Lanes, live: LiveRequests, timing: PollTiming, ledger: Ledger,
-                 settings: Settings, *, complete: Callable[[Generation, dict], None]) -> None:
+                 settings: Settings, *, complete: Callable[[Generation, dict], None],
+                 server_clock: Optional[ServerClock] = None) -> None:
         self._http = http
+        self._server_clock = server_clock or ServerClock()  # learns from every job answer how far ahead we are
         self._lanes = lanes
         self._live = live
         self._timing = timing
@@ -49,6 +51,7 @@ class Poller:
             handle._set(cost=parse_cost(cost) if cost is not None else handle.cost)
             server_created = parse_time(job.get("createdAt"))
             if created:  # this answer's arrival is the job's creation on our clock (it has no status history yet)
+                self._server_clock.saw_job(job, arrived)
                 self._live.note_created(handle.request_id, arrived)
                 if server_created:
                     handle._set(server_offset=arrived - server_created)
@@ -89,6 +92,7 @@ class Poller:
         polls = self._live.count_poll(handle.request_id)
         try:
             job = self._http.get_once(f"/jobs/{handle.job_id}")["job"]
+            self._server_clock.saw_job(job, time.time())
         except NotFoundError:
             self._ledger.end(handle, JobFailedError(handle.job_id, "the API no longer knows this job",
                                                     "it may belong to another project, or to a sandbox that "

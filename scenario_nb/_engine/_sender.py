@@ -27,6 +27,31 @@ from ._live import LiveRequests, Settings
 log = logging.getLogger("scenario_nb")
 
 HOLD_CHECK = 0.05  # how often requests held for a free parallel-job slot look again (a local check, no request)
+PROBE_SECONDS = 60.0  # after this long with no 429 naming the parallel-job limit, one more job is tried
+
+
+class JobSlots:
+    """The account's parallel-job limit as the last 429 named it (`actionLimit`): kept for a while, then probed
+    again, one more job per quiet while (PROBE_SECONDS with no 429 naming it), so an account that allows more
+    again gets more. A probe too many costs one 429: that request waits here, in order, not charged."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self._named: Optional[tuple[int, float]] = None  # (the limit a 429 named, when)
+        self._lock = threading.Lock()
+
+    def learned(self, limit: int) -> None:
+        """A 429 named the limit: it holds from now on, for a while."""
+        with self._lock:
+            self._named = (limit, self.clock())
+
+    def limit(self) -> Optional[int]:
+        """How many of our generations may run at once (None: no 429 has named a limit)."""
+        with self._lock:
+            if self._named is None:
+                return None
+            limit, since = self._named
+        return limit + int(max(0.0, self.clock() - since) // PROBE_SECONDS)
 
 
 class Sender:
@@ -44,7 +69,7 @@ class Sender:
         self._lock = threading.Lock()
         self._waiting: deque = deque()  # handles refused with 429, sent in order once the gate opens
         self._draining = False
-        self._job_slots: Optional[int] = None  # the parallel-job limit a 429 named (`actionLimit`), once one did
+        self._slots = JobSlots()  # the parallel-job limit a 429 named (`actionLimit`), once one did
 
     def submit(self, handle: Generation) -> None:
         """Record the request (`StorageError`: nothing is sent), then send it, or hold it here if it must wait.
@@ -112,8 +137,7 @@ class Sender:
         except RateLimitError as exc:  # nothing was created: it waits here, in order, for the gate to open
             body = exc.body if isinstance(exc.body, dict) else {}
             if body.get("actionName") == "parallelCustomJobs" and isinstance(body.get("actionLimit"), int):
-                with self._lock:
-                    self._job_slots = body["actionLimit"]
+                self._slots.learned(body["actionLimit"])
             self._ledger.mark(handle, "waiting")
             self._enqueue(handle)
             return "waiting"
@@ -175,13 +199,13 @@ class Sender:
                 return
 
     def _full(self, handle: Generation) -> bool:
-        """A generation would meet the parallel-job limit a 429 named: as many of our jobs are running.
-        (Jobs of other clients on the account count too, server-side; then a 429 says so and we back off.)"""
-        with self._lock:
-            slots = self._job_slots
+        """A generation would meet the parallel-job limit a 429 named: as many of our jobs are running or being
+        sent. (Jobs of other clients on the account count too, server-side; then a 429 says so and we back off.)"""
+        slots = self._slots.limit()
         if slots is None or handle.kind != "generation":
             return False
         live = self._live
-        running = live.matching(lambda h: h.kind == "generation" and not h.done and
-                                bool(h.job_id or h.status == "unknown") and not live.is_completing(h.request_id))
+        running = live.matching(lambda h: h is not handle and h.kind == "generation" and not h.done and
+                                bool(h.job_id or h.status in ("sending", "unknown")) and
+                                not live.is_completing(h.request_id))  # being sent: a job in a moment
         return len(running) >= slots

@@ -34,6 +34,46 @@ FINISHING_QUANTILE = 0.9  # finalizing is short and varies: asking just after it
 TEACHES = 0.1  # progress from which a scout's rate is worth passing on (just after it starts, it is noise)
 
 
+SKEW_ASSUMED = 10.0  # seconds this machine's clock may be ahead of the server's, until an answer says how far
+SKEW_MARGIN = 0.5  # on top of a learned bound: timestamps in ms, and the bound's own rounding
+
+
+class ServerClock:
+    """How far this machine's clock is ahead of the server's, at most: each server timestamp seen in an answer
+    was stamped before the answer arrived, so arrival minus stamp bounds it (recent answers only: clocks drift).
+
+    It bounds in time which job a lost answer may have made: none the server created before the request's
+    intent was recorded."""
+
+    def __init__(self, size: int = 32) -> None:
+        self._ahead: deque = deque(maxlen=size)  # arrival (our clock) minus the server's stamp, per answer
+        self._lock = threading.Lock()
+
+    def saw(self, stamp: Optional[float], arrived: float) -> None:
+        """An answer that arrived at `arrived` (our clock) carried a server timestamp `stamp`."""
+        if stamp is not None:
+            with self._lock:
+                self._ahead.append(arrived - stamp)
+
+    def saw_job(self, job: dict, arrived: float) -> None:
+        """A job object from an answer: its newest timestamp (creation, last status)."""
+        if not isinstance(job, dict):
+            return
+        stamps = [parse_time(job.get("createdAt")), parse_time(job.get("updatedAt"))]
+        stamps += [parse_time(h.get("date")) for h in job.get("statusHistory") or [] if isinstance(h, dict)]
+        known = [t for t in stamps if t is not None]
+        self.saw(max(known) if known else None, arrived)
+
+    def ahead_at_most(self) -> float:
+        """Seconds this machine's clock is ahead of the server's, at most (as learned, else assumed)."""
+        with self._lock:
+            return min(self._ahead) + SKEW_MARGIN if self._ahead else SKEW_ASSUMED
+
+    def earliest_job(self, intent_at: float) -> float:
+        """The server time before which no job can be the request whose intent was recorded at `intent_at`."""
+        return intent_at - self.ahead_at_most()
+
+
 class DurationModel:
     """Recent server-side durations per model, to predict when a job will finish."""
 

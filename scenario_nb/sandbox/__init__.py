@@ -35,6 +35,7 @@ class Sandbox:
         self.api_key: str = options["api_key"]
         self.api_secret: str = options["api_secret"]
         self.state = State(options)
+        self.world: Any = None  # a home's world (`_world.World`) when started with --home
         self._cdn = _Server(self, CdnHandler)
         self.cdn_url = f"http://127.0.0.1:{self._cdn.server_address[1]}"
         self._api = _Server(self, ApiHandler)

@@ -7,6 +7,7 @@ import base64
 import binascii
 import io
 import warnings
+from typing import Any
 
 from . import _catalog
 from ._common import ApiError, found
@@ -241,6 +242,23 @@ def inject_fault(req: Request) -> tuple:
     return 200, {}
 
 
+def world_info(req: Request) -> tuple:
+    """`GET /v1/_sandbox/world`: the home's world this sandbox keeps (a sandbox started with `--home`)."""
+    return 200, _world_of(req).info()
+
+
+def reset_world(req: Request) -> tuple:
+    """`POST /v1/_sandbox/reset`: empty the world; answers what it removed."""
+    return 200, _world_of(req).reset()
+
+
+def _world_of(req: Request) -> Any:
+    world = getattr(req.sandbox, "world", None)
+    if world is None:
+        raise ApiError(404, "This sandbox keeps no world on disk (it was not started with --home)")
+    return world
+
+
 def release_held(req: Request) -> tuple:
     req.state.release()
     return 200, {}
@@ -259,6 +277,8 @@ ROUTES = Routes([
     ("GET", "workflows", list_workflows),
     ("GET", "workflows/{workflow_id}", get_workflow),
     ("PUT", "workflows/{workflow_id}/run", run_workflow),
+    ("GET", "_sandbox/world", world_info),
+    ("POST", "_sandbox/reset", reset_world),
     ("GET", "_sandbox/*", sandbox_log),
     ("POST", "_sandbox/faults", inject_fault),
     ("POST", "_sandbox/release", release_held),

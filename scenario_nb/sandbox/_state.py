@@ -18,6 +18,7 @@ from . import _catalog, _media, _training
 from ._common import iso, new_id
 from ._inputs import image_inputs, output_size
 from ._render import Renderer
+from ._training_demo import start_demo
 
 TERMINAL = ("success", "failure", "canceled")
 # Fractions of a job's duration at which it reaches each state.
@@ -57,6 +58,7 @@ class State:
         self.expire_next = 0
         self.renderer = Renderer(self.lock)
         self.trainings = _training.Trainings(self)
+        start_demo(self)  # the catalog's training under way: it moves on with the clock
 
     # -- faults --
     def take_fault(self, method: str, path: str, kinds: tuple, query: Optional[dict] = None) -> Optional[dict]:

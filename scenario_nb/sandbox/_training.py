@@ -129,8 +129,9 @@ class Trainings:
 
     def active(self) -> int:
         now = self.state.clock()
-        return sum(1 for r in self.records.values()
-                   if r["run"] is not None and snapshot(r["run"], now)["model_status"] == "training")
+        return sum(1 for r in self.records.values()  # the catalog's demo training is not the user's
+                   if r["run"] is not None and not r["run"].get("demo")
+                   and snapshot(r["run"], now)["model_status"] == "training")
 
     # -- models ----------------------------------------------------------------------------------------
     def create(self, body: dict) -> dict:
