@@ -108,30 +108,34 @@ def interrupted_line(handles: list) -> str:
 
 def live_view(handle, thumbnail_size: int = DEFAULT_THUMBNAIL_SIZE,
               after: Optional[Callable[[Any], None]] = None) -> None:
-    """One widget in this cell that the engine's thread updates in place, even while other cells run.
+    """One widget in this cell that the engine's thread updates in place, even while other cells run."""
+    _live_widget(handle, _signature, status_html, lambda h: generation_bundle(h, thumbnail_size), after)
 
-    When the job ends the display is also updated with the final bundle, so a saved notebook shows the
-    result (or the error) without widget state.
-    """
+
+def _live_widget(thing, signature: Callable[[Any], tuple], running_html: Callable[[Any], str],
+                 final_bundle: Callable[[Any], tuple[dict, dict]], after: Optional[Callable[[Any], None]]) -> None:
+    """A widget in this cell that `thing`'s updates redraw when its signature changed. When it is done the
+    display also gets the final bundle, so a saved notebook shows the outcome (or the error) without widget
+    state."""
     import ipywidgets as widgets
     from IPython.display import display
-    view = widgets.HTML(status_html(handle))
+    view = widgets.HTML(running_html(thing))
     shown = display(view, display_id=True)
     last: list = [None]
 
-    def update(h) -> None:
-        signature = _signature(h)
-        if signature == last[0]:
+    def update(t) -> None:
+        now = signature(t)
+        if now == last[0]:
             return
-        last[0] = signature
-        if not h.done:
-            view.value = status_html(h)
+        last[0] = now
+        if not t.done:
+            view.value = running_html(t)
             return
-        data, metadata = generation_bundle(h, thumbnail_size)
+        data, metadata = final_bundle(t)
         _end_live(view, shown, data, metadata)
         if after is not None:
-            after(h)
-    handle.on_update(update)
+            after(t)
+    thing.on_update(update)
 
 
 def _end_live(view, shown, data: dict, metadata: dict) -> None:
@@ -183,23 +187,8 @@ def show_training(training, *, wait: bool) -> None:
     """Show a training in the running cell: updated in place until it ends when waiting (Ctrl-C stops the
     waiting, never the training), else as a widget the engine's thread keeps current."""
     if not wait:
-        import ipywidgets as widgets
-        from IPython.display import display
-        view = widgets.HTML(training_bundle(training)[0]["text/html"])
-        shown = display(view, display_id=True)
-        last: list = [None]
-
-        def update(t) -> None:
-            signature = _training_signature(t)
-            if signature == last[0]:
-                return
-            last[0] = signature
-            fresh, meta = training_bundle(t)
-            if t.done:  # a saved notebook shows the outcome without widget state
-                _end_live(view, shown, fresh, meta)
-            else:
-                view.value = fresh["text/html"]
-        training.on_update(update)
+        _live_widget(training, _training_signature, lambda t: training_bundle(t)[0]["text/html"],
+                     lambda t: training_bundle(t), None)
         return
     if not _redraw_until_done(training, training_bundle, _training_signature, every=0.2):
         print(f"Stopped waiting (the training goes on on the server); %scenario training {training.model_id} "

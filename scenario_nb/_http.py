@@ -266,15 +266,15 @@ class Transport:
         """A request that creates nothing paid (reads, dry runs, uploads, cancels): parsed JSON of any 2xx.
 
         GETs are retried by the adapter; other methods are sent once, and a connection that never
-        opened is tried again (nothing reached the server). `once`: a GET asked once, never retried or
-        waited for in place (the engine's polls and asset reads: it asks again later).
+        opened is tried again here, three times in all (nothing reached the server). `once`: a GET asked
+        once, never retried or waited for in place (the engine's polls and asset reads: it asks again later).
         """
         params = {k: v for k, v in (params or {}).items() if v is not None}
         attempt = 0
         while True:
             self._not_held(self.base_url + path, once)
             try:
-                with self._once(once):
+                with self._once(once or method != "GET"):  # others: tried again here only if never sent
                     response = self._send(method, path, params, json_body, once)
                 return self._read(response, method, path)
             except requests.RequestException as exc:

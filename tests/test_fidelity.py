@@ -275,6 +275,23 @@ def test_no_url_refused_with_retry_after_is_asked_again_sooner(tmp_path):
         client.close()
 
 
+def test_the_connection_pool_holds_every_engine_thread_and_every_caller_thread(tmp_path, caplog):
+    """One session per client, its pool sized to the engine's threads plus the most calls a client makes side
+    by side: a batch whose jobs end together (every fetch thread downloading at once) never finds the pool full
+    (urllib3 would open a connection, use it once and throw it away, and say so)."""
+    import logging
+    caplog.set_level(logging.WARNING, logger="urllib3")
+    with start(job_seconds=0.5) as sb:
+        client = ScenarioClient(KEY, SECRET, sb.url, home=tmp_path)
+        gens = client.generate_many(GEMINI, [f"together {i}" for i in range(24)])
+        wait_all(gens, timeout=60)
+        assert all(g.ok and g.images for g in gens)
+        assert len(client.caption_images([g.outputs[0].path for g in gens[:16]])) == 16  # 16 side by side
+        client.close()
+    full = [r for r in caplog.records if "pool is full" in r.getMessage()]
+    assert not full, f"{len(full)} connections thrown away: the pool is smaller than the threads using it"
+
+
 class _TLSJob(http.server.BaseHTTPRequestHandler):
     """An HTTPS API answering any job poll, remembering whether credentials came with it."""
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._common import ApiError
+from ._common import ApiError, found
 
 SIZES = {"21:9": (1568, 672), "16:9": (1344, 768), "3:2": (1248, 832), "4:3": (1152, 864), "5:4": (1136, 912),
          "1:1": (1024, 1024), "4:5": (912, 1136), "3:4": (864, 1152), "2:3": (832, 1248), "9:16": (768, 1344)}
@@ -56,9 +56,7 @@ def validate_body(inputs: list, body: dict, state: Any) -> None:
             if base == "file" and not item.startswith("data:") and item not in state.assets:
                 raise ApiError(400, f"Input {name} references unknown asset {item}")
             if base == "model" and item:
-                lora = state.models.get(item)
-                if lora is None:
-                    raise ApiError(404, f"Model {item} not found")
+                lora = found(state.models, "Model", item)
                 if lora.get("type") not in spec.get("modelTypes", []):
                     raise ApiError(400, f"Invalid model(s): {item}.\nAllowed model types: "
                                         f"{', '.join(spec.get('modelTypes', []))}")

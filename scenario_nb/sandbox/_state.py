@@ -58,7 +58,8 @@ class State:
         self.expire_next = 0
         self.renderer = Renderer(self.lock)
         self.trainings = _training.Trainings(self)
-        start_demo(self)  # the catalog's training under way: it moves on with the clock
+        if options.get("demo_training"):  # a home's world: the catalog's training under way moves on with the clock
+            start_demo(self)
 
     # -- faults --
     def take_fault(self, method: str, path: str, kinds: tuple, query: Optional[dict] = None) -> Optional[dict]:

@@ -9,7 +9,7 @@ from typing import Any, Optional
 from PIL import Image
 
 from . import _images, _text
-from ._common import ApiError, iso
+from ._common import ApiError, found, iso
 from ._training_rules import EDIT, data_url_bytes, decode_image
 
 
@@ -50,9 +50,7 @@ class TrainingImages:
                 raise ApiError(400, "Too many assetIds provided in a single request")
             sources = []
             for asset_id in ids:
-                asset = self.state.assets.get(asset_id)
-                if asset is None:
-                    raise ApiError(404, f"Asset {asset_id} not found")
+                asset = found(self.state.assets, "Asset", asset_id)
                 if asset.get("kind", "image") != "image":
                     raise ApiError(400, f"Asset {asset_id} is not an image")
                 sources.append((asset.get("name") or f"{asset_id}.png", self.state.image_bytes(asset), asset_id))
@@ -101,9 +99,7 @@ class TrainingImages:
             if not isinstance(name, str) or not name:
                 raise ApiError(400, "name is required with data")
         else:
-            source = self.state.assets.get(body["assetId"])
-            if source is None:
-                raise ApiError(404, f"Asset {body['assetId']} not found")
+            source = found(self.state.assets, "Asset", body["assetId"])
             data, name = self.state.image_bytes(source), source.get("name") or f"{body['assetId']}.png"
         width, height, fmt = decode_image(data)
         asset = self.state.assets[image_id]

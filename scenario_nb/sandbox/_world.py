@@ -189,6 +189,7 @@ def serve(home: Path, *, port: int = 0, exit_when_unused: bool = False, grace: f
     import signal
 
     from . import start
+    options.setdefault("demo_training", True)  # a newcomer's world: its demo training moves on and ends
     folder = folder_of(home)
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / "server.lock", "a+") as held:
@@ -345,7 +346,7 @@ def reset(home: Path) -> str:
             assert address is not None
             return _call(address["url"] + "/_sandbox/reset", "POST", {})["message"]
         from ._state import State
-        state = State({"seed": 0})  # to count what the saved world holds
+        state = State({"seed": 0, "demo_training": True})  # to count what the saved world holds
         try:
             counts = contents(state) if WorldStore(folder).load(state) else None
         finally:
