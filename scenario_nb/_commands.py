@@ -183,44 +183,11 @@ class Commands:
     # -- Models ----------------------------------------------------------------------------------------
     def cmd_models(self, rest: list) -> None:
         """Your models and the catalog's size by default; `--search`/`--type` find models in both (short lists)."""
-        from ._models import MODEL_KINDS, model_kind
+        from ._model_list import show_models
         args = _parse("models", rest, (("--public",), {"action": "store_true"}), (("--all",), {"action": "store_true"}),
                       (("--search",), {"nargs": "+", "default": []}), (("--type",), {}), (("filter",), NAME_WORDS))
-        search, kind = (_words(args.search) or _words(args.filter)).lower(), (args.type or "").lower()
-        client = self.client
-        if not (search or kind or args.public):
-            return self._models_overview()
-        found = client.public_models() if args.public else client.models() + client.public_models()
-        if kind and kind not in MODEL_KINDS and not any(m.type.lower() == kind for m in found):
-            raise UsageError(f"%scenario models --type: {args.type!r} is not a kind of model; one of "
-                             f"{', '.join(MODEL_KINDS)} or an API type such as flux.2-dev-lora")
-        found = [m for m in found if (not search or search in m.name.lower() or search in m.id.lower())
-                 and (not kind or kind in (model_kind(m), m.type.lower()))]
-        if not found:
-            print("No models found" + ("" if args.public else " in your models or the public catalog"))
-            return
-        shown = found if args.all else found[:MODELS_SHOWN]
-        _models_table(shown)
-        if len(found) > len(shown):
-            print(f"…and {len(found) - len(shown)} more: narrow it with --search or --type, or add --all")
-
-    def _models_overview(self) -> None:
-        """What `%scenario models` shows: your own models, then the public catalog in one line and how to search it."""
-        from ._models import model_kind
-        client = self.client
-        own = client.models()
-        if own:
-            _models_table(own)
-        else:
-            print("No models of your own yet (%scenario train NAME --images DIR trains one)")
-        catalog = client.public_models()
-        counts: dict = {}
-        for model in catalog:
-            counts[model_kind(model)] = counts.get(model_kind(model), 0) + 1
-        mix = ", ".join(f"{n} {'3D' if k == '3d' else k}" for k, n in sorted(counts.items(), key=lambda kn: -kn[1]))
-        print(f"Public catalog: {len(catalog)} models anyone can run ({mix}). Find one: %scenario models --search "
-              f"flux · by kind: %scenario models --type video (image, video, 3d, text, lora) · all: "
-              f"%scenario models --public --all")
+        show_models(self.client, search=_words(args.search) or _words(args.filter), kind=args.type or "",
+                    public=args.public, everything=args.all)
 
     def cmd_model(self, rest: list) -> None:
         args = _parse("model", rest, (("model",), NAME_WORDS))
@@ -479,15 +446,6 @@ class Commands:
         from ._panel import Panel
         name = _words(rest)
         return Panel(model=self.client.find_model(name).id if name else None)
-
-
-MODELS_SHOWN = 25  # rows of a model search shown unless --all: a notebook stays light
-
-
-def _models_table(models: list) -> None:
-    from ._models import kind_words
-    display(table_bundle(["name", "id", "kind", "status"], [(m.name, m.id, kind_words(m), m.status) for m in models]),
-            raw=True)
 
 
 def _ellipsize(text: str, limit: int) -> str:
