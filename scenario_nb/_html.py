@@ -80,9 +80,8 @@ def image_html(data: dict) -> str:
 
 def magic_text(handle) -> str:
     """The `%%scenario` cell that reproduces a generation (used by the panel's "copy as %%scenario")."""
-    from ._generation import prompt_key
     parts = ["%%scenario", handle.model_id]
-    prompt_name = getattr(handle, "prompt_name", None) or prompt_key(handle.inputs)
+    prompt_name = handle.prompt_name  # the input its model's schema flags as the prompt
     for name, value in sorted(handle.inputs.items()):
         if name == prompt_name or (handle.base_model_id and name in ("modelId", "loras", "lorasScale")):
             continue
