@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional, Union
 from ._engine import Engine
 from ._errors import NotFoundError
 from ._estimate import CostEstimate
-from ._generation import Generation
+from ._generation import Generation, prompt_of
 from ._history import History
 from ._http import Transport
 from ._models import Model, validate_inputs
@@ -20,7 +20,7 @@ class GenerationRequests:
     _http: Transport
     _engine: Engine
     backend_id: str
-    model: Callable[..., Model]
+    find_model: Callable[[str], Model]
     route: Callable[..., tuple[Model, dict]]
 
     if TYPE_CHECKING:  # the client's read-only properties
@@ -30,13 +30,15 @@ class GenerationRequests:
     # -- Generation --------------------------------------------------------------------------------
     def prepare(self, model: Union[str, Model], prompt: Optional[str] = None, *,
                 base_model: Optional[str] = None, **inputs: Any) -> tuple[Model, Model, dict]:
-        """Resolve and validate a request locally: (requested model, model to run, body)."""
-        requested = model if isinstance(model, Model) else self.model(model)
+        """Resolve and validate a request locally: (requested model, model to run, body).
+
+        `model` is a Model, an id, or a name (as `find_model` takes it: exact or a unique prefix)."""
+        requested = model if isinstance(model, Model) else self.find_model(model)
         scale = inputs.get("lorasScale")
         runnable, extra = self.route(requested, base_model, scaled=scale is not None)
         body = dict(inputs)
         if prompt is not None:
-            body["prompt"] = prompt
+            body[runnable.prompt_name] = prompt
         body.update(extra)
         if scale is not None and "lorasScale" in extra:  # the caller's scale, not the default 1
             body["lorasScale"] = scale
@@ -54,8 +56,9 @@ class GenerationRequests:
                  base_model: Optional[str] = None, source: str = "api", **inputs: Any) -> Generation:
         """Start a generation and return its live `Generation` handle as soon as the request is answered.
 
-        `inputs` are the model's own input names (`aspectRatio`, `numOutputs`, `seed`, ...). A trained
-        LoRA or composition runs through the base model that accepts it. The request is written to the
+        `model` (and `base_model`) is a name ("FLUX.2 dev", or a unique start of one) or an id. `inputs` are
+        the model's own input names (`aspectRatio`, `numOutputs`, `seed`, ...). A trained LoRA or composition
+        runs through the base model that accepts it. The request is written to the
         history before it is sent (a history that cannot be written refuses it: `StorageError`, nothing
         sent). Price it first with `estimate()`. `source` labels the request in the history (the front doors
         use "magic", "panel", "grid"; your own label is kept as given).
@@ -78,7 +81,7 @@ class GenerationRequests:
         requested, runnable, body = self.prepare(model, prompt, base_model=base_model, **inputs)
         return Generation(self._engine, model_id=requested.id, run_model_id=runnable.id,
                           base_model_id=None if runnable.id == requested.id else runnable.id,
-                          inputs=body, source=source, model_name=requested.name)
+                          inputs=body, source=source, model_name=requested.name, prompt_name=runnable.prompt_name)
 
     def previous(self, model: Union[str, Model], body: dict) -> Optional[Generation]:
         """The identical request already sent from this machine to this backend, if any, as a live handle.
@@ -87,8 +90,8 @@ class GenerationRequests:
         out, succeeded with outputs stored (shown from the store), or succeeded but not fetched (fetched
         again). Used by re-run safety: it never sends a new generation.
         """
-        model_id = model.id if isinstance(model, Model) else model
-        key = History.request_key(model_id, str(body.get("prompt", "")), body)
+        model_id = (model if isinstance(model, Model) else self.find_model(model)).id
+        key = History.request_key(model_id, prompt_of(body), body)
         live = self._engine.live_handle(request_key=key)
         if live is not None:
             return live

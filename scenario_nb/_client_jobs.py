@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import io
 import os
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Optional, Union
 
@@ -15,6 +16,7 @@ from ._generation import Generation
 from ._history import History
 from ._http import Transport
 from ._paging import joined, paged
+from ._training import too_large_words
 
 if TYPE_CHECKING:
     from PIL import Image as _PILImage
@@ -122,13 +124,17 @@ class JobsAndAssets:
         else:
             raise InputError("upload_image takes bytes, a file path or a PIL image")
         try:
-            with Image.open(io.BytesIO(data)) as probe:
-                probe.verify()
-                fmt = (probe.format or "png").lower()
-        except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as exc:
-            what = "is too large (decompression bomb)" if isinstance(exc, Image.DecompressionBombError) \
-                else "is not an image Pillow can read"
-            raise InputError(f"{name or 'the upload'} {what}; upload a PNG, JPEG or WebP") from None
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                with Image.open(io.BytesIO(data)) as probe:
+                    probe.verify()
+                    fmt = (probe.format or "png").lower()
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise InputError(f"{name or 'the upload'} is too large: {too_large_words(data)}; resize it "
+                             f"(e.g. to 2048 px) and upload it again") from None
+        except (UnidentifiedImageError, OSError, SyntaxError):
+            raise InputError(f"{name or 'the upload'} is not an image Pillow can read; upload a PNG, JPEG or "
+                             f"WebP") from None
         name = name or f"upload.{fmt}"
         body = {"name": name, "image": base64.b64encode(data).decode()}
         return self._http.request("POST", "/assets", json_body=body)["asset"]["id"]

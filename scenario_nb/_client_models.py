@@ -181,7 +181,7 @@ class ModelCatalog:
             return model, {}
         if not model.trained:
             raise InputError(f"model {model.name} is {model.status}, not trained yet; it cannot generate")
-        base = self.model(base_model) if base_model else self.base_model_for(model)
+        base = self.find_model(base_model) if base_model else self.base_model_for(model)
         single = None if scaled else next((i for i in base.inputs if i.type == "model" and
                                            model.type in i.model_types), None)
         if single is not None:

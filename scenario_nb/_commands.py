@@ -8,9 +8,12 @@ Each subcommand is one method `cmd_<name>(words)`; each prints or displays one r
 from __future__ import annotations
 
 import argparse
+import keyword
 import re
 import shlex
+import tempfile
 import time
+from pathlib import Path
 from typing import Any, Optional
 
 from IPython.core.error import UsageError
@@ -25,17 +28,21 @@ from ._generation import wait_all
 SUBCOMMANDS = ("models", "model", "use", "status", "history", "job", "cancel", "wait", "asset", "workflows",
                "workflow", "train", "training", "panel", "sandbox", "use-credentials", "help")
 TRAINING_HELP = """
-Custom models (LoRAs)::
+Custom models (LoRAs):
 
-    %scenario train NAME --images DIR [--type T] [--captions auto|none] [--dry-run] [--set PARAM=VALUE ...]
-                    [-o VAR] [--no-wait] [--force]
-                                           price (spend guard: max_cost), caption, upload and train; shown live
-    %scenario train resume NAME            start now a training waiting for a slot (a 429 at its start)
-    %scenario models --drafts              untrained models this project made (train NAME reuses its draft)
-    %scenario models delete NAME           remove one draft, after saying what it is
+    %scenario train NAME --images DIR [--type T] [--captions auto|none]
+                    [--dry-run] [--set PARAM=VALUE ...] [-o VAR] [--no-wait] [--force]
+        price (spend guard: max_cost), caption, upload and train; shown live;
+        a training of NAME under way is followed (--force: a second model)
+    %scenario train resume NAME
+        start now a training waiting for a slot (a 429 at its start)
+    %scenario models --drafts
+        untrained models this project made (train NAME reuses its draft)
+    %scenario models delete NAME
+        remove one draft, after saying what it is
     %scenario training [MODEL] [--no-wait] [-o VAR] [--cancel]
-                                           no MODEL: this backend's trainings; MODEL (name or id): follow it live
-                                           (--cancel: ask Scenario to stop it)
+        no MODEL: this backend's trainings; MODEL (name or id): follow it
+        live (--cancel: ask Scenario to stop it)
 """
 
 
@@ -107,6 +114,23 @@ def check_variable(name: Optional[str]) -> None:
     if name is not None and not name.isidentifier():
         suggestion = re.sub(r"\W", "_", name)
         raise UsageError(f"-o takes a Python variable name, not {name!r} (e.g. -o {suggestion})")
+    if name is not None and keyword.iskeyword(name):
+        raise UsageError(f"-o {name}: {name!r} is a Python keyword, not a variable name you could use; "
+                         f"e.g. -o {name}_")
+
+
+def check_save_folder(folder: Optional[str]) -> None:
+    """`--save DIR` must be a folder this kernel can write: refused before anything is sent or paid for."""
+    if not folder:
+        return
+    path = Path(folder).expanduser()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        raise UsageError(f"--save {folder}: cannot write there ({exc.strerror or exc}); nothing was sent. "
+                         f"Pick a folder you can write to") from None
 
 
 class _Parser(argparse.ArgumentParser):
@@ -114,14 +138,22 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"%scenario {self.prog}: {message}")
 
 
-def parse_words(name: str, words: list, *args: tuple) -> argparse.Namespace:
+def _parse(name: str, words: list, *args: tuple) -> argparse.Namespace:
     parser = _Parser(prog=name, add_help=False)
     for names, options in args:
         parser.add_argument(*names, **options)
-    return parser.parse_args(words)
+    return parser.parse_intermixed_args(words)
 
 
-def required(value: str, what: str, where: str, tip: str = "") -> str:
+NAME_WORDS = {"nargs": "*", "default": []}  # a model name ends the line: its words need no quotes (Hero Knight)
+
+
+def _words(value: list) -> str:
+    """The name a rest-of-line argument spells: `%scenario use Hero Knight` as `%scenario use "Hero Knight"`."""
+    return " ".join(value)
+
+
+def _required(value: str, what: str, where: str, tip: str = "") -> str:
     value = (value or "").strip()
     if not value:
         raise UsageError(f"%scenario {where}: no {what} given" + (f"; {tip}" if tip else ""))
@@ -159,25 +191,24 @@ class Commands:
 
     # -- Models ----------------------------------------------------------------------------------------
     def cmd_models(self, rest: list) -> None:
+        """Your models and the catalog's size by default; `--search`/`--type` find models in both (short lists)."""
+        from ._model_list import show_models
         if rest[:1] == ["delete"]:  # %scenario models delete NAME: one draft, said what it is, then removed
-            self.magics.training_commands.delete_draft(" ".join(rest[1:]))
+            self.magics.training_commands.delete_draft(_words(rest[1:]))
             return
-        args = parse_words("models", rest, (("--public",), {"action": "store_true"}),
-                      (("--drafts",), {"action": "store_true"}), (("filter",), {"nargs": "?"}))
+        args = _parse("models", rest, (("--public",), {"action": "store_true"}), (("--all",), {"action": "store_true"}),
+                      (("--search",), {"nargs": "+", "default": []}), (("--type",), {}), (("filter",), NAME_WORDS),
+                      (("--drafts",), {"action": "store_true"}))
         if args.drafts:
             self.magics.training_commands.drafts()
             return
-        models = self.client.models(public=args.public, query=args.filter)
-        if not models:
-            print("No models found" + (" (try --public for the catalog)" if not args.public else ""))
-            return
-        display(table_bundle(["name", "id", "type", "status"], [(m.name, m.id, m.type, m.status) for m in models]),
-                raw=True)
+        show_models(self.client, search=_words(args.search) or _words(args.filter), kind=args.type or "",
+                    public=args.public, everything=args.all)
 
     def cmd_model(self, rest: list) -> None:
-        args = parse_words("model", rest, (("model",), {}))
+        args = _parse("model", rest, (("model",), NAME_WORDS))
         client = self.client
-        model = client.find_model(required(args.model, "model", "model"))
+        model = client.find_model(_required(_words(args.model), "model", "model", "e.g. %scenario model FLUX.2 dev"))
         print(f"{model.name} ({model.id}) · {model.type} · {model.status} · {model.privacy}")
         if not model.runnable:
             base, extra = client.route(model)
@@ -187,8 +218,8 @@ class Commands:
         display(table_bundle(["input", "label", "type and limits"], rows), raw=True)
 
     def cmd_use(self, rest: list) -> None:
-        args = parse_words("use", rest, (("model",), {}))
-        model = self.client.find_model(required(args.model, "model", "use"))
+        args = _parse("use", rest, (("model",), NAME_WORDS))
+        model = self.client.find_model(_required(_words(args.model), "model", "use", "e.g. %scenario use Hero Knight"))
         self.magics.session.current_model = model.id
         print(f"%%scenario cells now use {model.name} ({model.id}) when they name no model")
 
@@ -245,7 +276,7 @@ class Commands:
 
     # -- History and jobs ------------------------------------------------------------------------------------
     def cmd_history(self, rest: list) -> None:
-        args = parse_words("history", rest, (("n",), {"nargs": "?", "type": int, "default": 20}))
+        args = _parse("history", rest, (("n",), {"nargs": "?", "type": int, "default": 20}))
         client = self.client
         rows = client.history.recent(args.n)
         if not rows:
@@ -260,8 +291,8 @@ class Commands:
 
     def cmd_job(self, rest: list) -> None:
         from ._session import session_for
-        args = parse_words("job", rest, (("job_id",), {"nargs": "?", "default": ""}))
-        job_id = required(args.job_id, "job id", "job", "%scenario history lists them")
+        args = _parse("job", rest, (("job_id",), {"nargs": "?", "default": ""}))
+        job_id = _required(args.job_id, "job id", "job", "%scenario history lists them")
         client = self.client
         record = client.history.get(job_id)
         stored = client.stored_job(job_id)
@@ -282,8 +313,8 @@ class Commands:
         show_generations([handle], wait=True, thumbnail_size=self.magics.thumbnail_size)
 
     def cmd_cancel(self, rest: list) -> None:
-        args = parse_words("cancel", rest, (("target",), {"nargs": "?", "default": ""}))
-        target = required(args.target, "job id (or all)", "cancel")
+        args = _parse("cancel", rest, (("target",), {"nargs": "?", "default": ""}))
+        target = _required(args.target, "job id (or all)", "cancel")
         client = self.client
         if target != "all":
             handle = client.job(target)
@@ -320,8 +351,8 @@ class Commands:
 
     # -- Assets and workflows ----------------------------------------------------------------------------------
     def cmd_asset(self, rest: list) -> None:
-        args = parse_words("asset", rest, (("asset_id",), {"nargs": "?", "default": ""}))
-        asset_id = required(args.asset_id, "asset id", "asset")
+        args = _parse("asset", rest, (("asset_id",), {"nargs": "?", "default": ""}))
+        asset_id = _required(args.asset_id, "asset id", "asset")
         client = self.client
         try:
             asset = client.asset(asset_id)
@@ -341,7 +372,7 @@ class Commands:
 
     def cmd_workflow(self, rest: list) -> None:
         from ._models import request_inputs
-        args = parse_words("workflow", rest, (("workflow_id",), {}), (("--set",), {"action": "append"}),
+        args = _parse("workflow", rest, (("workflow_id",), {}), (("--set",), {"action": "append"}),
                       (("-o", "--out"), {}), (("--no-wait",), {"action": "store_true"}))
         check_variable(args.out)
         client = self.client
@@ -359,7 +390,8 @@ class Commands:
 
     def cmd_panel(self, rest: list):
         from ._panel import Panel
-        return Panel(model=rest[0] if rest else None)
+        name = _words(rest)
+        return Panel(model=self.client.find_model(name).id if name else None)
 
 
 def _ellipsize(text: str, limit: int) -> str:

@@ -72,12 +72,14 @@ def caption_html(item: Item, width: int = TILE_INNER) -> str:
 def code_html(text: str, width: Optional[int] = None) -> str:
     """The exact cell, selectable in one click (user-select: all), wrapped to the tile."""
     size = f"width:{width}px;" if width else ""
-    word = '<span style="white-space:nowrap">{}</span>'  # lines wrap only between words ("--set" stays whole)
+    # lines wrap between words ("--set" stays whole); a word longer than the box wraps inside it
+    word = '<span style="display:inline-block;max-width:100%;overflow-wrap:anywhere">{}</span>'
     body = "\n".join(" ".join(word.format(html.escape(t)) for t in line.split(" ")) for line in text.split("\n"))
     return (f'<div style="{size}line-height:1.3;font-size:11px;padding-top:4px">'
             '<div style="color:#666">Select, copy, paste into a cell:</div>'
             '<pre class="scenario-magic" style="user-select:all;-webkit-user-select:all;white-space:pre-wrap;'
-            'overflow-wrap:break-word;margin:2px 0 0;padding:6px;background:#f4f5f7;border:1px solid #dde;'
+            'overflow-wrap:anywhere;max-width:100%;box-sizing:border-box;margin:2px 0 0;padding:6px;'
+            'background:#f4f5f7;border:1px solid #dde;'
             f'border-radius:4px;font-size:11px;line-height:1.35">{body}</pre></div>')
 
 

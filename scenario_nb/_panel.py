@@ -17,7 +17,7 @@ from typing import Optional
 
 import ipywidgets as w
 
-from ._errors import ScenarioError
+from ._errors import InputError, ScenarioError
 from ._gallery import ACCENT, TILE_BOX, Item, snapshot_html
 from ._generation import Generation
 from ._models import Model
@@ -26,6 +26,7 @@ from ._panel_gallery import VIEW_MAX, GalleryView
 from ._panel_jobs import JobRows
 from ._panel_models import MY_MODELS, PUBLIC, ModelPicker
 from ._panel_style import error_line, fixed_label, quiet
+from ._panel_subshells import guard_comm_routing
 
 __all__ = ["DEFAULT_CHOICE", "PUBLIC", "VIEW_MAX", "Panel"]
 
@@ -33,6 +34,10 @@ __all__ = ["DEFAULT_CHOICE", "PUBLIC", "VIEW_MAX", "Panel"]
 SNAPSHOT_STYLE = ("<style>.jp-OutputArea-child:has(.scenario-panel) + .jp-OutputArea-child "
                   ".scenario-gallery-snapshot, .output_area:has(.scenario-panel) + .output_area "
                   ".scenario-gallery-snapshot {display: none}</style>")
+
+
+# The widget's own text, saved with the notebook: nothing in it may go stale (a count, the picked model).
+LIVE_LINE = "Scenario panel (a live widget: run the notebook to use it; its gallery is saved below)"
 
 
 def _where(client, session) -> str:
@@ -46,6 +51,7 @@ class Panel(ModelPicker, RequestForm, JobRows, GalleryView, w.VBox):
     """Model, prompt, aspect and count, more settings, cost, live job rows and a gallery of tiles."""
 
     def __init__(self, model: Optional[str] = None, client=None, **kwargs) -> None:
+        guard_comm_routing()  # a click from a new tab must not be routed to a closed tab's subshell
         super().__init__(**kwargs)
         from ._session import Session, current_session, get_session
         session: Optional[Session]
@@ -62,16 +68,22 @@ class Panel(ModelPicker, RequestForm, JobRows, GalleryView, w.VBox):
         self._model: Optional[Model] = None
         self._runnable: Optional[Model] = None
         self._controls: dict[str, w.Widget] = {}
+        self._notes: dict[str, w.HTML] = {}          # an error next to its input, by input name
+        self._form_error = False
         self._cost_timer: Optional[threading.Timer] = None
         self._aspect_choice: Optional[str] = None   # the user's own pick, kept across model changes
         self._building = False
         self._touched = False                        # no error is shown before the user did anything
         self._display_id: Optional[str] = None
         self._snapshot_lock = threading.Lock()
+        self._state_lock = threading.RLock()  # handlers run on subshell threads beside the main thread
+        self._token_lock = threading.Lock()
+        self._load_token = 0
         self._gallery_lock = threading.Lock()
         self.generations: list[Generation] = []
         self.items: list[Item] = []                  # gallery outputs, newest first
         self.job_rows: dict[int, SimpleNamespace] = {}
+        self.aspects_sent: dict[int, tuple[str, frozenset]] = {}  # generation -> (aspect, the inputs it set)
         self.training_rows: dict[str, SimpleNamespace] = {}  # model id -> its row in the trainings list
 
         self.add_class("scenario-panel")
@@ -199,7 +211,7 @@ class Panel(ModelPicker, RequestForm, JobRows, GalleryView, w.VBox):
 
     def snapshot_bundle(self) -> dict:
         """The gallery as static HTML, hidden by CSS wherever the live panel is drawn right above it."""
-        data = {"text/plain": self.summary() if self.items else ""}
+        data = {"text/plain": self.summary() if self.items or self._model else ""}
         data["text/html"] = SNAPSHOT_STYLE + (snapshot_html(self.items, len(self.items)) if self.items else "")
         return data
 
@@ -210,7 +222,9 @@ class Panel(ModelPicker, RequestForm, JobRows, GalleryView, w.VBox):
         take the focus from someone typing); saved notebooks show it where widgets cannot be drawn.
         """
         from IPython.display import display
-        display(self._repr_mimebundle_(), raw=True)
+        live = super()._repr_mimebundle_() or {}
+        live["text/plain"] = LIVE_LINE  # true whenever it is read: the snapshot below says what it holds
+        display(live, raw=True)
         self._display_id = self._display_id or uuid.uuid4().hex
         display(self.snapshot_bundle(), raw=True, display_id=self._display_id)
 
@@ -238,6 +252,10 @@ class Panel(ModelPicker, RequestForm, JobRows, GalleryView, w.VBox):
 
     def generate(self) -> Optional[Generation]:
         """Send the form as a generation; returns its handle (the kernel is never kept waiting)."""
+        with self._state_lock:  # a click may run on a subshell thread while a cell changes the form
+            return self._generate()
+
+    def _generate(self) -> Optional[Generation]:
         self._touched = True
         from ._session import current_session
         session = current_session()
@@ -251,11 +269,19 @@ class Panel(ModelPicker, RequestForm, JobRows, GalleryView, w.VBox):
             return None
         try:
             model, prompt, inputs = self.request()
+            aspect = self._aspect_sent()
+        except InputError as exc:
+            self._show_form_error(exc)
+            return None
+        try:
             handle = self.client.generate(model, prompt, source="panel", **inputs)
         except ScenarioError as exc:
             self.message.value = error_line(self._in_words(exc))
             return None
+        self._clear_form_error()
         self.message.value = ""
+        if aspect is not None:
+            self.aspects_sent[id(handle)] = aspect
         self.generations.append(handle)
         self._add_job_row(handle)
         return handle

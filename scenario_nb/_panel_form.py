@@ -4,6 +4,7 @@ cost estimate (a dry run half a second after the last change). `request()` reads
 from __future__ import annotations
 
 import html
+import re
 import threading
 from typing import Any, Optional
 
@@ -59,6 +60,10 @@ class RequestForm:
     count: w.Dropdown
     settings_box: w.VBox
     cost: w.HTML
+    message: w.HTML
+    settings: w.Accordion
+    _notes: dict[str, w.HTML]
+    _form_error: bool
     _model: Optional[Model]
     _runnable: Optional[Model]
     _controls: dict[str, w.Widget]
@@ -74,13 +79,13 @@ class RequestForm:
             self._build_count(model)
         finally:
             self._building = False
-        controls = {}
+        controls, self._notes = {}, {}
         skip = set(SIZE_INPUTS) | {"prompt", COUNT_INPUT} | self._route_inputs()
         for spec in model.inputs:
             if spec.name in skip or spec.type in ("model", "model_array") or spec.name == "lorasScale":
                 continue
             control = control_for(spec)
-            control.observe(lambda _: self._schedule_cost(), "value")
+            control.observe(lambda _, name=spec.name: self._input_changed(name), "value")
             controls[spec.name] = control
         self._controls = controls
         width = fit_width([s.label or s.name for s in model.inputs if s.name in controls], extra=1.5)
@@ -88,13 +93,16 @@ class RequestForm:
         for spec in model.inputs:
             if spec.name in controls:
                 help_text = spec.description or spec.hint
-                row = [fixed_label(spec.label or spec.name, width), controls[spec.name]]
+                note = self._notes[spec.name] = w.HTML(layout=w.Layout(margin="0 0 0 8px"))
+                note.add_class("scenario-input-note")
+                row = [fixed_label(spec.label or spec.name, width), controls[spec.name], note]
                 if help_text:
                     row.append(w.HTML(quiet(help_text), layout=w.Layout(margin="0 0 0 8px")))
                 groups.setdefault(spec.group or "Settings", []).append(w.HBox(row, layout=w.Layout(
                     align_items="center")))
         self.settings_box.children = [w.VBox([w.HTML(f"<b>{html.escape(g)}</b>")] + rows)
                                       for g, rows in groups.items()]
+        self._form_error = False
 
     def _build_aspect(self, model: Model) -> None:
         """New choices for the model; the user's aspect stays when this model allows it, else the panel says so."""
@@ -162,11 +170,48 @@ class RequestForm:
         self._schedule_cost()
 
     def _in_words(self, exc: Exception) -> str:
-        """An error naming the model the user picked, not the base model it runs through."""
+        """An error naming the model the user picked (not the base it runs through) and each input by the
+        label the form shows (not the API's field name)."""
         text = str(exc)
         if self._model is not None and self._runnable is not None and self._runnable is not self._model:
             text = text.replace(self._runnable.name, self._model.name)
+        name = self._input_named(text)
+        if name is not None and self._runnable is not None:
+            spec = self._runnable.input(name)
+            label = (spec.label if spec is not None and spec.label else name).lower()
+            text = re.sub(rf"\binput {re.escape(name)}\b|\b{re.escape(name)}\b", label, text)
         return text[:1].upper() + text[1:]
+
+    def _input_named(self, text: str) -> Optional[str]:
+        """The form input an error is about, when it names one by its API name."""
+        return next((name for name in self._notes if re.search(rf"\b{re.escape(name)}\b", text)), None)
+
+    def _show_form_error(self, exc: Exception) -> None:
+        """Once, next to what to fix: the input it names (More settings opens), else by Generate."""
+        self._clear_form_error()
+        words, name = self._in_words(exc), self._input_named(str(exc))
+        if name is not None:
+            self._notes[name].value = error_line(words)
+            self.settings.selected_index = 0
+        else:
+            self.message.value = error_line(words)
+        self._form_error = True
+
+    def _input_changed(self, name: str) -> None:
+        """A change to the input an error is next to clears it (checked again by the next estimate or click)."""
+        note = self._notes.get(name)
+        if note is not None and note.value:
+            note.value = ""
+            self._form_error = any(n.value for n in self._notes.values()) or bool(self.message.value)
+        self._schedule_cost()
+
+    def _clear_form_error(self) -> None:
+        if not self._form_error:
+            return
+        for note in self._notes.values():
+            note.value = ""
+        self.message.value = ""
+        self._form_error = False
 
     def request(self) -> tuple[Model, str, dict]:
         """(model, prompt, inputs) from the form, checked by the shared validation (raises InputError)."""
@@ -196,6 +241,12 @@ class RequestForm:
         self.client.prepare(self._model, prompt, **inputs)  # validates: required rules, ranges, lengths
         return self._model, prompt, inputs
 
+    def _aspect_sent(self) -> Optional[tuple[str, frozenset]]:
+        """The aspect the form asks for and the inputs it maps to (the snippet writes `--aspect`, not those)."""
+        if self._runnable is None or self.aspect.value == DEFAULT_CHOICE:
+            return None
+        return self.aspect.value, frozenset(aspect_inputs(self._runnable, self.aspect.value))
+
     def _schedule_cost(self) -> None:
         """Refresh the estimate half a second after the last change (a dry run: nothing is spent)."""
         if self._building:
@@ -221,5 +272,12 @@ class RequestForm:
             detail = ", ".join(f"{k} {v:g}" for k, v in estimate.details.items())
             self.cost.value = (f"<b>{estimate.creative_units:g} CU</b> "
                                + quiet("estimate" + (f" ({detail})" if detail else "")))
+        except InputError as exc:  # said once, where it is fixed (never also on the cost line)
+            self.cost.value = ""
+            if self._touched:
+                self._show_form_error(exc)
+            return
         except ScenarioError as exc:
             self.cost.value = error_line(self._in_words(exc)) if self._touched else ""
+            return
+        self._clear_form_error()  # the form is valid now: an error it showed is gone

@@ -29,6 +29,7 @@ class GalleryView:
     client: Any
     generations: list[Generation]
     items: list[Item]
+    aspects_sent: dict[int, tuple[str, frozenset]]
     gallery: w.GridBox
     viewer: w.VBox
     viewer_image: w.Image
@@ -138,13 +139,21 @@ class GalleryView:
         self.viewer.layout.display = "none"
 
     def magic_for(self, item: Item) -> str:
-        """The exact `%%scenario` cell for this one image: its own seed, one image."""
-        inputs = {k: v for k, v in item.handle.inputs.items() if k != "numOutputs"}
+        """The exact `%%scenario` cell for this one image: its own seed, one image, the aspect as the panel
+        sent it (`--aspect 16:9`, which the magic maps to the same width and height)."""
+        aspect, mapped = self.aspects_sent.get(id(item.handle), (None, frozenset()))
+        inputs = {k: v for k, v in item.handle.inputs.items() if k != "numOutputs" and k not in mapped}
         if item.seed is not None:
             inputs["seed"] = item.seed
         one = SimpleNamespace(model_id=item.handle.model_id, base_model_id=item.handle.base_model_id,
                               inputs=inputs, seed=item.seed, prompt=item.handle.prompt)
-        return magic_text(one)
+        text = magic_text(one)
+        if aspect:
+            header, _, prompt = text.partition("\n")
+            magic, _, rest = header.partition(" ")
+            model, _, options = rest.partition(" ")  # the model is an id: no space in it
+            text = " ".join(filter(None, [magic, model, f"--aspect {aspect}", options])) + "\n" + prompt
+        return text
 
     def show_magic(self, item: Item) -> str:
         """Show the image's cell in its tile, ready to select and copy (the tile widens to hold it)."""

@@ -35,47 +35,65 @@ class ModelPicker:
     _wanted: Optional[str]
     _listed: list[Model]
     _loader: threading.Thread
+    _load_token: int
+    _state_lock: threading.RLock
+    _token_lock: threading.Lock
     _model: Optional[Model]
     _runnable: Optional[Model]
     _building: bool
     _build_form: Callable[[Model], None]
     _on_prompt: Callable[[Any], None]
+    _refresh_snapshot: Callable[[], None]
 
     # -- Models --------------------------------------------------------------------------------------
     def _load_models(self) -> threading.Thread:
         """Fill the dropdown in the background so the panel appears at once.
 
-        The list is exactly `client.models(public=…)`, as `%scenario models [--public]` shows it.
+        The list is exactly `client.models(public=…)`, as `%scenario models [--public]` shows it. Each load
+        has a token: a load overtaken by a newer one (the scope changed meanwhile) drops its result.
         """
         public = self.scope.value == PUBLIC
+        with self._token_lock:  # never the state lock here: the poller thread calls this on a trained model
+            self._load_token += 1
+            token = self._load_token
         self._building = True
-        self.model_menu.options, self.model_menu.value = [("Loading models…", "")], ""
-        self._building = False
+        try:
+            self.model_menu.options, self.model_menu.value = [("Loading models…", "")], ""
+        finally:
+            self._building = False
 
         def load() -> None:
             try:
-                models = self.client.models(public=public)
+                models, failure = self.client.models(public=public), None
             except ScenarioError as exc:
-                self.model_menu.options = [("(no models)", "")]
-                self.model_message.value = error_line(str(exc))
-                return
-            if not models:
-                self.model_menu.options = [("(no models)", "")]
-                self.model_message.value = quiet("No models here yet" + ("" if public else
-                                                                    "; switch to the public catalog"))
-                return
-            self.model_message.value = ""
-            self._listed = models
-            self._show_models(self._wanted)
-            if not public:
-                self._follow_trainings(models)
+                models, failure = [], exc
+            with self._state_lock:
+                if token != self._load_token:
+                    return  # a newer load owns the list
+                self._show_loaded(models, failure, public)
+            if models and not public and token == self._load_token:
+                self._follow_trainings(models)  # outside the lock: it asks the client, which may wait
 
         self._loader = threading.Thread(target=load, name="scenario-panel-models", daemon=True)
         self._loader.start()
         return self._loader
 
+    def _show_loaded(self, models: list[Model], failure: Optional[ScenarioError], public: bool) -> None:
+        if failure is not None or not models:
+            self.model_menu.options = [("(no models)", "")]
+            self.model_message.value = error_line(str(failure)) if failure is not None else quiet(
+                "No models here yet" + ("" if public else "; switch to the public catalog"))
+            return
+        self.model_message.value = ""
+        self._listed = models
+        self._show_models(self._wanted)
+
     def _show_models(self, wanted: Optional[str] = None) -> None:
         """The listed models whose name or id holds the filter (as `%scenario models FILTER` keeps them)."""
+        with self._state_lock:
+            self._show_listed(wanted)
+
+    def _show_listed(self, wanted: Optional[str]) -> None:
         query = self.model_filter.value.strip().lower()
         models = [m for m in self._listed if query in m.name.lower() or query in m.id.lower()]
         if not models:
@@ -110,8 +128,11 @@ class ModelPicker:
                 except ScenarioError as exc:
                     self.model_message.value = error_line(f"could not follow the training of {model.name}: {exc}")
         for training in followed.values():
-            if training.model_id not in self.training_rows:
-                self._add_training_row(training)
+            with self._token_lock:  # two loads may follow the same training: one row each
+                if training.model_id in self.training_rows:
+                    continue
+                self.training_rows[training.model_id] = SimpleNamespace()
+            self._add_training_row(training)
 
     def _add_training_row(self, training: Training) -> None:
         name = w.HTML(f"<b>{html.escape(training.name)}</b> " + quiet(html.escape(training.type)),
@@ -153,8 +174,12 @@ class ModelPicker:
     def _on_model(self, change) -> None:
         if not change["new"] or self._building:
             return
+        with self._state_lock:
+            self._pick(change["new"])
+
+    def _pick(self, model_id: str) -> None:
         try:
-            self._model = self.client.model(change["new"])
+            self._model = self.client.model(model_id)
             self._runnable, _ = self.client.route(self._model)
         except ScenarioError as exc:
             self._model, self._runnable = None, None
@@ -169,6 +194,7 @@ class ModelPicker:
         self._build_form(self._runnable)
         self.generate_button.disabled = False
         self._on_prompt(None)
+        self._refresh_snapshot()  # the saved line names the model picked last
 
     # -- Request -------------------------------------------------------------------------------------
     def selected_model(self) -> Optional[Model]:

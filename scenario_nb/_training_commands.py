@@ -8,7 +8,7 @@ from typing import Any
 from IPython.core.error import UsageError
 from IPython.display import display
 
-from ._commands import check_variable, parse_words, required, settings, training_parameters
+from ._commands import NAME_WORDS, _parse, _required, _words, check_variable, settings, training_parameters
 from ._display import show_training
 from ._errors import NotFoundError, ScenarioError
 from ._html import table_bundle
@@ -26,15 +26,15 @@ class TrainingCommands:
 
     def cmd_train(self, rest: list) -> None:
         if rest[:1] == ["resume"]:  # %scenario train resume NAME: a training waiting for a slot, started now
-            self._resume(" ".join(rest[1:]))
+            self._resume(_words(rest[1:]))
             return
-        args = parse_words("train", rest, (("name",), {"nargs": "?", "default": ""}), (("--images",), {"default": ""}),
+        args = _parse("train", rest, (("name",), NAME_WORDS), (("--images",), {"default": ""}),
                       (("--type",), {}), (("--captions",), {"choices": ("auto", "none"), "default": "auto"}),
                       (("--dry-run",), {"action": "store_true"}), (("--set",), {"action": "append"}),
                       (("-o", "--out"), {}), (("--no-wait",), {"action": "store_true"}),
                       (("--force",), {"action": "store_true"}))
-        name = required(args.name, "model name", "train", 'e.g. %scenario train "Potion Icons" --images icons/')
-        images = required(args.images, "--images DIR", "train", "a folder of 5–15 images of at least 1024 px")
+        name = _required(_words(args.name), "model name", "train", "e.g. %scenario train Potion Icons --images icons/")
+        images = _required(args.images, "--images DIR", "train", "a folder of 5–15 images of at least 1024 px")
         check_variable(args.out)
         parameters = training_parameters(settings(args.set))
         magics = self.magics
@@ -64,7 +64,7 @@ class TrainingCommands:
         show_training(result, wait=magics.wait and not args.no_wait)
 
     def _resume(self, name: str) -> None:
-        name = required(name, "model name", "train resume", 'e.g. %scenario train resume "Potion Icons"')
+        name = _required(name, "model name", "train resume", 'e.g. %scenario train resume "Potion Icons"')
         try:
             handle = self.client.resume_training(name)
         except NotFoundError:
@@ -76,8 +76,9 @@ class TrainingCommands:
 
     def cmd_training(self, rest: list) -> None:
         from ._training import eta_words
-        args = parse_words("training", rest, (("model",), {"nargs": "?", "default": ""}), (("-o", "--out"), {}),
+        args = _parse("training", rest, (("model",), NAME_WORDS), (("-o", "--out"), {}),
                       (("--no-wait",), {"action": "store_true"}), (("--cancel",), {"action": "store_true"}))
+        args.model = _words(args.model)
         check_variable(args.out)
         client = self.client
         if args.cancel and not args.model.strip():
@@ -112,7 +113,7 @@ class TrainingCommands:
 
     def delete_draft(self, name: str) -> None:
         """`%scenario models delete NAME`: one draft, said what it is, then removed."""
-        name = required(name, "model name", "models delete", 'e.g. %scenario models delete "Potion Icons"')
+        name = _required(name, "model name", "models delete", 'e.g. %scenario models delete "Potion Icons"')
         removed = self.client.delete_draft(name)
         print(f"Removed the draft {removed.name} ({removed.id}, {removed.type}, never trained, "
               f"{removed.raw.get('trainingImagesNumber', 0)} training images)")

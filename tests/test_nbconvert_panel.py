@@ -7,6 +7,7 @@ meaningful `text/plain` line, kept current through its display id while jobs fin
 from __future__ import annotations
 
 import copy
+import json
 import re
 
 import nbformat
@@ -25,6 +26,11 @@ def test_saved_panel_notebook_shows_the_gallery_in_html(tmp_path):
     cell = next(c for c in nb.cells if c.cell_type == "code" and "Panel()" in c.source)
     widget, snapshot = cell.outputs
     assert WIDGET_VIEW in widget.data and "VBox(" not in widget.data["text/plain"]
+    # a saved notebook shows final states only: nothing that was true only while the cells ran
+    assert "0 images" not in widget.data["text/plain"] and "no model picked" not in widget.data["text/plain"]
+    assert "text/html" not in widget.data, "a gallery snapshot from display time"
+    saved = json.dumps(nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"])
+    assert "Loading models" not in saved and "not found" not in saved and "#b00020" not in saved
     assert snapshot.data["text/plain"].startswith("Scenario panel · FLUX.2 dev · 2 images"), snapshot.data
     assert snapshot.data["text/html"].count("data:image/jpeg;base64,") == 2
 

@@ -154,7 +154,7 @@ def test_the_chosen_aspect_survives_a_model_change_or_the_panel_says_why(panel):
     assert panel.aspect.value == "21:9" and panel.aspect_note.value == ""
 
 
-def test_validation_blocks_the_job_and_says_why_next_to_generate(panel, env):
+def test_validation_blocks_the_job_and_says_why_once(panel, env):
     public(panel)
     panel.select_model("GPT Image")
     panel.prompt.value = "a mask without a reference image"
@@ -162,7 +162,8 @@ def test_validation_blocks_the_job_and_says_why_next_to_generate(panel, env):
     panel._controls["quality"].value = "high"
     created = env.stats()["jobs_created"]
     assert panel.generate() is None
-    assert "reference image is required when a mask is provided" in panel.message.value
+    (error,) = visible_errors(panel)  # once, next to the input it names
+    assert "reference image is required when a mask is provided" in error
     assert env.stats()["jobs_created"] == created
     upload(panel._controls["referenceImages"], png_bytes(), "ref.png")
     job = panel.generate()
@@ -396,3 +397,79 @@ def test_a_model_in_training_shows_its_progress_and_can_generate_once_trained(tm
             assert server.stats()["jobs_created"] == created + 1
         finally:
             reset_session()
+
+
+# -- Handlers beside the main thread (ipykernel 7 runs widget callbacks on subshell threads) --------------
+
+def test_a_scope_change_while_the_first_list_loads_keeps_the_newer_list(env, monkeypatch):
+    import threading
+
+    from scenario_nb._session import get_session
+    client = get_session().client
+    real, gate = client.models, threading.Event()
+
+    def models(public=False):
+        found = real(public=public)
+        if not public:
+            gate.wait(20)  # My models answers late, after the switch to the public catalog
+        return found
+
+    monkeypatch.setattr(client, "models", models)
+    failures = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: failures.append(args.exc_value))
+    panel = scenario_nb.Panel()
+    first = panel._loader
+    public(panel)
+    publics = [label for label, _ in panel.model_menu.options]
+    gate.set()
+    first.join(20)
+    assert [label for label, _ in panel.model_menu.options] == publics
+    assert not any("Hero Knight" in label for label in publics) and panel.model_menu.value
+    assert not failures, failures
+
+
+def test_the_as_scenario_cell_sends_what_the_panel_sent_aspect_included(panel, env, ip):
+    public(panel)
+    panel.select_model("FLUX.2 dev")  # width/height inputs: the panel's aspect maps to them
+    panel.aspect.value = "16:9"
+    panel.prompt.value = "a lighthouse on a cliff at dusk"
+    panel.generate_button.click()
+    (handle,) = panel.generations
+    handle.wait(30)
+    assert wait_for(lambda: len(panel.items) == handle_count(handle))
+    item = panel.items[0]
+    text = panel.magic_for(item)
+    assert "--aspect 16:9" in text and "width" not in text and "height" not in text, text
+    assert ip.run_cell(text).error_in_exec is None
+    jobs = [job for job in env.state.jobs.values() if job.get("body", {}).get("prompt") == handle.prompt]
+    assert len(jobs) == 2
+    sent, again = (dict(job["body"]) for job in sorted(jobs, key=lambda j: j["created"]))
+    sent["seed"] = item.seed  # one image, its own seed: otherwise the very same request
+    sent.pop("numOutputs", None), again.pop("numOutputs", None)
+    assert again == sent
+    code = item.widgets["code"]
+    panel.show_magic(item)
+    assert "nowrap" not in code.value and "anywhere" in code.value  # long words wrap inside the box
+
+
+def handle_count(handle) -> int:
+    return max(1, len(handle.outputs))
+
+
+def test_an_input_error_shows_once_in_the_forms_words_next_to_the_input_and_clears_when_fixed(panel, env):
+    public(panel)
+    panel.select_model("Flux Kontext")  # an editor: reference images are required
+    panel.prompt.value = "make it night"
+    created = env.stats()["jobs_created"]
+    assert panel.generate() is None
+    time.sleep(1)  # past the estimate, which checks the form too
+    errors = visible_errors(panel)
+    assert len(errors) == 1, errors
+    assert "reference images" in errors[0].lower() and "referenceImages" not in errors[0]
+    row = next(x for x in walk(panel) if isinstance(x, w.HBox) and panel._controls["referenceImages"] in x.children)
+    assert any(isinstance(x, w.HTML) and x.value == errors[0] for x in row.children), "not next to the input"
+    assert panel.settings.selected_index == 0  # More settings opens on it
+    upload(panel._controls["referenceImages"], png_bytes(), "ref.png")
+    assert wait_for(lambda: not visible_errors(panel), 5), visible_errors(panel)
+    assert panel.generate() is not None and env.stats()["jobs_created"] == created + 1
+    assert not visible_errors(panel)

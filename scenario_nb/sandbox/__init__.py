@@ -158,7 +158,8 @@ def start(*, port: int = 0, api_key: str = "sandbox-key", api_secret: str = "san
           cancellable_types: Iterable[str] = DEFAULT_CANCELLABLE, retry_after_header: bool = False,
           list_lag: float = 3.0, legacy: bool = False, train_seconds: Optional[float] = None,
           max_parallel_trainings: int = 1, max_training_images: int = 50, new_after_start: float = 0.0,
-          progress_scale: float = 1, clock: Optional[Callable[[], float]] = None) -> Sandbox:
+          progress_scale: float = 1, clock: Optional[Callable[[], float]] = None,
+          demo_training: bool = False) -> Sandbox:
     """Start a sandbox on 127.0.0.1 in background threads (port 0: a free one).
 
     The defaults are the real cloud's, never kinder: generation (`custom`) jobs refuse cancel
@@ -173,11 +174,13 @@ def start(*, port: int = 0, api_key: str = "sandbox-key", api_secret: str = "san
     `max_training_images` (429 `add-training-image`). A model still reads `new` for `new_after_start`
     seconds after its training started (the contract shows `training` at once); `progress_scale=100` reports
     `trainingProgress.progress` on a 0..100 scale (the contract does not say which). Trainings read `clock`
-    (default `time.time`).
+    (default `time.time`). `demo_training=True` (a home's world) sets the catalog's demo training under way,
+    40 % into its run.
     """
     return Sandbox(port=port, api_key=api_key, api_secret=api_secret, job_seconds=job_seconds,
                    job_jitter=job_jitter, max_parallel_jobs=max_parallel_jobs, url_ttl=url_ttl, seed=seed,
                    faults=faults, legacy=legacy_shapes or legacy, cancellable_types=tuple(cancellable_types),
                    retry_after_header=retry_after_header, list_lag=list_lag, train_seconds=train_seconds,
                    max_parallel_trainings=max_parallel_trainings, max_training_images=max_training_images,
-                   new_after_start=new_after_start, progress_scale=progress_scale, clock=clock)
+                   new_after_start=new_after_start, progress_scale=progress_scale, clock=clock,
+                   demo_training=demo_training)
