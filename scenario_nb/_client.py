@@ -1,46 +1,35 @@
-"""`ScenarioClient`: the one client every front door (Python, magics, panel) shares."""
+"""`ScenarioClient`: the one client every front door (Python, magics, panel) shares.
+
+It holds the credentials, the one pooled transport, the local state (file store, history) and the engine, and is
+composed of its parts, each in a module of its own: the models catalog, generation requests, jobs and assets,
+workflows, and the training front.
+"""
 
 from __future__ import annotations
 
-import base64
-import difflib
 import hashlib
-import io
 import os
-import re
 import threading
-import time
-import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Optional, Union
+from typing import TYPE_CHECKING, Optional, Union
 
+from ._client_generate import GenerationRequests
+from ._client_jobs import JobsAndAssets
+from ._client_models import CatalogCache, ModelCatalog
+from ._client_training import TrainingFront
+from ._client_workflows import WorkflowRuns
 from ._engine import Engine, lane_sizes
 from ._estimate import CostEstimate
-from ._errors import (InputError, NotFoundError, PermissionDeniedError, ScenarioError, StorageError)
-from ._generation import Generation, prompt_of
+from ._generation import Generation
 from ._history import History
 from ._http import TIMEOUT, Credentials, Transport, mask
-from ._models import Model, validate_inputs
-from ._paging import paged
-from ._training import (EDIT_TYPES, STANDARD_TYPES, Captions, LocalImage, Training, TrainingPlan, load_images,
-                        too_large_words)
 
 if TYPE_CHECKING:
-    from PIL import Image as _PILImage
-
     from ._store import FileStore
 
-ImageLike = Union[bytes, str, os.PathLike, "_PILImage.Image"]
-SIDE_BY_SIDE = 16  # the most requests one call of this client sends at once (captions)
+__all__ = ["CostEstimate", "ScenarioClient", "default_home"]  # CostEstimate: `scenario_nb` hands it on from here
 
-# Where each recorded LoRA type runs (contract §12b.6). Other types are found in the catalog.
-KNOWN_BASES = {
-    "flux.1-lora": "model_bfl-flux-1-dev", "flux.1-composition": "model_bfl-flux-1-dev",
-    "flux.2-dev-lora": "model_bfl-flux-2-dev", "flux.2-dev-edit-lora": "model_bfl-flux-2-dev",
-    "flux.1-kontext-lora": "model_flux-kontext-editing",
-    "qwen-image-edit-2511-lora": "model_qwen-image-edit-2511",
-    "zimage-lora": "model_z-image", "zimage-turbo-lora": "model_z-image", "zimage-de-turbo-lora": "model_z-image",
-}
+SIDE_BY_SIDE = 16  # the most requests one call of this client sends at once (captions)
 
 
 def default_home() -> Path:
@@ -48,13 +37,31 @@ def default_home() -> Path:
     return Path(os.environ.get("SCENARIO_NB_HOME") or Path.home() / ".scenario_nb")
 
 
-def _family(text: str) -> str:
-    """'flux.2-dev-lora' and 'model_bfl-flux-2-dev' both give 'flux2dev': a hint for base-model search."""
-    text = re.sub(r"(-edit)?-(lora|composition)$", "", text.lower())
-    return re.sub(r"[^a-z0-9]", "", text.replace("model_", "").replace("bfl", ""))
+class LocalState:
+    """One home's file store and history, each opened on first use (so a history that cannot be opened refuses
+    the first request that needs it, not the making of the client)."""
+
+    def __init__(self, home: Path, history_path: Path) -> None:
+        self.home, self.history_path = home, history_path
+        self._lock = threading.RLock()
+        self._store: Optional["FileStore"] = None
+        self._history: Optional[History] = None
+
+    def store(self) -> "FileStore":
+        with self._lock:
+            if self._store is None:
+                from ._store import FileStore
+                self._store = FileStore(self.home)
+            return self._store
+
+    def history(self) -> History:
+        with self._lock:
+            if self._history is None:
+                self._history = History(self.history_path)
+            return self._history
 
 
-class ScenarioClient:
+class ScenarioClient(ModelCatalog, GenerationRequests, JobsAndAssets, WorkflowRuns, TrainingFront):
     """Talks to the Scenario API (or anything that answers like it) with one pooled session.
 
     Credentials come from the arguments, else `SCENARIO_API_KEY` / `SCENARIO_API_SECRET` /
@@ -75,15 +82,10 @@ class ScenarioClient:
         # Which backend a history row belongs to: the URL and a digest of the key (never the key itself).
         self.backend_id = backend_id or f"{self.base_url}#" + hashlib.sha256(
             self._credentials.api_key.encode()).hexdigest()[:12]
-        self._lock = threading.RLock()
-        self._models: dict[str, Model] = {}
-        self._catalog: Optional[list[Model]] = None
-        self._own: Optional[tuple[float, list[Model]]] = None
-        self._base_for_type: dict[str, Model] = {}
-        self._runnable: Optional[list[Model]] = None
-        self._store: Optional["FileStore"] = None
-        self._history: Optional[History] = None
-        self._engine = Engine(self._http, history=lambda: self.history, store=lambda: self.store,
+        self._local = LocalState(self.home, self.history_path)
+        self._cache = CatalogCache()
+        # The engine is handed the openers of the history and the store, so it holds no reference to the client.
+        self._engine = Engine(self._http, history=self._local.history, store=self._local.store,
                               backend_id=self.backend_id)
 
     def __repr__(self) -> str:
@@ -100,19 +102,12 @@ class ScenarioClient:
     # -- Local state: file store, history (opened on first use), engine ------------------------------
     @property
     def store(self) -> "FileStore":
-        with self._lock:
-            if self._store is None:
-                from ._store import FileStore
-                self._store = FileStore(self.home)
-            return self._store
+        return self._local.store()
 
     @property
     def history(self) -> History:
         """The history (and write-ahead ledger); opened on first use, so a broken one refuses a request."""
-        with self._lock:
-            if self._history is None:
-                self._history = History(self.history_path)
-            return self._history
+        return self._local.history()
 
     def set_polling(self, *, floor: Optional[float] = None, job_timeout: Optional[float] = None,
                     search_seconds: Optional[float] = None, start_grace: Optional[float] = None) -> None:
@@ -148,7 +143,7 @@ class ScenarioClient:
         `trainings()`)."""
         handles = self._engine.recover()
         for training in self._engine.recover_trainings():
-            training.on_update(self._forget_when_done)
+            training.on_update(self._cache.forget_when_trained)
         return handles
 
     def close(self) -> None:
@@ -160,521 +155,3 @@ class ScenarioClient:
     @property
     def closed(self) -> bool:
         return self._engine.closed
-
-    # -- Models ----------------------------------------------------------------------------------
-    def _paged(self, path: str, key: str, params: dict) -> Iterator[dict]:
-        return paged(self._http.get, path, key, params)
-
-    def models(self, *, public: bool = False, status: Optional[str] = None,
-               types: Union[str, Iterable[str], None] = None, tags: Union[str, Iterable[str], None] = None,
-               query: Optional[str] = None, page_size: Optional[int] = None) -> list[Model]:
-        """Every model (all pages): your own by default, the public catalog with `public=True`.
-
-        `query` keeps models whose name or id contains it (case-insensitive).
-        """
-        params = {"privacy": "public" if public else "private", "status": status, "pageSize": page_size,
-                  "types": _csv(types), "tags": _csv(tags)}
-        found = [Model.parse(row) for row in self._paged("/models", "models", params)]
-        if query:
-            q = query.lower()
-            found = [m for m in found if q in m.name.lower() or q in m.id.lower()]
-        return found
-
-    def model(self, model_id: str, *, refresh: bool = False) -> Model:
-        """One model with its `inputs` parsed (cached per client)."""
-        with self._lock:
-            cached = self._models.get(model_id)
-        if cached is not None and not refresh:
-            return cached
-        model = Model.parse(self._http.get(f"/models/{model_id}")["model"])
-        with self._lock:
-            self._models[model_id] = model
-        return model
-
-    def find_model(self, text: str) -> Model:
-        """A model by id, exact name, or unique name prefix; one clear line on a miss."""
-        text = text.strip()
-        if text.startswith("model_"):
-            try:
-                return self.model(text)
-            except NotFoundError:
-                raise InputError(f"model {text} not found; list your models with %scenario models") from None
-        candidates = self._own_models() + self.public_models()
-        exact = [m for m in candidates if m.name.lower() == text.lower()]
-        if len(exact) == 1 or (exact and len({m.id for m in exact}) == 1):
-            return self.model(exact[0].id)
-        prefix = [m for m in candidates if m.name.lower().startswith(text.lower())]
-        if len({m.id for m in prefix}) == 1:
-            return self.model(prefix[0].id)
-        if prefix:
-            names = ", ".join(f"{m.name} ({m.id})" for m in prefix[:6])
-            raise InputError(f"{text!r} matches several models: {names}; use more of the name or the id")
-        close = difflib.get_close_matches(text, [m.name for m in candidates], n=3, cutoff=0.5)
-        tip = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else \
-            "; list them with %scenario models"
-        raise InputError(f"no model named {text!r}{tip}")
-
-    def _own_models(self, max_age: float = 60.0) -> list[Model]:
-        """Your models for name lookups, re-listed at most once a minute (a cell should not pay a round trip)."""
-        with self._lock:
-            cached = self._own
-        if cached is None or time.monotonic() - cached[0] > max_age:
-            cached = (time.monotonic(), self.models())
-            with self._lock:
-                self._own = cached
-        return cached[1]
-
-    def public_models(self) -> list[Model]:
-        """The public catalog of runnable models (cached per client)."""
-        with self._lock:
-            if self._catalog is not None:
-                return self._catalog
-        catalog = self.models(public=True)
-        with self._lock:
-            self._catalog = catalog
-        return catalog
-
-    def _runnable_catalog(self) -> list[Model]:
-        """The public models that can run (type `custom`), listed with the API's own type filter, cached."""
-        with self._lock:
-            if self._runnable is not None:
-                return self._runnable
-        found = [m for m in self.models(public=True, types="custom") if m.runnable]
-        with self._lock:
-            self._runnable = found
-        return found
-
-    def base_model_for(self, model: Model) -> Model:
-        """The platform model that runs a trained LoRA or composition of this type (cached per type).
-
-        The recorded base for the type first (contract §12b.6); else the public runnable models whose id,
-        name or `compliantModelIds` hint names the type's family; else the rest of the catalog, in its order.
-        The winner is the first whose `model`/`model_array` input lists the type in `modelTypes`.
-        """
-        with self._lock:
-            if model.type in self._base_for_type:
-                return self._base_for_type[model.type]
-        family = _family(model.type)
-        hints = {_family(str(s)) for s in model.raw.get("compliantModelIds") or []} | {family}
-        known = KNOWN_BASES.get(model.type)
-        runnable = self._runnable_catalog()
-        named = [m for m in runnable if m.id != known and
-                 any(h and (h in _family(m.id) or h in _family(m.name)) for h in hints)]
-        rest = [m for m in runnable if m not in named and m.id != known]
-        for candidate in ([known] if known else []) + [m.id for m in named] + [m.id for m in rest][:60]:
-            try:
-                full = self.model(candidate)
-            except (NotFoundError, PermissionDeniedError):
-                continue
-            if any(i.type in ("model", "model_array") and model.type in i.model_types for i in full.inputs):
-                with self._lock:
-                    self._base_for_type[model.type] = full
-                return full
-        raise InputError(f"no public base model accepts {model.type} models like {model.name}; "
-                         f"pass base_model= with a model that does")
-
-    def route(self, model: Model, base_model: Optional[str] = None, *, scaled: bool = False) -> tuple[Model, dict]:
-        """The runnable model and the extra inputs that run `model` (itself, or a LoRA via its base).
-
-        `scaled`: the caller sets the LoRA's scale, so the LoRA goes in the base's LoRA list (a single
-        `modelId` slot takes no scale)."""
-        if model.runnable:
-            return model, {}
-        if not model.trained:
-            raise InputError(f"model {model.name} is {model.status}, not trained yet; it cannot generate")
-        base = self.find_model(base_model) if base_model else self.base_model_for(model)
-        single = None if scaled else next((i for i in base.inputs if i.type == "model" and
-                                           model.type in i.model_types), None)
-        if single is not None:
-            return base, {single.name: model.id}
-        many = next((i for i in base.inputs if i.type == "model_array" and
-                     (not i.model_types or model.type in i.model_types)), None)
-        if many is None:
-            raise InputError(f"base model {base.name} takes no LoRA input for {model.type}")
-        loras = base.ui_config.get("lorasComponent") or {}
-        scale_name = loras.get("scaleInput") or "lorasScale"
-        extra: dict = {many.name: [model.id]}
-        if base.input(scale_name) is not None:
-            extra[scale_name] = [1.0]
-        return base, extra
-
-    # -- Generation --------------------------------------------------------------------------------
-    def prepare(self, model: Union[str, Model], prompt: Optional[str] = None, *,
-                base_model: Optional[str] = None, **inputs: Any) -> tuple[Model, Model, dict]:
-        """Resolve and validate a request locally: (requested model, model to run, body).
-
-        `model` is a Model, an id, or a name (as `find_model` takes it: exact or a unique prefix)."""
-        requested = model if isinstance(model, Model) else self.find_model(model)
-        scale = inputs.get("lorasScale")
-        runnable, extra = self.route(requested, base_model, scaled=scale is not None)
-        body = dict(inputs)
-        if prompt is not None:
-            body[runnable.prompt_name] = prompt
-        body.update(extra)
-        if scale is not None and "lorasScale" in extra:  # the caller's scale, not the default 1
-            body["lorasScale"] = scale
-        return requested, runnable, validate_inputs(runnable, body)
-
-    def estimate(self, model: Union[str, Model], prompt: Optional[str] = None, *,
-                 base_model: Optional[str] = None, **inputs: Any) -> CostEstimate:
-        """Price a request with a dry run (HTTP 269): nothing is created or spent."""
-        requested, runnable, body = self.prepare(model, prompt, base_model=base_model, **inputs)
-        data = self._http.request("POST", f"/generate/custom/{runnable.id}", params={"dryRun": "true"},
-                                  json_body=body)
-        return CostEstimate.parse(data, requested.id, body)
-
-    def generate(self, model: Union[str, Model], prompt: Optional[str] = None, *,
-                 base_model: Optional[str] = None, source: str = "api", **inputs: Any) -> Generation:
-        """Start a generation and return its live `Generation` handle as soon as the request is answered.
-
-        `model` (and `base_model`) is a name ("FLUX.2 dev", or a unique start of one) or an id. `inputs` are
-        the model's own input names (`aspectRatio`, `numOutputs`, `seed`, ...). A trained LoRA or composition
-        runs through the base model that accepts it. The request is written to the
-        history before it is sent (a history that cannot be written refuses it: `StorageError`, nothing
-        sent). Price it first with `estimate()`. `source` labels the request in the history (the front doors
-        use "magic", "panel", "grid"; your own label is kept as given).
-        """
-        return self._engine.submit(self._handle(model, prompt, base_model, source, inputs))
-
-    def generate_many(self, model: Union[str, Model], prompts: Iterable[str], *, base_model: Optional[str] = None,
-                      source: str = "api", **inputs: Any) -> list[Generation]:
-        """One generation per prompt, all sent side by side; returns when each request has an answer.
-
-        Every request is validated before any is sent, and each is recorded before it leaves (as with
-        `generate`). Much faster than a loop of `generate()` for a batch: the requests overlap.
-        """
-        handles = [self._handle(model, prompt, base_model, source, inputs) for prompt in prompts]
-        return self._engine.submit_many(handles)
-
-    def _handle(self, model: Union[str, Model], prompt: Optional[str], base_model: Optional[str], source: str,
-                inputs: dict) -> Generation:
-        """A new, validated, not yet sent handle."""
-        requested, runnable, body = self.prepare(model, prompt, base_model=base_model, **inputs)
-        return Generation(self._engine, model_id=requested.id, run_model_id=runnable.id,
-                          base_model_id=None if runnable.id == requested.id else runnable.id,
-                          inputs=body, source=source, model_name=requested.name, prompt_name=runnable.prompt_name)
-
-    def previous(self, model: Union[str, Model], body: dict) -> Optional[Generation]:
-        """The identical request already sent from this machine to this backend, if any, as a live handle.
-
-        Anything but a failed, canceled or never-created request counts: in flight, queued, unknown, timed
-        out, succeeded with outputs stored (shown from the store), or succeeded but not fetched (fetched
-        again). Used by re-run safety: it never sends a new generation.
-        """
-        model_id = (model if isinstance(model, Model) else self.find_model(model)).id
-        key = History.request_key(model_id, prompt_of(body), body)
-        live = self._engine.live_handle(request_key=key)
-        if live is not None:
-            return live
-        record = self.history.find_reusable(key, self.backend_id)
-        if record is None:
-            return None
-        if self._engine.outputs_stored(record):
-            return self._engine.finished_handle(record)
-        try:
-            return self._engine.follow_record(record)
-        except NotFoundError:  # the backend no longer knows it (e.g. an earlier embedded sandbox)
-            return None
-
-    # -- Jobs --------------------------------------------------------------------------------------
-    def get_job(self, job_id: str) -> dict:
-        """The raw job object (`GET /jobs/{id}`)."""
-        return self._http.get(f"/jobs/{job_id}")["job"]
-
-    def jobs(self, *, status: Optional[str] = None, types: Union[str, Iterable[str], None] = None,
-             workflow_id: Optional[str] = None, created_after: Optional[str] = None,
-             limit: Optional[int] = None) -> list[dict]:
-        """Jobs, newest first, across every page (or the first `limit`).
-
-        The API takes `created_after` only without `status`, `types` and `workflow_id`.
-        """
-        if created_after and (status or types or workflow_id):
-            raise InputError("jobs(): the API takes created_after only without status, types and workflow_id; "
-                             "filter the results yourself, or drop created_after")
-        out = []
-        params = {"status": status, "types": _csv(types), "workflowId": workflow_id,
-                  "createdAfter": created_after, "pageSize": min(limit or 100, 100)}
-        for row in self._paged("/jobs", "jobs", params):
-            out.append(row)
-            if limit and len(out) >= limit:
-                break
-        return out
-
-    def job(self, job_id: str) -> Generation:
-        """Re-attach to any job by id: a live `Generation` that finishes and stores its outputs.
-
-        A handle that timed out or could not fetch its outputs is taken back and followed again.
-        """
-        job_id = job_id.strip()
-        if not job_id:
-            raise InputError("no job id given; %scenario history lists them")
-        return self.stored_job(job_id) or self._engine.reattach(job_id)
-
-    def stored_job(self, job_id: str) -> Optional[Generation]:
-        """A finished job whose outputs are all in the local store, from the history (no request made; any
-        backend's), else None."""
-        try:
-            record = self.history.get(job_id)
-        except StorageError:
-            return None
-        live = self._engine.live_handle(job_id=job_id)
-        if record is not None and (live is None or live.ok) and self._engine.outputs_stored(record):
-            return self._engine.finished_handle(record)
-        return None
-
-    def cancel(self, job_id: str) -> str:
-        """Ask Scenario to cancel a job; returns the outcome (see `Generation.cancel`)."""
-        return self.job(job_id).cancel()
-
-    # -- Assets ------------------------------------------------------------------------------------
-    def asset(self, asset_id: str) -> dict:
-        """The asset record, with a fresh signed `url`."""
-        return self._http.get(f"/assets/{asset_id}")["asset"]
-
-    def fetch_asset(self, asset_id: str) -> Path:
-        """Make sure an asset (any kind) is in the local file store; returns its path."""
-        asset_id = asset_id.strip()
-        if not asset_id:
-            raise InputError("no asset id given")
-        asset = self.asset(asset_id)
-        mime = str(asset.get("mimeType") or "image/png")
-        if not self.store.has(asset_id, mime):
-            self.store.put(asset_id, self._http.download(asset["url"]), mime)
-        return self.store.path_for(asset_id, mime)
-
-    def upload_image(self, image: ImageLike, name: Optional[str] = None) -> str:
-        """Upload an image (bytes, a path, or a PIL image) and return its asset id, for img2img inputs."""
-        from PIL import Image, UnidentifiedImageError
-        if isinstance(image, (str, os.PathLike)):
-            path = Path(image)
-            try:
-                data = path.read_bytes()
-            except OSError as exc:
-                raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
-            name = name or path.name
-        elif isinstance(image, (bytes, bytearray)):
-            data = bytes(image)
-        elif isinstance(image, Image.Image):
-            buf = io.BytesIO()
-            image.save(buf, format="PNG")
-            data = buf.getvalue()
-        else:
-            raise InputError("upload_image takes bytes, a file path or a PIL image")
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("error", Image.DecompressionBombWarning)
-                with Image.open(io.BytesIO(data)) as probe:
-                    probe.verify()
-                    fmt = (probe.format or "png").lower()
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-            raise InputError(f"{name or 'the upload'} is too large: {too_large_words(data)}; resize it "
-                             f"(e.g. to 2048 px) and upload it again") from None
-        except (UnidentifiedImageError, OSError, SyntaxError):
-            raise InputError(f"{name or 'the upload'} is not an image Pillow can read; upload a PNG, JPEG or "
-                             f"WebP") from None
-        name = name or f"upload.{fmt}"
-        body = {"name": name, "image": base64.b64encode(data).decode()}
-        return self._http.request("POST", "/assets", json_body=body)["asset"]["id"]
-
-    # -- Workflows ---------------------------------------------------------------------------------
-    def workflows(self) -> list[dict]:
-        """Your workflows (every page)."""
-        return list(self._paged("/workflows", "workflows", {"pageSize": 50}))
-
-    def workflow(self, workflow_id: str) -> Model:
-        """A workflow with its `inputs` parsed like a model's (so it validates the same way)."""
-        raw = self._http.get(f"/workflows/{workflow_id}")["workflow"]
-        return Model.parse({**raw, "type": "workflow", "custom": True, "status": raw.get("status")})
-
-    def _ready_workflow(self, workflow_id: str, inputs: dict) -> tuple[Model, dict]:
-        workflow = self.workflow(workflow_id)
-        if workflow.status not in ("ready", ""):
-            raise InputError(f"workflow {workflow.name} is {workflow.status}; only ready workflows can run")
-        return workflow, validate_inputs(workflow, inputs)
-
-    def estimate_workflow(self, workflow_id: str, **inputs: Any) -> CostEstimate:
-        """Price a workflow run with a dry run: nothing is created or spent."""
-        _, body = self._ready_workflow(workflow_id, inputs)
-        data = self._http.request("PUT", f"/workflows/{workflow_id}/run", params={"dryRun": "true"}, json_body=body)
-        return CostEstimate.parse(data, workflow_id, body)
-
-    def run_workflow(self, workflow_id: str, *, source: str = "api", **inputs: Any) -> Generation:
-        """Run a workflow (`PUT /workflows/{id}/run`); returns a `Generation` for its job."""
-        workflow, body = self._ready_workflow(workflow_id, inputs)
-        handle = Generation(self._engine, model_id=workflow_id, run_model_id=workflow_id, inputs=body,
-                            source=source, kind="workflow", model_name=workflow.name)
-        return self._engine.submit(handle)
-
-    # -- Training custom models ------------------------------------------------------------------------
-    def training_types(self) -> list[str]:
-        """The LoRA types `train()` takes, the most common in the catalog (public and yours) first."""
-        counts: dict = {}
-        try:
-            for model in self.public_models() + self._own_models():
-                if model.type in STANDARD_TYPES:
-                    counts[model.type] = counts.get(model.type, 0) + 1
-        except ScenarioError:
-            pass
-        return sorted(STANDARD_TYPES, key=lambda t: (-counts.get(t, 0), STANDARD_TYPES.index(t)))
-
-    def _training_type(self, model_type: Optional[str]) -> str:
-        if model_type is None:
-            return self.training_types()[0]
-        wanted = str(model_type).strip()
-        if wanted in EDIT_TYPES:
-            raise InputError(f"{wanted} is an edit LoRA: it trains on before/after pairs, which train() does not "
-                             f"build yet; train a standard LoRA such as {self.training_types()[0]}")
-        if wanted not in STANDARD_TYPES:
-            close = difflib.get_close_matches(wanted, STANDARD_TYPES, n=2, cutoff=0.6)
-            tip = f"did you mean {' or '.join(close)}?" if close else f"one of {', '.join(STANDARD_TYPES)}"
-            raise InputError(f"unknown training type {wanted!r}; {tip}")
-        return wanted
-
-    @staticmethod
-    def _caption_plan(captions: Any, images: list[LocalImage]) -> Union[str, dict, None]:
-        """"auto", None, or {name: caption} checked against the training set's file names."""
-        if captions is None or (isinstance(captions, str) and captions.strip().lower() == "none"):
-            return None
-        if isinstance(captions, str):
-            if captions.strip().lower() == "auto":
-                return "auto"
-            raise InputError(f"captions is \"auto\", None or a dict {{filename: caption}}, not {captions!r}")
-        if not isinstance(captions, dict):
-            raise InputError("captions is \"auto\", None or a dict {filename: caption} (e.g. from "
-                             "client.caption_images)")
-        names = [i.name for i in images]
-        for key, value in captions.items():
-            if key not in names:
-                raise InputError(f"captions names {key!r}, which is not one of the training images "
-                                 f"({', '.join(names[:5])}{', ...' if len(names) > 5 else ''})")
-            if not isinstance(value, str):
-                raise InputError(f"the caption of {key} must be text, not {type(value).__name__}")
-        return {name: str(captions.get(name, "")).strip() for name in names}
-
-    def caption_images(self, images: Any, *, details_level: str = "action",
-                       max_cost: Optional[float] = None) -> Captions:
-        """Caption a training set through the API (all in flight at once): an editable `{filename: caption}`
-        table. Change any caption, then pass it to `train(..., captions=table)`. Captions cost a few CU each;
-        `max_cost` refuses before spending when their price is over it."""
-        return self._engine.caption_images(load_images(images), details_level, max_cost)
-
-    def train(self, name: str, images: Any, *, type: Optional[str] = None,
-              captions: Union[str, dict, None] = "auto", parameters: Optional[dict] = None, dry_run: bool = False,
-              max_cost: Optional[float] = None, confirm: Optional[Callable[[CostEstimate], Any]] = None,
-              force: bool = False) -> Union[Training, CostEstimate]:
-        """Train a LoRA on a folder (or a list of paths or Pillow images); returns its live `Training`.
-
-        Everything is checked before anything is sent or paid (the images, the type, the name, then the
-        parameters by the server's own dry run). Then: the price (`dry_run=True` returns it and removes the
-        throwaway model; a price over `max_cost` is refused, nothing spent; `confirm(estimate)` is called with
-        it before anything is paid, and stops the training by raising), captions (`"auto"`: one caption
-        per image through the API, all at once; a dict `{filename: caption}`; None: none), the upload, and the
-        start of the training. The training is in the history before it starts; a new kernel follows it on.
-        `type` defaults to the most common trainable LoRA type in the catalog.
-
-        Training is idempotent per name: a training of this name already under way (here, in another kernel,
-        or waiting for a slot) or done is returned and followed, nothing paid again; a draft of this name (an
-        untrained model this project made) is reused, its uploaded images kept. `force=True` makes a second
-        model of the same name deliberately.
-        """
-        name = (name or "").strip() if isinstance(name, str) else ""
-        if not name:
-            raise InputError("a training needs a name for its model, e.g. client.train(\"Potion Icons\", folder)")
-        if len(name) > 64:
-            raise InputError(f"the model name is {len(name)} characters; Scenario takes at most 64")
-        model_type = self._training_type(type)
-        if parameters is not None and not isinstance(parameters, dict):
-            raise InputError("parameters is a dict such as {\"nbEpochs\": 4}")
-        loaded = load_images(images)
-        plan = TrainingPlan(name, model_type, loaded, self._caption_plan(captions, loaded), dict(parameters or {}),
-                            force=bool(force))
-        try:
-            result = self._engine.train(plan, dry_run=dry_run, max_cost=max_cost, confirm=confirm)
-        finally:
-            with self._lock:
-                self._own = None  # a model may have been made
-        if isinstance(result, Training):
-            result.on_update(self._forget_when_done)
-        return result
-
-    def _forget_when_done(self, handle: Training) -> None:
-        """A model that just finished training: drop the cached copy so it routes as trained."""
-        if handle.done:
-            with self._lock:
-                self._models.pop(handle.model_id, None)
-                self._own = None
-
-    def training(self, model: str) -> Training:
-        """Re-attach to a training by model id (or by the name of one of this backend's trainings): the one
-        live handle, followed to the end while it trains."""
-        model = (model or "").strip()
-        if not model:
-            raise InputError("no model given; client.trainings() lists them")
-        model_id = model
-        if not model.startswith("model_"):
-            rows = [r for r in self.history.trainings(self.backend_id) if r.name.lower() == model.lower()]
-            model_id = rows[0].model_id if rows else self.find_model(model).id
-        handle = self._engine.reattach_training(model_id)
-        handle.on_update(self._forget_when_done)
-        return handle
-
-    def drafts(self) -> list[Model]:
-        """Untrained models this project made (a training stopped before its start, a lost answer, a model that
-        could not be removed): `train` of the same name reuses one; `delete_draft` removes one."""
-        return [Model.parse(m) for m in self._engine.drafts()]
-
-    def delete_draft(self, model: str) -> Model:
-        """Remove one draft, by name or id (only an untrained model this project made); returns what it was."""
-        removed = Model.parse(self._engine.delete_draft(model))
-        with self._lock:
-            self._own = None
-            self._models.pop(removed.id, None)
-        return removed
-
-    def recorded_captions(self) -> list:
-        """This backend's paid captions as the history holds them (`CaptionRecord`: image digest, settings,
-        state `done` / `unknown` / `sending`, caption, cost), newest first."""
-        return self.history.captions(self.backend_id)
-
-    def resume_training(self, model: str) -> Training:
-        """Start now a training that waits for a slot (a start refused with 429 keeps its model and images and
-        is started again by itself); by model id or name. Returns its live handle, whatever its state."""
-        handle = self.training(model)
-        self._engine.resume_training(handle)
-        return handle
-
-    def trainings(self) -> list[Training]:
-        """This backend's trainings, newest first: every one in the history (those still training are
-        followed on) and any the API lists as training that this machine never saw."""
-        self._engine.recover_trainings()
-        handles: list[Training] = []
-        seen: set = set()
-        for record in self.history.trainings(self.backend_id):
-            seen.add(record.model_id)
-            live = self._engine.live_training(record.model_id)
-            if live is not None:
-                handles.append(live)
-            elif not record.in_flight:
-                handles.append(self._engine.finished_training(record))
-            else:
-                try:
-                    handles.append(self._engine.reattach_training(record.model_id))
-                except NotFoundError:
-                    continue
-        try:
-            for model in self.models(status="training"):
-                if model.id not in seen:
-                    handles.append(self._engine.reattach_training(model.id))
-        except ScenarioError:
-            pass
-        return handles
-
-    def trainings_in_flight(self) -> list[Training]:
-        """Trainings this client is following that have not ended."""
-        return self._engine.trainings_in_flight()
-
-
-def _csv(value: Union[str, Iterable[str], None]) -> Optional[str]:
-    if value is None or isinstance(value, str):
-        return value
-    return ",".join(value)

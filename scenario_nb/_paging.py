@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator, Optional, Union
 
 from ._errors import APIError
 
@@ -23,3 +23,10 @@ def paged(get: Callable[..., dict], path: str, key: str, params: dict) -> Iterat
             raise APIError(f"the API repeated pagination token on {path}", status_code=500)
         seen.add(token)
         params["paginationToken"] = token
+
+
+def joined(value: Union[str, Iterable[str], None]) -> Optional[str]:
+    """A listing's filter as the API takes it: several values joined by commas ("a,b"); one string as given."""
+    if value is None or isinstance(value, str):
+        return value
+    return ",".join(value)

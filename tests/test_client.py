@@ -343,3 +343,32 @@ def test_plain_requests_cannot_read_assets_with_wrong_signature(client, sb):
     gen = client.generate(model.id, "tamper").wait(timeout=30)
     url = client.asset(gen.asset_ids[0])["url"]
     assert requests.get(url.replace("Signature=", "Signature=x"), timeout=5).status_code == 403
+
+
+# -- The run-time path is one way ---------------------------------------------------------------------------
+
+def test_nothing_below_the_client_holds_the_client(tmp_path):
+    """By effect: with a generation and a training in flight (the engine's threads following both), dropping the
+    last reference to the client frees it; the handles still end, and the finished training still drops the
+    catalog's stale copy of its model (the handle holds the catalog's cache, not the client)."""
+    import gc
+    import weakref
+    folder = tmp_path / "set"
+    folder.mkdir()
+    for i in range(5):
+        Image.new("RGB", (1024, 1024), (40 * i, 90, 200)).save(folder / f"img-{i}.png")
+    with sandbox_mod.start(api_key=KEY, api_secret=SECRET, job_seconds=1.0, train_seconds=2.0) as sb:
+        client = ScenarioClient(KEY, SECRET, sb.url, home=tmp_path / "home")
+        client.set_polling(floor=0.1)
+        training = client.train("Potions", folder, captions=None)
+        assert not client.model(training.model_id).trained  # cached while it trains
+        generation = client.generate(first_runnable(client, "numOutputs").id, "a lantern")
+        engine, http, cache = client._engine, client._http, client._cache
+        gone = weakref.ref(client)
+        del client
+        gc.collect()
+        assert gone() is None and not generation.done and not training.done
+        assert generation.wait(30).ok and training.wait(60).ok
+        assert training.model_id not in cache.models  # forgotten once trained
+        engine.close()
+        http.close()

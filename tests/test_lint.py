@@ -21,3 +21,47 @@ def test_ruff_finds_nothing():
 def test_mypy_finds_nothing():
     done = run("mypy", "scenario_nb")
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+
+
+MAX_MODULE_LINES, MAX_CLASS_LINES = 500, 300
+
+
+def oversized(package) -> list[str]:
+    """Every module of `package` over MAX_MODULE_LINES lines and every class over MAX_CLASS_LINES (its
+    decorators and docstring included), as 'path: N lines' / 'path:Class: N lines'."""
+    import ast
+    found = []
+    for path in sorted(package.rglob("*.py")):
+        text = path.read_text(encoding="utf-8")
+        where = path.relative_to(package.parent).as_posix()
+        if len(text.splitlines()) > MAX_MODULE_LINES:
+            found.append(f"{where}: {len(text.splitlines())} lines")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.ClassDef):
+                first = min([node.lineno] + [d.lineno for d in node.decorator_list])
+                size = (node.end_lineno or node.lineno) - first + 1
+                if size > MAX_CLASS_LINES:
+                    found.append(f"{where}:{node.name}: {size} lines")
+    return found
+
+
+# TODO(issue 23): _training.py came to 503 lines when main (too_large_words) met the training work; it is the
+# training helper's to split. Drop this entry then (the test below insists). Nothing else may be listed here.
+NOT_YET_SMALL = {"scenario_nb/_training.py"}
+
+
+def test_no_module_over_500_lines_and_no_class_over_300():
+    """Issue 23's "done when": small modules, small classes, everywhere in the package (sandbox included)."""
+    found = oversized(ROOT / "scenario_nb")
+    assert not [f for f in found if f.split(":")[0] not in NOT_YET_SMALL], found
+    assert all(any(f.startswith(name + ":") for f in found) for name in NOT_YET_SMALL), "small now: unlist it"
+
+
+def test_the_size_check_sees_a_long_module_and_a_long_class(tmp_path):
+    package = tmp_path / "pkg"
+    (package / "sub").mkdir(parents=True)
+    (package / "at_the_limit.py").write_text("x = 1\n" * 500)
+    (package / "sub" / "long.py").write_text("x = 1\n" * 501)
+    (package / "big.py").write_text("@dataclass\nclass Big:\n" + "    x = 1\n" * 299)  # 301 lines with its decorator
+    (package / "fits.py").write_text("class Fits:\n" + "    x = 1\n" * 299)  # 300 lines
+    assert oversized(package) == ["pkg/big.py:Big: 301 lines", "pkg/sub/long.py: 501 lines"]

@@ -170,7 +170,10 @@ def public_callables():
             obj = getattr(module, name)
             if isinstance(obj, type):
                 yield name, obj
-                for attr, member in vars(obj).items():
+                # Its own methods and those of its parts (ScenarioClient and Panel are composed of mixins).
+                ours = [c for c in obj.__mro__ if c.__module__.startswith("scenario_nb")]
+                members = {attr: member for cls in reversed(ours) for attr, member in vars(cls).items()}
+                for attr, member in members.items():
                     if not attr.startswith("_") and callable(member):
                         yield f"{name}.{attr}", getattr(obj, attr)
             elif callable(obj):
