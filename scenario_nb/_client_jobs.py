@@ -16,7 +16,7 @@ from ._generation import Generation
 from ._history import History
 from ._http import Transport
 from ._paging import joined, paged
-from ._training import too_large_words
+from ._local_images import too_large_words
 
 if TYPE_CHECKING:
     from PIL import Image as _PILImage

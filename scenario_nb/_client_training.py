@@ -12,7 +12,8 @@ from ._errors import InputError, NotFoundError, ScenarioError
 from ._estimate import CostEstimate
 from ._history import History
 from ._models import Model
-from ._training import EDIT_TYPES, STANDARD_TYPES, Captions, LocalImage, Training, TrainingPlan, load_images
+from ._local_images import LocalImage, load_images
+from ._training import EDIT_TYPES, STANDARD_TYPES, Captions, Training, TrainingPlan
 
 
 class TrainingFront:

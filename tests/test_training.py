@@ -306,6 +306,40 @@ def test_a_training_refused_at_start_waits_for_a_slot_and_keeps_its_model(tmp_pa
         tclient.close()
 
 
+def test_a_waiting_training_woken_twice_is_started_once(tmp_path):
+    """A running training ends and wakes the waiting one, whose turn reads its model (`new`, the answer slow to
+    come back), and meanwhile the user resumes it: one `PUT /train`, never a second that the server refuses ("only
+    a new model can be trained") and that is then reported as "never started, nothing charged" for a training
+    that runs and is paid."""
+    clock = Clock(frozen=True)
+    with sandbox_mod.start(job_seconds=0.3, seed=5, train_seconds=TRAIN_SECONDS, max_parallel_trainings=2,
+                           api_key=SUITE_KEY, api_secret=SUITE_SECRET, clock=clock) as tsb:
+        tclient = ScenarioClient(SUITE_KEY, SUITE_SECRET, tsb.url, home=tmp_path / "home")
+        tclient.set_polling(floor=0.1)
+        running = [tclient.train(f"Busy {n}", make_set(tmp_path / f"busy{n}", hue=n), captions=None)
+                   for n in (1, 2)]
+        waiting = tclient.train("Refused", make_set(tmp_path / "set"), captions=None)
+        assert waiting.status == "waiting"
+        model_path = f"/v1/models/{waiting.model_id}"
+        tsb.inject("hold", method="GET", path=model_path)  # its turn reads the model: `new`, answer kept back
+        clock.now += TRAIN_SECONDS + 1
+        tsb.wait_held("GET", model_path)
+        tclient.resume_training("Refused")  # meanwhile
+        time.sleep(0.5)  # a second turn, had it gone ahead, has read `new` and sent its start by now
+        tsb.release()
+        until(lambda: tsb.stats()["trainings_started"] == 3, 30, "the waiting training started")
+        time.sleep(1.0)  # a second start, had one been sent, has had its answer by now
+        starts = [r for r in tsb.state.requests if r["method"] == "PUT" and r["path"] == model_path + "/train"
+                  and r["query"].get("dryRun") != "true"]
+        assert len(starts) == 2, starts  # the one refused with 429, then exactly one start
+        assert waiting.status in ("training", "unknown"), waiting.summary()
+        for training in running:
+            assert training.wait(60).status == "trained"
+        clock.now += TRAIN_SECONDS + 1
+        assert waiting.wait(60).ok
+        tclient.close()
+
+
 def test_an_older_history_gets_the_trainings_table_and_keeps_its_jobs(tmp_path):
     import sqlite3
 

@@ -17,7 +17,7 @@ from typing import Optional
 from .._errors import APIConnectionError, APIError, ServerError, StorageError
 from .._history import CaptionRecord
 from .._http import Transport
-from .._training import LocalImage
+from .._local_images import LocalImage
 from ._ledger import Ledger
 
 log = logging.getLogger("scenario_nb")

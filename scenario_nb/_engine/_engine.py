@@ -9,7 +9,8 @@ from .._generation import CANCEL_WORDS, Generation
 from .._history import History, JobRecord, TrainingRecord
 from .._http import Transport
 from .._estimate import CostEstimate
-from .._training import Captions, LocalImage, Training, TrainingPlan
+from .._local_images import LocalImage
+from .._training import Captions, Training, TrainingPlan
 from ._completer import Completer
 from ._lanes import Lanes
 from ._ledger import Ledger

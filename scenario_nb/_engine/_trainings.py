@@ -54,6 +54,7 @@ class TrainingFollower:
         self._tokens: dict[str, int] = {}  # model id -> the one poll task that counts
         self._errors: dict[str, int] = defaultdict(int)  # model id -> failed polls in a row
         self._refusals: dict[str, int] = defaultdict(int)  # model id -> 429s at its start in a row
+        self._starting: set[str] = set()  # waiting trainings whose start is being sent
         self._recovered = False
         self._attaching = threading.Lock()
 
@@ -175,8 +176,17 @@ class TrainingFollower:
         with self._lock:
             if training.done or (token is not None and self._tokens.get(training.model_id) != token):
                 return
-        if training.status == "waiting":
-            self._start_again(training)
+            starting = training.status == "waiting"
+            if starting and training.model_id in self._starting:
+                return  # its start is on the wire: one `PUT /train` at a time, whoever woke it
+            if starting:
+                self._starting.add(training.model_id)
+        if starting:
+            try:
+                self._start_again(training)
+            finally:
+                with self._lock:
+                    self._starting.discard(training.model_id)
             return
         try:
             model = self._http.get(f"/models/{training.model_id}")["model"]

@@ -16,7 +16,8 @@ from .._errors import (APIConnectionError, APIError, BadRequestError, InputError
                        ServerError, StorageError, SubmitFailedError)
 from .._estimate import CostEstimate
 from .._http import Transport
-from .._training import Captions, LocalImage, Training, TrainingImage, TrainingOwner, TrainingPlan, thumbnail_uri
+from .._local_images import LocalImage
+from .._training import Captions, Training, TrainingImage, TrainingOwner, TrainingPlan, thumbnail_uri
 from ._captions import Captioner
 from ._ledger import Ledger
 from ._own_models import OwnModels
