@@ -1,7 +1,7 @@
 """The panel in JupyterLab in Chromium: every click acts, on every screen.
 
 Clicks are counted by effect (the jobs the history recorded from the sandbox's answers) whether the panel is
-shown once, shown again, reopened in a new tab or after a page reload. The layout is measured against the
+shown once, shown again, reopened in a new tab, after a page reload or closed and opened again in Lab. The layout is measured against the
 viewport at 1280 and 700 px: nothing clipped, nothing past the right edge. Screenshots: test-output/browser/.
 """
 
@@ -121,6 +121,17 @@ def test_every_click_acts_and_nothing_is_clipped_at_1280_or_700_px(lab):
             click_generate(page, 0, 2)
             assert jobs_made(page) == 9
             page.screenshot(path=str(SHOTS / "new-tab.png"))
+            page.evaluate("() => window.jupyterapp.commands.execute('docmanager:save')")
+            page.wait_for_timeout(1000)
+
+            # closed in Lab (its kernel connection and subshells go; the kernel stays), then opened again
+            page.evaluate("""async () => { await window.jupyterapp.commands.execute('application:close');
+                await new Promise(r => setTimeout(r, 1500));
+                await window.jupyterapp.commands.execute('docmanager:open', {path: 'clicks.ipynb'}); }""")
+            wait_kernel_idle(page)
+            ready(page)
+            click_generate(page, 0, 2)
+            assert jobs_made(page) == 11
         except Exception:
             page.screenshot(path=str(SHOTS / "failure.png"), full_page=True)
             raise
