@@ -25,14 +25,14 @@ from ._generation import wait_all
 SUBCOMMANDS = ("models", "model", "use", "status", "history", "job", "cancel", "wait", "asset", "workflows",
                "workflow", "train", "training", "panel", "sandbox", "use-credentials", "help")
 TRAINING_HELP = """
-Custom models (LoRAs)::
+Custom models (LoRAs):
 
-    %scenario train NAME --images DIR [--type T] [--captions auto|none] [--dry-run] [--set PARAM=VALUE ...]
-                    [-o VAR] [--no-wait]
-                                           price (spend guard: max_cost), caption, upload and train; shown live
+    %scenario train NAME --images DIR [--type T] [--captions auto|none]
+                    [--dry-run] [--set PARAM=VALUE ...] [-o VAR] [--no-wait]
+        price (spend guard: max_cost), caption, upload and train; shown live
     %scenario training [MODEL] [--no-wait] [-o VAR] [--cancel]
-                                           no MODEL: this backend's trainings; MODEL (name or id): follow it live
-                                           (--cancel: ask Scenario to stop it)
+        no MODEL: this backend's trainings; MODEL (name or id): follow it
+        live (--cancel: ask Scenario to stop it)
 """
 
 

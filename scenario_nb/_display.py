@@ -16,7 +16,7 @@ import io
 import time
 from typing import Any, Callable, Optional
 
-from ._html import error_html, image_html, media_html, status_html, training_strip
+from ._html import error_html, file_html, image_html, media_html, status_html, training_strip
 from ._sheet import SHEET_FAILED as SHEET_FAILED  # the sheet's names, still importable from here
 from ._sheet import SHEET_PENDING as SHEET_PENDING
 from ._sheet import render_sheet as render_sheet
@@ -142,17 +142,24 @@ def _live_widget(thing, signature: Callable[[Any], tuple], running_html: Callabl
 
 
 def asset_bundle(asset: dict, path, thumbnail_size: int = DEFAULT_THUMBNAIL_SIZE) -> tuple[dict, dict]:
-    """Any stored asset: a light JPEG thumbnail for an image, else a video or a link, with its metadata."""
+    """Any stored asset as what it is: a light JPEG thumbnail for an image, a player for a video, the text of a
+    text, a download link for a 3D model or another file; with its metadata."""
     from PIL import Image
     meta = asset.get("metadata") or {}
     data: dict = {"text/plain": f"{asset.get('id')} · {asset.get('kind')} · {meta.get('prompt', '')}".rstrip(" ·")}
     metadata = {"scenario_nb": {"asset_id": asset.get("id"), "metadata": meta}}
-    if str(asset.get("mimeType", "")).startswith("image/"):
+    mime_type, kind = str(asset.get("mimeType", "")), str(asset.get("kind") or "")
+    if mime_type.startswith("image/"):
         with Image.open(path) as image:
             image.load()
             raw, mime, width, height = thumbnail_grid([image], thumbnail_size)
         data[mime] = base64.b64encode(raw).decode()
         metadata[mime] = {"width": width, "height": height}
+    elif kind == "text" or mime_type.startswith("text/"):  # the text itself, not a line about it
+        data["text/plain"] = path.read_text(errors="replace")
+        data["text/html"] = file_html(kind, mime_type, path)
+    else:  # a video plays; a 3D model or another file is a download link (its path when large)
+        data["text/html"] = f"<code>{html.escape(data['text/plain'])}</code><br>" + file_html(kind, mime_type, path)
     return data, metadata
 
 

@@ -42,25 +42,32 @@ def table_bundle(headers: list, rows: list) -> dict:
 
 def media_html(handle) -> str:
     """Videos inline, other files as a download link (or their path when too large), text as text."""
-    parts = []
-    for output in handle.outputs:
-        if output.is_image:
-            continue
-        size = output.path.stat().st_size if output.path.is_file() else 0
-        name = html.escape(output.path.name)
-        if not size or size > EMBED_LIMIT:
-            parts.append(f"<div>{html.escape(output.kind)}: <code>{html.escape(str(output.path))}</code></div>")
-            continue
-        uri = f"data:{output.mime_type};base64,{base64.b64encode(output.path.read_bytes()).decode()}"
-        if output.kind == "video" or output.mime_type.startswith("video/"):
-            parts.append(f'<video controls loop muted style="max-width:100%" src="{uri}"></video>')
-        else:
-            parts.append(f'<div>{html.escape(output.kind)} model: <a download="{name}" href="{uri}">download '
-                         f"{name}</a> ({size / 1024:.0f} KiB, stored at <code>{html.escape(str(output.path))}"
-                         f"</code>)</div>")
+    parts = [file_html(output.kind, output.mime_type, output.path) for output in handle.outputs
+             if not output.is_image]
     if handle.text is not None:
-        parts.append(f'<pre style="white-space:pre-wrap">{html.escape(handle.text)}</pre>')
+        parts.append(text_html(handle.text))
     return "".join(parts)
+
+
+def file_html(kind: str, mime_type: str, path: Any) -> str:
+    """One stored non-image file as what it is: a video player, a text, or (a 3D model, anything else) a
+    download link; its path when it is too large to embed."""
+    size = path.stat().st_size if path.is_file() else 0
+    if kind == "text" or mime_type.startswith("text/"):
+        return text_html(path.read_text(errors="replace")) if size else ""
+    name = html.escape(path.name)
+    if not size or size > EMBED_LIMIT:
+        return f"<div>{html.escape(kind)}: <code>{html.escape(str(path))}</code></div>"
+    uri = f"data:{mime_type};base64,{base64.b64encode(path.read_bytes()).decode()}"
+    if kind == "video" or mime_type.startswith("video/"):
+        return f'<video controls loop muted style="max-width:100%" src="{uri}"></video>'
+    what = f"{kind} model" if kind == "3d" else kind
+    return (f'<div>{html.escape(what)}: <a download="{name}" href="{uri}">download {name}</a> ({size / 1024:.0f} '
+            f"KiB, stored at <code>{html.escape(str(path))}</code>)</div>")
+
+
+def text_html(text: str) -> str:
+    return f'<pre style="white-space:pre-wrap">{html.escape(text)}</pre>'
 
 
 def image_html(data: dict) -> str:

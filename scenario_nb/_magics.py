@@ -140,43 +140,59 @@ class ScenarioMagics(Magics, Configurable):
     def scenario(self, line: str = "", cell: Optional[str] = None):
         """Generate images with your Scenario models, or manage jobs.
 
-        Cell mode (the cell body is the prompt; `{name}` inserts a Python variable, `{{` a brace)::
+        Cell mode: the cell body is the prompt; {name} inserts a Python
+        variable, {{ a brace.
 
-            %%scenario [MODEL] [-a RATIO] [-n N] [--seed S] [--set NAME=VALUE ...] [-o VAR]
-                       [--no-wait] [--each] [--dry-run] [--force] [--save DIR] [--vary AXIS=V1,V2 ...]
+            %%scenario [MODEL] [-a RATIO] [-n N] [--seed S] [-o VAR]
+                       [--set NAME=VALUE ...] [--no-wait] [--each]
+                       [--dry-run] [--force] [--save DIR]
+                       [--vary AXIS=V1,V2 ...]
 
-        A grid (`--vary`, one axis per flag, at most three: rows, columns, pages): every tile is its own job,
-        all in flight at once, shown as one labelled sheet that fills in live; `-o VAR` binds the Grid
-        (`.pick(row, col)`, `.save(dir)`). Values are comma-separated; quote names with spaces; numbers are
-        numbers; `--vary prompt` alone takes one prompt per line of the cell::
+        A grid (--vary, one axis per flag, at most three: rows, columns,
+        pages): every tile is its own job, all in flight at once, shown as
+        one labelled sheet that fills in live; -o VAR binds the Grid
+        (.pick(row, col), .save(dir)). Values are comma-separated; quote
+        names with spaces; numbers are numbers; --vary prompt alone takes
+        one prompt per line of the cell. For example:
 
             %%scenario "Hero Knight" --vary seed=1,2,3 --vary lorasScale=0.4,0.7,1
             %%scenario --vary seed=1,2 --vary model="Hero Knight","FLUX.2 dev"
 
-        Line mode::
+        Line mode:
 
-            %scenario models [--public] [FILTER]   your models (or the public catalog) as a table
-            %scenario model MODEL                  a model's details and inputs
-            %scenario use MODEL                    the default model for %%scenario cells
-            %scenario status                       backend, key (masked), requests in flight and queued
-            %scenario history [N]                  the last N requests (kept across kernel restarts)
-            %scenario job JOB_ID                   re-attach to a job and show its outputs
-            %scenario cancel JOB_ID|all            drop queued requests, ask Scenario to cancel jobs
-            %scenario wait                         wait for every request in flight (queued ones too)
-            %scenario asset ASSET_ID               show any asset
-            %scenario workflows                    your workflows
-            %scenario workflow ID [--set NAME=VALUE ...] [-o VAR] [--no-wait]   run a workflow
-            %scenario train NAME --images DIR [--type T] [--captions auto|none] [--dry-run] [--set P=V ...]
-                                                   price, caption, upload and train a LoRA; shown live
-            %scenario training [MODEL] [--cancel]  your trainings, or follow one live (after a restart too)
-            %scenario panel [MODEL]                the widget panel
-            %scenario sandbox                      switch to the embedded local sandbox
-            %scenario sandbox reset                empty its world (this home's models, trainings, jobs)
-            %scenario use-credentials              switch to the credentials in the environment
-            %scenario help                         this text
+            %scenario models [--public] [FILTER]
+                your models (or the public catalog) as a table
+            %scenario model MODEL      a model's details and inputs
+            %scenario use MODEL        the default model for %%scenario cells
+            %scenario status           backend, key (masked), requests in
+                                       flight and queued
+            %scenario history [N]      the last N requests (kept across
+                                       kernel restarts)
+            %scenario job JOB_ID       re-attach to a job, show its outputs
+            %scenario cancel JOB_ID|all
+                drop queued requests, ask Scenario to cancel jobs
+            %scenario wait             wait for every request in flight
+            %scenario asset ASSET_ID   show any asset as what it is (image,
+                                       video player, 3D model link, text)
+            %scenario workflows        your workflows
+            %scenario workflow ID [--set NAME=VALUE ...] [-o VAR] [--no-wait]
+                run a workflow
+            %scenario train NAME --images DIR [--type T]
+                            [--captions auto|none] [--dry-run] [--set P=V ...]
+                price, caption, upload and train a LoRA; shown live
+            %scenario training [MODEL] [--cancel]
+                your trainings, or follow one live (after a restart too)
+            %scenario panel [MODEL]    the widget panel
+            %scenario sandbox          switch to the embedded local sandbox
+            %scenario sandbox reset    empty its world: this home's models,
+                                       trainings, jobs and assets
+            %scenario use-credentials  switch to the credentials in the
+                                       environment
+            %scenario help             this text
 
-        Settings: %config ScenarioMagics (default_model, default_aspect, thumbnail_size, wait, reuse,
-        max_cost, history_path, poll_interval_floor, job_timeout).
+        Settings: %config ScenarioMagics (default_model, default_aspect,
+        thumbnail_size, wait, reuse, max_cost, history_path,
+        poll_interval_floor, job_timeout).
         """
         try:
             if cell is None:
@@ -201,6 +217,11 @@ class ScenarioMagics(Magics, Configurable):
                 from None
         if answer.strip().lower() not in ("y", "yes"):
             raise UsageError(f"not run: estimated {total:g} CU is over max_cost {self.max_cost:g}")
+
+
+# IPython's @magic_arguments puts its usage first, as a reST literal block ("::"): `%scenario?` and
+# `%scenario help` show plain text, so the marker goes (the usage stays, indented as before).
+ScenarioMagics.scenario.__doc__ = (ScenarioMagics.scenario.__doc__ or "").removeprefix("::\n\n")
 
 
 def load(ipython: Any) -> None:

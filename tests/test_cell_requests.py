@@ -11,6 +11,9 @@ from IPython.utils.capture import capture_output
 
 import scenario_nb
 from scenario_nb import InputError
+from scenario_nb._history import History
+
+from conftest import Kernel, RemoteSandbox, kernel_env, text_of
 
 FLUX2, GEMINI, HERO = "model_bfl-flux-2-dev", "model_google-gemini-3-1-flash", "model_HeroKnightLoRA7aB3cD4eF5gH6j"
 
@@ -112,3 +115,26 @@ def test_generate_refuses_a_number_that_is_not_finite(client, sb, value):
     with pytest.raises(InputError, match=f"{name}.*nothing was sent"):
         client.generate(FLUX2, "a lantern", **{name: value}, **extra)
     assert not creation_requests(sb) and rows(client) == 0
+
+
+# -- In a real kernel -------------------------------------------------------------------------------------------------
+
+def test_in_a_real_kernel_bad_values_and_repeats_never_reach_the_ledger(tmp_path, sandbox_process):
+    """As a notebook user meets them: `--set guidance=nan`, `--set prompt=x` and `--vary guidance=2,2.0` are each one
+    line (no traceback, no 'may have been charged') and leave no row; a repeated `--each` line is one job."""
+    remote = RemoteSandbox(sandbox_process["url"], sandbox_process["key"], sandbox_process["secret"])
+    kernel = Kernel(kernel_env(tmp_path, sandbox_process))
+    try:
+        kernel.run("%load_ext scenario_nb")
+        for cell in ('%%scenario "FLUX.2 dev" --set guidance=nan\na lantern',
+                     '%%scenario "FLUX.2 dev" --set prompt=x\na lantern',
+                     '%%scenario "FLUX.2 dev" --vary guidance=2,2.0\na lantern'):
+            said = text_of(kernel.run(cell, allow_errors=True)).strip()  # IPython prints a UsageError on stderr
+            assert said.startswith("UsageError: ") and "nothing was sent" in said, (cell, said)
+            assert "\n" not in said and "Traceback" not in said and "charged" not in said
+        text = text_of(kernel.run("%%scenario Gemini --each --force\na kite\na kite"))
+        assert "sent once" in text and "-n" in text
+        assert remote.stats()["jobs_created"] == 1
+        assert History(tmp_path / "history.sqlite").count() == 1
+    finally:
+        kernel.kill()

@@ -8,6 +8,7 @@ server's clock is behind this machine's. Checked by effect: the jobs the sandbox
 
 from __future__ import annotations
 
+import re
 import time
 
 import requests
@@ -16,7 +17,7 @@ from scenario_nb import OutcomeUnknownError, ScenarioClient, ScenarioError
 from scenario_nb import sandbox as sandbox_mod
 from scenario_nb._history import History
 
-from conftest import SUITE_KEY, SUITE_SECRET, Clock, until
+from conftest import SUITE_KEY, SUITE_SECRET, Clock, Kernel, RemoteSandbox, kernel_env, text_of, until
 
 GEMINI = "model_google-gemini-3-1-flash"
 
@@ -121,3 +122,51 @@ def test_a_server_clock_behind_this_machine_still_lets_a_lost_answer_adopt_its_o
         assert lost.job_id == generation_jobs(sb)[1] and sb.generate_posts == 2
         assert client.history.get_request(lost.request_id).job_id == lost.job_id
         client.close()
+
+
+def test_in_a_real_kernel_a_forced_request_whose_answer_was_lost_takes_its_own_job(tmp_path, sandbox_process):
+    """A notebook: a first cell's answer taught the kernel that its clock and the server's agree. An identical
+    request was sent a moment ago from elsewhere (its job J1 listed, in no history here); a `--force` cell's answer
+    is lost. The cell ends with its own job J2, never J1, and its history row says so."""
+    url, auth = sandbox_process["url"], (sandbox_process["key"], sandbox_process["secret"])
+    remote = RemoteSandbox(url, *auth)
+    kernel = Kernel(kernel_env(tmp_path, sandbox_process))
+    try:
+        kernel.run("%load_ext scenario_nb")
+        kernel.run("%%scenario Gemini -o warm\na warm-up lantern")
+        elsewhere = requests.post(f"{url}/generate/custom/{GEMINI}", json={"prompt": "the same lantern", "seed": 7},
+                                  auth=auth, timeout=10).json()["job"]["jobId"]
+        until(lambda: any(j["jobId"] == elsewhere for j in requests.get(f"{url}/jobs", auth=auth,
+                                                                        timeout=10).json()["jobs"]),
+              what="the job made elsewhere listed")
+        remote.inject("drop", after_create=True, path="/generate/custom")
+        kernel.run("%%scenario Gemini --force --seed 7 -o g\nthe same lantern")
+        said = text_of(kernel.run("print('JOB', g.job_id, g.status)"))
+        job_id = re.search(r"JOB (\S+) (\S+)", said)
+        assert job_id and job_id[2] == "success", said
+        assert job_id[1] != elsewhere, "the lost answer adopted the identical job made elsewhere"
+        assert remote.stats()["jobs_created"] == 3
+        rows = [r for r in History(tmp_path / "history.sqlite").recent() if r.prompt == "the same lantern"]
+        assert [r.job_id for r in rows] == [job_id[1]]
+    finally:
+        kernel.kill()
+
+
+def test_only_a_creation_answer_says_how_far_ahead_this_clock_is_and_old_stamps_never_widen_the_window():
+    """A poll of a job made yesterday says only that this clock is at most a day ahead: the window stays the assumed
+    one. A creation answer says how far (30 s here), and a fresher stamp can only narrow that."""
+    from scenario_nb._engine._timing import SKEW_ASSUMED, SKEW_MARGIN, ServerClock
+
+    def job(created: float, *dates: float) -> dict:
+        iso = lambda t: time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(t))  # noqa: E731
+        return {"createdAt": iso(created), "statusHistory": [{"status": "queued", "date": iso(d)} for d in dates]}
+
+    now = 1_800_000_000.0
+    server = ServerClock()
+    assert server.earliest_job(now) == now - SKEW_ASSUMED
+    server.saw(job(now - 86_400, now - 86_400), now)  # yesterday's job, polled now
+    assert server.ahead_at_most() == SKEW_ASSUMED, "an old stamp widened the window"
+    server.created(job(now - 30), now)  # a job our request made, answered now: this clock is 30 s ahead
+    assert server.ahead_at_most() == 30 + SKEW_MARGIN
+    server.saw(job(now - 40, now - 29), now)
+    assert server.ahead_at_most() == 29 + SKEW_MARGIN

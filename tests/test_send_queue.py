@@ -77,7 +77,7 @@ def test_a_queued_request_whose_answer_has_an_odd_cost_keeps_its_paid_job_in_the
     behind = client.generate(model, "queued behind")
     assert first.status == "waiting" and behind.status == "waiting"
     wait_all([first, behind], timeout=15)
-    created = [job_id for job_id, job in sb.jobs.items() if job["body"].get("prompt") == "odd cost"]
+    created = [job_id for job_id, job in sb.jobs.items() if (job.get("body") or {}).get("prompt") == "odd cost"]
     assert len(created) == 1, "the odd answer's job was not created once"
     row = client.history.get_request(first.request_id)
     assert row is not None and row.job_id == created[0], "a paid job is not in the history"

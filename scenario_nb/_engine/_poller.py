@@ -51,7 +51,7 @@ class Poller:
             handle._set(cost=parse_cost(cost) if cost is not None else handle.cost)
             server_created = parse_time(job.get("createdAt"))
             if created:  # this answer's arrival is the job's creation on our clock (it has no status history yet)
-                self._server_clock.saw_job(job, arrived)
+                self._server_clock.created(job, arrived)
                 self._live.note_created(handle.request_id, arrived)
                 if server_created:
                     handle._set(server_offset=arrived - server_created)
@@ -92,7 +92,7 @@ class Poller:
         polls = self._live.count_poll(handle.request_id)
         try:
             job = self._http.get_once(f"/jobs/{handle.job_id}")["job"]
-            self._server_clock.saw_job(job, time.time())
+            self._server_clock.saw(job, time.time())
         except NotFoundError:
             self._ledger.end(handle, JobFailedError(handle.job_id, "the API no longer knows this job",
                                                     "it may belong to another project, or to a sandbox that "

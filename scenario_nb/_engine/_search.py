@@ -92,7 +92,7 @@ class LostAnswerSearch:
             return page
 
         for row in paged(get, "/jobs", "jobs", {"createdAfter": since, "pageSize": 100}):
-            self._server_clock.saw_job(row, arrived[0])
+            self._server_clock.saw(row, arrived[0])
             job_id: Any = row.get("jobId") or row.get("id")
             meta = row.get("metadata") or {}
             echoed = meta.get("input") or {}

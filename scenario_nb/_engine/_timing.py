@@ -39,35 +39,44 @@ SKEW_MARGIN = 0.5  # on top of a learned bound: timestamps in ms, and the bound'
 
 
 class ServerClock:
-    """How far this machine's clock is ahead of the server's, at most: each server timestamp seen in an answer
-    was stamped before the answer arrived, so arrival minus stamp bounds it (recent answers only: clocks drift).
+    """How far this machine's clock is ahead of the server's, at most. A server timestamp was stamped before the
+    answer carrying it arrived, so arrival minus stamp bounds it: closely for a job our request just created (its
+    creation answer: the offset plus the answer's way back), loosely for any other job (a poll, a listing: its
+    stamps may be old). The close ones say how far (until one came, SKEW_ASSUMED is assumed); the loose ones can
+    only say less. Recent answers only: clocks drift.
 
     It bounds in time which job a lost answer may have made: none the server created before the request's
     intent was recorded."""
 
     def __init__(self, size: int = 32) -> None:
-        self._ahead: deque = deque(maxlen=size)  # arrival (our clock) minus the server's stamp, per answer
+        self._created: deque = deque(maxlen=size)  # arrival minus the createdAt of a job our request just made
+        self._seen: deque = deque(maxlen=size)  # arrival minus the newest stamp of any job in an answer
         self._lock = threading.Lock()
 
-    def saw(self, stamp: Optional[float], arrived: float) -> None:
-        """An answer that arrived at `arrived` (our clock) carried a server timestamp `stamp`."""
+    def created(self, job: dict, arrived: float) -> None:
+        """The answer that created this job (our request's) arrived at `arrived`, our clock."""
+        stamp = parse_time(job.get("createdAt")) if isinstance(job, dict) else None
         if stamp is not None:
             with self._lock:
-                self._ahead.append(arrived - stamp)
+                self._created.append(arrived - stamp)
+        self.saw(job, arrived)
 
-    def saw_job(self, job: dict, arrived: float) -> None:
-        """A job object from an answer: its newest timestamp (creation, last status)."""
+    def saw(self, job: dict, arrived: float) -> None:
+        """A job object in an answer that arrived at `arrived`: its newest timestamp (creation, last status)."""
         if not isinstance(job, dict):
             return
         stamps = [parse_time(job.get("createdAt")), parse_time(job.get("updatedAt"))]
         stamps += [parse_time(h.get("date")) for h in job.get("statusHistory") or [] if isinstance(h, dict)]
         known = [t for t in stamps if t is not None]
-        self.saw(max(known) if known else None, arrived)
+        if known:
+            with self._lock:
+                self._seen.append(arrived - max(known))
 
     def ahead_at_most(self) -> float:
         """Seconds this machine's clock is ahead of the server's, at most (as learned, else assumed)."""
         with self._lock:
-            return min(self._ahead) + SKEW_MARGIN if self._ahead else SKEW_ASSUMED
+            measured = min(self._created) + SKEW_MARGIN if self._created else SKEW_ASSUMED
+            return min(measured, min(self._seen) + SKEW_MARGIN) if self._seen else measured
 
     def earliest_job(self, intent_at: float) -> float:
         """The server time before which no job can be the request whose intent was recorded at `intent_at`."""

@@ -158,7 +158,7 @@ def start(*, port: int = 0, api_key: str = "sandbox-key", api_secret: str = "san
           cancellable_types: Iterable[str] = DEFAULT_CANCELLABLE, retry_after_header: bool = False,
           list_lag: float = 3.0, legacy: bool = False, train_seconds: Optional[float] = None,
           max_parallel_trainings: int = 1, max_training_images: int = 50,
-          clock: Optional[Callable[[], float]] = None) -> Sandbox:
+          clock: Optional[Callable[[], float]] = None, demo_training: bool = False) -> Sandbox:
     """Start a sandbox on 127.0.0.1 in background threads (port 0: a free one).
 
     The defaults are the real cloud's, never kinder: generation (`custom`) jobs refuse cancel
@@ -171,10 +171,11 @@ def start(*, port: int = 0, api_key: str = "sandbox-key", api_secret: str = "san
     running-train 55%); without it, the real durations (2 s, 10–60 s, 30–90 s, ~1 min per epoch). At most
     `max_parallel_trainings` run at once (429 `parallel-training`) and a model holds at most
     `max_training_images` (429 `add-training-image`). Trainings read `clock` (default `time.time`).
+    `demo_training=True` (a home's world) sets the catalog's demo training under way, 40 % into its run.
     """
     return Sandbox(port=port, api_key=api_key, api_secret=api_secret, job_seconds=job_seconds,
                    job_jitter=job_jitter, max_parallel_jobs=max_parallel_jobs, url_ttl=url_ttl, seed=seed,
                    faults=faults, legacy=legacy_shapes or legacy, cancellable_types=tuple(cancellable_types),
                    retry_after_header=retry_after_header, list_lag=list_lag, train_seconds=train_seconds,
                    max_parallel_trainings=max_parallel_trainings, max_training_images=max_training_images,
-                   clock=clock)
+                   clock=clock, demo_training=demo_training)

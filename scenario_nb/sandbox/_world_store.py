@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from . import _catalog
-from ._training_demo import DEMO_IDS
+from ._training_demo import DEMO_MODEL, is_demo
 
 VERSION = 1
 STATE_FILE = "state.json"
@@ -95,7 +95,8 @@ class WorldStore:
                 "version": VERSION, "saved": time.time(),
                 "models": {k: m for k, m in state.models.items() if catalog.get(k) != m},
                 "removed_models": [k for k in catalog if k not in state.models],
-                "jobs": state.jobs, "assets": state.assets, "seeded_ids": state.seeded_ids,
+                "jobs": {k: self._job(job, state.models) for k, job in state.jobs.items()},
+                "assets": state.assets, "seeded_ids": state.seeded_ids,
                 "signing_key": state.signing_key.hex(),
                 "trainings": {"records": state.trainings.records, "deleted": state.trainings.deleted,
                               "started": state.trainings.started}})
@@ -103,6 +104,21 @@ class WorldStore:
         partial = self.folder / (STATE_FILE + ".partial")
         partial.write_text(json.dumps(picture))
         os.replace(partial, self.folder / STATE_FILE)
+
+    @staticmethod
+    def _job(job: dict, models: dict) -> dict:
+        """A job names its model when it holds the state's own model (most of a job's size; `_job_back`)."""
+        model: Any = job.get("model")
+        if isinstance(model, dict) and model.get("id") in models and models[model["id"]] is model:
+            return dict(job, model={"model_id": model["id"]})
+        return job
+
+    @staticmethod
+    def _job_back(job: dict, models: dict) -> dict:
+        model = job.get("model")
+        if isinstance(model, dict) and set(model) == {"model_id"} and model["model_id"] in models:
+            job["model"] = models[model["model_id"]]
+        return job
 
     def load(self, state) -> bool:
         """Put the saved world into a fresh `state`; False when there is none (or it cannot be read: it is
@@ -123,7 +139,7 @@ class WorldStore:
             for model_id in saved["removed_models"]:
                 state.models.pop(model_id, None)
             state.models.update(saved["models"])
-            state.jobs.update(saved["jobs"])
+            state.jobs.update({k: self._job_back(job, state.models) for k, job in saved["jobs"].items()})
             state.assets.update(saved["assets"])
             state.seeded_ids.update(saved["seeded_ids"])
             state.signing_key = bytes.fromhex(saved["signing_key"])
@@ -142,14 +158,13 @@ class WorldStore:
 
 
 def contents(state) -> dict:
-    """What the user made in a world, counted: models, trainings, jobs, assets (the demo's excluded)."""
+    """What the user made in a world, counted: models, trainings, jobs, assets (the demo's left out)."""
     with state.lock:
-        demo = DEMO_IDS
         records = state.trainings.records
-        return {"models": sum(1 for k in records if k not in demo) + len(state.trainings.deleted),
-                "trainings": sum(1 for k, r in records.items() if r["run"] is not None and k not in demo),
-                "jobs": sum(1 for k in state.jobs if k not in demo),
-                "assets": sum(1 for k in state.assets if k not in demo)}
+        return {"models": sum(1 for k in records if k != DEMO_MODEL) + len(state.trainings.deleted),
+                "trainings": sum(1 for k, r in records.items() if r["run"] is not None and k != DEMO_MODEL),
+                "jobs": sum(1 for j in state.jobs.values() if not is_demo("jobs", j)),
+                "assets": sum(1 for a in state.assets.values() if not is_demo("assets", a))}
 
 
 def summary(counts: Optional[dict]) -> str:
