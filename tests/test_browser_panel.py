@@ -1,8 +1,9 @@
 """The panel in JupyterLab in Chromium: every click acts, on every screen.
 
 Clicks are counted by effect (the jobs the history recorded from the sandbox's answers) whether the panel is
-shown once, shown again, reopened in a new tab, after a page reload or closed and opened again in Lab. The layout is measured against the
-viewport at 1280 and 700 px: nothing clipped, nothing past the right edge. Screenshots: test-output/browser/.
+shown once, shown again, reopened in a new tab, after a page reload or closed and opened again in Lab. The
+layout is measured against the viewport at 1280 and 700 px: nothing clipped, nothing past the right edge.
+Screenshots: test-output/browser/panel/.
 """
 
 from __future__ import annotations
