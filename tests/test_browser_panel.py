@@ -8,6 +8,7 @@ Screenshots: test-output/browser/panel/.
 
 from __future__ import annotations
 
+import base64
 import re
 
 import nbformat
@@ -15,10 +16,11 @@ import pytest
 
 from conftest import ROOT
 from test_browser import CHROMIUM, CHROMIUM_ARGS, PANEL, clipped, jupyterlab, run_cell, sync_playwright, \
-    wait_kernel_idle
+    wait_kernel_idle, wait_options
 
 pytestmark = pytest.mark.browser
 SHOTS = ROOT / "test-output" / "browser" / "panel"
+PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGP4z8AAAAMBAQDJ/pLvAAAAAElFTkSuQmCC")
 COUNT_CELL = 2
 
 
@@ -132,6 +134,30 @@ def test_every_click_acts_and_nothing_is_clipped_at_1280_or_700_px(lab):
             wait_kernel_idle(page)
             ready(page)
             click_generate(page, 0, 2)
+            assert jobs_made(page) == 11
+
+            # a click that cannot send says why: once, in the form's words, next to the input; fixed, it goes
+            panel = page.locator(PANEL).first
+            panel.locator(".widget-toggle-buttons button:has-text('Public catalog')").click()
+            wait_options(page, "model", "Flux Kontext — image model")
+            panel.locator(".scenario-model select").select_option(value="Flux Kontext — image model")
+            page.wait_for_timeout(800)
+            click_generate(page, 0, 1)
+            errors = panel.locator("span[style*='#b00020']:visible")
+            errors.first.wait_for(timeout=30_000)
+            page.wait_for_timeout(1000)  # past the estimate, which checks the form too
+            assert errors.count() == 1, errors.all_inner_texts()
+            words = errors.first.inner_text()
+            assert "reference images" in words.lower() and "referenceImages" not in words, words
+            row = page.locator(f"{PANEL} .widget-hbox:has(.widget-upload):has(.scenario-input-note)").first
+            assert row.locator("span[style*='#b00020']").count() == 1, "not next to the input"
+            panel.screenshot(path=str(SHOTS / "input-error.png"))
+            (SHOTS / "ref.png").write_bytes(PNG)
+            with page.expect_file_chooser() as chooser:
+                row.locator("button.widget-upload, .widget-upload").first.click()
+            chooser.value.set_files(str(SHOTS / "ref.png"))
+            page.wait_for_function("""() => !document.querySelector(".scenario-panel span[style*='#b00020']")""",
+                                   timeout=30_000)
             assert jobs_made(page) == 11
         except Exception:
             page.screenshot(path=str(SHOTS / "failure.png"), full_page=True)
