@@ -15,7 +15,7 @@ from typing import Any, Optional
 from IPython.core.error import UsageError
 from IPython.display import display
 
-from ._commands import check_variable, fill_prompt, refuse_reserved, settings
+from ._commands import check_save_folder, check_variable, fill_prompt, refuse_reserved, settings
 from ._display import show_generations, show_grid
 from ._generation import Generation
 from ._models import aspect_options, normalise_ratio, request_inputs
@@ -35,13 +35,15 @@ class Cells:
             words = shlex.split(line)
         except ValueError as exc:
             raise UsageError(f"%%scenario: {exc} (check the quotes)") from None
-        args = self.magics.scenario.parser.parse_args(words)  # POSIX quoting: "Hero Knight" is one name
+        args = self.magics.scenario.parser.parse_intermixed_args(words)  # POSIX quoting: "Hero Knight" is one name
+        if args.model and args.rest:  # the words before and between the options name one model: Hero Knight
+            args.model, args.rest = " ".join([args.model, *args.rest]), []
         if args.vary:
             return self._grid(args, cell)
         if args.rest or args.public:
-            raise UsageError("%%scenario takes one MODEL; put the prompt in the cell body (quote a name with "
-                             "spaces)")
+            raise UsageError("%%scenario takes one MODEL; put the prompt in the cell body")
         check_variable(args.out)
+        check_save_folder(args.save)
         client = self.magics.client
         model = self._model(args.model)
         text = fill_prompt(cell, self.magics.user_ns)
@@ -101,6 +103,7 @@ class Cells:
             raise UsageError("%%scenario --vary: give one MODEL (or a model axis) and no --each; each --vary "
                              "is one axis")
         check_variable(args.out)
+        check_save_folder(args.save)
         vary = parse_vary(args.vary)
         text = fill_prompt(cell, self.magics.user_ns).strip()
         if vary.get("prompt") == []:  # `--vary prompt` alone: one prompt per line of the cell

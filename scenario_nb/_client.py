@@ -10,6 +10,7 @@ import os
 import re
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
@@ -18,13 +19,13 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Optional, U
 from ._engine import Engine, lane_sizes
 from ._errors import (APIError, BadRequestError, InputError, NotFoundError, PermissionDeniedError, RateLimitError,
                       ScenarioError, StorageError, SubmitFailedError)
-from ._generation import Generation
+from ._generation import Generation, prompt_of
 from ._history import History
 from ._http import TIMEOUT, Credentials, Transport, mask
 from ._models import Model, validate_inputs
 from ._paging import paged
 from ._training import (EDIT_TYPES, STANDARD_TYPES, Captions, LocalImage, Training, TrainingImage, load_images,
-                        thumbnail_uri)
+                        thumbnail_uri, too_large_words)
 
 if TYPE_CHECKING:
     from PIL import Image as _PILImage
@@ -306,7 +307,7 @@ class ScenarioClient:
             return model, {}
         if not model.trained:
             raise InputError(f"model {model.name} is {model.status}, not trained yet; it cannot generate")
-        base = self.model(base_model) if base_model else self.base_model_for(model)
+        base = self.find_model(base_model) if base_model else self.base_model_for(model)
         single = None if scaled else next((i for i in base.inputs if i.type == "model" and
                                            model.type in i.model_types), None)
         if single is not None:
@@ -325,13 +326,15 @@ class ScenarioClient:
     # -- Generation --------------------------------------------------------------------------------
     def prepare(self, model: Union[str, Model], prompt: Optional[str] = None, *,
                 base_model: Optional[str] = None, **inputs: Any) -> tuple[Model, Model, dict]:
-        """Resolve and validate a request locally: (requested model, model to run, body)."""
-        requested = model if isinstance(model, Model) else self.model(model)
+        """Resolve and validate a request locally: (requested model, model to run, body).
+
+        `model` is a Model, an id, or a name (as `find_model` takes it: exact or a unique prefix)."""
+        requested = model if isinstance(model, Model) else self.find_model(model)
         scale = inputs.get("lorasScale")
         runnable, extra = self.route(requested, base_model, scaled=scale is not None)
         body = dict(inputs)
         if prompt is not None:
-            body["prompt"] = prompt
+            body[runnable.prompt_name] = prompt
         body.update(extra)
         if scale is not None and "lorasScale" in extra:  # the caller's scale, not the default 1
             body["lorasScale"] = scale
@@ -349,8 +352,9 @@ class ScenarioClient:
                  base_model: Optional[str] = None, source: str = "api", **inputs: Any) -> Generation:
         """Start a generation and return its live `Generation` handle as soon as the request is answered.
 
-        `inputs` are the model's own input names (`aspectRatio`, `numOutputs`, `seed`, ...). A trained
-        LoRA or composition runs through the base model that accepts it. The request is written to the
+        `model` (and `base_model`) is a name ("FLUX.2 dev", or a unique start of one) or an id. `inputs` are
+        the model's own input names (`aspectRatio`, `numOutputs`, `seed`, ...). A trained LoRA or composition
+        runs through the base model that accepts it. The request is written to the
         history before it is sent (a history that cannot be written refuses it: `StorageError`, nothing
         sent). Price it first with `estimate()`. `source` labels the request in the history (the front doors
         use "magic", "panel", "grid"; your own label is kept as given).
@@ -373,7 +377,7 @@ class ScenarioClient:
         requested, runnable, body = self.prepare(model, prompt, base_model=base_model, **inputs)
         return Generation(self._engine, model_id=requested.id, run_model_id=runnable.id,
                           base_model_id=None if runnable.id == requested.id else runnable.id,
-                          inputs=body, source=source, model_name=requested.name)
+                          inputs=body, source=source, model_name=requested.name, prompt_name=runnable.prompt_name)
 
     def previous(self, model: Union[str, Model], body: dict) -> Optional[Generation]:
         """The identical request already sent from this machine to this backend, if any, as a live handle.
@@ -382,8 +386,8 @@ class ScenarioClient:
         out, succeeded with outputs stored (shown from the store), or succeeded but not fetched (fetched
         again). Used by re-run safety: it never sends a new generation.
         """
-        model_id = model.id if isinstance(model, Model) else model
-        key = History.request_key(model_id, str(body.get("prompt", "")), body)
+        model_id = (model if isinstance(model, Model) else self.find_model(model)).id
+        key = History.request_key(model_id, prompt_of(body), body)
         live = self._engine.live_handle(request_key=key)
         if live is not None:
             return live
@@ -482,13 +486,17 @@ class ScenarioClient:
         else:
             raise InputError("upload_image takes bytes, a file path or a PIL image")
         try:
-            with Image.open(io.BytesIO(data)) as probe:
-                probe.verify()
-                fmt = (probe.format or "png").lower()
-        except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as exc:
-            what = "is too large (decompression bomb)" if isinstance(exc, Image.DecompressionBombError) \
-                else "is not an image Pillow can read"
-            raise InputError(f"{name or 'the upload'} {what}; upload a PNG, JPEG or WebP") from None
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                with Image.open(io.BytesIO(data)) as probe:
+                    probe.verify()
+                    fmt = (probe.format or "png").lower()
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise InputError(f"{name or 'the upload'} is too large: {too_large_words(data)}; resize it "
+                             f"(e.g. to 2048 px) and upload it again") from None
+        except (UnidentifiedImageError, OSError, SyntaxError):
+            raise InputError(f"{name or 'the upload'} is not an image Pillow can read; upload a PNG, JPEG or "
+                             f"WebP") from None
         name = name or f"upload.{fmt}"
         body = {"name": name, "image": base64.b64encode(data).decode()}
         return self._http.request("POST", "/assets", json_body=body)["asset"]["id"]

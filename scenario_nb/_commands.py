@@ -8,9 +8,12 @@ Each subcommand is one method `cmd_<name>(words)`; each prints or displays one r
 from __future__ import annotations
 
 import argparse
+import keyword
 import re
 import shlex
+import tempfile
 import time
+from pathlib import Path
 from typing import Any, Optional
 
 from IPython.core.error import UsageError
@@ -104,6 +107,23 @@ def check_variable(name: Optional[str]) -> None:
     if name is not None and not name.isidentifier():
         suggestion = re.sub(r"\W", "_", name)
         raise UsageError(f"-o takes a Python variable name, not {name!r} (e.g. -o {suggestion})")
+    if name is not None and keyword.iskeyword(name):
+        raise UsageError(f"-o {name}: {name!r} is a Python keyword, not a variable name you could use; "
+                         f"e.g. -o {name}_")
+
+
+def check_save_folder(folder: Optional[str]) -> None:
+    """`--save DIR` must be a folder this kernel can write: refused before anything is sent or paid for."""
+    if not folder:
+        return
+    path = Path(folder).expanduser()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        raise UsageError(f"--save {folder}: cannot write there ({exc.strerror or exc}); nothing was sent. "
+                         f"Pick a folder you can write to") from None
 
 
 class _Parser(argparse.ArgumentParser):
@@ -115,7 +135,15 @@ def _parse(name: str, words: list, *args: tuple) -> argparse.Namespace:
     parser = _Parser(prog=name, add_help=False)
     for names, options in args:
         parser.add_argument(*names, **options)
-    return parser.parse_args(words)
+    return parser.parse_intermixed_args(words)
+
+
+NAME_WORDS = {"nargs": "*", "default": []}  # a model name ends the line: its words need no quotes (Hero Knight)
+
+
+def _words(value: list) -> str:
+    """The name a rest-of-line argument spells: `%scenario use Hero Knight` as `%scenario use "Hero Knight"`."""
+    return " ".join(value)
 
 
 def _required(value: str, what: str, where: str, tip: str = "") -> str:
@@ -154,18 +182,17 @@ class Commands:
 
     # -- Models ----------------------------------------------------------------------------------------
     def cmd_models(self, rest: list) -> None:
-        args = _parse("models", rest, (("--public",), {"action": "store_true"}), (("filter",), {"nargs": "?"}))
-        models = self.client.models(public=args.public, query=args.filter)
-        if not models:
-            print("No models found" + (" (try --public for the catalog)" if not args.public else ""))
-            return
-        display(table_bundle(["name", "id", "type", "status"], [(m.name, m.id, m.type, m.status) for m in models]),
-                raw=True)
+        """Your models and the catalog's size by default; `--search`/`--type` find models in both (short lists)."""
+        from ._model_list import show_models
+        args = _parse("models", rest, (("--public",), {"action": "store_true"}), (("--all",), {"action": "store_true"}),
+                      (("--search",), {"nargs": "+", "default": []}), (("--type",), {}), (("filter",), NAME_WORDS))
+        show_models(self.client, search=_words(args.search) or _words(args.filter), kind=args.type or "",
+                    public=args.public, everything=args.all)
 
     def cmd_model(self, rest: list) -> None:
-        args = _parse("model", rest, (("model",), {}))
+        args = _parse("model", rest, (("model",), NAME_WORDS))
         client = self.client
-        model = client.find_model(_required(args.model, "model", "model"))
+        model = client.find_model(_required(_words(args.model), "model", "model", "e.g. %scenario model FLUX.2 dev"))
         print(f"{model.name} ({model.id}) · {model.type} · {model.status} · {model.privacy}")
         if not model.runnable:
             base, extra = client.route(model)
@@ -175,8 +202,8 @@ class Commands:
         display(table_bundle(["input", "label", "type and limits"], rows), raw=True)
 
     def cmd_use(self, rest: list) -> None:
-        args = _parse("use", rest, (("model",), {}))
-        model = self.client.find_model(_required(args.model, "model", "use"))
+        args = _parse("use", rest, (("model",), NAME_WORDS))
+        model = self.client.find_model(_required(_words(args.model), "model", "use", "e.g. %scenario use Hero Knight"))
         self.magics.session.current_model = model.id
         print(f"%%scenario cells now use {model.name} ({model.id}) when they name no model")
 
@@ -346,11 +373,11 @@ class Commands:
 
     # -- Training custom models ---------------------------------------------------------------------------------
     def cmd_train(self, rest: list) -> None:
-        args = _parse("train", rest, (("name",), {"nargs": "?", "default": ""}), (("--images",), {"default": ""}),
+        args = _parse("train", rest, (("name",), NAME_WORDS), (("--images",), {"default": ""}),
                       (("--type",), {}), (("--captions",), {"choices": ("auto", "none"), "default": "auto"}),
                       (("--dry-run",), {"action": "store_true"}), (("--set",), {"action": "append"}),
                       (("-o", "--out"), {}), (("--no-wait",), {"action": "store_true"}))
-        name = _required(args.name, "model name", "train", 'e.g. %scenario train "Potion Icons" --images icons/')
+        name = _required(_words(args.name), "model name", "train", "e.g. %scenario train Potion Icons --images icons/")
         images = _required(args.images, "--images DIR", "train", "a folder of 5–15 images of at least 1024 px")
         check_variable(args.out)
         parameters = training_parameters(settings(args.set))
@@ -381,8 +408,9 @@ class Commands:
 
     def cmd_training(self, rest: list) -> None:
         from ._training import eta_words
-        args = _parse("training", rest, (("model",), {"nargs": "?", "default": ""}), (("-o", "--out"), {}),
+        args = _parse("training", rest, (("model",), NAME_WORDS), (("-o", "--out"), {}),
                       (("--no-wait",), {"action": "store_true"}), (("--cancel",), {"action": "store_true"}))
+        args.model = _words(args.model)
         check_variable(args.out)
         client = self.client
         if args.cancel and not args.model.strip():
@@ -416,7 +444,8 @@ class Commands:
 
     def cmd_panel(self, rest: list):
         from ._panel import Panel
-        return Panel(model=rest[0] if rest else None)
+        name = _words(rest)
+        return Panel(model=self.client.find_model(name).id if name else None)
 
 
 def _ellipsize(text: str, limit: int) -> str:

@@ -20,7 +20,7 @@ from ._html import error_html, file_html, image_html, media_html, status_html, t
 from ._sheet import SHEET_FAILED as SHEET_FAILED  # the sheet's names, still importable from here
 from ._sheet import SHEET_PENDING as SHEET_PENDING
 from ._sheet import render_sheet as render_sheet
-from ._thumbnails import DEFAULT_THUMBNAIL_SIZE, thumbnail_grid
+from ._thumbnails import DEFAULT_THUMBNAIL_SIZE, JPEG_QUALITY, thumbnail_grid
 
 
 def generation_bundle(handle, thumbnail_size: int = DEFAULT_THUMBNAIL_SIZE) -> tuple[dict, dict]:
@@ -132,13 +132,17 @@ def _live_widget(thing, signature: Callable[[Any], tuple], running_html: Callabl
             view.value = running_html(t)
             return
         data, metadata = final_bundle(t)
-        view.value = data.get("text/html") or image_html(data) or html.escape(data["text/plain"])
-        data["application/vnd.jupyter.widget-view+json"] = {
-            "version_major": 2, "version_minor": 0, "model_id": view.model_id}
-        shown.update(data, raw=True, metadata=metadata)
+        _end_live(view, shown, data, metadata)
         if after is not None:
             after(t)
     thing.on_update(update)
+
+
+def _end_live(view, shown, data: dict, metadata: dict) -> None:
+    """A live view's last state: the display shows the final bundle itself (so it is saved once, in the
+    output); the widget, no longer shown, keeps no copy of its images in the saved widget state."""
+    shown.update(data, raw=True, metadata=metadata)
+    view.value = f"<code>{html.escape(data['text/plain'].splitlines()[0])}</code>"
 
 
 def asset_bundle(asset: dict, path, thumbnail_size: int = DEFAULT_THUMBNAIL_SIZE) -> tuple[dict, dict]:
@@ -225,7 +229,7 @@ def grid_bundle(grid, tile_size: Optional[int] = None) -> tuple[dict, dict]:
     """(data, metadata) for a Grid: one JPEG sheet, a text summary, and each tile's provenance in metadata."""
     image, layout = grid._render(tile_size)
     buf = io.BytesIO()
-    image.save(buf, format="JPEG", quality=80, optimize=True)
+    image.save(buf, format="JPEG", quality=JPEG_QUALITY, optimize=True)
     data = {"text/plain": grid.summary(), "image/jpeg": base64.b64encode(buf.getvalue()).decode()}
     metadata = {"image/jpeg": {"width": image.width, "height": image.height},
                 "scenario_nb": {"grid": {"axes": {k: grid.labels(k) for k in grid.axes}, "rows": grid.rows,
@@ -277,14 +281,12 @@ def _live_grid(grid, after: Optional[Callable[[Any], None]]) -> None:
                 continue
             seen = signature
             data, metadata = grid_bundle(grid)
-            view.value = image_html(data)
             if finished:
-                data["application/vnd.jupyter.widget-view+json"] = {
-                    "version_major": 2, "version_minor": 0, "model_id": view.model_id}
-                shown.update(data, raw=True, metadata=metadata)
+                _end_live(view, shown, data, metadata)
                 if after is not None:
                     after(grid)
                 return
+            view.value = image_html(data)
             time.sleep(0.2)  # at most five redraws a second, however many tiles finish
 
     threading.Thread(target=draw, name="scenario-grid-view", daemon=True).start()

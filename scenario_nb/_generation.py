@@ -76,6 +76,18 @@ CANCEL_WORDS = {
 }
 
 
+PROMPT_KEYS = ("prompt", "instruction")  # the prompt inputs of the catalog's models (contract §4.4)
+
+
+def prompt_key(body: dict) -> str:
+    """Which key of a sent body holds its prompt, when the model's schema is not at hand (history rows)."""
+    return next((k for k in PROMPT_KEYS if k in body), "prompt")
+
+
+def prompt_of(body: dict) -> str:
+    return str(body.get(prompt_key(body), ""))
+
+
 def parse_time(text: Any) -> Optional[float]:
     """An API timestamp (`2026-09-01T10:00:00.120Z`) as epoch seconds."""
     if not isinstance(text, str) or not text:
@@ -134,7 +146,8 @@ class Generation:
                  inputs: Optional[dict] = None, status: str = "sending", job_id: Optional[str] = None,
                  outputs: Iterable[Output] = (), cost: Optional[float] = None, error: Optional[str] = None,
                  run_model_id: Optional[str] = None, base_model_id: Optional[str] = None, source: str = "api",
-                 kind: str = "generation", model_name: str = "", request_id: str = "") -> None:
+                 kind: str = "generation", model_name: str = "", request_id: str = "",
+                 prompt_name: str = "") -> None:
         self._engine: Owner = owner if owner is not None else Detached()
         self.request_id = request_id
         self.model_id = model_id
@@ -142,8 +155,9 @@ class Generation:
         self.base_model_id = base_model_id
         self.model_name = model_name or model_id
         self.inputs = dict(inputs or {})
+        self.prompt_name = prompt_name or prompt_key(self.inputs)
         if prompt is not None:
-            self.inputs["prompt"] = prompt
+            self.inputs[self.prompt_name] = prompt
         self.source = source
         self.kind = kind
         self.job_id: Optional[str] = job_id
@@ -155,7 +169,7 @@ class Generation:
         self.exception: Optional[BaseException] = None
         self.cost: Optional[float] = cost
         self.outputs: list[Output] = list(outputs)
-        self.text: Optional[str] = None  # text models answer in metadata.output
+        self.text: Optional[str] = None  # a text model's answer: its text assets, else metadata.output
         self.seeds: list[Any] = []
         self.status_history: list[dict] = []
         self.submitted_at = time.time()
@@ -188,7 +202,8 @@ class Generation:
 
     @property
     def prompt(self) -> str:
-        return str(self.inputs.get("prompt", ""))
+        """The text in the model's prompt input (`prompt`, or e.g. `instruction` for Scenario's LLM)."""
+        return str(self.inputs.get(self.prompt_name, ""))
 
     @property
     def seed(self) -> Any:
@@ -214,8 +229,13 @@ class Generation:
 
     @property
     def images(self) -> list["Image"]:
-        """Full-resolution PIL images (the image outputs), loaded from the local file store."""
-        return [self._engine.store.open_image(o.path) for o in self.outputs if o.is_image and o.path.is_file()]
+        """Full-resolution PIL images (the image outputs), loaded from the local file store.
+
+        Shown in a notebook, each is a light preview (so the saved notebook stays small); the image itself
+        keeps every pixel, and `files` are the full files."""
+        from ._preview import as_preview
+        return [as_preview(self._engine.store.open_image(o.path)) for o in self.outputs
+                if o.is_image and o.path.is_file()]
 
     def __repr__(self) -> str:
         return f"<Generation {self.job_id or '(no job yet)'} {self.model_name} {self.status}>"
@@ -239,7 +259,7 @@ class Generation:
             parts.append(f"{self.cost:g} CU")
         if self.ok and self.outputs:
             kinds = sorted({o.kind for o in self.outputs})
-            noun = "image" if kinds == ["image"] else "output"
+            noun = {"image": "image", "text": "answer"}.get(kinds[0], "output") if len(kinds) == 1 else "output"
             parts.append(f"{len(self.outputs)} {noun}{'s' * (len(self.outputs) != 1)}")
         if self.seed is not None:
             parts.append(f"seed {self.seed}")

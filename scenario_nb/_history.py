@@ -12,6 +12,8 @@ others.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -104,6 +106,19 @@ def _encode(name: str, value: Any) -> Any:
     return json.dumps(value, sort_keys=True, default=str) if name in _JSON_COLUMNS else value
 
 
+def _rollback(conn: sqlite3.Connection) -> None:
+    """Undo a failed transaction, if SQLite has not already (it has, on a full disk): the first error is the one
+    worth reporting, never "cannot rollback"."""
+    if conn.in_transaction:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+
+
+def _disk_full(exc: BaseException) -> bool:
+    return getattr(exc, "sqlite_errorname", "") == "SQLITE_FULL" or getattr(exc, "errno", None) == errno.ENOSPC \
+        or "disk is full" in str(exc)
+
+
 def _decode(row: sqlite3.Row) -> JobRecord:
     values = {}
     for name in COLUMNS:
@@ -138,6 +153,10 @@ class History:
                 f"scenario_nb, or set SCENARIO_NB_HOME (or %config ScenarioMagics.history_path) to another place")
 
     def _fail(self, exc: BaseException, doing: str = "use") -> StorageError:
+        if _disk_full(exc):
+            return StorageError(f"cannot {doing} the history database {self.path}: the disk is full. Free some "
+                                f"space there, or set SCENARIO_NB_HOME (or %config ScenarioMagics.history_path) "
+                                f"to another disk")
         return StorageError(f"cannot {doing} the history database {self.path} ({exc}). Set SCENARIO_NB_HOME "
                             f"(or %config ScenarioMagics.history_path) to a writable place")
 
@@ -172,7 +191,7 @@ class History:
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                _rollback(conn)
                 raise
         except (OSError, sqlite3.Error) as exc:
             raise self._fail(exc) from None
@@ -196,7 +215,7 @@ class History:
                     changed = conn.execute(sql, params).rowcount
                     conn.execute("COMMIT")
                 except BaseException:
-                    conn.execute("ROLLBACK")
+                    _rollback(conn)
                     raise
                 return changed
             except (OSError, sqlite3.Error) as exc:

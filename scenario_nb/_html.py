@@ -43,7 +43,7 @@ def table_bundle(headers: list, rows: list) -> dict:
 def media_html(handle) -> str:
     """Videos inline, other files as a download link (or their path when too large), text as text."""
     parts = [file_html(output.kind, output.mime_type, output.path) for output in handle.outputs
-             if not output.is_image]
+             if not output.is_image and not (output.kind == "text" and handle.text is not None)]  # text: below
     if handle.text is not None:
         parts.append(text_html(handle.text))
     return "".join(parts)
@@ -80,9 +80,11 @@ def image_html(data: dict) -> str:
 
 def magic_text(handle) -> str:
     """The `%%scenario` cell that reproduces a generation (used by the panel's "copy as %%scenario")."""
+    from ._generation import prompt_key
     parts = ["%%scenario", handle.model_id]
+    prompt_name = getattr(handle, "prompt_name", None) or prompt_key(handle.inputs)
     for name, value in sorted(handle.inputs.items()):
-        if name == "prompt" or (handle.base_model_id and name in ("modelId", "loras", "lorasScale")):
+        if name == prompt_name or (handle.base_model_id and name in ("modelId", "loras", "lorasScale")):
             continue
         if name == "numOutputs":
             parts += ["-n", str(value)]

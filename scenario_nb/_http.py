@@ -465,6 +465,10 @@ def _never_sent(exc: requests.RequestException) -> bool:
 
 def _connection_error(exc: requests.RequestException, method: str, path: str) -> APIConnectionError:
     """The one wording of a network failure."""
+    if isinstance(exc, requests.exceptions.ProxyError):  # the proxy named in the environment, not the API
+        return APIConnectionError(f"could not reach the API through the proxy set in the environment "
+                                  f"(HTTPS_PROXY / HTTP_PROXY) during {method} {path} ({_short(exc)}); check that the "
+                                  f"proxy runs, or unset it or add the API's host to NO_PROXY")
     connecting, timed_out = _never_sent(exc), isinstance(exc, requests.exceptions.Timeout)
     if connecting:
         if timed_out:

@@ -118,11 +118,11 @@ class ScenarioMagics(Magics, Configurable):
 
     # -- The magic -------------------------------------------------------------------------------------
     @magic_arguments()
-    @argument("model", nargs="?", help="model id, name or unique name prefix (quote names with spaces); in "
+    @argument("model", nargs="?", help="model id, name or unique name prefix (its words need no quotes); in "
                                         "line mode a subcommand: " + ", ".join(SUBCOMMANDS))
     @argument("rest", nargs="*", help="arguments of the subcommand (line mode)")
     @argument("-a", "--aspect", help="aspect ratio such as 16:9, on any model (aspectRatio or width/height)")
-    @argument("-n", "--num", type=int, help="number of images (the model's numOutputs)")
+    @argument("-n", "--num", type=int, help="number of outputs: images, or a text model's answers (numOutputs)")
     @argument("--seed", type=int, help="seed, for reproducible images")
     @argument("--set", action="append", metavar="NAME=VALUE", help="any other model input; repeatable")
     @argument("-o", "--out", metavar="VAR", help="bind the Generation (a list with --each) to VAR at once")
@@ -160,8 +160,9 @@ class ScenarioMagics(Magics, Configurable):
 
         Line mode:
 
-            %scenario models [--public] [FILTER]
-                your models (or the public catalog) as a table
+            %scenario models           your models, then the catalog's size
+            %scenario models --search TEXT [--type KIND] [--public] [--all]
+                find models (KIND: image, video, 3d, text, lora, composition)
             %scenario model MODEL      a model's details and inputs
             %scenario use MODEL        the default model for %%scenario cells
             %scenario status           backend, key (masked), requests in

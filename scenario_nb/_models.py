@@ -122,7 +122,45 @@ class Model:
 
     @property
     def prompt_input(self) -> Optional[ModelInput]:
-        return self.input("prompt") or next((i for i in self.inputs if i.prompt), None)
+        """The input flagged `prompt: true` (Scenario's LLM calls it `instruction`), else one named `prompt`."""
+        return next((i for i in self.inputs if i.prompt), None) or self.input("prompt")
+
+    @property
+    def prompt_name(self) -> str:
+        """The body key the prompt goes in (`prompt` when the schema flags none)."""
+        spec = self.prompt_input
+        return spec.name if spec is not None else "prompt"
+
+
+MODEL_KINDS = ("image", "video", "3d", "text", "audio", "lora", "composition")
+_MADE = (("video", "video"), ("3d", "3d"), ("txt", "text"), ("audio", "audio"))
+
+
+def model_kind(model: Model) -> str:
+    """What a model is for, from its API `type` and `capabilities`: one of MODEL_KINDS.
+
+    Platform models are all of type `custom` (contract §4.3); what they make is in their capabilities."""
+    kind = model.type.lower()
+    for word in ("lora", "composition"):
+        if word in kind:
+            return word
+    outputs = {c.split("2", 1)[1] for c in model.capabilities if "2" in c}
+    if outputs and "img" not in outputs:
+        return next((name for made, name in _MADE if made in outputs), "image")
+    return "image"
+
+
+def output_noun(model: Model) -> str:
+    """What one output of this model is called: an image, an answer (text), a video, a 3D model, a clip."""
+    return {"text": "answer", "video": "video", "3d": "3D model", "audio": "audio clip"}.get(model_kind(model), "image")
+
+
+def kind_words(model: Model) -> str:
+    """The kind column of `%scenario models`: "image model", "video model", "LoRA (flux.2-dev-lora)"..."""
+    kind = model_kind(model)
+    if kind in ("lora", "composition"):
+        return f"{'LoRA' if kind == 'lora' else 'composition'} ({model.type})"
+    return {"3d": "3D", "text": "text"}.get(kind, kind) + " model"
 
 
 def type_words(model: Model) -> str:
@@ -378,7 +416,7 @@ def validate_inputs(model: Model, inputs: dict) -> dict:
         defined = lambda other: body.get(other) not in (None, "", [])  # noqa: E731
         if value in (None, "", []):
             if spec.always_required:
-                what = "a prompt" if spec.name == "prompt" else f"input {spec.name}"
+                what = "a prompt" if spec.prompt or spec.name == "prompt" else f"input {spec.name}"
                 raise InputError(f"{model.name} needs {what}")
             for other, rule in (spec.required.get("ifDefined") or {}).items():
                 if defined(other):
@@ -402,7 +440,8 @@ def request_inputs(model: Model, *, aspect: Optional[str] = None, num: Optional[
         inputs.update(aspect_inputs(model, aspect))
     if num is not None:
         if model.input("numOutputs") is None:
-            raise InputError(f"{model.name} makes one image per job (no numOutputs input); leave out -n")
+            raise InputError(f"{model.name} makes one {output_noun(model)} per job (no numOutputs input); "
+                             f"leave out -n")
         inputs["numOutputs"] = num
     if seed is not None:
         if model.input("seed") is None:

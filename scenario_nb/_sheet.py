@@ -12,12 +12,13 @@ SHEET_FAILED = (252, 228, 228)
 SHEET_FAILED_TEXT = (150, 0, 0)
 SHEET_GAP = 4
 SHEET_PAD = 8
-SHEET_MAX_WIDTH = 1100  # the tiles' width in all; the row labels' band comes on top
+SHEET_MAX_WIDTH = 1000  # the tiles' width in all; the row labels' band comes on top
+SHEET_TILE = 176  # a saved sheet of 3 × 3 tiles stays near 50 KB
 
 
 def sheet_tile_size(columns: int) -> int:
-    """A tile's side on the sheet: 256 px, smaller beyond four columns so the sheet stays light (~1100 px)."""
-    return max(128, min(256, SHEET_MAX_WIDTH // max(1, columns)))
+    """A tile's side on the sheet: 176 px, smaller beyond five columns so the sheet stays light (~1000 px)."""
+    return max(128, min(SHEET_TILE, SHEET_MAX_WIDTH // max(1, columns)))
 
 
 def _font(size: int):

@@ -12,8 +12,10 @@ from typing import TYPE_CHECKING, Iterable, Optional, Union
 if TYPE_CHECKING:
     from PIL.Image import Image
 
-DEFAULT_THUMBNAIL_SIZE = 512
+DEFAULT_THUMBNAIL_SIZE = 320  # a preview, light in a saved notebook (~15 KB); the full files stay in the store
 GRID_COLUMNS = 4
+GRID_MAX_WIDTH = 768  # several outputs side by side share this width (4 × 189 px), not 4 × 320
+JPEG_QUALITY = 70  # previews and sheets: every notebook here saves under 300 KB after a full run
 
 
 def shrink(image: "Image", size: int, mode: Optional[str] = None) -> "Image":
@@ -45,6 +47,10 @@ def thumbnail_uri(source: Union[bytes, Path, None], size: int = 96) -> Optional[
 def thumbnail_grid(images: Iterable, size: int = DEFAULT_THUMBNAIL_SIZE, gap: int = 4) -> tuple[bytes, str, int, int]:
     """One image holding every thumbnail (longest side of each ≤ size): (bytes, mime, width, height)."""
     from PIL import Image
+    images = list(images)
+    cols = max(1, min(GRID_COLUMNS, len(images)))
+    if cols > 1:  # several outputs share GRID_MAX_WIDTH
+        size = min(size, (GRID_MAX_WIDTH - (cols - 1) * gap) // cols)
     thumbs: list = [shrink(image, size) for image in images]  # Any: getextrema is typed for every band count
     if not thumbs:
         raise ValueError("no images")
@@ -64,5 +70,5 @@ def thumbnail_grid(images: Iterable, size: int = DEFAULT_THUMBNAIL_SIZE, gap: in
     if alpha:
         grid.convert("RGBA").save(buf, format="PNG", optimize=True)
         return buf.getvalue(), "image/png", width, height
-    grid.convert("RGB").save(buf, format="JPEG", quality=80, optimize=True)
+    grid.convert("RGB").save(buf, format="JPEG", quality=JPEG_QUALITY, optimize=True)
     return buf.getvalue(), "image/jpeg", width, height

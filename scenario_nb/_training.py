@@ -12,6 +12,7 @@ import base64
 import hashlib
 import io
 import os
+import re
 import threading
 import time
 import warnings
@@ -100,11 +101,30 @@ def _read_one(source: Any, index: int) -> LocalImage:
                     data, mime = _encode(probe)
                 else:
                     mime = Image.MIME[fmt]
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError,
-            Image.DecompressionBombWarning):
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise InputError(f"{path.name} is too large: {too_large_words(data)}; resize it (training images "
+                         f"need only 1024 px or so) or remove it from the training set") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
         raise InputError(f"{path.name} is not an image (training images must be PNG, JPEG or WebP files); "
                          f"remove it from the training set") from None
     return LocalImage(path.name, data, mime, size[0], size[1])
+
+
+def too_large_words(data: bytes) -> str:
+    """Why Pillow refuses an image as a decompression bomb, in numbers, read from its header alone."""
+    from PIL import Image, UnidentifiedImageError
+    limit = f"Pillow opens at most {(Image.MAX_IMAGE_PIXELS or 0) / 1e6:.0f} megapixels"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            with Image.open(io.BytesIO(data)) as probe:
+                width, height = probe.size
+        except Image.DecompressionBombError as exc:  # over twice the limit: refused before its size is known
+            pixels = re.search(r"\((\d+) pixels\)", str(exc))
+            return (f"{int(pixels[1]) / 1e6:.0f} megapixels" if pixels else "too many pixels") + f"; {limit}"
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+            return f"too many pixels; {limit}"
+    return f"{width} × {height} pixels ({width * height / 1e6:.0f} megapixels; {limit})"
 
 
 def load_images(images: Union[ImageSource, Iterable[ImageSource]]) -> list[LocalImage]:

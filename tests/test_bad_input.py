@@ -195,7 +195,7 @@ CASES = [
     ("magic", "cancel of a finished job",
      lambda c: magic(c["ip"], f"%scenario cancel {finished_job(c['client']).job_id}"), "already finished"),
     ("magic", "unknown workflow", lambda c: magic(c["ip"], "%scenario workflow workflow_nope"), "not found"),
-    ("magic", "missing argument", lambda c: magic(c["ip"], "%scenario use"), "required"),
+    ("magic", "missing argument", lambda c: magic(c["ip"], "%scenario use"), "no model given"),
     ("panel", "no prompt", panel_case(p_no_prompt), "needs a prompt"),
     ("panel", "prompt over maxLength", panel_case(p_too_long), "limited to 2048"),
     ("panel", "non-image upload", panel_case(p_not_an_image), "not an image"),
@@ -209,7 +209,7 @@ CASES = [
                                                                      max_retries=0).models()), "could not reach"),
     ("api", "non-image upload", lambda c: api(lambda: c["client"].upload_image(b"plain text")), "not an image"),
     ("api", "decompression-bomb upload", lambda c: api(lambda: c["client"].upload_image(bomb())),
-     "decompression bomb"),
+     "is too large"),
     ("api", "corrupt PNG from the asset origin", corrupt_png, "not a valid image"),
     ("api", "job id that doesn't exist", lambda c: api(lambda: c["client"].job("job_nope123")), "not found"),
     ("api", "cancel of a finished job", lambda c: (lambda g: g.note if g.cancel() == "finished" else "?")(

@@ -115,6 +115,24 @@ def test_find_model_by_prefix_and_did_you_mean(client):
         client.find_model("model_doesNotExist123")
 
 
+def test_every_client_front_door_takes_a_model_by_name(client, sb):
+    """Issue 25 item 8: a name is resolved as the magics resolve it (`find_model`), never sent as an id."""
+    flux2, hero = "model_bfl-flux-2-dev", "model_HeroKnightLoRA7aB3cD4eF5gH6j"
+    gen = client.generate("FLUX.2 dev", "a lamp", width=512, height=512).wait(timeout=30)
+    assert gen.ok and gen.model_id == flux2 and sb.jobs[gen.job_id]["model"]["id"] == flux2
+    assert client.estimate("flux.2 dev", "a lamp", numOutputs=2).model_id == flux2
+    many = client.generate_many("FLUX.2 dev", ["a cup", "a jug"], width=512, height=512)
+    assert [sb.jobs[h.job_id]["model"]["id"] for h in many] == [flux2, flux2]
+    lora = client.generate("Hero Knight", "the hero", base_model="FLUX.2 dev", width=512, height=512)
+    assert sb.jobs[lora.job_id]["model"]["id"] == flux2 and sb.jobs[lora.job_id]["body"]["modelId"] == hero
+    assert client.previous("FLUX.2 dev", gen.inputs) is not None  # the same request, found by name
+    created = sb.stats()["jobs_created"]
+    with pytest.raises(InputError, match="no model named 'Flux Nine'"):
+        client.generate("Flux Nine", "a lamp")
+    assert sb.stats()["jobs_created"] == created
+    assert not [r["path"] for r in sb.requests if "%20" in r["path"] or " " in r["path"]]
+
+
 # -- Generation, dry run, jobs --------------------------------------------------------------------------
 
 def test_generate_returns_at_once_then_images(client, sb):

@@ -5,6 +5,7 @@ sandbox created, POSTs it received, files stored, history rows."""
 
 from __future__ import annotations
 
+import html
 import http.server
 import json
 import socketserver
@@ -113,6 +114,31 @@ def test_a_text_model_answers_in_text(client, sb):
     assert gen.ok and gen.outputs == [] and gen.text == answer and "potion" in answer.lower()
     assert gen.text in generation_bundle(gen)[0]["text/plain"]
     assert client.history.get(gen.job_id).text == gen.text
+
+
+LLM = "model_scenario-llm"
+
+
+def test_scenario_llm_gets_its_prompt_in_instruction_and_answers_in_gen_text(client, sb):
+    """Contract §4.4: the prompt goes to the input flagged `prompt: true`; §10b: the answer is text assets."""
+    gen = client.generate(LLM, "name a potion", numOutputs=2).wait(timeout=30)
+    body = sb.jobs[gen.job_id]["body"]
+    assert body == {"instruction": "name a potion", "numOutputs": 2}  # what the sandbox received
+    assert gen.ok and [o.kind for o in gen.outputs] == ["text", "text"] and gen.images == []
+    stored = [o.path.read_text() for o in gen.outputs]
+    assert gen.text == "\n\n".join(stored) and "name a potion" in stored[0] and len(stored[0]) > 1000
+    assert gen.prompt == "name a potion" and client.history.get(gen.job_id).text == gen.text
+    assert client.history.get(gen.job_id).prompt == "name a potion"
+    html_view = generation_bundle(gen)[0]["text/html"]
+    assert html.escape(stored[1][-40:]) in html_view and "download" not in html_view
+    saved = gen.save(client.home / "out")
+    assert [p.read_text() for p in saved if p.suffix == ".txt"] == stored
+
+
+def test_scenario_llm_from_the_magic(ip, env):
+    ip.run_cell('%%scenario "Scenario LLM" -o answer\nname a sword')
+    gen = ip.user_ns["answer"].wait(timeout=30)
+    assert env.jobs[gen.job_id]["body"]["instruction"] == "name a sword" and "name a sword" in gen.text
 
 
 # -- Cancel ------------------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from IPython.utils.capture import capture_output
 from PIL import Image
 
 from scenario_nb import Generation
+from scenario_nb._display import DEFAULT_THUMBNAIL_SIZE
 from scenario_nb._history import History
 
 
@@ -140,7 +141,7 @@ def test_save_flag_writes_pngs_and_sidecar(ip, env, tmp_path):
     ("%%scenario Gemini --bogus\nx", "unrecognized arguments"),
     ("%scenario frobnicate", "unknown %scenario command"),
     ("%scenario job job_doesNotExist1234567890ab", "not found"),
-    ("%scenario model", "the following arguments are required"),
+    ("%scenario model", "no model given; e.g. %scenario model FLUX.2 dev"),
 ])
 def test_user_mistakes_are_one_line(ip, env, cell, message):
     created = env.stats()["jobs_created"]
@@ -164,7 +165,7 @@ def test_settings_are_listed_and_validated(ip, env, caplog):
         assert f"ScenarioMagics.{name}" in out.stdout
     run(ip, "%config ScenarioMagics.thumbnail_size = 5")
     magics = next(c for c in ip.configurables if type(c).__name__ == "ScenarioMagics")
-    assert magics.thumbnail_size == 512 and "between 64 and 4096" in caplog.text
+    assert magics.thumbnail_size == DEFAULT_THUMBNAIL_SIZE and "between 64 and 4096" in caplog.text
     run(ip, "%config ScenarioMagics.max_cost = -3")
     assert magics.max_cost is None and "0 or more" in caplog.text
     run(ip, "%scenario status")
@@ -187,7 +188,8 @@ def test_a_refused_setting_does_not_break_the_next_load(ip, env):
         ip.extension_manager.loaded.discard("scenario_nb")  # the fixture loads it directly, as before
     assert result.success, result.error_in_exec
     magics = [c for c in ip.configurables if type(c).__name__ == "ScenarioMagics"]
-    assert len(magics) == 1 and magics[0].thumbnail_size == 512 and magics[0].poll_interval_floor == 0.5
+    assert len(magics) == 1 and magics[0].thumbnail_size == DEFAULT_THUMBNAIL_SIZE
+    assert magics[0].poll_interval_floor == 0.5
     assert "ignored ScenarioMagics.thumbnail_size" in out.stdout and "Traceback" not in out.stdout + out.stderr
     assert "thumbnail_size" not in ip.config.ScenarioMagics
 
@@ -216,6 +218,35 @@ def test_subcommands(ip, env, tmp_path):
     assert "Character sheet" in out.outputs[0].data["text/plain"]
     result, out = run(ip, "%scenario help")
     assert "%scenario history" in out.stdout
+
+
+def test_models_is_short_your_models_then_how_to_find_the_rest(ip, env):
+    """Issue 25 item 6: `%scenario models` shows your models and the catalog in one line (not ~550 rows typed
+    "custom"); --search and --type find the rest, a short list each, with real kinds."""
+    import json
+
+    import scenario_nb
+    catalog = scenario_nb.client().public_models()
+    own = scenario_nb.client().models()
+
+    def shown(out) -> str:
+        return out.stdout + "".join(json.dumps(o.data) for o in out.outputs)
+
+    result, out = run(ip, "%scenario models")
+    table = out.outputs[0].data["text/plain"]
+    assert all(m.id in table for m in own) and "LoRA (flux.2-dev-lora)" in table and "custom" not in table
+    assert not any(m.id in shown(out) for m in catalog) and len(shown(out)) < 8000
+    assert f"Public catalog: {len(catalog)} models" in out.stdout and "--search" in out.stdout
+    result, out = run(ip, "%scenario models --search seedance")
+    assert "Seedance 2.0" in out.outputs[0].data["text/plain"] and "video model" in out.outputs[0].data["text/plain"]
+    result, out = run(ip, "%scenario models --type video")
+    rows = out.outputs[0].data["text/plain"].splitlines()[1:]
+    videos = [m for m in catalog if "txt2video" in m.capabilities]
+    assert len(rows) == 25 and all("video model" in r for r in rows) and f"and {len(videos) - 25} more" in out.stdout
+    result, out = run(ip, "%scenario models --type text")
+    assert "Scenario LLM" in out.outputs[0].data["text/plain"] and "text model" in out.outputs[0].data["text/plain"]
+    result, out = run(ip, "%scenario models --type nonsense")
+    assert "not a kind of model" in str(result.error_in_exec)
 
 
 def test_history_path_setting_moves_the_history(ip, env, tmp_path):
@@ -253,6 +284,25 @@ def test_quoted_model_names_work_everywhere(ip, env):
     assert "Hero Knight (model_" in out.stdout or "Hero Knight" in str(out.outputs[0].data)
     result, out = run(ip, '%%scenario "Hero Knight -o x\nunbalanced')
     assert "quotes" in str(result.error_in_exec)
+
+
+def test_rest_of_line_model_names_work_unquoted(ip, env):
+    """Issue 25 item 7: `%scenario use Hero Knight`, as the quickstart advises, works as written. "Pixel" alone
+    matches two models (Pixel Forest Style, Pixel Knights): only the whole line names one."""
+    from scenario_nb._session import get_session
+    forest = "model_PixeLForestStyLe2qR3sT4uV5w"
+    result, out = run(ip, "%scenario use Pixel Forest Style")
+    assert result.error_in_exec is None, result.error_in_exec
+    assert get_session().current_model == forest and f"Pixel Forest Style ({forest})" in out.stdout
+    result, out = run(ip, "%scenario model Pixel Forest Style")
+    assert result.error_in_exec is None and out.stdout.startswith(f"Pixel Forest Style ({forest})")
+    result, out = run(ip, "%scenario training Pixel Forest Style --no-wait")
+    assert "'Pixel Forest Style'" in str(result.error_in_exec) or result.error_in_exec is None
+    result, out = run(ip, "%%scenario Pixel Forest Style -a 16:9 -o unquoted\nthe forest at dawn")
+    assert result.error_in_exec is None and ip.user_ns["unquoted"].model_id == forest
+    assert env.jobs[ip.user_ns["unquoted"].job_id]["body"]["modelId"] == forest  # what the sandbox ran
+    panel = ip.run_line_magic("scenario", "panel Pixel Forest Style")
+    assert panel.wait_ready().model_menu.value == forest
 
 
 def test_unload_really_unloads_and_load_again_follows_on(ip, env):

@@ -18,6 +18,7 @@ WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 IMAGE_LINES = re.compile(r"^%scenario\s+(workflow|job|asset)\b")  # line magics that show images too
 FAILURE_TEXT = re.compile(r"Traceback|Error|✗")
+SAVED_LIMIT = 300 * 1024  # issue 25 item 10: every notebook, saved after a full run, under 300 KB
 
 
 def widget_state(nb) -> dict:
@@ -48,6 +49,33 @@ def view_holds_image(state: dict, model_id: str) -> bool:
         children = model.get("state", {}).get("children") or []
         todo += [c[len("IPY_MODEL_"):] for c in children if isinstance(c, str) and c.startswith("IPY_MODEL_")]
     return False
+
+
+def saved_by_jupyterlab(nb) -> int:
+    """The notebook's size as JupyterLab saves it: its widget manager writes each widget's state without the
+    values that are the widget's defaults (`get_state_sync({drop_defaults: true})` in jupyterlab-manager's
+    `_saveState`), where nbclient keeps every key (~1 KB for each Layout). Defaults: the Python class's traits."""
+    import copy
+
+    from ipywidgets.widgets.widget import _registry
+    nb = copy.deepcopy(nb)
+    for model in widget_state(nb).values():
+        state = model.get("state", {})
+        try:
+            cls = _registry.get(model["model_module"], model["model_module_version"], model["model_name"],
+                                state.get("_view_module"), state.get("_view_module_version"), state.get("_view_name"))
+        except (KeyError, TypeError):
+            continue
+        traits = cls.class_traits(sync=True)
+        model["state"] = {k: v for k, v in state.items() if k not in traits or _default(traits[k]) != v}
+    return len(nbformat.writes(nb).encode())
+
+
+def _default(trait):
+    try:
+        return trait.default()
+    except Exception:  # a trait whose default needs an instance: its value is kept
+        return KeyError
 
 
 def cell_texts(cell, name: str) -> str:
@@ -123,8 +151,12 @@ def test_notebook_runs_on_the_sandbox_in_the_binder_image(path, user_machine):
     prefix = nb.cells[-1].outputs[0].text.split("kernel prefix:")[1].strip()
     assert Path(prefix).resolve() == user_machine["bin"].parent.resolve(), f"{path.name} ran in {prefix}"
     nb.cells = nb.cells[:-1]
-    print(f"{path.name} saved after a full run: {executed.stat().st_size / 1024:.0f} KB")
+    saved = saved_by_jupyterlab(nbformat.read(executed, as_version=4))
+    print(f"{path.name} saved after a full run: {saved / 1024:.0f} KB as JupyterLab saves it "
+          f"({executed.stat().st_size / 1024:.0f} KB as nbclient does, every widget default kept)")
     assert not problems(nb, path.name), "\n".join(problems(nb, path.name))
+    assert saved < SAVED_LIMIT, f"{path.name} saves at {saved / 1024:.0f} KB (light by default: under " \
+                                f"{SAVED_LIMIT // 1024} KB, previews not full images)"
     assert any(is_generation(c) for c in nb.cells if c.cell_type == "code") or path.stem.startswith("02")
     if path.stem.startswith("02"):
         assert widget_images(nb) >= 1, "the panel's gallery holds no image in the saved widget state"

@@ -39,7 +39,14 @@ def test_the_main_jobs_extra_brings_jupyterlab_and_a_kernel():
     the extra itself must name what the job needs on a machine that has nothing."""
     import tomllib
     dev = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["dev"]
-    assert {re.split(r"[<>=!; \[]", r)[0].lower() for r in dev} >= {"jupyterlab", "ipykernel"}
+    assert {re.split(r"[<>=!; \[]", r)[0].lower() for r in dev} >= {"jupyterlab", "ipykernel", "notebook"}
+
+
+def test_readme_says_root_needs_allow_root():
+    """Issue 25 item 14: `jupyter lab` as root (a container) stops at once unless told `--allow-root`."""
+    text = " ".join(README.read_text().split())
+    command = "jupyter lab --allow-root --ServerApp.ip=127.0.0.1 notebooks/01-quickstart.ipynb"
+    assert "As root" in text and command in text
 
 
 def test_ci_runs_the_readme_test_command_verbatim():

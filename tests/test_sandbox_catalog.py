@@ -155,6 +155,31 @@ def test_text_model_answers_in_metadata_output_without_assets(sb):
     assert "knight's banner" in text and len(text.split()) <= 12
 
 
+def test_scenario_llm_takes_its_prompt_in_instruction_and_answers_with_text_assets(sb):
+    """Contract §4.4 (`instruction`, flagged `prompt: true`, no `prompt` input) and §10b (text assets)."""
+    model = api(sb, "GET", "/models/model_scenario-llm").json()["model"]
+    flagged = [i["name"] for i in model["inputs"] if i.get("prompt")]
+    assert flagged == ["instruction"] and "prompt" not in {i["name"] for i in model["inputs"]}
+    assert {"textInputs", "images", "numOutputs", "model", "thinkingLevel"} <= {i["name"] for i in model["inputs"]}
+    refused = run(sb, "model_scenario-llm", {"prompt": "a knight's banner"}, status=400)
+    assert "prompt" in refused["reason"]
+    job = run(sb, "model_scenario-llm", {"instruction": "name a knight's banner", "numOutputs": 2})
+    assert "output" not in job["metadata"] and len(job["metadata"]["assetIds"]) == 2
+    texts = []
+    for asset_id in job["metadata"]["assetIds"]:
+        asset = api(sb, "GET", f"/assets/{asset_id}").json()["asset"]
+        served = requests.get(asset["url"], timeout=10)
+        assert (asset["kind"], asset["mimeType"]) == ("text", "text/plain")
+        assert served.headers["Content-Type"].startswith("text/plain")
+        text = served.content.decode()
+        props = asset["properties"]
+        assert props["charCount"] == len(text) and props["wordCount"] == len(text.split())
+        assert props["preview"] == text[:len(props["preview"])] and not props["hasFullPreview"]
+        assert asset["metadata"]["preview"] == props["preview"] and "knight's banner" in text
+        texts.append(text)
+    assert texts[0] != texts[1]
+
+
 def test_image_and_upload_assets_carry_their_real_type(sb):
     job = run(sb, FLUX2, {"prompt": "a lamp", "width": 512, "height": 512})
     asset, served = output(sb, job)

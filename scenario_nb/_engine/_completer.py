@@ -35,6 +35,13 @@ def _seed(value: Any) -> Any:
         return value
 
 
+def _asset_text(outputs: list[Output]) -> Optional[str]:
+    """The answer of a text model from its text assets (contract §10b), several answers a blank line apart."""
+    texts = [o.path.read_text(encoding="utf-8", errors="replace") for o in outputs
+             if (o.kind == "text" or o.mime_type.startswith("text/")) and o.path.is_file()]
+    return "\n\n".join(texts) if texts else None
+
+
 class Completer:
     """Stores every output of a succeeded job (images, videos, 3D, text) and ends its handle; knows where
     stored outputs are."""
@@ -76,14 +83,14 @@ class Completer:
                                                 cap=self._settings.ceiling)
                 self._lanes.schedule(handle, wait, lambda h: self.complete(h, job, attempt + 1), lane="fetch")
                 return
-            handle._set(outputs=[], text=text)
+            handle._set(outputs=[], text=_asset_text(outputs) or text)
             self._ledger.end(handle, DownloadFailedError(handle.job_id or "", exc), status="success")
             return
         except ScenarioError as exc:  # paid for, not fetched: the error says how to fetch again
-            handle._set(outputs=[], text=text)
+            handle._set(outputs=[], text=_asset_text(outputs) or text)
             self._ledger.end(handle, DownloadFailedError(handle.job_id or "", exc), status="success")
             return
-        handle._set(outputs=outputs, seeds=seeds, text=text)
+        handle._set(outputs=outputs, seeds=seeds, text=_asset_text(outputs) or text)
         self._ledger.end(handle, None, status="success")
 
     def _fetch(self, key: str, url: Optional[str]) -> tuple[Output, Any]:

@@ -12,7 +12,7 @@ import time
 from typing import Callable, Optional
 
 from .._errors import StorageError
-from .._generation import Generation
+from .._generation import Generation, prompt_of
 from .._history import History, JobRecord, TrainingRecord
 from .._training import Training
 from ._live import LiveRequests
@@ -37,7 +37,7 @@ class Ledger:
     @staticmethod
     def request_key(handle: Generation) -> str:
         """What makes two requests the same request (the model, the prompt, the inputs)."""
-        return History.request_key(handle.model_id, handle.prompt, handle.inputs)
+        return History.request_key(handle.model_id, prompt_of(handle.inputs), handle.inputs)
 
     def _row(self, handle: Generation) -> JobRecord:
         return JobRecord(

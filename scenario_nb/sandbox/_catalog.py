@@ -97,6 +97,7 @@ KONTEXT = "model_flux-kontext-editing"
 VIDEO = "model_bytedance-seedance-2-0"
 MESH = "model_meshy-7-txt23d"
 TEXT = "model_scenario-prompt-writer"
+LLM = "model_scenario-llm"
 
 # FLUX.1 dev as recorded (blender-plugin bases fixture): `image` + `strength` for img2img, ControlNet inputs,
 # a `modelId` slot for a LoRA or composition, `loras` for flux.1-lora only, width/height defaulting to 1104x832.
@@ -157,6 +158,20 @@ TEXT_INPUTS = [
     _number("maxWords", "Max words", 10, 400, 1, 60),
 ]
 
+# Scenario's LLM as recorded (contract §4.4): no `prompt` input; the prompt is `instruction` (`prompt: true`).
+# It answers with text assets (kind text, text/plain), one per output (§10b).
+LLM_INPUTS = [
+    {"name": "instruction", "type": "string", "label": "Instruction", "description": "What to write",
+     "maxLength": 32000, "prompt": True, "required": {"always": True}},
+    {"name": "textInputs", "type": "string_array", "label": "Texts", "description": "Texts to work from",
+     "maxLength": 10},
+    REFS | {"name": "images", "label": "Images", "description": "Images to read (img2txt)", "maxLength": 10,
+            "parent": False},
+    _num_outputs(5) | {"label": "Answers"},
+    _choice("model", "Model", ["default", "fast", "smart"], "default", costImpact=True),
+    _choice("thinkingLevel", "Thinking", ["MINIMAL", "LOW", "MEDIUM", "HIGH"], "MEDIUM"),
+]
+
 PRIVATE = [
     _model(HERO, "Hero Knight", "flux.2-dev-lora", privacy="private", custom=False,
            shortDescription="Our hero character, trained on 18 concept sheets", style=0),
@@ -200,8 +215,11 @@ FEATURED = [
            tags=["3d", "Meshy", "sc:third-party", "text-to-3d"], capabilities=["txt23d"], inputs=MESH_INPUTS,
            accessRestrictions=50, output="3d", cost=30.0, style=14, score=980),
     _model(TEXT, "Prompt Writer", "custom", privacy="public", custom=True, capabilities=["txt2txt"],
-           tags=["text", "sc:third-party"], inputs=TEXT_INPUTS, output="text", cost=1.0, style=15, score=970,
+           tags=["text", "sc:third-party"], inputs=TEXT_INPUTS, output="metadata-text", cost=1.0, style=15, score=970,
            shortDescription="Writes and rewrites prompts; answers in text, no asset"),
+    _model(LLM, "Scenario LLM", "custom", privacy="public", custom=True, capabilities=["txt2txt", "img2txt"],
+           tags=["text", "sc:featured"], inputs=LLM_INPUTS, output="text", cost=1.0, style=15, score=975,
+           shortDescription="Writes, rewrites and describes; answers with text assets"),
     _model("model_google-gemini-3-1-flash", "Gemini 3.1 Flash", "custom", privacy="public", custom=True,
            tags=["editing", "sc:featured", "sc:third-party"], capabilities=["txt2img", "img2img", "video2img"],
            inputs=[PROMPT | {"maxLength": 250000}, REFS | {"maxLength": 14},

@@ -20,8 +20,9 @@ VIDEO_PROPERTIES = {"width": 320, "height": 180, "duration": 2, "frameRate": 12,
                     "codecName": "h264", "format": "mp4"}
 CUBE_PROPERTIES = {"format": "glb", "vertexCount": 24, "faceCount": 12, "hasAnimations": False}
 
-MIME = {"image": "image/png", "video": "video/mp4", "3d": "model/gltf-binary"}
-EXTENSION = {"image": "png", "video": "mp4", "3d": "glb"}
+MIME = {"image": "image/png", "video": "video/mp4", "3d": "model/gltf-binary", "text": "text/plain"}
+EXTENSION = {"image": "png", "video": "mp4", "3d": "glb", "text": "txt"}
+TEXT_PREVIEW = 1000  # characters of a text asset shown in its `properties.preview` (≈1 KB, contract §10b)
 
 
 @functools.lru_cache(maxsize=1)
@@ -97,3 +98,22 @@ def text_answer(body: dict) -> str:
     words = (f"({tone}) {prompt}: seen in soft morning light, rich texture, clear silhouette, a strong focal "
              f"point and a restrained palette, framed for a game asset sheet.").split()
     return textwrap.fill(" ".join(words[:int(body.get("maxWords", 60))]), 100)
+
+
+def llm_answer(body: dict, index: int) -> str:
+    """What Scenario's LLM 'writes' for answer `index`: deterministic, shaped by the instruction and inputs.
+
+    Long enough (~1.5 KB) that the asset's preview is cut, as the real one's is for long answers."""
+    instruction = " ".join(str(body.get("instruction", "")).split())
+    texts, images = body.get("textInputs") or [], body.get("images") or []
+    seen = f" Working from {len(texts)} text(s) and {len(images)} image(s)." if texts or images else ""
+    lines = [f"Answer {index + 1}: {instruction}.{seen}"]
+    lines += [f"{n}. A take on {instruction!r}: soft morning light, rich texture, a clear silhouette, a strong "
+              f"focal point and a restrained palette (variation {index + 1}.{n})." for n in range(1, 11)]
+    return "\n".join(lines)
+
+
+def text_properties(text: str) -> dict:
+    """A text asset's `properties` (contract §10b): a ≈1 KB preview and the counts."""
+    return {"preview": text[:TEXT_PREVIEW], "hasFullPreview": len(text) <= TEXT_PREVIEW, "charCount": len(text),
+            "wordCount": len(text.split())}

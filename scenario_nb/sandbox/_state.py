@@ -222,7 +222,8 @@ class State:
             if job["assets"] is None:
                 body, model = job["body"], job["model"]
                 output = model.get("output", "image")
-                common = {"job_id": job["id"], "model_id": model["id"], "prompt": str(body.get("prompt", "")),
+                common = {"job_id": job["id"], "model_id": model["id"],
+                          "prompt": str(body.get("prompt", body.get("instruction", ""))),
                           "created": job["created"] + job["duration"], "aspect": body.get("aspectRatio"),
                           "kind": output, "data": None}
                 if output == "image":
@@ -234,6 +235,10 @@ class State:
                 elif output == "3d":
                     outputs = [{"source": "txt23d", "index": 0, "seed": int(job["seed"]),
                                 "data": _media.glb_cube(int(job["seed"]))}]
+                elif output == "text":  # Scenario's LLM: one text asset per answer (contract §10b)
+                    outputs = [{"source": "txt2txt", "index": n, "seed": int(job["seed"]) + n,
+                                "data": _media.llm_answer(body, n).encode()}
+                               for n in range(int(body.get("numOutputs", 1) or 1))]
                 else:
                     outputs = []
                 ids = []

@@ -71,7 +71,7 @@ def job_view(state: Any, job: dict, cdn: str, now: float) -> dict:
             "updatedAt": history[-1]["date"] if history else iso(job["created"])}
     if status == "success":
         assets = state.ensure_assets(job)
-        if job["model"].get("output") == "text":  # text models answer in metadata.output, with no asset
+        if job["model"].get("output") == "metadata-text":  # answers in metadata.output, with no asset
             meta["output"] = {"text": _media.text_answer(body)}
         else:
             meta["assetIds"] = list(assets)
@@ -116,6 +116,9 @@ def asset_view(state: Any, asset: dict, cdn: str) -> dict:
         properties.update(_media.VIDEO_PROPERTIES)
     elif kind == "3d":
         properties.update(_media.CUBE_PROPERTIES)
+    elif kind == "text":
+        properties.update(_media.text_properties(state.image_bytes(asset).decode()))
+        meta["preview"] = properties["preview"]
     edits = ["PROMPT_EDITING", "REMOVE_BACKGROUND", "UPSCALE", "VECTORIZATION"] if kind == "image" else []
     view = {"id": asset["id"], "kind": kind, "mimeType": asset.get("mime") or _media.MIME[kind], "status": "success",
             "privacy": "private", "source": asset["source"], "url": state.signed_url(asset["id"], cdn),

@@ -16,7 +16,6 @@ process of its own; later kernels find it in `HOME/sandbox/server.json` and use 
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import secrets
@@ -31,6 +30,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
+from ._world_os import pid_alive, try_lock, unlock
 from ._world_store import WorldStore, contents, describe, erase, summary
 
 KEY, SECRET = "sandbox-key", "sandbox-secret"  # the embedded sandbox's own credentials (not a user's)
@@ -44,32 +44,20 @@ def folder_of(home: Path) -> Path:
 
 @contextmanager
 def _locked(path: Path, timeout: float = 60.0) -> Iterator[None]:
-    """An exclusive lock on `path` (fcntl: released when the process ends, even killed)."""
+    """An exclusive lock on `path` (released when the process ends, even killed)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+") as handle:
         deadline = time.monotonic() + timeout
         while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if try_lock(handle):
                 break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"{path} stayed locked for {timeout:g} s") from None
-                time.sleep(0.05)
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{path} stayed locked for {timeout:g} s")
+            time.sleep(0.05)
         try:
             yield
         finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+            unlock(handle)
 
 
 def _address(folder: Path) -> Optional[dict]:
@@ -88,7 +76,7 @@ def _call(url: str, method: str = "GET", body: Optional[dict] = None, timeout: f
 
 
 def _answers(address: Optional[dict]) -> bool:
-    if not address or not _pid_alive(int(address.get("pid", 0))):
+    if not address or not pid_alive(int(address.get("pid", 0))):
         return False
     try:
         _call(address["url"] + "/_sandbox/world", timeout=5)
@@ -147,7 +135,7 @@ class World:
         for path in clients.iterdir() if clients.is_dir() else []:
             pid_text = path.name.split("-")[0]
             pid = int(pid_text) if pid_text.isdigit() else 0
-            if pid and _pid_alive(pid):
+            if pid and pid_alive(pid):
                 alive.append(pid)
             else:
                 path.unlink(missing_ok=True)
@@ -195,14 +183,12 @@ def serve(home: Path, *, port: int = 0, exit_when_unused: bool = False, grace: f
     with open(folder / "server.lock", "a+") as held:
         deadline = time.monotonic() + 3.0
         while True:
-            try:
-                fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if try_lock(held):
                 break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    print(f"a sandbox already serves {folder}: {(_address(folder) or {}).get('url')}", flush=True)
-                    return 1
-                time.sleep(0.05)
+            if time.monotonic() > deadline:
+                print(f"a sandbox already serves {folder}: {(_address(folder) or {}).get('url')}", flush=True)
+                return 1
+            time.sleep(0.05)
         try:
             sandbox = start(port=port, api_key=KEY, api_secret=SECRET, **options)
         except OSError:  # the port it had before is taken now
@@ -252,7 +238,7 @@ class WorldHandle:
     def alive(self) -> bool:
         if self._process is not None and self._process.poll() is not None:
             return False
-        return _pid_alive(self.pid)
+        return pid_alive(self.pid)
 
     def stop(self) -> None:
         """This kernel no longer uses the world (the server stops once no kernel does)."""
