@@ -71,7 +71,7 @@ def caption_html(item: Item, width: int = TILE_INNER) -> str:
 
 def code_html(text: str, width: Optional[int] = None) -> str:
     """The exact cell, selectable in one click (user-select: all), wrapped to the tile."""
-    size = f"width:{width}px;" if width else ""
+    size = f"width:{width}px;max-width:100%;" if width else ""  # a narrow screen: the box shrinks, lines wrap
     # lines wrap between words ("--set" stays whole); a word longer than the box wraps inside it
     word = '<span style="display:inline-block;max-width:100%;overflow-wrap:anywhere">{}</span>'
     body = "\n".join(" ".join(word.format(html.escape(t)) for t in line.split(" ")) for line in text.split("\n"))

@@ -36,6 +36,8 @@ SNAPSHOT_STYLE = ("<style>.jp-OutputArea-child:has(.scenario-panel) + .jp-Output
                   ".scenario-gallery-snapshot {display: none}</style>")
 
 
+ROW = dict(align_items="center", flex_flow="row wrap")  # every row wraps on a narrow screen (600 px up)
+
 # The widget's own text, saved with the notebook: nothing in it may go stale (a count, the picked model).
 LIVE_LINE = "Scenario panel (a live widget: run the notebook to use it; its gallery is saved below)"
 
@@ -99,7 +101,7 @@ class Panel(ModelPicker, RequestForm, JobRows, GalleryView, w.VBox):
         self.model_message = w.HTML()
         self.trainings = w.VBox()  # your models still training: a row each, with its progress
         self.trainings.add_class("scenario-trainings")
-        self.prompt = w.Textarea(placeholder="Describe what to generate…", rows=3, layout=w.Layout(width="40em"))
+        self.prompt = w.Textarea(placeholder="Describe what to generate…", rows=3, layout=w.Layout(width="100%"))
         self.prompt_info = w.HTML()
         self.aspect = w.Dropdown(options=[(DEFAULT_CHOICE, DEFAULT_CHOICE)], value=DEFAULT_CHOICE,
                                  layout=w.Layout(width="10em"))
@@ -107,7 +109,7 @@ class Panel(ModelPicker, RequestForm, JobRows, GalleryView, w.VBox):
         self.count = w.Dropdown(options=[("1", 1)], value=1, layout=w.Layout(width="5em"))
         self.settings_box = w.VBox()
         self.settings = w.Accordion(children=[self.settings_box], selected_index=None,
-                                    layout=w.Layout(width="46em"))
+                                    layout=w.Layout(width="100%", max_width="46em"))
         self.settings.set_title(0, "More settings")
         self.cost = w.HTML(quiet("cost: pick a model"))
         self.generate_button = w.Button(description="Generate", button_style="primary", icon="magic",
@@ -145,22 +147,24 @@ class Panel(ModelPicker, RequestForm, JobRows, GalleryView, w.VBox):
         label = "6em"
         self.children = [
             w.HBox([w.HTML("<b style='font-size:15px'>Scenario</b>", layout=w.Layout(width=label)), self.scope,
-                    self.backend_line], layout=w.Layout(align_items="center")),
+                    self.backend_line], layout=w.Layout(**ROW)),
             w.HBox([fixed_label("Model", label), self.model_menu, self.model_filter, self.model_filter_note,
-                    self.model_hint], layout=w.Layout(align_items="center")),
+                    self.model_hint], layout=w.Layout(**ROW)),
             self.model_message,
             self.trainings,
-            w.HBox([fixed_label("Prompt", label), w.VBox([self.prompt, self.prompt_info])]),
+            w.HBox([fixed_label("Prompt", label), w.VBox([self.prompt, self.prompt_info], layout=w.Layout(
+                flex="1 1 20em", max_width="40em", min_width="0"))], layout=w.Layout(**ROW)),
             w.HBox([fixed_label("Aspect", label), self.aspect, fixed_label("Images", "4.5em"), self.count,
-                    self.aspect_note], layout=w.Layout(align_items="center")),
+                    self.aspect_note], layout=w.Layout(**ROW)),
             self.settings,
             w.HBox([self.generate_button, self.cost, self.message],
-                   layout=w.Layout(align_items="center", margin="6px 0")),
+                   layout=w.Layout(align_items="center", margin="6px 0", flex_flow="row wrap")),
             self.jobs,
             w.HBox([self.gallery_title, self.selection_note], layout=w.Layout(align_items="center",
-                                                                               margin="10px 0 0 0")),
+                                                                               margin="10px 0 0 0",
+                                                                               flex_flow="row wrap")),
             w.HBox([fixed_label("Save to", "4.5em"), self.save_folder, self.save_button, self.save_note],
-                   layout=w.Layout(align_items="center")),
+                   layout=w.Layout(**ROW)),
             self.viewer,
             self.gallery,
         ]

@@ -68,6 +68,7 @@ class RequestForm:
     _runnable: Optional[Model]
     _controls: dict[str, w.Widget]
     _cost_timer: Optional[threading.Timer]
+    _token_lock: threading.Lock
     _aspect_choice: Optional[str]
     _building: bool
     _touched: bool
@@ -251,11 +252,12 @@ class RequestForm:
         """Refresh the estimate half a second after the last change (a dry run: nothing is spent)."""
         if self._building:
             return
-        if self._cost_timer is not None:
-            self._cost_timer.cancel()
-        self._cost_timer = threading.Timer(0.5, self._refresh_cost)
-        self._cost_timer.daemon = True
-        self._cost_timer.start()
+        with self._token_lock:  # a subshell thread and the main thread may both change the form: one timer
+            if self._cost_timer is not None:
+                self._cost_timer.cancel()
+            self._cost_timer = threading.Timer(0.5, self._refresh_cost)
+            self._cost_timer.daemon = True
+            self._cost_timer.start()
 
     def _refresh_cost(self) -> None:
         if self._model is None:

@@ -163,6 +163,7 @@ class GalleryView:
             code.value = code_html(text, width=2 * TILE_BOX - 2)
             code.layout.display = None
             tile.layout.width = f"{2 * TILE_BOX + 12}px"
+            tile.layout.max_width = "100%"
             tile.layout.grid_column = "span 2"
         else:
             code.layout.display = "none"

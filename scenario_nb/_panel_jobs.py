@@ -13,7 +13,9 @@ from ._errors import ScenarioError
 from ._generation import Generation
 from ._panel_style import QUIET, error_line, quiet, sentence
 
-JOB_COLUMNS = "1.6em 24em 12em 12em 6.5em 7.5em"  # icon, model and prompt, progress, seed, cost, action
+# icon, model and prompt, progress, seed, cost, action: the text columns shrink on a narrow screen, the
+# Cancel button never does (it was cut at 1280 px with the file browser open)
+JOB_COLUMNS = "1.6em minmax(7em, 24em) minmax(5em, 12em) minmax(5em, 12em) minmax(4em, 6.5em) 7.5em"
 STATUS_ICONS = {"sending": "⋯", "waiting": "⋯", "unknown": "?", "queued": "⋯", "in-progress": "◔",
                 "success": "✓", "failure": "✕", "canceled": "⊘", "not-sent": "⊘"}
 STATUS_COLORS = {"success": "#2e7d32", "failure": "#b00020", "canceled": "#b26a00"}
@@ -31,14 +33,14 @@ class JobRows:
         cell = lambda: w.HTML(layout=w.Layout(overflow="hidden"))  # noqa: E731
         icon, model, seed, cost, note = cell(), cell(), cell(), cell(), w.HTML()
         seed.add_class("scenario-seed")
-        bar = w.FloatProgress(min=0, max=1, layout=w.Layout(width="11.5em"))
+        bar = w.FloatProgress(min=0, max=1, layout=w.Layout(width="auto", max_width="11.5em", min_width="0"))
         cancel = w.Button(description="Cancel", icon="stop", layout=w.Layout(width="7em"))
         action = w.Box([cancel], layout=w.Layout(width="7.5em"))
         grid = w.GridBox([icon, model, bar, seed, cost, action], layout=w.Layout(
-            grid_template_columns=JOB_COLUMNS, align_items="center", grid_gap="0 8px"))
+            grid_template_columns=JOB_COLUMNS, align_items="center", grid_gap="0 8px", width="100%"))
         row = w.VBox([grid, note], layout=w.Layout(border_bottom="1px solid #eee", padding="2px 0"))
         row.add_class("scenario-job")
-        model.value = (f'<div title="{html.escape(handle.prompt)}" style="width:23.5em;white-space:nowrap;'
+        model.value = (f'<div title="{html.escape(handle.prompt)}" style="max-width:23.5em;white-space:nowrap;'
                        f'overflow:hidden;text-overflow:ellipsis;line-height:1.3">{html.escape(handle.model_name)} '
                        f'<span style="{QUIET}">{html.escape(handle.prompt)}</span></div>')
         parts = SimpleNamespace(row=row, icon=icon, bar=bar, seed=seed, cost=cost, note=note, action=action,
@@ -56,7 +58,7 @@ class JobRows:
             seed.value = "" if not seeds else (
                 f'<span title="{html.escape(", ".join(map(str, seeds)))}" style="white-space:nowrap">'
                 f'seed {seeds[0]}{f" +{len(seeds) - 1}" if len(seeds) > 1 else ""}</span>')
-            cost.value = "" if h.cost is None else f"{h.cost:g} CU"
+            cost.value = "" if h.cost is None else f'<span style="white-space:nowrap">{h.cost:g} CU</span>'
             if h.note:
                 note.value = quiet(sentence(h.note))
             if not h.done:

@@ -136,10 +136,11 @@ class ModelPicker:
 
     def _add_training_row(self, training: Training) -> None:
         name = w.HTML(f"<b>{html.escape(training.name)}</b> " + quiet(html.escape(training.type)),
-                      layout=w.Layout(width="24em", overflow="hidden"))
+                      layout=w.Layout(width="24em", max_width="100%", overflow="hidden"))
         bar = w.FloatProgress(min=0, max=1, layout=w.Layout(width="11.5em"))
         words = w.HTML()
-        row = w.HBox([fixed_label("Training", "6em"), name, bar, words], layout=w.Layout(align_items="center"))
+        row = w.HBox([fixed_label("Training", "6em"), name, bar, words], layout=w.Layout(align_items="center",
+                                                                                    flex_flow="row wrap"))
         row.add_class("scenario-training-row")
         self.training_rows[training.model_id] = SimpleNamespace(row=row, bar=bar, words=words)
         self.trainings.children = tuple(self.trainings.children) + (row,)

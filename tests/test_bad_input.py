@@ -73,6 +73,11 @@ def panel_case(setup):
     return run
 
 
+def panel_error(panel) -> str:
+    """What the panel says: by Generate, or next to the input the error names."""
+    return panel.message.value + "".join(note.value for note in panel._notes.values())
+
+
 def panel_pick(panel, model_id):
     panel.model_menu.value = model_id
     return panel
@@ -81,7 +86,7 @@ def panel_pick(panel, model_id):
 def p_no_prompt(panel, ctx):
     panel_pick(panel, GEMINI).prompt.value = ""
     panel.generate()
-    return panel.message.value
+    return panel_error(panel)
 
 
 def p_too_long(panel, ctx):
@@ -93,21 +98,21 @@ def p_not_an_image(panel, ctx):
     panel_pick(panel, GEMINI).prompt.value = "img2img"
     panel._controls["referenceImages"].value = (upload("notes.txt", b"hello"),)
     panel.generate()
-    return panel.message.value
+    return panel_error(panel)
 
 
 def p_mask_without_reference(panel, ctx):
     panel_pick(panel, GPT).prompt.value = "inpaint"
     panel._controls["mask"].value = (upload("mask.png", png()),)
     panel.generate()
-    return panel.message.value
+    return panel_error(panel)
 
 
 def p_out_of_range(panel, ctx):
     panel_pick(panel, GEMINI).prompt.value = "x"
     panel._controls["seed"].value = "-5"
     panel.generate()
-    return panel.message.value
+    return panel_error(panel)
 
 
 def disk_full(ctx):

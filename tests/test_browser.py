@@ -188,7 +188,7 @@ def drive(page, tmp_path) -> None:
     page.evaluate("() => { document.querySelector('.scenario-panel').dataset.probe = 'same view'; }")
     page.click(f"{PANEL} .scenario-generate")
     page.wait_for_selector(f"{PANEL} .scenario-job", timeout=30_000)
-    prompt.fill("a lantern-lit tower on a cliff at dusk, painterly fantasy concept art")
+    prompt.fill("a lantern-lit tower on a cliff at dusk, painterly-fantasy-concept-art-in-the-style-of-old-storybook-illustrations-soft-light")  # noqa: E501 a long word
     page.wait_for_timeout(300)
     page.click(f"{PANEL} .scenario-generate")
     page.wait_for_function("""() => [...document.querySelectorAll('.scenario-panel .scenario-tile img')]
@@ -252,7 +252,18 @@ def drive(page, tmp_path) -> None:
     code.wait_for(state="visible", timeout=30_000)
     text = code.inner_text()
     assert text.startswith("%%scenario model_bfl-flux-2-dev") and f"--seed {seeds[1]}" in text, text
+    assert "--aspect 9:16" in text and "width" not in text and "height" not in text, text  # as the panel sent it
     assert not clipped(page), clipped(page)
+    for width in (1280, 700):  # the cell wraps inside its box, and its box inside the screen
+        page.evaluate(f"() => window.jupyterapp.shell.{'expandLeft' if width >= 1000 else 'collapseLeft'}()")
+        page.set_viewport_size({"width": width, "height": 1000})
+        page.wait_for_timeout(600)
+        box = code.evaluate("""p => ({sw: p.scrollWidth, cw: p.clientWidth, right: p.getBoundingClientRect().right,
+                                     edge: document.querySelector('.scenario-panel').getBoundingClientRect().right})""")
+        assert box["sw"] <= box["cw"] + 1 and box["right"] <= min(width, box["edge"]) + 1, (width, box)
+        second.screenshot(path=str(SHOTS / f"4-as-scenario-{width}.png"))
+    page.evaluate("() => window.jupyterapp.shell.collapseLeft()")
+    page.set_viewport_size({"width": 1400, "height": 1000})
     second.screenshot(path=str(SHOTS / "4-as-scenario.png"))
     page.screenshot(path=str(SHOTS / "5-full.png"), full_page=True)
 
