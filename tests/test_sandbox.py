@@ -420,3 +420,16 @@ def test_a_restarted_sandbox_never_hands_out_an_id_again():
     (first, first_model, first_duration), (second, second_model, second_duration) = made
     assert first != second and first_model != second_model
     assert first_duration == second_duration  # the seed still decides what it decided
+
+
+def test_pictures_draw_any_text_with_the_bitmap_font_of_old_pillow(monkeypatch):
+    """Pillow before 10.1 (the declared floor is 9.2) has only a bitmap default font, which raises on anything
+    outside Latin-1: a long name (cut with "…"), a prompt in Japanese or with an emoji must still draw."""
+    from PIL import Image, ImageFont
+
+    from scenario_nb.sandbox import _images
+    bitmap = ImageFont.load_default_imagefont()
+    monkeypatch.setattr(_images, "_font", lambda size: bitmap)
+    data = _images.render(style=3, model_name="Dragon Sketches of a very long name that cannot fit " * 3,
+                          prompt="a lantern 灯籠 🏮 … in the rain", seed=1, index=0, width=128, height=128)
+    assert Image.open(io.BytesIO(data)).size == (128, 128)

@@ -70,12 +70,37 @@ def posts(sb, suffix, dry=None) -> int:
 
 # -- Training to the end ---------------------------------------------------------------------------------------
 
-def test_a_training_from_a_folder_reaches_trained_then_generates(tsb, tclient, tmp_path):
+def test_a_training_from_a_folder_reaches_trained_then_generates(tmp_path):
+    """Followed through every stage: the sandbox's clock moves a twentieth of the training at a time, and only
+    once the engine has read the model again (so a slow machine sees the same stages as a fast one)."""
+    clock = Clock(frozen=True)
+    with sandbox_mod.start(job_seconds=0.3, seed=5, train_seconds=TRAIN_SECONDS, api_key=SUITE_KEY,
+                           api_secret=SUITE_SECRET, clock=clock) as tsb:
+        tclient = ScenarioClient(SUITE_KEY, SUITE_SECRET, tsb.url, home=tmp_path / "home")
+        tclient.set_polling(floor=0.1)
+        try:
+            follow_a_training_then_generate(tsb, tclient, clock, tmp_path)
+        finally:
+            tclient.close()
+
+
+def follow_a_training_then_generate(tsb, tclient, clock, tmp_path):
     folder = make_set(tmp_path / "set")
     stages: list = []
     training = tclient.train("Potion Icons", folder, captions=None)
     assert isinstance(training, Training) and training.model_id.startswith("model_")
     training.on_update(lambda t: stages.append((t.status, t.stage, t.progress)))
+
+    def reads() -> int:
+        return sum(1 for r in tsb.state.requests if r["method"] == "GET"
+                   and r["path"] == f"/v1/models/{training.model_id}")
+
+    for _ in range(60):
+        if training.done:
+            break
+        seen = reads()
+        clock.now += TRAIN_SECONDS / 20
+        until(lambda seen=seen: training.done or reads() > seen, 30, "the training read again")
     assert training.wait(60) is training and training.ok and training.progress == 1.0
     assert tsb.stats()["trainings_started"] == 1
     model = server_model(tsb, training.model_id)
@@ -85,8 +110,13 @@ def test_a_training_from_a_folder_reaches_trained_then_generates(tsb, tclient, t
     running = [p for _, s, p in stages if s == "running-train"]
     assert running == sorted(running)
     assert training.cost and training.job_id
-    generation = tclient.generate(training.model(), "a potion on a table").wait(30)
-    assert generation.ok and generation.base_model_id == "model_bfl-flux-2-dev"
+    generation = tclient.generate(training.model(), "a potion on a table")
+    for _ in range(100):  # the job's own time, on the same clock
+        if generation.done:
+            break
+        clock.now += 0.1
+        time.sleep(0.05)
+    assert generation.wait(30).ok and generation.base_model_id == "model_bfl-flux-2-dev"
     job = tsb.jobs[generation.job_id]
     assert training.model_id in str(job)  # the LoRA went in through its base
     row = tclient.history.training(training.model_id)

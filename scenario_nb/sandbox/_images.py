@@ -40,12 +40,20 @@ def _font(size: int):
     return _fonts[size]
 
 
-def _ellipsize(draw: ImageDraw.ImageDraw, text: str, font, room: float) -> str:
-    if draw.textlength(text, font=font) <= room:
+def _drawable(text: str, font) -> str:
+    """Pillow before 10.1 has only a bitmap default font, which draws Latin-1 alone (anything else raises
+    UnicodeEncodeError): there, "…" is written "..." and any other such character "?"."""
+    if isinstance(font, ImageFont.FreeTypeFont):
         return text
-    while text and draw.textlength(text + "…", font=font) > room:
+    return text.replace("…", "...").encode("latin-1", "replace").decode("latin-1")
+
+
+def _ellipsize(draw: ImageDraw.ImageDraw, text: str, font, room: float) -> str:
+    if draw.textlength(_drawable(text, font), font=font) <= room:
+        return _drawable(text, font)
+    while text and draw.textlength(_drawable(text + "…", font), font=font) > room:
         text = text[:-1]
-    return text + "…" if text else ""
+    return _drawable(text + "…", font) if text else ""
 
 
 def _wrap(draw: ImageDraw.ImageDraw, text: str, font, room: float, max_lines: int) -> list:
@@ -54,7 +62,7 @@ def _wrap(draw: ImageDraw.ImageDraw, text: str, font, room: float, max_lines: in
     words = text.split()
     while words and len(lines) < max_lines:
         line = words.pop(0)
-        while words and draw.textlength(line + " " + words[0], font=font) <= room:
+        while words and draw.textlength(_drawable(line + " " + words[0], font), font=font) <= room:
             line += " " + words.pop(0)
         lines.append(line)
     if words and lines:
