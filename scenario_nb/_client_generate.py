@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional, Union
 from ._engine import Engine
 from ._errors import NotFoundError
 from ._estimate import CostEstimate
-from ._generation import Generation, prompt_of
+from ._generation import Generation
+from ._prompts import prompt_of
 from ._history import History
 from ._http import Transport
 from ._models import Model, validate_inputs

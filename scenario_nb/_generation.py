@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional, Protocol, Union
 
 from ._errors import InputError, JobFailedError, JobTimeoutError, ScenarioError, StorageError, SubmitFailedError
+from ._prompts import prompt_key
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -74,18 +75,6 @@ CANCEL_WORDS = {
     "finished": "already finished: nothing to cancel",
     "unavailable": "could not ask Scenario to cancel it right now (rate limit or network); it keeps running",
 }
-
-
-PROMPT_KEYS = ("prompt", "instruction")  # the prompt inputs of the catalog's models (contract §4.4)
-
-
-def prompt_key(body: dict) -> str:
-    """Which key of a sent body holds its prompt, when the model's schema is not at hand (history rows)."""
-    return next((k for k in PROMPT_KEYS if k in body), "prompt")
-
-
-def prompt_of(body: dict) -> str:
-    return str(body.get(prompt_key(body), ""))
 
 
 def parse_time(text: Any) -> Optional[float]:

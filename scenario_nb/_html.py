@@ -7,6 +7,8 @@ import base64
 import html
 from typing import Any
 
+from ._prompts import prompt_key
+
 EMBED_LIMIT = 8 * 1024 * 1024  # larger videos and models are named by path instead of embedded
 TRAINING_THUMB = 96
 
@@ -81,7 +83,7 @@ def image_html(data: dict) -> str:
 def magic_text(handle) -> str:
     """The `%%scenario` cell that reproduces a generation (used by the panel's "copy as %%scenario")."""
     parts = ["%%scenario", handle.model_id]
-    prompt_name = handle.prompt_name  # the input its model's schema flags as the prompt
+    prompt_name = getattr(handle, "prompt_name", None) or prompt_key(handle.inputs)
     for name, value in sorted(handle.inputs.items()):
         if name == prompt_name or (handle.base_model_id and name in ("modelId", "loras", "lorasScale")):
             continue

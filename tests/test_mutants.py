@@ -57,7 +57,7 @@ def test_the_trainings_table_has_exactly_its_columns_and_their_types(history):
     the rest TEXT (in any order and letter case), so text that looks like a number (a training named "2024")
     comes back as text."""
     from scenario_nb._history import TRAINING_COLUMNS
-    numbers = {"progress", "remaining", "cost", "created_at", "updated_at", "finished_at"}
+    numbers = {"progress", "remaining", "cost", "created_at", "updated_at", "finished_at", "start_sent_at"}
     info = history._connection().execute("PRAGMA table_info(trainings)").fetchall()
     assert {(r[1], r[2].upper()) for r in info} == {(c, "REAL" if c in numbers else "TEXT") for c in TRAINING_COLUMNS}
     assert len(info) == len(TRAINING_COLUMNS)

@@ -7,6 +7,7 @@ the models and trainings on the server (`stats()["trainings_started"]`, `GET /mo
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 
@@ -310,17 +311,27 @@ def test_a_new_client_follows_an_unfinished_training_to_the_end(tsb, tmp_path):
         three.close()
 
 
-def test_a_training_refused_at_start_waits_for_a_slot_and_keeps_its_model(tmp_path):
-    """Two trainings hold both slots (the sandbox's clock stands still until the test moves it, so neither can
-    end on a slow machine before the third asks): the third is refused at its start (429), keeps its model and
-    waits, recorded as waiting; once the others end it is started, once."""
+@contextlib.contextmanager
+def two_trainings_running(tmp_path):
+    """A sandbox whose two training slots are taken (its clock stands still until the test moves it, so neither
+    ends on a slow machine before the test asks for a third): (sandbox, client, clock, the two trainings)."""
     clock = Clock(frozen=True)
     with sandbox_mod.start(job_seconds=0.3, seed=5, train_seconds=TRAIN_SECONDS, max_parallel_trainings=2,
                            api_key=SUITE_KEY, api_secret=SUITE_SECRET, clock=clock) as tsb:
         tclient = ScenarioClient(SUITE_KEY, SUITE_SECRET, tsb.url, home=tmp_path / "home")
         tclient.set_polling(floor=0.1)
-        running = [tclient.train(f"Busy {n}", make_set(tmp_path / f"busy{n}", hue=n), captions=None)
-                   for n in (1, 2)]
+        try:
+            yield tsb, tclient, clock, [tclient.train(f"Busy {n}", make_set(tmp_path / f"busy{n}", hue=n),
+                                                      captions=None) for n in (1, 2)]
+        finally:
+            tclient.close()
+
+
+def test_a_training_refused_at_start_waits_for_a_slot_and_keeps_its_model(tmp_path):
+    """Two trainings hold both slots (the sandbox's clock stands still until the test moves it, so neither can
+    end on a slow machine before the third asks): the third is refused at its start (429), keeps its model and
+    waits, recorded as waiting; once the others end it is started, once."""
+    with two_trainings_running(tmp_path) as (tsb, tclient, clock, running):
         before = set(own_models(tsb))
         waiting = tclient.train("Refused", make_set(tmp_path / "set"), captions=None)  # the limit is 2
         assert waiting.status == "waiting" and "parallel trainings" in waiting.note
@@ -341,13 +352,7 @@ def test_a_waiting_training_woken_twice_is_started_once(tmp_path):
     come back), and meanwhile the user resumes it: one `PUT /train`, never a second that the server refuses ("only
     a new model can be trained") and that is then reported as "never started, nothing charged" for a training
     that runs and is paid."""
-    clock = Clock(frozen=True)
-    with sandbox_mod.start(job_seconds=0.3, seed=5, train_seconds=TRAIN_SECONDS, max_parallel_trainings=2,
-                           api_key=SUITE_KEY, api_secret=SUITE_SECRET, clock=clock) as tsb:
-        tclient = ScenarioClient(SUITE_KEY, SUITE_SECRET, tsb.url, home=tmp_path / "home")
-        tclient.set_polling(floor=0.1)
-        running = [tclient.train(f"Busy {n}", make_set(tmp_path / f"busy{n}", hue=n), captions=None)
-                   for n in (1, 2)]
+    with two_trainings_running(tmp_path) as (tsb, tclient, clock, running):
         waiting = tclient.train("Refused", make_set(tmp_path / "set"), captions=None)
         assert waiting.status == "waiting"
         model_path = f"/v1/models/{waiting.model_id}"

@@ -12,7 +12,8 @@ import time
 from typing import Callable, Optional
 
 from .._errors import StorageError
-from .._generation import Generation, prompt_of
+from .._generation import Generation
+from .._prompts import prompt_of
 from .._history import History, JobRecord, TrainingRecord
 from .._training import Training
 from ._live import LiveRequests
