@@ -313,11 +313,11 @@ def test_notebook_06_trains_and_shows_a_grid_in_jupyterlab(tmp_path):
             page.wait_for_function("""(first) => { const p = document.querySelector(
                 '.jp-OutputArea-output .scenario-training progress'); return p && p.value > first; }""",
                                    arg=first, timeout=120_000)
-            # The comparison sheet: one JPEG image in the grid cell, filled in
+            # The comparison sheet: one JPEG image in the grid cell (3 × 2 tiles of 176 px, over 400 px wide), filled in
             cells = page.locator(".jp-Notebook .jp-Cell")
             grid_cell = cells.filter(has_text="comparison = scenario_nb.grid").first
             page.wait_for_function("""(el) => [...el.querySelectorAll('.jp-OutputArea-output img')]
-                .some(i => i.naturalWidth > 600 && i.src.startsWith('data:image/jpeg'))""",
+                .some(i => i.naturalWidth > 400 && i.src.startsWith('data:image/jpeg'))""",
                                    arg=grid_cell.element_handle(), timeout=180_000)
             # Run All ends with the sweep saved to disk
             page.wait_for_function("""() => [...document.querySelectorAll('.jp-OutputArea-output')]

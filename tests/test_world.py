@@ -133,7 +133,7 @@ def test_the_command_line_reset_empties_a_world_with_no_server_running(tmp_path)
         job_id = text_of(kernel.run("print(g.job_id)")).strip()
     finally:
         kernel.kill()
-    until(lambda: job_id in saved(home), what="the job saved to disk")
+    until(lambda: job_id in saved(home) and saved(home, "assets"), what="the job and its image saved to disk")
     kill_server(home)
     env = dict(os.environ, SCENARIO_NB_HOME=str(home))
     said = subprocess.run([sys.executable, "-m", "scenario_nb.sandbox", "--reset"], env=env, capture_output=True,
