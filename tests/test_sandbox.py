@@ -176,12 +176,20 @@ def cancel(sb, job_id):
     return api(sb, "POST", f"/jobs/{job_id}/action", json={"action": "cancel"})
 
 
-def test_cancel_is_refused_on_generation_jobs_which_run_on(sb):
-    """§6.5: a running `custom` job refuses cancel; it succeeds and its (paid) images exist."""
+def test_cancel_is_refused_on_generation_jobs_which_run_on():
+    """§6.5: a running `custom` job refuses cancel; it succeeds and its (paid) images exist. The clock stands
+    still until the test moves it, so the job is still running when the cancel comes, however busy the machine."""
+    clock = Clock(frozen=True)
+    with sandbox_mod.start(job_seconds=0.4, seed=5, max_parallel_jobs=3, list_lag=0, clock=clock) as sb:
+        cancel_a_running_generation_then_after_its_end(sb, clock)
+
+
+def cancel_a_running_generation_then_after_its_end(sb, clock):
     job = generate(sb, {"prompt": "keep going", "numOutputs": 2})
     refused = cancel(sb, job["jobId"])
     assert refused.status_code == 400
     assert refused.json() == {"reason": "Cannot cancel this type of job. Action not permitted."}
+    clock.now += 1
     done = wait_done(sb, job["jobId"])
     assert done["status"] == "success" and "canceled" not in [h["status"] for h in done["statusHistory"]]
     for asset_id in done["metadata"]["assetIds"]:
