@@ -124,7 +124,8 @@ def test_a_server_that_allows_more_jobs_again_gets_more_after_a_quiet_while(tmp_
             sb.state.options["max_parallel_jobs"] = 4  # the account allows more now
 
             soon = client.generate_many(model, [f"a second crate {i}" for i in range(4)])
-            assert sum(h.status == "waiting" for h in soon) == 2, "the learned limit was not kept for a while"
+            held = sum(h.status == "waiting" for h in soon)  # 2, or 3 while a first job's slot is not yet free
+            assert held >= 2, "the learned limit was not kept for a while"
             wait_all(soon, timeout=60)
             refused = len(sb.stats()["rate_limited"])
 
