@@ -530,3 +530,23 @@ def test_magic_training_shows_the_workbench_requests_and_resume_starts_a_waiting
     _, out = run(tip, '%scenario train resume "Cooling"')
     until(lambda: tsb.stats()["trainings_started"] == started + 1, 30, "the resumed training started")
     assert posts(tsb, "/generate/caption", dry=False) == 5
+
+
+def test_a_training_start_answered_with_an_odd_cost_keeps_its_job(tsb, tclient, tmp_path, monkeypatch):
+    """The start is answered with the training's job and a cost that is not a number: the training runs and is
+    charged, so its job id is on the handle and in the history row, and it is followed to its end (before: the
+    cost was read first, it raised, and the job id was lost)."""
+    request = tclient._http.request
+
+    def odd_cost_on_the_start(method, path, **kwargs):
+        data = request(method, path, **kwargs)
+        if method == "PUT" and path.endswith("/train") and not (kwargs.get("params") or {}).get("dryRun"):
+            data = {**data, "creativeUnitsCost": "twelve"}
+        return data
+
+    monkeypatch.setattr(tclient._http, "request", odd_cost_on_the_start)
+    training = tclient.train("Odd Cost", make_set(tmp_path / "set"), captions=None)
+    job_id = server_model(tsb, training.model_id).get("jobId")
+    assert job_id and training.job_id == job_id, training.summary()
+    assert tclient.history.training(training.model_id).job_id == job_id
+    assert training.wait(60).ok and tsb.stats()["trainings_started"] == 1

@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Optional
 
 from .._errors import APIConnectionError, APIError, ServerError, StorageError
+from .._generation import parse_cost
 from .._history import CaptionRecord
 from .._http import Transport
 from .._local_images import LocalImage
@@ -98,7 +99,7 @@ class Captioner:
             raise
         text = str((data.get("captions") or [""])[0] or "")
         cost = data.get("creativeUnitsCost")
-        self._save(record, status="done", caption=text, cost=float(cost) if cost is not None else None)
+        self._save(record, status="done", caption=text, cost=parse_cost(cost))
         return text
 
     def _save(self, record: CaptionRecord, **changes: object) -> None:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Callable, Optional
 
 from .._errors import (APIConnectionError, APIError, BadRequestError, NotFoundError, RateLimitError,
                        ScenarioError, ServerError, StorageError)
+from .._generation import parse_cost
 from .._history import TRAINING_TERMINAL, TrainingRecord
 from .._http import Transport
 from .._training import CANCEL_WORDS, Training, TrainingOwner
@@ -88,8 +89,9 @@ class TrainingFollower:
         cost = data.get("creativeUnitsCost")
         if cost is None:
             cost = (data.get("creativeUnits") or {}).get("estimatedCreativeUnits")
+        cost = parse_cost(cost)  # a cost that is not a number is a cost not known: the job id is kept
         training._set(job_id=job.get("jobId") or job.get("id") or training.job_id, status="training",
-                      cost=float(cost) if cost is not None else training.cost)
+                      cost=cost if cost is not None else training.cost)
         self._take(training, data.get("model") or {})
         self.follow_training(training)
 
