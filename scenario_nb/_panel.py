@@ -176,6 +176,7 @@ class Panel(ModelPicker, RequestForm, JobRows, GalleryView, w.VBox):
         self.aspect.observe(self._on_aspect, "value")
         self.count.observe(lambda _: self._schedule_cost(), "value")
         self.generate_button.on_click(lambda _: self.generate())
+        self.client.on_models_changed(self._models_changed)  # a model made or trained in a cell shows here
         self.save_button.on_click(lambda _: self.save_selected())
         self.viewer_close.on_click(lambda _: self.close_view())
         self._load_models()
@@ -266,6 +267,7 @@ class Panel(ModelPicker, RequestForm, JobRows, GalleryView, w.VBox):
         if self._follows_session and session is not None and session.client is not self.client \
                 and session.client.backend_id == self.client.backend_id:
             self.client = session.client  # the same backend in a new session (e.g. a new history path)
+            self.client.on_models_changed(self._models_changed)
         if self._follows_session and session is not None and session.client is not self.client:
             self.message.value = error_line(
                 f"not sent: this panel was opened on {self.client.base_url}, and the session now uses "
