@@ -15,7 +15,7 @@ import uuid
 from types import SimpleNamespace
 from typing import Optional
 
-import ipywidgets as w
+from . import _light_widgets as w
 
 from ._errors import InputError, ScenarioError
 from ._gallery import ACCENT, TILE_BOX, Item, snapshot_html
@@ -25,7 +25,7 @@ from ._panel_form import DEFAULT_CHOICE, RequestForm
 from ._panel_gallery import VIEW_MAX, GalleryView
 from ._panel_jobs import JobRows
 from ._panel_models import MY_MODELS, PUBLIC, ModelPicker
-from ._panel_style import error_line, fixed_label, quiet
+from ._panel_style import close_tree, error_line, fixed_label, quiet
 from ._panel_subshells import guard_comm_routing
 
 __all__ = ["DEFAULT_CHOICE", "PUBLIC", "VIEW_MAX", "Panel"]
@@ -244,15 +244,7 @@ class Panel(ModelPicker, RequestForm, JobRows, GalleryView, w.VBox):
         """Close the panel and every widget in it; running jobs go on (they are in the history)."""
         if self._cost_timer is not None:
             self._cost_timer.cancel()
-        todo = list(self.children)
-        seen = set()
-        while todo:
-            widget = todo.pop()
-            if id(widget) in seen:
-                continue
-            seen.add(id(widget))
-            todo += list(getattr(widget, "children", ()))
-            widget.close()
+        close_tree(self.children)
         super().close()
 
     def generate(self) -> Optional[Generation]:

@@ -8,7 +8,7 @@ import threading
 from types import SimpleNamespace
 from typing import Any, Callable, Optional
 
-import ipywidgets as w
+from . import _light_widgets as w
 
 from ._errors import InputError, ScenarioError
 from ._models import Model, type_words
