@@ -147,7 +147,11 @@ class TrainingCommands:
             print(f"captions with a lost answer: {len(unsure)} ({', '.join(c.name for c in unsure[:5])}): they may "
                   f"have been charged and are not asked again; pass captions={{...}} to write them")
         for row in rows:
-            if row.status == "unknown":
+            if row.status == "preparing":
+                print(f'training {row.name}: being prepared by {row.owner} (model, captions, uploads); a train of '
+                      f'the same name waits for it and follows it. If that kernel is gone, %scenario train '
+                      f'"{row.name}" takes it over (its model and paid captions are reused)')
+            elif row.status == "unknown":
                 print(f'training {row.name} ({row.model_id}): start sent, answer lost; followed until the model '
                       f'shows whether it started (%scenario training "{row.name}")')
             elif row.status == "waiting":

@@ -8,6 +8,8 @@ paid for.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import time
 from typing import Callable, Optional
 
@@ -17,6 +19,11 @@ from .._prompts import prompt_of
 from .._history import History, JobRecord, TrainingRecord
 from .._training import Training
 from ._live import LiveRequests
+
+
+def this_process() -> str:
+    """`host:pid`: who wrote a training row (a claim's holder, while it is `preparing`)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 log = logging.getLogger("scenario_nb")
 
@@ -88,7 +95,7 @@ class Ledger:
             progress=training.progress, remaining=training.remaining, cost=training.cost,
             parameters=training.parameters, images=[i.as_dict() for i in training.images], error=training.error,
             hint=training.hint, created_at=training.created_at, updated_at=time.time(),
-            finished_at=training.finished_at, start_sent_at=training.start_sent_at)
+            finished_at=training.finished_at, start_sent_at=training.start_sent_at, owner=this_process())
         try:
             self.history.record_training(row)
         except StorageError as exc:

@@ -19,6 +19,8 @@ from .._http import Transport
 from .._local_images import LocalImage
 from .._training import Captions, Training, TrainingImage, TrainingOwner, TrainingPlan, thumbnail_uri
 from ._captions import Captioner
+from ._claims import Claim
+from ._claims import claim as claim_name
 from ._ledger import Ledger
 from ._own_models import OwnModels
 from ._trainings import TrainingFollower
@@ -66,21 +68,42 @@ class Workbench:
     # -- Training ------------------------------------------------------------------------------------------
     def train(self, plan: TrainingPlan, *, dry_run: bool = False, max_cost: Optional[float] = None,
               confirm: Optional[Confirm] = None) -> Union[Training, CostEstimate]:
-        """Attach to this name's training if there is one (unless `plan.force`); else reuse its draft or make
-        the model, price the training, then (unless a dry run) caption, upload and start it."""
+        """Claim the name (waiting while another process prepares it), then attach to this name's training if
+        there is one (unless `plan.force`); else reuse its draft or make the model, price the training, then
+        (unless a dry run) caption, upload and start it."""
+        claim = None if dry_run else claim_name(self._ledger, plan.name, plan.type, force=plan.force)
+        try:
+            return self._train(plan, claim, dry_run=dry_run, max_cost=max_cost, confirm=confirm)
+        finally:
+            if claim is not None:
+                claim.stop()
+
+    def _train(self, plan: TrainingPlan, claim: Optional[Claim], *, dry_run: bool, max_cost: Optional[float],
+               confirm: Optional[Confirm]) -> Union[Training, CostEstimate]:
         name, loaded, params = plan.name, plan.images, plan.parameters
         draft: Optional[dict] = None
-        if not plan.force:
-            earlier, draft = self._earlier(name, attach=not dry_run)
-            if earlier is not None:
-                earlier._set(note=f"{name} was already being trained here: followed, nothing paid again "
-                                  f"(force=True trains a second model)")
-                return earlier
-        model_id = str(draft["id"]) if draft else self._models.create(name, plan.type)
+        try:
+            if not plan.force:
+                earlier, draft = self._earlier(name, attach=not dry_run)
+                if earlier is not None:
+                    if claim is not None:
+                        claim.drop()
+                    earlier._set(note=f"{name} was already being trained here: followed, nothing paid again "
+                                      f"(force=True trains a second model)")
+                    return earlier
+            model_id = str(draft["id"]) if draft else self._models.create(name, plan.type)
+            if claim is not None:
+                claim.moved(model_id)
+        except BaseException:
+            if claim is not None:
+                claim.drop()
+            raise
         handle = Training(self._owner, model_id=model_id, name=name, type=plan.type, parameters=params,
+                          status="preparing",
                           images=[TrainingImage(i.name, width=i.width, height=i.height, data=i.data) for i in loaded])
         made_here = draft is None  # a draft that was there before stays, whatever happens
         phase = "prepare"  # until the training is asked to start, any exit removes a model made here
+        written = False  # the write-ahead row, once anything is to be paid
         try:
             estimate = self._price(handle, plan)
             if dry_run:
@@ -93,6 +116,7 @@ class Workbench:
             if confirm is not None:
                 confirm(estimate)
             self._ledger.record_training(handle, before_sending=True)  # write-ahead: the model exists
+            written = True
             self._prepare(handle, loaded, plan.captions, reuse=draft)
             phase = "start"
             try:
@@ -108,7 +132,9 @@ class Workbench:
             if phase == "start" and not isinstance(exc, (SubmitFailedError, StorageError)):
                 self._follower.follow_training(handle)  # interrupted while starting: its status will tell
                 raise
-            self._abandon(handle, exc, recorded=phase != "prepare" or self._recorded(handle), remove=made_here)
+            kept = self._abandon(handle, exc, recorded=phase != "prepare" or written, remove=made_here)
+            if not kept and claim is not None:
+                claim.drop()  # nothing paid, nothing left: no row
             raise
         return handle
 
@@ -155,12 +181,6 @@ class Workbench:
             estimate.details["caption"] = price
             estimate.creative_units += price
         return estimate
-
-    def _recorded(self, handle: Training) -> bool:
-        try:
-            return self._ledger.history.training(handle.model_id) is not None
-        except StorageError:
-            return False
 
     def _prepare(self, handle: Training, loaded: list[LocalImage], plan: Union[str, dict, None], *,
                  reuse: Optional[dict] = None) -> None:
@@ -237,7 +257,7 @@ class Workbench:
         except StorageError as exc:
             handle._set(note=f"no local copy of {local.name}: {exc}")
 
-    def _abandon(self, handle: Training, exc: BaseException, *, recorded: bool, remove: bool = True) -> None:
+    def _abandon(self, handle: Training, exc: BaseException, *, recorded: bool, remove: bool = True) -> bool:
         """Remove a model made here whose training was never started (best effort: one that stays is a draft,
         reused by the next training of its name), and say so in the history."""
         for attempt in range(2 if remove else 0):
@@ -258,3 +278,4 @@ class Workbench:
             handle._finish()
             self._ledger.record_training(handle)
             handle._settle()
+        return recorded
