@@ -31,6 +31,8 @@ from ._history_trainings import (TRAINING_COLUMNS, TRAINING_TERMINAL, TrainingRe
 
 SCHEMA_VERSION = 2
 TERMINAL = ("success", "failure", "canceled", "not-sent")
+WORKBENCH_KINDS = ("model", "upload")
+"""Rows of the workbench's own paid steps (a model created, a training image uploaded): never jobs to follow."""
 """Statuses after which a row never changes again on the server (`not-sent`: proven never created)."""
 _JSON_COLUMNS = {"inputs": dict, "asset_ids": list, "files": list, "mime_types": list}
 
@@ -269,11 +271,20 @@ class History:
     def unfinished(self, backend_id: Optional[str] = None) -> list[JobRecord]:
         """Requests and jobs not known to have ended: what a new kernel follows on."""
         marks = ", ".join("?" * len(TERMINAL))
-        sql = f"SELECT * FROM jobs WHERE (status IS NULL OR status NOT IN ({marks}))"
+        sql = (f"SELECT * FROM jobs WHERE (status IS NULL OR status NOT IN ({marks})) "
+               f"AND kind NOT IN ('model', 'upload')")
         params: tuple = TERMINAL
         if backend_id:
             mine, theirs = _of_backend(backend_id)
             sql, params = f"{sql} AND {mine}", params + theirs
+        return self._query(sql + " ORDER BY created_at DESC", params)
+
+    def workbench(self, backend_id: str, model_name: Optional[str] = None) -> list[JobRecord]:
+        """This backend's model creations and training-image uploads (of one model name, when given), newest first."""
+        sql = "SELECT * FROM jobs WHERE kind IN ('model', 'upload') AND backend_id = ?"
+        params: tuple = (backend_id,)
+        if model_name is not None:
+            sql, params = sql + " AND model_name = ?", params + (model_name,)
         return self._query(sql + " ORDER BY created_at DESC", params)
 
     def find_reusable(self, request_key: str, backend_id: str) -> Optional[JobRecord]:

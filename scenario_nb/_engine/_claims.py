@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -93,7 +94,8 @@ def claim(ledger: Ledger, name: str, model_type: str, *, force: bool) -> Claim:
             return Claim(ledger, row.model_id)
         if said != holder.model_id:
             said = holder.model_id
-            log.warning("%s is being prepared by another process (%s): waiting for it, then following its training "
-                        "(a claim whose process is gone, or silent for %.0f s, is taken over)", name, holder.owner,
-                        CLAIM_STALE)
+            # the caller's own thread (a cell's): the line shows where the train was asked for
+            print(f"{name} is being prepared by another process ({holder.owner}): waiting for it, then following "
+                  f"its training (a claim whose process is gone, or silent for {CLAIM_STALE:.0f} s, is taken over)",
+                  file=sys.stderr, flush=True)
         time.sleep(WAIT_STEP)

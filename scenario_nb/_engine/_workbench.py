@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 from .._errors import (APIConnectionError, APIError, BadRequestError, InputError, RateLimitError, ScenarioError,
                        ServerError, StorageError, SubmitFailedError)
 from .._estimate import CostEstimate
+from .._generation import parse_cost
 from .._http import Transport
 from .._local_images import LocalImage
 from .._training import Captions, Training, TrainingImage, TrainingOwner, TrainingPlan, thumbnail_uri
@@ -159,6 +160,7 @@ class Workbench:
                     return self._follower.reattach_training(str(model["id"])), None
         drafts = [m for m in same if m.get("status") == "new"]
         if drafts:
+            self._models.settle_unknown(name, drafts[0])  # a creation whose answer was lost: this is its model
             return None, drafts[0]
         if same and attach:
             raise InputError(f"you already have a model named {name!r} ({same[0].get('id')}, "
@@ -201,12 +203,14 @@ class Workbench:
         self._ledger.record_training(handle, before_sending=True)
         handle._notify()
 
-        there = {str(i.get("name")): str(i["id"]) for i in (self._models.model(handle.model_id) if reuse else {})
-                 .get("trainingImages") or [] if isinstance(i, dict) and i.get("id")}
+        images = (self._models.model(handle.model_id) if reuse else {}).get("trainingImages") or []
+        there = {str(i.get("name")): str(i["id"]) for i in images if isinstance(i, dict) and i.get("id")}
+        if reuse:
+            self._settle_uploads(handle, images)
 
         def upload(pair: tuple) -> None:
             image, local = pair
-            image.asset_id = there.get(local.name) or self._upload(handle.model_id, local)
+            image.asset_id = there.get(local.name) or self._upload(handle, local)
             self._keep_copy(handle, image, local)
             if image.asset_id and image.caption:
                 self._http.request("PUT", f"/assets/{image.asset_id}", json_body={"description": image.caption})
@@ -215,38 +219,67 @@ class Workbench:
             list(pool.map(upload, zip(handle.images, loaded, strict=True)))
         self._ledger.record_training(handle, before_sending=True)
 
-    def _upload(self, model_id: str, local: LocalImage) -> Optional[str]:
-        """One training image, its asset id. A 429 is waited out (the policy's backoff, `Retry-After` first) and
-        sent again; a lost answer (no answer, 5xx) is looked for on the model first (its training images, by
-        name) and sent again only when it is not there."""
+    def _upload(self, handle: Training, local: LocalImage) -> Optional[str]:
+        """One training image, its asset id, through the ledger (its own row, `kind` upload). A 429 is waited out
+        (the policy's backoff, `Retry-After` first) and sent again; a lost answer (no answer, 5xx) is looked for
+        on the model first (its training images, by name) and sent again only when it is not there."""
+        model_id = handle.model_id
+        row = self._ledger.intent("upload", name=handle.name, model_id=model_id, what=f"training image {local.name}")
         for attempt in range(UPLOAD_TRIES):
             try:
                 answer = self._http.request("POST", f"/models/{model_id}/training-images",
                                             json_body={"name": local.name, "data": local.data_url()})
                 found = answer.get("trainingImage")
                 found = found[0] if isinstance(found, list) and found else found
-                return (found or {}).get("id")
+                asset_id = (found or {}).get("id")
+                self._ledger.settle(row, "success", asset_ids=[asset_id] if asset_id else [],
+                                    cost=parse_cost(answer.get("creativeUnitsCost")))
+                return asset_id
             except RateLimitError as exc:
                 if attempt == UPLOAD_TRIES - 1:
+                    self._ledger.settle(row, "not-sent", error=f"refused: {exc.reason}")
                     raise
                 time.sleep(self._http.backoff.delay(attempt, exc.retry_after))
-            except (APIConnectionError, ServerError):
+            except (APIConnectionError, ServerError) as exc:
                 uploaded = self._uploaded(model_id, local.name)
-                if uploaded is not None:
+                if uploaded:
+                    self._ledger.settle(row, "success", asset_ids=[uploaded])
                     return uploaded
                 if attempt == UPLOAD_TRIES - 1:
+                    self._ledger.settle(row, "unknown" if uploaded is None else "not-sent", error=str(exc))
                     raise
                 time.sleep(self._http.backoff.delay(attempt))
+            except APIError as exc:  # refused: nothing stored
+                self._ledger.settle(row, "not-sent", error=exc.reason)
+                raise
+            except BaseException:  # interrupted while waiting: it may be on the model
+                self._ledger.settle(row, "unknown", error="interrupted while waiting for the answer")
+                raise
         return None
 
+    def _settle_uploads(self, handle: Training, images: list) -> None:
+        """This model's uploads whose answer was lost, settled by its training images (found by name: it exists;
+        missing: it was never stored)."""
+        try:
+            rows = [r for r in self._ledger.history.workbench(self._ledger.backend_id, handle.name)
+                    if r.kind == "upload" and r.model_id == handle.model_id and r.status in ("unknown", "sending")]
+        except StorageError:
+            return
+        there = {str(i.get("name")): str(i["id"]) for i in images if isinstance(i, dict) and i.get("id")}
+        for row in rows:
+            image = row.prompt.removeprefix("training image ")
+            self._ledger.settle(row, "success" if image in there else "not-sent",
+                                asset_ids=[there[image]] if image in there else [], error=None)
+
     def _uploaded(self, model_id: str, name: str) -> Optional[str]:
-        """The asset id of the model's training image of this name, None when it has none (or cannot be read)."""
+        """The asset id of the model's training image of this name, "" when it has none, None when the model
+        cannot be read."""
         try:
             model = self._models.model(model_id)
         except ScenarioError:
             return None
         return next((str(i["id"]) for i in model.get("trainingImages") or []
-                     if isinstance(i, dict) and i.get("name") == name and i.get("id")), None)
+                     if isinstance(i, dict) and i.get("name") == name and i.get("id")), "")
 
     def _keep_copy(self, handle: Training, image: TrainingImage, local: LocalImage) -> None:
         """A local copy of an uploaded image, for the thumbnails only (a failure is a note, nothing more)."""
