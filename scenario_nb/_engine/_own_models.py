@@ -78,12 +78,18 @@ class OwnModels:
                 self._ledger.settle(row, "success", model_id=str(model.get("id")), error=None)
 
     def drafts(self) -> list[dict]:
-        """Untrained (`new`) models this project made: their ids are in this backend's trainings."""
+        """Untrained (`new`) models this project made: their ids are in this backend's trainings or model
+        creations, or a creation whose answer was lost names them (same name, made after it was sent)."""
         try:
             ours = {r.model_id for r in self._ledger.history.trainings(self._ledger.backend_id, limit=10_000)}
+            made = self._ledger.history.workbench(self._ledger.backend_id)
         except StorageError:
-            ours = set()
-        return [m for m in self.listed() if m.get("status") == "new" and m.get("id") in ours]
+            ours, made = set(), []
+        ours |= {r.model_id for r in made if r.kind == "model" and r.model_id}
+        lost = [r for r in made if r.kind == "model" and r.status in ("unknown", "sending")]
+        return [m for m in self.listed() if m.get("status") == "new" and (m.get("id") in ours or any(
+            str(m.get("name") or "").strip().lower() == r.model_name.strip().lower() and
+            (parse_time(m.get("createdAt")) or 0.0) >= (r.sent_at or 0.0) - CLOCK_SKEW for r in lost))]
 
     def delete_draft(self, name_or_id: str) -> dict:
         """Remove one draft (by id or name); returns what it was. Refuses anything that is not a draft."""
