@@ -145,6 +145,9 @@ def test_a_claim_left_by_a_dead_kernel_is_taken_over(tmp_path):
         finally:
             second.kill()
         made = [(m["name"], m["status"]) for m in sb.state.models.values() if m.get("name") == "Orphan"]
+        if models_made(sb) != 1:
+            print("DEBUG", [(round(r["time"], 2), r["method"], r["path"][:60], r["query"]) for r in sb.requests
+                            if r["method"] != "GET"], list(sb.state.trainings.deleted))
         assert models_made(sb) == 1 and made == [("Orphan", "training")], (made, text)
         assert sb.stats()["trainings_started"] == 1
         assert len(received(sb, "POST", "/generate/caption", dry_run=False)) == 5  # the held one is not asked again
