@@ -8,7 +8,7 @@ import threading
 from types import SimpleNamespace
 from typing import Any, Callable, Optional
 
-import ipywidgets as w
+from . import _light_widgets as w
 
 from ._errors import InputError, ScenarioError
 from ._models import Model, type_words
@@ -46,21 +46,23 @@ class ModelPicker:
     _refresh_snapshot: Callable[[], None]
 
     # -- Models --------------------------------------------------------------------------------------
-    def _load_models(self) -> threading.Thread:
+    def _load_models(self, quietly: bool = False) -> threading.Thread:
         """Fill the dropdown in the background so the panel appears at once.
 
         The list is exactly `client.models(public=…)`, as `%scenario models [--public]` shows it. Each load
         has a token: a load overtaken by a newer one (the scope changed meanwhile) drops its result.
+        `quietly`: the list stays as it is until the new one is in (the picked model and its form stay).
         """
         public = self.scope.value == PUBLIC
         with self._token_lock:  # never the state lock here: the poller thread calls this on a trained model
             self._load_token += 1
             token = self._load_token
-        self._building = True
-        try:
-            self.model_menu.options, self.model_menu.value = [("Loading models…", "")], ""
-        finally:
-            self._building = False
+        if not quietly:
+            self._building = True
+            try:
+                self.model_menu.options, self.model_menu.value = [("Loading models…", "")], ""
+            finally:
+                self._building = False
 
         def load() -> None:
             try:
@@ -77,6 +79,11 @@ class ModelPicker:
         self._loader = threading.Thread(target=load, name="scenario-panel-models", daemon=True)
         self._loader.start()
         return self._loader
+
+    def _models_changed(self) -> None:
+        """This client made, trained or removed a model (in a cell, or here): my models are read again."""
+        if self.scope.value == MY_MODELS:
+            self._load_models(quietly=True)
 
     def _show_loaded(self, models: list[Model], failure: Optional[ScenarioError], public: bool) -> None:
         if failure is not None or not models:

@@ -75,6 +75,27 @@ def test_the_panel_is_a_widget_that_composes_and_closes(panel):
     assert all(x.comm is None for x in inner), [type(x).__name__ for x in inner if x.comm is not None]
 
 
+def test_the_panel_opens_its_widgets_with_only_what_differs_from_their_defaults(env, monkeypatch):
+    """A notebook saved with widget state (nbclient, nbconvert) keeps what the kernel sent at open: a Layout
+    carries its own values only (before: some forty empty keys each, half of 02-panel's saved size). A form
+    replaced by another model's is closed with all it held."""
+    import comm
+
+    from conftest import FakeComm
+    opened: list = []
+    monkeypatch.setattr(comm, "create_comm", lambda **kw: (opened.append(kw["data"]["state"]), FakeComm())[1])
+    panel = scenario_nb.Panel().wait_ready()
+    layouts = [s for s in opened if s["_model_name"] == "LayoutModel"]
+    assert len(layouts) > 20 and not [k for s in layouts for k, v in s.items() if v is None and k[0] != "_"]
+    assert any(s.get("max_width") == "1100px" for s in layouts)  # what the panel set is sent
+    assert all({"_model_module", "_model_module_version", "_view_name"} <= set(s) for s in opened)
+    public(panel)
+    panel.select_model("Gemini")
+    old = list(walk(panel.settings_box))[1:]
+    panel.select_model("GPT Image")
+    assert len(old) > 5 and all(x.comm is None for x in old)
+
+
 # -- The model list -----------------------------------------------------------------------------------
 
 def test_one_model_list_in_plain_words(panel, env):
