@@ -74,7 +74,7 @@ class Panel(ModelPicker, RequestForm, JobRows, GalleryView, w.VBox):
         self._form_error = False
         self._cost_timer: Optional[threading.Timer] = None
         self._aspect_choice: Optional[str] = None   # the user's own pick, kept across model changes
-        self._building = False
+        self._builder = threading.local()             # `_building`, per thread (see there)
         self._touched = False                        # no error is shown before the user did anything
         self._display_id: Optional[str] = None
         self._snapshot_lock = threading.Lock()
@@ -180,6 +180,16 @@ class Panel(ModelPicker, RequestForm, JobRows, GalleryView, w.VBox):
         self.save_button.on_click(lambda _: self.save_selected())
         self.viewer_close.on_click(lambda _: self.close_view())
         self._load_models()
+
+    @property
+    def _building(self) -> bool:
+        """True while this thread sets controls itself: their observers ignore the changes. Per thread, so a
+        pick the user makes meanwhile (its message handled on another thread, a kernel subshell) still counts."""
+        return getattr(self._builder, "on", False)
+
+    @_building.setter
+    def _building(self, value: bool) -> None:
+        self._builder.on = value
 
     # -- Being a widget ------------------------------------------------------------------------------
     @property

@@ -22,6 +22,7 @@ class ModelPicker:
     """Part of `Panel`: what it reads of the rest of the panel is declared here."""
 
     client: Any
+    comm: Any  # the widget's own: None once the panel is closed
     scope: w.ToggleButtons
     model_menu: w.Dropdown
     model_filter: w.Text
@@ -70,8 +71,8 @@ class ModelPicker:
             except ScenarioError as exc:
                 models, failure = [], exc
             with self._state_lock:
-                if token != self._load_token:
-                    return  # a newer load owns the list
+                if token != self._load_token or self.comm is None:
+                    return  # a newer load owns the list, or the panel was closed meanwhile
                 self._show_loaded(models, failure, public)
             if models and not public and token == self._load_token:
                 self._follow_trainings(models)  # outside the lock: it asks the client, which may wait

@@ -160,7 +160,7 @@ def test_a_model_made_here_shows_at_once_by_name_in_the_list_and_in_the_panel(fr
         assert lists_of_mine(server) > listed  # my models listed afresh after the model was made
         with capture_output() as shown:
             show_models(client)  # %scenario models
-        assert "Fresh Knight" in shown.stdout
+        assert "Fresh Knight" in shown.stdout + "".join(str(o.data) for o in shown.outputs)  # printed or displayed
         until(lambda: training.model_id in [v for _, v in panel.model_menu.options], 10, "the panel's list has it")
         clock.now += TRAIN_SECONDS + 1
         assert training.wait(30).ok
@@ -169,6 +169,7 @@ def test_a_model_made_here_shows_at_once_by_name_in_the_list_and_in_the_panel(fr
         def listed_as_trained() -> bool:
             return any(v == training.model_id and "(" not in label for label, v in panel.model_menu.options)
         until(listed_as_trained, 10, "the panel's list shows it trained")
+        panel.wait_ready()
     finally:
         client.close()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import re
+import threading
 import time
 from datetime import datetime, timezone
 
@@ -173,6 +174,22 @@ def test_the_chosen_aspect_survives_a_model_change_or_the_panel_says_why(panel):
     assert "Imagen 4 Ultra has no 21:9" in panel.aspect_note.value
     panel.select_model("FLUX.1 Dev")
     assert panel.aspect.value == "21:9" and panel.aspect_note.value == ""
+
+
+def test_a_pick_made_while_the_panel_rebuilds_on_another_thread_counts(panel):
+    """Widget messages run on a kernel subshell beside the thread rebuilding the form: the user's aspect pick
+    arriving meanwhile is the user's, and survives the next model change (it was dropped as the panel's own)."""
+    public(panel)
+    panel.select_model("Gemini")
+    panel._building = True  # this thread is setting controls itself
+    try:
+        user = threading.Thread(target=lambda: setattr(panel.aspect, "value", "16:9"))  # the subshell's message
+        user.start()
+        user.join()
+    finally:
+        panel._building = False
+    panel.select_model("FLUX.2 dev")
+    assert panel.aspect.value == "16:9" and panel.aspect_note.value == ""
 
 
 def test_validation_blocks_the_job_and_says_why_once(panel, env):
