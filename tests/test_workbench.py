@@ -222,7 +222,8 @@ def test_a_second_client_training_the_same_name_attaches_and_force_makes_a_secon
     """A second client on the same history (another kernel), then one with a history of its own (another
     machine), train the same name: both follow the first training; one model, one start, five captions. With
     force=True a second model is made on purpose."""
-    with start_sandbox(max_parallel_trainings=3) as sb:
+    clock = Clock(frozen=True)  # the first training runs until the clock is moved: the others find it in flight
+    with start_sandbox(max_parallel_trainings=3, clock=clock) as sb:
         folder = image_folder(tmp_path / "set")
         first = new_client(sb, tmp_path / "home")
         training = first.train("Only Once", folder, captions="auto")
@@ -233,10 +234,12 @@ def test_a_second_client_training_the_same_name_attaches_and_force_makes_a_secon
         assert again.model_id == there.model_id == training.model_id
         assert models_made(sb) == 1 and sb.stats()["trainings_started"] == 1
         assert len(received(sb, "POST", "/generate/caption", dry_run=False)) == 5
+        clock.now += TRAIN_SECONDS + 1
         assert again.wait(60).ok and training.wait(60).ok
         rerun = first.train("Only Once", folder, captions="auto")  # a re-run after it ended: its result
         assert rerun.model_id == training.model_id and rerun.ok and models_made(sb) == 1
         forced = first.train("Only Once", folder, captions="auto", force=True)
+        clock.now += TRAIN_SECONDS + 1
         assert forced.model_id != training.model_id and forced.wait(60).ok
         assert models_made(sb) == 2 and sb.stats()["trainings_started"] == 2
         for client in (first, second, elsewhere):
