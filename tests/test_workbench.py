@@ -197,18 +197,18 @@ def test_training_progress_reads_both_scales(tmp_path, scale):
     """The server reports 1 % of the training as 0.01 or as 1 (a 0..100 scale): either way the handle says 1 %, not
     done; 42 % reads 0.42 either way."""
     clock = Clock(frozen=True)
-    with start_sandbox(train_seconds=100.0, progress_scale=scale, clock=clock) as sb:
+    with start_sandbox(train_seconds=25.0, progress_scale=scale, clock=clock) as sb:
         client = new_client(sb, tmp_path / "home")
         training = client.train("Scaled", image_folder(tmp_path / "set"), captions=None)
-        clock.now += 45 + 0.55  # running-train from 45 s to 100 s: 1 % of it
+        clock.now += 11.25 + 0.1375  # running-train from 11.25 s to 25 s: 1 % of it, 13.6 s left (a first 1 with
+        # over 10 s left is 1 %); polled every fifth of the time left, the handle hears of each step within 3 s
         deadline = time.time() + 20
         while training.stage != "running-train" and time.time() < deadline:
             time.sleep(0.05)
         assert training.stage == "running-train" and not training.done
         assert training.progress == pytest.approx(0.01, abs=0.002), training.progress
         assert sb.state.models[training.model_id]["trainingProgress"]["progress"] == pytest.approx(0.01 * scale)
-        clock.now += 0.41 * 55
-        client.training(training.model_id)  # a fresh look
+        clock.now += 0.41 * 13.75
         deadline = time.time() + 20
         while training.progress < 0.3 and time.time() < deadline:
             time.sleep(0.05)
