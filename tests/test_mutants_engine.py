@@ -934,9 +934,8 @@ def test_the_job_found_is_the_earliest_made_after_the_intent_with_the_same_model
 
 @pytest.mark.parametrize("row, found", [
     (lambda now: a_job("job_plain", now, model=None), True),  # no modelId echoed: the URL's model
-    (lambda now: {"jobId": "job_wf", "createdAt": iso(now), "metadata": {"workflowId": "model_base",
-                                                                        "input": {"prompt": "a kite", "seed": 4}}},
-     True),
+    (lambda now: {"jobId": "job_wf", "createdAt": iso(now), "metadata": {
+        "workflowId": "model_base", "input": {"prompt": "a kite", "seed": 4, "modelId": "a_step_model"}}}, True),
     (lambda now: {"jobId": "job_wf2", "createdAt": iso(now), "metadata": {
         "workflowId": "other", "input": {"prompt": "a kite", "seed": 4, "modelId": "other"}}}, False),
     (lambda now: {"jobId": "job_nometa", "createdAt": iso(now)}, False),
@@ -1496,3 +1495,31 @@ def test_the_search_ends_when_its_time_is_up_to_the_second(search_rig, monkeypat
     handle = a_lost_request(now - 61, sent=now - r.settings.search_seconds)  # exactly the search time ago
     r.search._reconcile(handle)
     assert handle.done and handle.status == "unknown" and r.lanes.tasks == []
+
+
+def test_jobs_named_by_id_alone_are_known_and_owned_like_the_others(search_rig):
+    from scenario_nb._history import JobRecord
+    now = time.time()
+
+    def by_id(job_id, created):
+        row = a_job(job_id, created)
+        row["id"] = row.pop("jobId")
+        return row
+    followed, theirs, mine = by_id("job_followed", now - 4), by_id("job_theirs", now - 3), by_id("job_mine", now - 2)
+    r = search_rig(([followed, theirs, mine], None))
+    r.live.know_job("job_followed")
+    r.history.record(JobRecord(request_id="req_other", job_id="job_theirs", backend_id=BACKEND))
+    assert r.search._find_job(a_lost_request(now), now - 10) is mine
+
+
+def test_a_job_made_at_the_earliest_moment_itself_is_not_the_requests(search_rig):
+    earliest = 1_700_000_001.25
+    r = search_rig(([a_job("job_then", earliest)], None))
+    assert r.search._find_job(a_lost_request(earliest + 10), earliest) is None
+
+
+def test_of_two_undated_candidates_the_first_listed_is_taken(search_rig):
+    now = time.time()
+    first, second = a_job("job_1", None), a_job("job_2", None)
+    r = search_rig(([first, second], None))
+    assert r.search._find_job(a_lost_request(now), now - 10) is first
