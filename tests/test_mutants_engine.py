@@ -1170,6 +1170,7 @@ def test_models_of_a_name_in_any_case_newest_first(tmp_path):
                            {"id": "f", "name": "potions"}])
     models, history = own_models(tmp_path, server)
     assert [m["id"] for m in models.named("  Potions ")] == ["b", "e", "a", "f"]
+    assert models.named("xxxx") == []  # a model with no name is named by no name
     history.close()
 
 
@@ -1263,6 +1264,7 @@ def test_with_an_unreadable_history_nothing_is_a_draft(tmp_path):
 
 def test_a_draft_is_deleted_by_id_or_name_and_nothing_else_is(tmp_path):
     from scenario_nb._errors import InputError
+    from scenario_nb._history import TrainingRecord
     models, history, server = drafts_rig(tmp_path)
     assert models.delete_draft(" potions ")["id"] == "d1"
     assert models.delete_draft("d2")["id"] == "d2"
@@ -1273,6 +1275,11 @@ def test_a_draft_is_deleted_by_id_or_name_and_nothing_else_is(tmp_path):
         with pytest.raises(InputError) as error:
             models.delete_draft(refused)
         assert words in str(error.value)
+    assert [c[1] for c in server.calls if c[0] == "DELETE"] == deleted
+    server.models.append({"id": "n1", "status": "new"})  # a draft with no name
+    history.record_training(TrainingRecord(model_id="n1", backend_id=BACKEND))
+    with pytest.raises(InputError):
+        models.delete_draft("xxxx")
     assert [c[1] for c in server.calls if c[0] == "DELETE"] == deleted
     history.close()
 
@@ -1523,3 +1530,30 @@ def test_of_two_undated_candidates_the_first_listed_is_taken(search_rig):
     first, second = a_job("job_1", None), a_job("job_2", None)
     r = search_rig(([first, second], None))
     assert r.search._find_job(a_lost_request(now), now - 10) is first
+
+
+def test_a_model_made_just_within_the_clock_skew_is_the_one_whose_answer_was_lost(tmp_path, monkeypatch):
+    from scenario_nb._engine._own_models import CLOCK_SKEW
+    from scenario_nb._errors import APIConnectionError
+    now = 1_800_000_000.0
+    monkeypatch.setattr(time, "time", lambda: now)
+    server = ModelsServer([{"id": "made", "name": "Potions", "status": "new", "type": "flux.1-lora",
+                            "createdAt": iso(now - CLOCK_SKEW)}], create=APIConnectionError("reset"))
+    models, history = own_models(tmp_path, server)
+    assert models.create("Potions", "flux.1-lora") == "made"
+    history.close()
+
+
+def test_drafts_are_read_from_the_newest_ten_thousand_trainings(tmp_path):
+    """The oldest of 10,001 trainings is past the limit: its model is not counted as a draft."""
+    import sqlite3
+    models, history, server = drafts_rig(tmp_path)
+    server.models.append({"id": "oldest", "name": "Oldest", "status": "new"})
+    conn = sqlite3.connect(history.path)
+    with conn:
+        conn.execute("DELETE FROM trainings")
+        conn.executemany("INSERT INTO trainings (model_id, backend_id, created_at) VALUES (?, ?, ?)",
+                         [("oldest", BACKEND, 1.0)] + [(f"z{i}", BACKEND, 10.0 + i) for i in range(10_000)])
+    conn.close()
+    assert models.drafts() == []
+    history.close()
