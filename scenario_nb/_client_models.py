@@ -1,5 +1,7 @@
 """The client's models: listing them, one by id or name, the public catalog, and the route that runs a trained
-LoRA or composition through the base model that accepts it. Lists and models are cached per client."""
+LoRA or composition through the base model that accepts it. Lists and models are cached per client, and
+forgotten the moment this client makes, trains or removes a model; another kernel's change reaches name lookups
+within a minute (a model not yet trained is always read afresh, so one trained elsewhere runs at once)."""
 
 from __future__ import annotations
 
@@ -7,7 +9,8 @@ import difflib
 import re
 import threading
 import time
-from typing import Iterable, Optional, Union
+import weakref
+from typing import Any, Callable, Iterable, Optional, Union
 
 from ._errors import InputError, NotFoundError, PermissionDeniedError
 from ._http import Transport
@@ -34,10 +37,13 @@ def _family(text: str) -> str:
 class CatalogCache:
     """What the catalog has read, per client: models by id, my models (and when they were listed), the public
     and runnable lists, the base model for each LoRA type. A training handle is given `forget_when_trained`, so
-    it holds this cache, never the client."""
+    it holds this cache, never the client. Whoever shows a list of models (the panel) can ask to be told when
+    it changes (`on_change`)."""
 
     def __init__(self) -> None:
         self.lock = threading.RLock()
+        self._listeners: list[Callable[[], Any]] = []  # each gives the callback, or None once it is gone
+        self._ended: set[str] = set()  # trainings whose end was already told
         self.models: dict[str, Model] = {}
         self.public: Optional[list[Model]] = None
         self.own: Optional[tuple[float, list[Model]]] = None
@@ -50,11 +56,31 @@ class CatalogCache:
             self.own = None
             if model_id is not None:
                 self.models.pop(model_id, None)
+            listeners = list(self._listeners)
+        for listener in listeners:
+            callback = listener()
+            if callback is None:
+                with self.lock:
+                    self._listeners = [one for one in self._listeners if one is not listener]
+            else:
+                callback()
 
     def forget_when_trained(self, handle: Training) -> None:
-        """A model that just finished training: drop the cached copy so it routes as trained."""
-        if handle.done:
+        """A model that just finished training (or failed): drop the cached copy so it routes as trained."""
+        with self.lock:
+            first = handle.done and handle.model_id not in self._ended
+            if first:
+                self._ended.add(handle.model_id)
+        if first:
             self.forget(handle.model_id)
+
+    def on_change(self, callback: Callable[[], Any]) -> None:
+        """Call `callback()` (from any thread) after each change `forget` hears of; a bound method is held
+        weakly, so a panel closed and dropped is not kept alive by its client."""
+        listener: Callable[[], Any] = weakref.WeakMethod(callback) if hasattr(callback, "__self__") \
+            else (lambda: callback)
+        with self.lock:
+            self._listeners.append(listener)
 
 
 class ModelCatalog:
@@ -80,10 +106,11 @@ class ModelCatalog:
         return found
 
     def model(self, model_id: str, *, refresh: bool = False) -> Model:
-        """One model with its `inputs` parsed (cached per client)."""
+        """One model with its `inputs` parsed (cached per client once it can run: one not yet trained is read
+        again each time, as another kernel may be training it)."""
         with self._cache.lock:
             cached = self._cache.models.get(model_id)
-        if cached is not None and not refresh:
+        if cached is not None and not refresh and (cached.runnable or cached.trained):
             return cached
         model = Model.parse(self._http.get(f"/models/{model_id}")["model"])
         with self._cache.lock:
@@ -112,6 +139,11 @@ class ModelCatalog:
         tip = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else \
             "; list them with %scenario models"
         raise InputError(f"no model named {text!r}{tip}")
+
+    def on_models_changed(self, callback: Callable[[], Any]) -> None:
+        """Call `callback()` (from any thread) when this client made, trained or removed a model, so a list on
+        screen can read them again (a bound method is held weakly)."""
+        self._cache.on_change(callback)
 
     def _own_models(self, max_age: float = 60.0) -> list[Model]:
         """Your models for name lookups, re-listed at most once a minute (a cell should not pay a round trip)."""

@@ -131,6 +131,9 @@ class TrainingFront:
         model_id = model
         if not model.startswith("model_"):
             rows = [r for r in self.history.trainings(self.backend_id) if r.name.lower() == model.lower()]
+            if rows and rows[0].status == "preparing":
+                raise InputError(f"{rows[0].name} is being prepared by {rows[0].owner} (captions, uploads): its "
+                                 f"training starts there; train() of the same name waits for it and follows it")
             model_id = rows[0].model_id if rows else self.find_model(model).id
         handle = self._engine.reattach_training(model_id)
         handle.on_update(self._cache.forget_when_trained)
@@ -170,6 +173,8 @@ class TrainingFront:
             live = self._engine.live_training(record.model_id)
             if live is not None:
                 handles.append(live)
+            elif record.status == "preparing":
+                continue  # a claim, being prepared elsewhere: %scenario training says so below its table
             elif not record.in_flight:
                 handles.append(self._engine.finished_training(record))
             else:

@@ -284,7 +284,8 @@ class Commands:
             return
         display(table_bundle(
             ["when", "job", "model", "status", "outputs", "cost", "prompt"],
-            [(time.strftime("%m-%d %H:%M", time.localtime(r.created_at or 0)), r.job_id or f"({r.request_id})",
+            [(time.strftime("%m-%d %H:%M", time.localtime(r.created_at or 0)), r.job_id or (r.asset_ids or [""])[0]
+              or (r.model_id if r.kind == "model" else "") or f"({r.request_id})",
               r.model_name or r.model_id, r.status, len(r.asset_ids), "" if r.cost is None else f"{r.cost:g}",
               _ellipsize(r.prompt or "", 60)) for r in rows]), raw=True)
         self.magics.training_commands.workbench_lines()

@@ -117,7 +117,7 @@ def _live_widget(thing, signature: Callable[[Any], tuple], running_html: Callabl
     """A widget in this cell that `thing`'s updates redraw when its signature changed. When it is done the
     display also gets the final bundle, so a saved notebook shows the outcome (or the error) without widget
     state."""
-    import ipywidgets as widgets
+    from . import _light_widgets as widgets
     from IPython.display import display
     view = widgets.HTML(running_html(thing))
     shown = display(view, display_id=True)
@@ -263,7 +263,7 @@ def show_grid(grid, *, wait: bool, after: Optional[Callable[[Any], None]] = None
 def _live_grid(grid, after: Optional[Callable[[Any], None]]) -> None:
     import threading
 
-    import ipywidgets as widgets
+    from . import _light_widgets as widgets
     from IPython.display import display
     data, metadata = grid_bundle(grid)
     view = widgets.HTML(image_html(data))

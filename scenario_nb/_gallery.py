@@ -12,7 +12,7 @@ import html
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-import ipywidgets as w
+from . import _light_widgets as w
 
 TILE = 200          # the square every thumbnail fits in (never upscaled past its own size)
 TILE_BOX = 236      # a tile's outer width: room for the thumbnail, two lines of caption and two buttons

@@ -23,12 +23,16 @@ import uuid
 import warnings
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 from ._errors import StorageError
+from ._history_trainings import (TRAINING_COLUMNS, TRAINING_TERMINAL, TrainingRecord, _decode_training,
+                                 _encode_training, _ensure_trainings)
 
 SCHEMA_VERSION = 2
 TERMINAL = ("success", "failure", "canceled", "not-sent")
+WORKBENCH_KINDS = ("model", "upload")
+"""Rows of the workbench's own paid steps (a model created, a training image uploaded): never jobs to follow."""
 """Statuses after which a row never changes again on the server (`not-sent`: proven never created)."""
 _JSON_COLUMNS = {"inputs": dict, "asset_ids": list, "files": list, "mime_types": list}
 
@@ -267,11 +271,20 @@ class History:
     def unfinished(self, backend_id: Optional[str] = None) -> list[JobRecord]:
         """Requests and jobs not known to have ended: what a new kernel follows on."""
         marks = ", ".join("?" * len(TERMINAL))
-        sql = f"SELECT * FROM jobs WHERE (status IS NULL OR status NOT IN ({marks}))"
+        sql = (f"SELECT * FROM jobs WHERE (status IS NULL OR status NOT IN ({marks})) "
+               f"AND kind NOT IN ('model', 'upload')")
         params: tuple = TERMINAL
         if backend_id:
             mine, theirs = _of_backend(backend_id)
             sql, params = f"{sql} AND {mine}", params + theirs
+        return self._query(sql + " ORDER BY created_at DESC", params)
+
+    def workbench(self, backend_id: str, model_name: Optional[str] = None) -> list[JobRecord]:
+        """This backend's model creations and training-image uploads (of one model name, when given), newest first."""
+        sql = "SELECT * FROM jobs WHERE kind IN ('model', 'upload') AND backend_id = ?"
+        params: tuple = (backend_id,)
+        if model_name is not None:
+            sql, params = sql + " AND model_name = ?", params + (model_name,)
         return self._query(sql + " ORDER BY created_at DESC", params)
 
     def find_reusable(self, request_key: str, backend_id: str) -> Optional[JobRecord]:
@@ -299,6 +312,54 @@ class History:
         updates = ", ".join(f"{c} = excluded.{c}" for c in TRAINING_COLUMNS if c not in ("model_id", "created_at"))
         self._write(f"INSERT INTO trainings ({', '.join(TRAINING_COLUMNS)}) VALUES ({placeholders}) "
                     f"ON CONFLICT(model_id) DO UPDATE SET {updates}", tuple(values))
+
+    def claim_training(self, rec: "TrainingRecord",
+                       holds: Optional[Callable[["TrainingRecord"], bool]] = None) -> Optional["TrainingRecord"]:
+        """Write `rec` (a `preparing` row) unless another `preparing` row of its backend and name `holds` (its
+        process alive): then that row is returned and nothing written. A row that no longer holds is marked
+        `not-started`. One transaction, so two kernels never both claim a name."""
+        with self._lock:
+            try:
+                conn = self._connection()
+                if self.read_only:
+                    raise StorageError(self._newer_text())
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    rows = [_decode_training(r) for r in conn.execute(
+                        "SELECT * FROM trainings WHERE backend_id = ? AND status = 'preparing'", (rec.backend_id,))]
+                    for row in rows:
+                        if row.name.strip().lower() != rec.name.strip().lower() or holds is None:
+                            continue
+                        if holds(row):
+                            _rollback(conn)
+                            return row
+                        conn.execute("UPDATE trainings SET status = 'not-started', error = ? WHERE model_id = ?",
+                                     (f"abandoned while being prepared: its process ({row.owner}) stopped",
+                                      row.model_id))
+                    values = [_encode_training(name, getattr(rec, name)) for name in TRAINING_COLUMNS]
+                    conn.execute(f"INSERT INTO trainings ({', '.join(TRAINING_COLUMNS)}) VALUES "
+                                 f"({', '.join('?' * len(values))})", tuple(values))
+                    conn.execute("COMMIT")
+                except BaseException:
+                    _rollback(conn)
+                    raise
+                return None
+            except (OSError, sqlite3.Error) as exc:
+                raise self._fail(exc, "write") from None
+
+    def move_training(self, old_id: str, new_id: str) -> None:
+        """A claim's row now names its model (created, or a draft reused): any row of that model gives way."""
+        with self._lock:
+            self._write("DELETE FROM trainings WHERE model_id = ? AND model_id != ?", (new_id, old_id))
+            self._write("UPDATE trainings SET model_id = ? WHERE model_id = ?", (new_id, old_id))
+
+    def forget_training(self, model_id: str) -> None:
+        """A claim or row of a training that paid nothing (a dry run, a refused price): no row."""
+        self._write("DELETE FROM trainings WHERE model_id = ?", (model_id,))
+
+    def touch_training(self, model_id: str, now: float) -> None:
+        """A claim's heartbeat: its process is alive and still preparing."""
+        self._write("UPDATE trainings SET updated_at = ? WHERE model_id = ? AND status = 'preparing'", (now, model_id))
 
     def _training_query(self, sql: str, params: tuple = ()) -> list["TrainingRecord"]:
         with self._lock:
@@ -392,73 +453,3 @@ def _migrate_v1(conn: sqlite3.Connection) -> None:
     conn.execute(f"INSERT INTO jobs (request_id, backend_id, {', '.join(shared)}) "
                  f"SELECT job_id, backend_url, {', '.join(shared)} FROM jobs_v1")
     conn.execute("DROP TABLE jobs_v1")
-
-
-TRAINING_TERMINAL = ("trained", "failed", "training-canceled", "not-started")
-"""Training statuses that never change again (`not-started`: the training was never triggered, nothing paid)."""
-
-
-@dataclass
-class TrainingRecord:
-    """One training: its model, where it runs, its dataset (names, asset ids, captions) and its last state."""
-
-    model_id: str
-    backend_id: str = ""
-    backend_url: str = ""
-    name: str = ""
-    type: str = ""
-    job_id: Optional[str] = None
-    status: str = "new"
-    stage: str = ""
-    progress: float = 0.0
-    remaining: Optional[float] = None
-    cost: Optional[float] = None
-    parameters: dict = field(default_factory=dict)
-    images: list = field(default_factory=list)  # [{"name", "asset_id", "caption"}]
-    error: Optional[str] = None
-    hint: Optional[str] = None
-    created_at: float = 0.0
-    updated_at: float = 0.0
-    finished_at: Optional[float] = None
-    start_sent_at: Optional[float] = None  # when its start may have reached the server
-
-    @property
-    def in_flight(self) -> bool:
-        return self.status not in TRAINING_TERMINAL
-
-
-TRAINING_COLUMNS = [f.name for f in fields(TrainingRecord)]
-_TRAINING_JSON = {"parameters": dict, "images": list}
-_TRAINING_TYPES = {"progress": "REAL", "remaining": "REAL", "cost": "REAL", "created_at": "REAL",
-                   "updated_at": "REAL", "finished_at": "REAL", "start_sent_at": "REAL"}
-
-
-def _ensure_trainings(conn: sqlite3.Connection) -> None:
-    """The trainings table, created when missing and given any column a newer version added (additive only:
-    older versions of the package read the jobs table as before)."""
-    conn.execute("CREATE TABLE IF NOT EXISTS trainings (model_id TEXT PRIMARY KEY, " +
-                 ", ".join(f"{c} {_TRAINING_TYPES.get(c, 'TEXT')}" for c in TRAINING_COLUMNS[1:]) + ")")
-    have = {r[1] for r in conn.execute("PRAGMA table_info(trainings)").fetchall()}
-    for column in TRAINING_COLUMNS:
-        if column not in have:
-            conn.execute(f"ALTER TABLE trainings ADD COLUMN {column} {_TRAINING_TYPES.get(column, 'TEXT')}")
-    conn.execute("CREATE INDEX IF NOT EXISTS trainings_backend ON trainings (backend_id, created_at)")
-
-
-def _encode_training(name: str, value: Any) -> Any:
-    return json.dumps(value, sort_keys=True, default=str) if name in _TRAINING_JSON else value
-
-
-def _decode_training(row: sqlite3.Row) -> TrainingRecord:
-    values: dict = {}
-    keys = row.keys()
-    for name in TRAINING_COLUMNS:
-        value = row[name] if name in keys else None
-        if name in _TRAINING_JSON:
-            try:
-                value = json.loads(value) if value else _TRAINING_JSON[name]()
-            except ValueError:
-                value = _TRAINING_JSON[name]()
-        if value is not None or name not in ("status", "stage", "progress", "name", "type"):
-            values[name] = value
-    return TrainingRecord(**values)

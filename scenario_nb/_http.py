@@ -8,8 +8,8 @@ may create a paid job is never re-sent once it may have reached the server: a lo
 `UncertainSubmit` so the engine can find the job. Job creation has its own gate (`_backoff.CreationGate`);
 every wait, and every URL a server answered with `Retry-After`, is the backoff policy's (`_backoff.Backoff`).
 
-The session honours the environment's proxies and CA bundle (`HTTPS_PROXY`, `NO_PROXY`,
-`REQUESTS_CA_BUNDLE`), never `~/.netrc`, and sends the Authorization header to the API's origin only.
+The session honours the environment's proxies and CA bundle (`HTTPS_PROXY`, `NO_PROXY`, `REQUESTS_CA_BUNDLE`)
+as they are when a request is sent, never `~/.netrc`, and sends the Authorization header to the API's origin only.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from ._backoff import Backoff, CreationGate
 from ._errors import (APIConnectionError, APITimeoutError, ConfigurationError, NotFoundError,
                       PermissionDeniedError, RateLimitError, ServerError, error_for_status)
 from ._env import credentials_from_env, mask
+from ._net_env import EnvironmentSettings
 from ._version import USER_AGENT
 
 __all__ = ["Backoff", "CreationGate", "Credentials", "MalformedAnswer", "Transport", "UncertainSubmit"]
@@ -145,15 +146,15 @@ class Transport:
         self.timeout = timeout
         self.backoff = Backoff()
         self.creation_gate = CreationGate(self.backoff)
-        # The environment's proxies and CA bundle are read once per origin (`_settings`), not on every request
-        # (a third of a poll's CPU), and with `trust_env` off requests never reads `~/.netrc`: an asset
-        # download carries no credentials of any kind, and redirects to another host drop Authorization.
+        # The environment's proxies and CA bundle come from `EnvironmentSettings` (cached, following the
+        # variables), and with `trust_env` off requests never reads `~/.netrc`: an asset download carries no
+        # credentials of any kind, and redirects to another host drop Authorization.
         self.session = requests.Session()
         self.session.trust_env = False
         self.session.max_redirects = MAX_REDIRECTS
-        self._origin_settings: dict[tuple, dict] = {}
+        self._env_settings = EnvironmentSettings()
         self._root: Optional[requests.PreparedRequest] = None  # a GET of the API's root, for `_prepared_get`
-        self._pool_keys: dict[tuple, tuple] = {}  # origin -> the adapter's pool key for it (`_pooled_get`)
+        self._pool_keys: dict[tuple, tuple] = {}  # origin, CA, cert -> the adapter's pool key (`_pooled_get`)
         self._timeouts = urllib3.Timeout(connect=timeout[0], read=timeout[1])
         retry = _read_retry(max_retries)
         retry.policy = self.backoff
@@ -169,16 +170,11 @@ class Transport:
         self.session.close()
 
     def _settings(self, url: str) -> dict:
-        """Proxies, CA bundle and client certificate for this URL's origin, from the environment, as requests
-        itself would find them (HTTPS_PROXY, NO_PROXY, REQUESTS_CA_BUNDLE, ...)."""
-        origin = urlsplit(url)[:2]
-        found = self._origin_settings.get(origin)
-        if found is None:
-            with requests.Session() as reader:  # trust_env on: reads the environment, sends nothing
-                found = reader.merge_environment_settings(url, {}, None, None, None)
-            found.pop("stream", None)
-            self._origin_settings[origin] = found
-        return found
+        """Proxies, CA bundle and client certificate for this URL's origin, from the environment as it is now."""
+        return self._env_settings.for_url(url)
+
+    def _network_error(self, exc: requests.RequestException, method: str, path: str) -> APIConnectionError:
+        return _connection_error(exc, method, path, self._env_settings.proxy_for(self.base_url + path))
 
     @contextlib.contextmanager
     def _once(self, once: bool = True) -> Iterator[None]:
@@ -210,11 +206,12 @@ class Transport:
         if settings.get("proxies"):
             return None
         parts = urlsplit(url)
-        key = self._pool_keys.get(parts[:2])
+        verify, cert = settings.get("verify", True), settings.get("cert")
+        key = self._pool_keys.get((parts[:2], verify, cert))
         if key is None:
             root = requests.Request("GET", f"{parts.scheme}://{parts.netloc}/").prepare()
-            key = self._pool_keys[parts[:2]] = self._adapter.build_connection_pool_key_attributes(
-                root, settings.get("verify", True), settings.get("cert"))
+            key = self._pool_keys[parts[:2], verify, cert] = self._adapter.build_connection_pool_key_attributes(
+                root, verify, cert)
         try:
             pool = self._adapter.poolmanager.connection_from_host(**key[0], pool_kwargs=key[1])
             response = pool.urlopen("GET", parts.path + (f"?{parts.query}" if parts.query else ""), headers=headers,
@@ -279,7 +276,7 @@ class Transport:
                 return self._read(response, method, path)
             except requests.RequestException as exc:
                 if once or method == "GET" or not _never_sent(exc) or attempt >= 2:
-                    raise _connection_error(exc, method, path) from None
+                    raise self._network_error(exc, method, path) from None
             except MalformedAnswer:  # a truncated body is transient: read again (a read only)
                 if once or method != "GET" or attempt >= 2:
                     raise
@@ -306,8 +303,8 @@ class Transport:
             response = self._send(method, path, None, json_body)
         except requests.RequestException as exc:
             if _never_sent(exc):
-                raise _connection_error(exc, method, path) from None
-            raise UncertainSubmit(str(_connection_error(exc, method, path)), sent_at) from None
+                raise self._network_error(exc, method, path) from None
+            raise UncertainSubmit(str(self._network_error(exc, method, path)), sent_at) from None
         try:
             data = _answer(response.status, response.headers, response.content, method, path)
         except RateLimitError as exc:
@@ -341,7 +338,9 @@ class Transport:
         except requests.TooManyRedirects:
             raise APIConnectionError(f"asset download failed (more than {MAX_REDIRECTS} redirects)") from None
         except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
-            raise APIConnectionError(f"asset download failed ({_short(exc)})") from None
+            proxy = self._env_settings.proxy_for(url) if isinstance(exc, requests.exceptions.ProxyError) else None
+            raise APIConnectionError(f"asset download failed{f' through the proxy {proxy}' if proxy else ''} "
+                                     f"({_short(exc)})") from None
         # Signed URLs are as good as the asset: only the host is logged.
         log.debug("asset download from %s -> %s", urlsplit(url).netloc, answer.status)
         if answer.status != 200:
@@ -463,10 +462,12 @@ def _never_sent(exc: requests.RequestException) -> bool:
         isinstance(_root_cause(exc), (NewConnectionError, ConnectTimeoutError))
 
 
-def _connection_error(exc: requests.RequestException, method: str, path: str) -> APIConnectionError:
-    """The one wording of a network failure."""
+def _connection_error(exc: requests.RequestException, method: str, path: str,
+                      proxy: Optional[str] = None) -> APIConnectionError:
+    """The one wording of a network failure; `proxy`: the host:port of the proxy the request went to."""
     if isinstance(exc, requests.exceptions.ProxyError):  # the proxy named in the environment, not the API
-        return APIConnectionError(f"could not reach the API through the proxy set in the environment "
+        named = f" {proxy}" if proxy else ""
+        return APIConnectionError(f"could not reach the API through the proxy{named} set in the environment "
                                   f"(HTTPS_PROXY / HTTP_PROXY) during {method} {path} ({_short(exc)}); check that the "
                                   f"proxy runs, or unset it or add the API's host to NO_PROXY")
     connecting, timed_out = _never_sent(exc), isinstance(exc, requests.exceptions.Timeout)

@@ -163,6 +163,8 @@ class ScenarioMagics(Magics, Configurable):
         Line mode:
 
             %scenario models           your models, then the catalog's size
+                read afresh; a name resolves to a model made in another
+                kernel within a minute (this kernel's changes: at once)
             %scenario models --search TEXT [--type KIND] [--public] [--all]
                 find models (KIND: image, video, 3d, text, lora, composition)
             %scenario model MODEL      a model's details and inputs

@@ -15,7 +15,7 @@ import uuid
 from types import SimpleNamespace
 from typing import Optional
 
-import ipywidgets as w
+from . import _light_widgets as w
 
 from ._errors import InputError, ScenarioError
 from ._gallery import ACCENT, TILE_BOX, Item, snapshot_html
@@ -25,7 +25,7 @@ from ._panel_form import DEFAULT_CHOICE, RequestForm
 from ._panel_gallery import VIEW_MAX, GalleryView
 from ._panel_jobs import JobRows
 from ._panel_models import MY_MODELS, PUBLIC, ModelPicker
-from ._panel_style import error_line, fixed_label, quiet
+from ._panel_style import close_tree, error_line, fixed_label, quiet
 from ._panel_subshells import guard_comm_routing
 
 __all__ = ["DEFAULT_CHOICE", "PUBLIC", "VIEW_MAX", "Panel"]
@@ -74,7 +74,7 @@ class Panel(ModelPicker, RequestForm, JobRows, GalleryView, w.VBox):
         self._form_error = False
         self._cost_timer: Optional[threading.Timer] = None
         self._aspect_choice: Optional[str] = None   # the user's own pick, kept across model changes
-        self._building = False
+        self._builder = threading.local()             # `_building`, per thread (see there)
         self._touched = False                        # no error is shown before the user did anything
         self._display_id: Optional[str] = None
         self._snapshot_lock = threading.Lock()
@@ -176,9 +176,20 @@ class Panel(ModelPicker, RequestForm, JobRows, GalleryView, w.VBox):
         self.aspect.observe(self._on_aspect, "value")
         self.count.observe(lambda _: self._schedule_cost(), "value")
         self.generate_button.on_click(lambda _: self.generate())
+        self.client.on_models_changed(self._models_changed)  # a model made or trained in a cell shows here
         self.save_button.on_click(lambda _: self.save_selected())
         self.viewer_close.on_click(lambda _: self.close_view())
         self._load_models()
+
+    @property
+    def _building(self) -> bool:
+        """True while this thread sets controls itself: their observers ignore the changes. Per thread, so a
+        pick the user makes meanwhile (its message handled on another thread, a kernel subshell) still counts."""
+        return getattr(self._builder, "on", False)
+
+    @_building.setter
+    def _building(self, value: bool) -> None:
+        self._builder.on = value
 
     # -- Being a widget ------------------------------------------------------------------------------
     @property
@@ -243,15 +254,7 @@ class Panel(ModelPicker, RequestForm, JobRows, GalleryView, w.VBox):
         """Close the panel and every widget in it; running jobs go on (they are in the history)."""
         if self._cost_timer is not None:
             self._cost_timer.cancel()
-        todo = list(self.children)
-        seen = set()
-        while todo:
-            widget = todo.pop()
-            if id(widget) in seen:
-                continue
-            seen.add(id(widget))
-            todo += list(getattr(widget, "children", ()))
-            widget.close()
+        close_tree(self.children)
         super().close()
 
     def generate(self) -> Optional[Generation]:
@@ -266,6 +269,7 @@ class Panel(ModelPicker, RequestForm, JobRows, GalleryView, w.VBox):
         if self._follows_session and session is not None and session.client is not self.client \
                 and session.client.backend_id == self.client.backend_id:
             self.client = session.client  # the same backend in a new session (e.g. a new history path)
+            self.client.on_models_changed(self._models_changed)
         if self._follows_session and session is not None and session.client is not self.client:
             self.message.value = error_line(
                 f"not sent: this panel was opened on {self.client.base_url}, and the session now uses "

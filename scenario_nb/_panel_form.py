@@ -8,11 +8,11 @@ import re
 import threading
 from typing import Any, Optional
 
-import ipywidgets as w
+from . import _light_widgets as w
 
 from ._errors import InputError, ScenarioError
 from ._models import Model, ModelInput, aspect_inputs, aspect_options, request_inputs
-from ._panel_style import error_line, fit_width, fixed_label, quiet
+from ._panel_style import close_tree, error_line, fit_width, fixed_label, quiet
 
 SIZE_INPUTS = ("aspectRatio", "width", "height")
 COUNT_INPUT = "numOutputs"
@@ -101,8 +101,10 @@ class RequestForm:
                     row.append(w.HTML(quiet(help_text), layout=w.Layout(margin="0 0 0 8px")))
                 groups.setdefault(spec.group or "Settings", []).append(w.HBox(row, layout=w.Layout(
                     align_items="center")))
+        replaced = self.settings_box.children
         self.settings_box.children = [w.VBox([w.HTML(f"<b>{html.escape(g)}</b>")] + rows)
                                       for g, rows in groups.items()]
+        close_tree(replaced)  # the last model's form
         self._form_error = False
 
     def _build_aspect(self, model: Model) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Callable
 
-import ipywidgets as w
+from . import _light_widgets as w
 
 from ._errors import ScenarioError
 from ._gallery import ACCENT, TILE, TILE_BOX, TILE_INNER, Item, caption_html, code_html, image_area, other_area

@@ -7,11 +7,11 @@ import html
 from types import SimpleNamespace
 from typing import Callable
 
-import ipywidgets as w
+from . import _light_widgets as w
 
 from ._errors import ScenarioError
 from ._generation import Generation
-from ._panel_style import QUIET, error_line, quiet, sentence
+from ._panel_style import QUIET, close_tree, error_line, quiet, sentence
 
 # icon, model and prompt, progress, seed, cost, action: the text columns shrink on a narrow screen, the
 # Cancel button never does (it was cut at 1280 px with the file browser open)
@@ -64,7 +64,8 @@ class JobRows:
             if not h.done:
                 return
             if action.children:
-                action.children = ()  # a finished job has nothing to cancel
+                done_with, action.children = action.children, ()  # a finished job has nothing to cancel
+                close_tree(done_with)
             if h.ok:
                 bar.bar_style = "success"
                 if not added:
@@ -93,7 +94,8 @@ class JobRows:
         if parts:
             parts.note.value = quiet(sentence(handle.note)) if handle.note else ""
             if outcome in ("refused", "finished", "dropped"):
-                parts.action.children = ()
+                done_with, parts.action.children = parts.action.children, ()
+                close_tree(done_with)
             elif outcome == "requested":
                 parts.cancel.disabled = True  # the note says it was asked
         return outcome

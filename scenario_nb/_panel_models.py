@@ -8,7 +8,7 @@ import threading
 from types import SimpleNamespace
 from typing import Any, Callable, Optional
 
-import ipywidgets as w
+from . import _light_widgets as w
 
 from ._errors import InputError, ScenarioError
 from ._models import Model, type_words
@@ -22,6 +22,7 @@ class ModelPicker:
     """Part of `Panel`: what it reads of the rest of the panel is declared here."""
 
     client: Any
+    comm: Any  # the widget's own: None once the panel is closed
     scope: w.ToggleButtons
     model_menu: w.Dropdown
     model_filter: w.Text
@@ -46,21 +47,23 @@ class ModelPicker:
     _refresh_snapshot: Callable[[], None]
 
     # -- Models --------------------------------------------------------------------------------------
-    def _load_models(self) -> threading.Thread:
+    def _load_models(self, quietly: bool = False) -> threading.Thread:
         """Fill the dropdown in the background so the panel appears at once.
 
         The list is exactly `client.models(public=…)`, as `%scenario models [--public]` shows it. Each load
         has a token: a load overtaken by a newer one (the scope changed meanwhile) drops its result.
+        `quietly`: the list stays as it is until the new one is in (the picked model and its form stay).
         """
         public = self.scope.value == PUBLIC
         with self._token_lock:  # never the state lock here: the poller thread calls this on a trained model
             self._load_token += 1
             token = self._load_token
-        self._building = True
-        try:
-            self.model_menu.options, self.model_menu.value = [("Loading models…", "")], ""
-        finally:
-            self._building = False
+        if not quietly:
+            self._building = True
+            try:
+                self.model_menu.options, self.model_menu.value = [("Loading models…", "")], ""
+            finally:
+                self._building = False
 
         def load() -> None:
             try:
@@ -68,8 +71,8 @@ class ModelPicker:
             except ScenarioError as exc:
                 models, failure = [], exc
             with self._state_lock:
-                if token != self._load_token:
-                    return  # a newer load owns the list
+                if token != self._load_token or self.comm is None:
+                    return  # a newer load owns the list, or the panel was closed meanwhile
                 self._show_loaded(models, failure, public)
             if models and not public and token == self._load_token:
                 self._follow_trainings(models)  # outside the lock: it asks the client, which may wait
@@ -77,6 +80,11 @@ class ModelPicker:
         self._loader = threading.Thread(target=load, name="scenario-panel-models", daemon=True)
         self._loader.start()
         return self._loader
+
+    def _models_changed(self) -> None:
+        """This client made, trained or removed a model (in a cell, or here): my models are read again."""
+        if self.scope.value == MY_MODELS:
+            self._load_models(quietly=True)
 
     def _show_loaded(self, models: list[Model], failure: Optional[ScenarioError], public: bool) -> None:
         if failure is not None or not models:

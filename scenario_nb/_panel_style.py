@@ -5,7 +5,7 @@ from __future__ import annotations
 import html
 import math
 
-import ipywidgets as w
+from . import _light_widgets as w
 
 from ._html import error_html
 
@@ -22,6 +22,19 @@ def sentence(text: str) -> str:
 
 def quiet(text: str) -> str:
     return f'<span style="{QUIET}">{html.escape(text)}</span>'
+
+
+def close_tree(widgets) -> None:
+    """Close widgets taken off the panel for good, with all they hold (layouts and styles too), so that neither
+    the kernel nor a notebook saved with widget state keeps them."""
+    todo, seen = list(widgets), set()
+    while todo:
+        widget = todo.pop()
+        if id(widget) in seen or not isinstance(widget, w.Widget):
+            continue
+        seen.add(id(widget))
+        todo += [*getattr(widget, "children", ()), getattr(widget, "layout", None), getattr(widget, "style", None)]
+        widget.close()
 
 
 def fit_width(texts, per_char: float = 0.62, extra: float = 1.5, least: float = 4) -> str:

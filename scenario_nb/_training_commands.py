@@ -3,6 +3,7 @@ requests beside the models and history tables. They reach the shared session thr
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from IPython.core.error import UsageError
@@ -146,10 +147,38 @@ class TrainingCommands:
         if unsure:
             print(f"captions with a lost answer: {len(unsure)} ({', '.join(c.name for c in unsure[:5])}): they may "
                   f"have been charged and are not asked again; pass captions={{...}} to write them")
+        self._workbench_steps(client)
         for row in rows:
-            if row.status == "unknown":
+            if row.status == "preparing":
+                print(f'training {row.name}: being prepared by {row.owner} (model, captions, uploads); a train of '
+                      f'the same name waits for it and follows it. If that kernel is gone, %scenario train '
+                      f'"{row.name}" takes it over (its model and paid captions are reused)')
+            elif row.status == "unknown":
                 print(f'training {row.name} ({row.model_id}): start sent, answer lost; followed until the model '
                       f'shows whether it started (%scenario training "{row.name}")')
             elif row.status == "waiting":
                 print(f'training {row.name} ({row.model_id}): waiting for a training slot, model and captioned '
                       f'images kept; it starts by itself, or now with %scenario train resume "{row.name}"')
+
+    @staticmethod
+    def _workbench_steps(client: Any) -> None:
+        """Models created and training images uploaded (each a row of the history, `kind` model / upload): how
+        many, and each whose answer was lost with how it is settled."""
+        try:
+            steps = client.history.workbench(client.backend_id)
+        except ScenarioError:
+            return
+        made = [r for r in steps if r.kind == "model" and r.status == "success"]
+        sent = [r for r in steps if r.kind == "upload" and r.status == "success"]
+        if made or sent:
+            cost = sum(r.cost or 0 for r in made + sent)
+            print(f"models created: {len(made)} · training images uploaded: {len(sent)} ("
+                  + (f"{cost:g} CU" if cost else "Scenario names no price for either") + ")")
+        lost = [r for r in steps if r.status == "unknown" or (r.status == "sending" and  # not one under way now
+                                                               time.time() - (r.updated_at or 0) > 120)]
+        for row in lost[:5]:
+            image = row.prompt.removeprefix("training image ")
+            what = "creating the model" if row.kind == "model" else f"uploading {image}"
+            print(f'{what} of {row.model_name}: the answer was lost, it may exist (unknown); the next %scenario train '
+                  f'"{row.model_name}" looks for it ' + ("by name" if row.kind == "model" else "on the model's "
+                                                          "training images") + " and settles it")

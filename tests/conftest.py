@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import json
 import os
 import re
 import signal
@@ -113,11 +114,27 @@ def user_machine(tmp_path_factory):
     return set_up(tmp_path_factory.mktemp("user-machine"))
 
 
+DURATIONS = Path(__file__).with_name("durations.json")
+_measured: dict = {}
+
+
+def pytest_addoption(parser):
+    parser.addoption("--record-durations", action="store_true",
+                     help=f"write the tests that took over 2 s, and how long, to {DURATIONS.name} (the order "
+                          "the next runs start them in)")
+
+
 @pytest.hookimpl(tryfirst=True)  # before xdist's own, which reads the groups
 def pytest_collection_modifyitems(config, items):
     """Keep what shares a costly set-up on one xdist worker (`--dist loadgroup`): every reader of
     `user_machine` (built once per worker that asks for it), and the browser tests (a JupyterLab and a
-    Chromium each: two at once would starve a 2-CPU machine)."""
+    Chromium each: two at once would starve a 2-CPU machine).
+
+    Then start the longest tests first (their last run's figures, tests/durations.json), the rest after them
+    in pytest-randomly's order: a 90 s test begun last would end the run 90 s late while the other workers
+    sit idle. xdist hands out its groups first and the single tests in this order."""
+    known = json.loads(DURATIONS.read_text()) if DURATIONS.is_file() else {}
+    items.sort(key=lambda item: -known.get(item.nodeid, 0.0))  # stable: the unknown keep their random order
     for item in items:
         if "user_machine" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.xdist_group("user_machine"))
@@ -409,3 +426,15 @@ def text_of(outputs: list) -> str:
     """Everything a cell printed or displayed as text (tracebacks included)."""
     return "\n".join(o.get("text", "") or o.get("data", {}).get("text/plain", "") or
                      "\n".join(o.get("traceback", [])) for o in outputs)
+
+
+def pytest_runtest_logreport(report):
+    if report.when in ("setup", "call", "teardown"):
+        nodeid = report.nodeid.split("@")[0]
+        _measured[nodeid] = _measured.get(nodeid, 0.0) + report.duration
+
+
+def pytest_sessionfinish(session):
+    if session.config.getoption("--record-durations") and not hasattr(session.config, "workerinput"):
+        long_ones = {k: round(v, 1) for k, v in sorted(_measured.items(), key=lambda kv: -kv[1]) if v >= 2.0}
+        DURATIONS.write_text(json.dumps(long_ones, indent=0) + "\n")

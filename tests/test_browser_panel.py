@@ -29,7 +29,9 @@ def lab(tmp_path):
     nb = nbformat.v4.new_notebook(cells=[
         nbformat.v4.new_code_cell("import scenario_nb\n\npanel = scenario_nb.Panel()\npanel"),
         nbformat.v4.new_code_cell("panel  # shown again"),
-        nbformat.v4.new_code_cell("print('jobs made:', panel.client.history.count())"),
+        nbformat.v4.new_code_cell("h = panel.client.history\n"
+                                  "print('jobs made:', h.count(), '| last prompt:', h.recent(1)[0].prompt if h.count() "
+                                  "else '', '|')"),
     ])
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, tmp_path / "clicks.ipynb")
@@ -42,18 +44,21 @@ def ready(page) -> None:
         return s && s.selectedIndex >= 0 && s.value.includes(' — '); }""", timeout=60_000)
 
 
-def jobs_made(page) -> int:
+def jobs_made(page, last_prompt: list = None) -> int:
+    """How many jobs the history holds (and, into `last_prompt`, the prompt the newest was sent with)."""
     run_cell(page, COUNT_CELL)
     page.wait_for_function("""() => [...document.querySelectorAll('.jp-OutputArea-output')]
         .some(o => /jobs made: \\d+/.test(o.textContent))""", timeout=30_000)
     page.wait_for_timeout(300)
     text = page.locator(".jp-Cell").nth(COUNT_CELL).locator(".jp-OutputArea-output").inner_text()
+    if last_prompt is not None:
+        last_prompt.append(re.findall(r"\| last prompt: (.*) \|", text)[-1])
     return int(re.findall(r"jobs made: (\d+)", text)[-1])
 
 
-def click_generate(page, view: int, times: int) -> None:
+def click_generate(page, view: int, times: int, prompt: str = "a lighthouse on a cliff at night") -> None:
     panel = page.locator(PANEL).nth(view)
-    panel.locator(".scenario-prompt-input textarea").fill("a lighthouse on a cliff at night")
+    panel.locator(".scenario-prompt-input textarea").fill(prompt)
     page.wait_for_timeout(300)
     for _ in range(times):
         panel.locator(".scenario-generate button, button.scenario-generate").first.click()
@@ -116,13 +121,24 @@ def test_every_click_acts_and_nothing_is_clipped_at_1280_or_700_px(lab):
             page.evaluate("() => window.jupyterapp.commands.execute('docmanager:save')")
             page.wait_for_timeout(1000)
 
+            # The tab's subshells deleted, as JupyterLab means to when its comms go (ipykernel 7 subshells; Lab's
+            # own cleanup rarely reaches the kernel). A widget the kernel last answered on one of them (the prompt,
+            # echoing each edit) has its next tab's messages routed there: without the guard they are answered
+            # UnknownSubshellError and dropped, and Generate silently sends the old prompt (fails so, checked).
+            deleted = page.evaluate("""async () => {
+                const kernel = window.jupyterapp.shell.currentWidget.sessionContext.session.kernel;
+                const listed = (await kernel.requestListSubshell({}).done).content.subshell_id;
+                for (const id of listed) { await kernel.requestDeleteSubshell({subshell_id: id}).done; }
+                return listed.length; }""")
+            assert deleted >= 1, "the tab used no subshell: nothing here tests the guard"
             page.close()  # the tab is gone; a new one opens the notebook on the kernel that outlived it
             page = context.new_page()
             page.goto(lab)
             wait_kernel_idle(page)
             ready(page)
-            click_generate(page, 0, 2)
-            assert jobs_made(page) == 9
+            click_generate(page, 0, 2, prompt="a lighthouse at dawn, from a new tab")  # each edit reaches it too
+            sent: list = []
+            assert jobs_made(page, sent) == 9 and sent == ["a lighthouse at dawn, from a new tab"], sent
             page.screenshot(path=str(SHOTS / "new-tab.png"))
             page.evaluate("() => window.jupyterapp.commands.execute('docmanager:save')")
             page.wait_for_timeout(1000)

@@ -23,6 +23,9 @@ def test_saved_panel_notebook_shows_the_gallery_in_html(tmp_path):
     nb = nbformat.read(ROOT / "notebooks" / "02-panel.ipynb", as_version=4)
     NotebookClient(nb, timeout=180, kernel_name="python3", store_widget_state=True,
                    resources={"metadata": {"path": str(tmp_path)}}).execute(env=kernel_env(tmp_path / "home"))
+    saved = len(nbformat.writes(nb).encode())  # as nbclient saves it: every state the kernel sent
+    print(f"02-panel.ipynb after a full run, with widget state, as nbclient saves it: {saved / 1024:.0f} KB")
+    assert saved < 300 * 1024, f"{saved / 1024:.0f} KB: the panel's widgets send their default values"
     cell = next(c for c in nb.cells if c.cell_type == "code" and "Panel()" in c.source)
     widget, snapshot = cell.outputs
     assert WIDGET_VIEW in widget.data and "VBox(" not in widget.data["text/plain"]

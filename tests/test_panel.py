@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import re
+import threading
 import time
 from datetime import datetime, timezone
 
@@ -73,6 +74,27 @@ def test_the_panel_is_a_widget_that_composes_and_closes(panel):
     panel.close()
     assert panel.comm is None
     assert all(x.comm is None for x in inner), [type(x).__name__ for x in inner if x.comm is not None]
+
+
+def test_the_panel_opens_its_widgets_with_only_what_differs_from_their_defaults(env, monkeypatch):
+    """A notebook saved with widget state (nbclient, nbconvert) keeps what the kernel sent at open: a Layout
+    carries its own values only (before: some forty empty keys each, half of 02-panel's saved size). A form
+    replaced by another model's is closed with all it held."""
+    import comm
+
+    from conftest import FakeComm
+    opened: list = []
+    monkeypatch.setattr(comm, "create_comm", lambda **kw: (opened.append(kw["data"]["state"]), FakeComm())[1])
+    panel = scenario_nb.Panel().wait_ready()
+    layouts = [s for s in opened if s["_model_name"] == "LayoutModel"]
+    assert len(layouts) > 20 and not [k for s in layouts for k, v in s.items() if v is None and k[0] != "_"]
+    assert any(s.get("max_width") == "1100px" for s in layouts)  # what the panel set is sent
+    assert all({"_model_module", "_model_module_version", "_view_name"} <= set(s) for s in opened)
+    public(panel)
+    panel.select_model("Gemini")
+    old = list(walk(panel.settings_box))[1:]
+    panel.select_model("GPT Image")
+    assert len(old) > 5 and all(x.comm is None for x in old)
 
 
 # -- The model list -----------------------------------------------------------------------------------
@@ -152,6 +174,22 @@ def test_the_chosen_aspect_survives_a_model_change_or_the_panel_says_why(panel):
     assert "Imagen 4 Ultra has no 21:9" in panel.aspect_note.value
     panel.select_model("FLUX.1 Dev")
     assert panel.aspect.value == "21:9" and panel.aspect_note.value == ""
+
+
+def test_a_pick_made_while_the_panel_rebuilds_on_another_thread_counts(panel):
+    """Widget messages run on a kernel subshell beside the thread rebuilding the form: the user's aspect pick
+    arriving meanwhile is the user's, and survives the next model change (it was dropped as the panel's own)."""
+    public(panel)
+    panel.select_model("Gemini")
+    panel._building = True  # this thread is setting controls itself
+    try:
+        user = threading.Thread(target=lambda: setattr(panel.aspect, "value", "16:9"))  # the subshell's message
+        user.start()
+        user.join()
+    finally:
+        panel._building = False
+    panel.select_model("FLUX.2 dev")
+    assert panel.aspect.value == "16:9" and panel.aspect_note.value == ""
 
 
 def test_validation_blocks_the_job_and_says_why_once(panel, env):

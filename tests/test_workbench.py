@@ -277,3 +277,35 @@ def test_a_draft_is_listed_reused_by_train_and_removed_by_name(tmp_path):
         with pytest.raises(ScenarioError, match="no draft"):
             client.delete_draft("Drafty")  # trained: not a draft, never removed here
         client.close()
+
+
+# -- Model creations and uploads have ledger rows of their own ------------------------------------------------------
+
+def test_model_creations_and_uploads_are_ledger_rows_written_ahead_and_settled(tmp_path):
+    """Ctrl-C while `POST /models` waits (the server made the model): its row is `unknown`, and the next training of
+    the name finds the model (a draft), settles the row with its id and makes none again. An upload answered 502
+    after the server stored it is found on the model: its row has the asset id. Every row was written before its
+    request left (the history already held it when the sandbox saw the request)."""
+    from conftest import ctrl_c_at
+    with start_sandbox() as sb:
+        client = new_client(sb, tmp_path / "home")
+        folder = image_folder(tmp_path / "set")
+        sb.inject("hold", method="POST", path="/v1/models", seconds=30)
+        with pytest.raises(KeyboardInterrupt), ctrl_c_at(lambda: sb.wait_held("POST", "/v1/models")):
+            client.train("Ledgered", folder, captions=None)
+        seen = client.history.workbench(client.backend_id)
+        assert [(r.kind, r.status, r.model_name) for r in seen] == [("model", "unknown", "Ledgered")]
+        sb.release()
+        sb.inject("error_5xx", count=1, method="POST", path="/training-images", after_create=True)
+        training = client.train("Ledgered", folder, captions=None)
+        assert models_made(sb) == 1 and training.wait(60).ok
+        rows = client.history.workbench(client.backend_id)
+        made = [r for r in rows if r.kind == "model"]
+        assert [(r.status, r.model_id) for r in made] == [("success", training.model_id)]
+        uploads = [r for r in rows if r.kind == "upload"]
+        assert len(uploads) == 5 and all(r.status == "success" and r.model_id == training.model_id for r in uploads)
+        assert sorted(a for r in uploads for a in r.asset_ids) == sorted(i.asset_id for i in training.images)
+        assert len(received(sb, "POST", "/training-images")) == 5  # the 502'd one was found, not sent again
+        assert all(r.sent_at <= min(q["time"] for q in received(sb, "POST", "/training-images")) + 1 for r in uploads)
+        assert not client.history.unfinished(client.backend_id)  # never followed as jobs
+        client.close()

@@ -8,15 +8,22 @@ paid for.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import time
 from typing import Callable, Optional
 
 from .._errors import StorageError
 from .._generation import Generation
 from .._prompts import prompt_of
-from .._history import History, JobRecord, TrainingRecord
+from .._history import TERMINAL, History, JobRecord, TrainingRecord, new_request_id
 from .._training import Training
 from ._live import LiveRequests
+
+
+def this_process() -> str:
+    """`host:pid`: who wrote a training row (a claim's holder, while it is `preparing`)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 log = logging.getLogger("scenario_nb")
 
@@ -88,7 +95,7 @@ class Ledger:
             progress=training.progress, remaining=training.remaining, cost=training.cost,
             parameters=training.parameters, images=[i.as_dict() for i in training.images], error=training.error,
             hint=training.hint, created_at=training.created_at, updated_at=time.time(),
-            finished_at=training.finished_at, start_sent_at=training.start_sent_at)
+            finished_at=training.finished_at, start_sent_at=training.start_sent_at, owner=this_process())
         try:
             self.history.record_training(row)
         except StorageError as exc:
@@ -96,3 +103,30 @@ class Ledger:
                 raise StorageError(f"{exc}; the training was not started") from None
             training._set(note=f"not recorded in the history: {exc}")
             log.warning("training %s is not in the history: %s", training.model_id, exc)
+
+    # -- The workbench's own paid steps: a model created, a training image uploaded ----------------------------
+    def intent(self, kind: str, *, name: str, what: str, model_id: str = "") -> JobRecord:
+        """A workbench request's row (`model` or `upload`), written before it leaves: `sending`. A failed write
+        refuses it (`StorageError`: nothing sent)."""
+        now = time.time()
+        row = JobRecord(request_id=new_request_id(), backend_id=self.backend_id, backend_url=self.base_url,
+                        model_id=model_id, model_name=name, prompt=what, kind=kind, status="sending",
+                        source="workbench", sent_at=now, created_at=now, updated_at=now)
+        try:
+            self.history.record(row)
+        except StorageError as exc:
+            raise StorageError(f"{exc}; nothing was sent") from None
+        return row
+
+    def settle(self, row: JobRecord, status: str, **changes: object) -> None:
+        """A workbench row's outcome: `success` (its id known), `unknown` (the answer lost and not found yet: it may
+        exist), `not-sent` (proven never made). A failed write is logged: what was made is on the server."""
+        for name, value in changes.items():
+            setattr(row, name, value)
+        row.status, row.updated_at = status, time.time()
+        if status in TERMINAL:
+            row.finished_at = row.updated_at
+        try:
+            self.history.record(row)
+        except StorageError as exc:
+            log.warning("the %s of %s is not in the history: %s", row.kind, row.model_name, exc)

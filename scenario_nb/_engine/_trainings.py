@@ -311,7 +311,8 @@ class TrainingFollower:
                 return []
             self._recovered = True
         try:
-            rows = self._ledger.history.unfinished_trainings(self._ledger.backend_id)
+            rows = [r for r in self._ledger.history.unfinished_trainings(self._ledger.backend_id)
+                    if r.status != "preparing"]  # a claim: its process prepares it (or the next train takes it)
         except StorageError:
             return []
         found = []

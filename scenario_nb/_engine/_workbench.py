@@ -15,10 +15,13 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 from .._errors import (APIConnectionError, APIError, BadRequestError, InputError, RateLimitError, ScenarioError,
                        ServerError, StorageError, SubmitFailedError)
 from .._estimate import CostEstimate
+from .._generation import parse_cost
 from .._http import Transport
 from .._local_images import LocalImage
 from .._training import Captions, Training, TrainingImage, TrainingOwner, TrainingPlan, thumbnail_uri
 from ._captions import Captioner
+from ._claims import Claim
+from ._claims import claim as claim_name
 from ._ledger import Ledger
 from ._own_models import OwnModels
 from ._trainings import TrainingFollower
@@ -66,21 +69,42 @@ class Workbench:
     # -- Training ------------------------------------------------------------------------------------------
     def train(self, plan: TrainingPlan, *, dry_run: bool = False, max_cost: Optional[float] = None,
               confirm: Optional[Confirm] = None) -> Union[Training, CostEstimate]:
-        """Attach to this name's training if there is one (unless `plan.force`); else reuse its draft or make
-        the model, price the training, then (unless a dry run) caption, upload and start it."""
+        """Claim the name (waiting while another process prepares it), then attach to this name's training if
+        there is one (unless `plan.force`); else reuse its draft or make the model, price the training, then
+        (unless a dry run) caption, upload and start it."""
+        claim = None if dry_run else claim_name(self._ledger, plan.name, plan.type, force=plan.force)
+        try:
+            return self._train(plan, claim, dry_run=dry_run, max_cost=max_cost, confirm=confirm)
+        finally:
+            if claim is not None:
+                claim.stop()
+
+    def _train(self, plan: TrainingPlan, claim: Optional[Claim], *, dry_run: bool, max_cost: Optional[float],
+               confirm: Optional[Confirm]) -> Union[Training, CostEstimate]:
         name, loaded, params = plan.name, plan.images, plan.parameters
         draft: Optional[dict] = None
-        if not plan.force:
-            earlier, draft = self._earlier(name, attach=not dry_run)
-            if earlier is not None:
-                earlier._set(note=f"{name} was already being trained here: followed, nothing paid again "
-                                  f"(force=True trains a second model)")
-                return earlier
-        model_id = str(draft["id"]) if draft else self._models.create(name, plan.type)
+        try:
+            if not plan.force:
+                earlier, draft = self._earlier(name, attach=not dry_run)
+                if earlier is not None:
+                    if claim is not None:
+                        claim.drop()
+                    earlier._set(note=f"{name} was already being trained here: followed, nothing paid again "
+                                      f"(force=True trains a second model)")
+                    return earlier
+            model_id = str(draft["id"]) if draft else self._models.create(name, plan.type)
+            if claim is not None:
+                claim.moved(model_id)
+        except BaseException:
+            if claim is not None:
+                claim.drop()
+            raise
         handle = Training(self._owner, model_id=model_id, name=name, type=plan.type, parameters=params,
+                          status="preparing",
                           images=[TrainingImage(i.name, width=i.width, height=i.height, data=i.data) for i in loaded])
         made_here = draft is None  # a draft that was there before stays, whatever happens
         phase = "prepare"  # until the training is asked to start, any exit removes a model made here
+        written = False  # the write-ahead row, once anything is to be paid
         try:
             estimate = self._price(handle, plan)
             if dry_run:
@@ -93,6 +117,7 @@ class Workbench:
             if confirm is not None:
                 confirm(estimate)
             self._ledger.record_training(handle, before_sending=True)  # write-ahead: the model exists
+            written = True
             self._prepare(handle, loaded, plan.captions, reuse=draft)
             phase = "start"
             try:
@@ -108,7 +133,9 @@ class Workbench:
             if phase == "start" and not isinstance(exc, (SubmitFailedError, StorageError)):
                 self._follower.follow_training(handle)  # interrupted while starting: its status will tell
                 raise
-            self._abandon(handle, exc, recorded=phase != "prepare" or self._recorded(handle), remove=made_here)
+            kept = self._abandon(handle, exc, recorded=phase != "prepare" or written, remove=made_here)
+            if not kept and claim is not None:
+                claim.drop()  # nothing paid, nothing left: no row
             raise
         return handle
 
@@ -133,6 +160,7 @@ class Workbench:
                     return self._follower.reattach_training(str(model["id"])), None
         drafts = [m for m in same if m.get("status") == "new"]
         if drafts:
+            self._models.settle_unknown(name, drafts[0])  # a creation whose answer was lost: this is its model
             return None, drafts[0]
         if same and attach:
             raise InputError(f"you already have a model named {name!r} ({same[0].get('id')}, "
@@ -156,12 +184,6 @@ class Workbench:
             estimate.creative_units += price
         return estimate
 
-    def _recorded(self, handle: Training) -> bool:
-        try:
-            return self._ledger.history.training(handle.model_id) is not None
-        except StorageError:
-            return False
-
     def _prepare(self, handle: Training, loaded: list[LocalImage], plan: Union[str, dict, None], *,
                  reuse: Optional[dict] = None) -> None:
         """Captions (asked for all at once), then the upload (side by side), then each caption on its image.
@@ -181,12 +203,14 @@ class Workbench:
         self._ledger.record_training(handle, before_sending=True)
         handle._notify()
 
-        there = {str(i.get("name")): str(i["id"]) for i in (self._models.model(handle.model_id) if reuse else {})
-                 .get("trainingImages") or [] if isinstance(i, dict) and i.get("id")}
+        images = (self._models.model(handle.model_id) if reuse else {}).get("trainingImages") or []
+        there = {str(i.get("name")): str(i["id"]) for i in images if isinstance(i, dict) and i.get("id")}
+        if reuse:
+            self._settle_uploads(handle, images)
 
         def upload(pair: tuple) -> None:
             image, local = pair
-            image.asset_id = there.get(local.name) or self._upload(handle.model_id, local)
+            image.asset_id = there.get(local.name) or self._upload(handle, local)
             self._keep_copy(handle, image, local)
             if image.asset_id and image.caption:
                 self._http.request("PUT", f"/assets/{image.asset_id}", json_body={"description": image.caption})
@@ -195,38 +219,67 @@ class Workbench:
             list(pool.map(upload, zip(handle.images, loaded, strict=True)))
         self._ledger.record_training(handle, before_sending=True)
 
-    def _upload(self, model_id: str, local: LocalImage) -> Optional[str]:
-        """One training image, its asset id. A 429 is waited out (the policy's backoff, `Retry-After` first) and
-        sent again; a lost answer (no answer, 5xx) is looked for on the model first (its training images, by
-        name) and sent again only when it is not there."""
+    def _upload(self, handle: Training, local: LocalImage) -> Optional[str]:
+        """One training image, its asset id, through the ledger (its own row, `kind` upload). A 429 is waited out
+        (the policy's backoff, `Retry-After` first) and sent again; a lost answer (no answer, 5xx) is looked for
+        on the model first (its training images, by name) and sent again only when it is not there."""
+        model_id = handle.model_id
+        row = self._ledger.intent("upload", name=handle.name, model_id=model_id, what=f"training image {local.name}")
         for attempt in range(UPLOAD_TRIES):
             try:
                 answer = self._http.request("POST", f"/models/{model_id}/training-images",
                                             json_body={"name": local.name, "data": local.data_url()})
                 found = answer.get("trainingImage")
                 found = found[0] if isinstance(found, list) and found else found
-                return (found or {}).get("id")
+                asset_id = (found or {}).get("id")
+                self._ledger.settle(row, "success", asset_ids=[asset_id] if asset_id else [],
+                                    cost=parse_cost(answer.get("creativeUnitsCost")))
+                return asset_id
             except RateLimitError as exc:
                 if attempt == UPLOAD_TRIES - 1:
+                    self._ledger.settle(row, "not-sent", error=f"refused: {exc.reason}")
                     raise
                 time.sleep(self._http.backoff.delay(attempt, exc.retry_after))
-            except (APIConnectionError, ServerError):
+            except (APIConnectionError, ServerError) as exc:
                 uploaded = self._uploaded(model_id, local.name)
-                if uploaded is not None:
+                if uploaded:
+                    self._ledger.settle(row, "success", asset_ids=[uploaded])
                     return uploaded
                 if attempt == UPLOAD_TRIES - 1:
+                    self._ledger.settle(row, "unknown" if uploaded is None else "not-sent", error=str(exc))
                     raise
                 time.sleep(self._http.backoff.delay(attempt))
+            except APIError as exc:  # refused: nothing stored
+                self._ledger.settle(row, "not-sent", error=exc.reason)
+                raise
+            except BaseException:  # interrupted while waiting: it may be on the model
+                self._ledger.settle(row, "unknown", error="interrupted while waiting for the answer")
+                raise
         return None
 
+    def _settle_uploads(self, handle: Training, images: list) -> None:
+        """This model's uploads whose answer was lost, settled by its training images (found by name: it exists;
+        missing: it was never stored)."""
+        try:
+            rows = [r for r in self._ledger.history.workbench(self._ledger.backend_id, handle.name)
+                    if r.kind == "upload" and r.model_id == handle.model_id and r.status in ("unknown", "sending")]
+        except StorageError:
+            return
+        there = {str(i.get("name")): str(i["id"]) for i in images if isinstance(i, dict) and i.get("id")}
+        for row in rows:
+            image = row.prompt.removeprefix("training image ")
+            self._ledger.settle(row, "success" if image in there else "not-sent",
+                                asset_ids=[there[image]] if image in there else [], error=None)
+
     def _uploaded(self, model_id: str, name: str) -> Optional[str]:
-        """The asset id of the model's training image of this name, None when it has none (or cannot be read)."""
+        """The asset id of the model's training image of this name, "" when it has none, None when the model
+        cannot be read."""
         try:
             model = self._models.model(model_id)
         except ScenarioError:
             return None
         return next((str(i["id"]) for i in model.get("trainingImages") or []
-                     if isinstance(i, dict) and i.get("name") == name and i.get("id")), None)
+                     if isinstance(i, dict) and i.get("name") == name and i.get("id")), "")
 
     def _keep_copy(self, handle: Training, image: TrainingImage, local: LocalImage) -> None:
         """A local copy of an uploaded image, for the thumbnails only (a failure is a note, nothing more)."""
@@ -237,7 +290,7 @@ class Workbench:
         except StorageError as exc:
             handle._set(note=f"no local copy of {local.name}: {exc}")
 
-    def _abandon(self, handle: Training, exc: BaseException, *, recorded: bool, remove: bool = True) -> None:
+    def _abandon(self, handle: Training, exc: BaseException, *, recorded: bool, remove: bool = True) -> bool:
         """Remove a model made here whose training was never started (best effort: one that stays is a draft,
         reused by the next training of its name), and say so in the history."""
         for attempt in range(2 if remove else 0):
@@ -258,3 +311,4 @@ class Workbench:
             handle._finish()
             self._ledger.record_training(handle)
             handle._settle()
+        return recorded
