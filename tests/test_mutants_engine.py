@@ -1557,3 +1557,144 @@ def test_drafts_are_read_from_the_newest_ten_thousand_trainings(tmp_path):
     conn.close()
     assert models.drafts() == []
     history.close()
+
+
+# -- _engine/_ledger.py: the workbench's own rows (model creations, uploads) -------------------------------------
+def test_a_workbench_intent_is_written_before_it_leaves(ledger, history):
+    before = time.time()
+    row = ledger.intent("model", name="Potions", what="create a flux.1-lora model", model_id="m0")
+    stored = history.get_request(row.request_id)
+    assert stored == row and row.request_id.startswith("req_")
+    assert (row.kind, row.model_name, row.prompt, row.model_id, row.status, row.source) == (
+        "model", "Potions", "create a flux.1-lora model", "m0", "sending", "workbench")
+    assert (row.backend_id, row.backend_url, row.job_id, row.finished_at) == (BACKEND, URL, None, None)
+    assert before <= row.sent_at == row.created_at == row.updated_at <= time.time()
+    assert ledger.intent("upload", name="Potions", what="a.png").model_id == ""
+
+
+def test_a_workbench_intent_that_cannot_be_written_is_refused(live):
+    ledger = Ledger(BrokenHistory, live, backend_id=BACKEND, base_url=URL)
+    with pytest.raises(StorageError) as refused:
+        ledger.intent("model", name="Potions", what="create")
+    assert str(refused.value) == "disk full; nothing was sent"
+
+
+@pytest.mark.parametrize("status, final", [("success", True), ("not-sent", True), ("unknown", False)])
+def test_a_workbench_row_is_settled_with_its_outcome(ledger, history, status, final):
+    row = ledger.intent("model", name="Potions", what="create")
+    sent = row.updated_at
+    ledger.settle(row, status, model_id="model_9", cost=5.0)
+    stored = history.get_request(row.request_id)
+    assert (stored.status, stored.model_id, stored.cost) == (status, "model_9", 5.0)
+    assert sent <= stored.updated_at <= time.time()
+    assert stored.finished_at == (stored.updated_at if final else None)
+
+
+def test_a_workbench_row_that_cannot_be_settled_is_logged(live, log_lines):
+    from scenario_nb._history import JobRecord
+    ledger = Ledger(BrokenHistory, live, backend_id=BACKEND, base_url=URL)
+    row = JobRecord(request_id="req_w", kind="upload", model_name="Potions")
+    ledger.settle(row, "success")
+    assert row.status == "success" and log_lines == ["the upload of Potions is not in the history: disk full"]
+
+
+def test_a_training_row_names_the_process_that_wrote_it(ledger, history):
+    import os
+    import socket
+    ledger.record_training(a_training())
+    assert history.training("model_t").owner == f"{socket.gethostname()}:{os.getpid()}"
+
+
+# -- _engine/_own_models.py: creations through the ledger --------------------------------------------------------
+def test_a_model_made_is_a_settled_row_of_its_own(tmp_path):
+    server = ModelsServer(create={"model": {"id": "model_new"}, "creativeUnitsCost": 3})
+    models, history = own_models(tmp_path, server)
+    models.create("Potions", "flux.1-lora")
+    [row] = history.workbench(BACKEND)
+    assert (row.kind, row.model_name, row.status, row.model_id, row.cost) == (
+        "model", "Potions", "success", "model_new", 3.0)
+    assert row.prompt == "create a flux.1-lora model"
+    history.close()
+
+
+def test_a_refused_creation_is_not_sent_and_an_interrupted_one_unknown(tmp_path):
+    from scenario_nb._errors import BadRequestError
+    server = ModelsServer(create=BadRequestError("bad name"))
+    models, history = own_models(tmp_path, server)
+    with pytest.raises(BadRequestError):
+        models.create("Potions", "flux.1-lora")
+    server.create_answer = KeyboardInterrupt()
+    with pytest.raises(KeyboardInterrupt):
+        models.create("Boats", "flux.1-lora")
+    rows = {r.model_name: (r.status, r.error) for r in history.workbench(BACKEND)}
+    assert rows == {"Potions": ("not-sent", "bad name"),
+                    "Boats": ("unknown", "interrupted while waiting for the answer")}
+    history.close()
+
+
+def test_a_lost_creation_found_or_not_is_settled_so(tmp_path):
+    from scenario_nb._errors import APIConnectionError
+    now = time.time()
+    server = ModelsServer([{"id": "made", "name": "Potions", "status": "new", "type": "flux.1-lora",
+                            "createdAt": iso(now)}], create=APIConnectionError("reset"))
+    models, history = own_models(tmp_path, server)
+    assert models.create("Potions", "flux.1-lora") == "made"
+    with pytest.raises(APIConnectionError):
+        models.create("Boats", "flux.1-lora")
+    rows = {r.model_name: (r.status, r.model_id) for r in history.workbench(BACKEND)}
+    assert rows == {"Potions": ("success", "made"), "Boats": ("unknown", "")}
+    history.close()
+
+
+def test_lost_creations_of_a_name_are_settled_by_the_model_found(tmp_path, monkeypatch):
+    from scenario_nb._engine._own_models import CLOCK_SKEW
+    models, history = own_models(tmp_path, ModelsServer())
+    ledger = models._ledger
+    lost = ledger.intent("model", name="Potions", what="create")
+    ledger.settle(lost, "unknown")
+    sending = ledger.intent("model", name="Potions", what="create")
+    later = ledger.intent("model", name="Potions", what="create")
+    later.sent_at = time.time() + 10 * CLOCK_SKEW
+    history.record(later)
+    done = ledger.intent("model", name="Potions", what="create")
+    ledger.settle(done, "success", model_id="model_old")
+    upload = ledger.intent("upload", name="Potions", what="a.png")
+    other = ledger.intent("model", name="Boats", what="create")
+    models.settle_unknown("Potions", {"id": "model_found", "createdAt": iso(time.time() - CLOCK_SKEW + 1)})
+    status = {r.request_id: (r.status, r.model_id) for r in history.workbench(BACKEND)}
+    assert status[lost.request_id] == ("success", "model_found") == status[sending.request_id]
+    assert status[later.request_id] == ("sending", "")  # sent after the model was made: not its creation
+    assert status[done.request_id] == ("success", "model_old")
+    assert status[upload.request_id] == ("sending", "") and status[other.request_id] == ("sending", "")
+    assert history.get_request(lost.request_id).error is None
+    history.close()
+
+
+def test_lost_creations_are_left_alone_when_the_history_cannot_be_read(tmp_path):
+    from scenario_nb._engine._own_models import OwnModels
+
+    class Unreadable:
+        def workbench(self, backend_id, name=None):
+            raise StorageError("unreadable")
+    models = OwnModels(ModelsServer(), Ledger(Unreadable, LiveRequests(), backend_id=BACKEND, base_url=URL))
+    models.settle_unknown("Potions", {"id": "m"})  # no error
+
+
+def test_a_model_a_lost_creation_may_have_made_is_a_draft(tmp_path):
+    from scenario_nb._engine._own_models import CLOCK_SKEW
+    now = time.time()
+    server = ModelsServer([
+        {"id": "made", "name": " potions ", "status": "new", "createdAt": iso(now)},
+        {"id": "older", "name": "Potions", "status": "new", "createdAt": iso(now - CLOCK_SKEW - 60)},
+        {"id": "trained", "name": "Potions", "status": "trained", "createdAt": iso(now)},
+        {"id": "stranger", "name": "Boats", "status": "new", "createdAt": iso(now)},
+        {"id": "settled", "name": "Kites", "status": "new"}])
+    models, history = own_models(tmp_path, server)
+    lost = models._ledger.intent("model", name="Potions", what="create")
+    models._ledger.settle(lost, "unknown")
+    done = models._ledger.intent("model", name="Kites", what="create")
+    models._ledger.settle(done, "success", model_id="settled")
+    upload = models._ledger.intent("upload", name="Boats", what="a.png")
+    models._ledger.settle(upload, "unknown")
+    assert sorted(m["id"] for m in models.drafts()) == ["made", "settled"]
+    history.close()
