@@ -1698,3 +1698,13 @@ def test_a_model_a_lost_creation_may_have_made_is_a_draft(tmp_path):
     models._ledger.settle(upload, "unknown")
     assert sorted(m["id"] for m in models.drafts()) == ["made", "settled"]
     history.close()
+
+
+def test_a_gate_closed_for_half_a_second_since_queueing_holds_the_only_request(rig):
+    r = rig(created("job_1"))
+    handle = a_request()
+    r.sender.submit(handle)
+    r.http.creation_gate.wait = 0.5  # a 429 elsewhere, after this one was queued; nothing else is held
+    r.lanes.run_next()
+    assert r.http.sent == [] and handle.status == "waiting" and r.sender.waiting() == [handle]
+    assert [(t[1], t[3]) for t in r.lanes.tasks] == [(0.5, "send")]
