@@ -1314,6 +1314,7 @@ class CaptionServer:
         data = base64.b64decode(json_body["images"][0].split(",", 1)[1])
         digest = hashlib.sha256(data).hexdigest()
         rows = [(r.status, r.details_level) for r in self.history.captions(BACKEND, digest)]
+        self.stamps = [(r.created_at, r.updated_at) for r in self.history.captions(BACKEND, digest)]
         with self._lock:
             self.requests.append((method, path, params, json_body["detailsLevel"], data, rows))
             self.in_flight += 1
@@ -1370,6 +1371,7 @@ def test_captions_are_recorded_before_they_are_asked_for_and_reused_after(histor
     assert texts == ["old caption of a", "a boat", "", "", ""] and lost == ["c"]
     assert sorted(r[4] for r in server.requests) == [b"b", b"e", b"f"]
     assert all(r[5] == [("sending", "basic")] and r[2] is None and r[3] == "basic" for r in server.requests)
+    assert {(r[0], r[1]) for r in server.requests} == {("POST", "/generate/caption")}
     [row] = history.captions(BACKEND, __import__("hashlib").sha256(b"b").hexdigest())
     assert (row.status, row.caption, row.cost, row.name, row.details_level) == ("done", "a boat", None, "b", "basic")
     assert row.created_at <= row.updated_at <= time.time()
@@ -1380,7 +1382,10 @@ def test_captions_are_recorded_before_they_are_asked_for_and_reused_after(histor
 
 def test_a_caption_costs_what_the_answer_says(history):
     server = CaptionServer(history)
+    before = time.time()
     captioner(history, server).caption_all([an_image("a")], "basic")
+    [(created, updated)] = server.stamps  # the row written before the request left
+    assert before <= created == updated <= time.time()
     [row] = history.captions(BACKEND)
     assert row.cost == 2.0 and row.caption == "caption of a"
 
@@ -1708,3 +1713,16 @@ def test_a_gate_closed_for_half_a_second_since_queueing_holds_the_only_request(r
     r.lanes.run_next()
     assert r.http.sent == [] and handle.status == "waiting" and r.sender.waiting() == [handle]
     assert [(t[1], t[3]) for t in r.lanes.tasks] == [(0.5, "send")]
+
+
+def test_captions_are_asked_for_on_threads_named_for_them(history):
+    """Their threads say what they are (in a stack dump or `threading.enumerate()`)."""
+    import threading
+    names: list = []
+
+    class NamingServer(CaptionServer):
+        def request(self, *args, **kwargs):
+            names.append(threading.current_thread().name)
+            return super().request(*args, **kwargs)
+    captioner(history, NamingServer(history)).caption_all([an_image("a"), an_image("b")], "basic")
+    assert len(names) == 2 and all(n.startswith("scenario-caption_") for n in names), names
