@@ -1656,7 +1656,7 @@ def test_lost_creations_of_a_name_are_settled_by_the_model_found(tmp_path, monke
     models, history = own_models(tmp_path, ModelsServer())
     ledger = models._ledger
     lost = ledger.intent("model", name="Potions", what="create")
-    ledger.settle(lost, "unknown")
+    ledger.settle(lost, "unknown", error="interrupted while waiting for the answer")
     sending = ledger.intent("model", name="Potions", what="create")
     later = ledger.intent("model", name="Potions", what="create")
     later.sent_at = time.time() + 10 * CLOCK_SKEW
@@ -1726,3 +1726,15 @@ def test_captions_are_asked_for_on_threads_named_for_them(history):
             return super().request(*args, **kwargs)
     captioner(history, NamingServer(history)).caption_all([an_image("a"), an_image("b")], "basic")
     assert len(names) == 2 and all(n.startswith("scenario-caption_") for n in names), names
+
+
+def test_a_lost_creation_is_settled_by_a_model_made_exactly_at_the_clock_skew_edge(tmp_path, monkeypatch):
+    from scenario_nb._engine._own_models import CLOCK_SKEW
+    now = 1_800_000_000.0
+    monkeypatch.setattr(time, "time", lambda: now)
+    models, history = own_models(tmp_path, ModelsServer())
+    lost = models._ledger.intent("model", name="Potions", what="create")
+    models._ledger.settle(lost, "unknown")
+    models.settle_unknown("Potions", {"id": "model_edge", "createdAt": iso(now - CLOCK_SKEW)})
+    assert history.get_request(lost.request_id).model_id == "model_edge"
+    history.close()
