@@ -1738,3 +1738,22 @@ def test_a_lost_creation_is_settled_by_a_model_made_exactly_at_the_clock_skew_ed
     models.settle_unknown("Potions", {"id": "model_edge", "createdAt": iso(now - CLOCK_SKEW)})
     assert history.get_request(lost.request_id).model_id == "model_edge"
     history.close()
+
+
+def test_drafts_by_lost_creations_still_sending_or_by_name_and_never_by_uploads(tmp_path, monkeypatch):
+    """A creation still `sending` (its kernel stopped mid-request) names a draft as a lost one does, to the second
+    of the clock skew; an upload row's model id makes no draft, and a nameless model is no creation's."""
+    from scenario_nb._engine._own_models import CLOCK_SKEW
+    now = 1_800_000_000.0
+    monkeypatch.setattr(time, "time", lambda: now)
+    server = ModelsServer([{"id": "edge", "name": "Potions", "status": "new", "createdAt": iso(now - CLOCK_SKEW)},
+                           {"id": "uploaded_to", "name": "Boats", "status": "new"},
+                           {"id": "nameless", "status": "new", "createdAt": iso(now)}])
+    models, history = own_models(tmp_path, server)
+    models._ledger.intent("model", name="Potions", what="create")  # still sending
+    upload = models._ledger.intent("upload", name="Boats", what="a.png", model_id="uploaded_to")
+    models._ledger.settle(upload, "success")
+    odd = models._ledger.intent("model", name="xxxx", what="create")
+    models._ledger.settle(odd, "unknown")
+    assert [m["id"] for m in models.drafts()] == ["edge"]
+    history.close()
