@@ -272,7 +272,7 @@ class History:
         """Requests and jobs not known to have ended: what a new kernel follows on."""
         marks = ", ".join("?" * len(TERMINAL))
         sql = (f"SELECT * FROM jobs WHERE (status IS NULL OR status NOT IN ({marks})) "
-               f"AND kind NOT IN ('model', 'upload')")
+               f"AND (kind IS NULL OR kind NOT IN ('model', 'upload'))")  # schema 1 rows have no kind
         params: tuple = TERMINAL
         if backend_id:
             mine, theirs = _of_backend(backend_id)

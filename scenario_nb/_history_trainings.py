@@ -7,9 +7,16 @@ A row is written before the first paid step of a training (status `preparing`, w
 from __future__ import annotations
 
 import json
+import os
+import socket
 import sqlite3
 from dataclasses import dataclass, field, fields
 from typing import Any, Optional
+
+def this_process() -> str:
+    """`host:pid`: who writes a training row (a claim's holder, while it is `preparing`)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
 
 TRAINING_TERMINAL = ("trained", "failed", "training-canceled", "not-started")
 """Training statuses that never change again (`not-started`: the training was never triggered, nothing paid)."""

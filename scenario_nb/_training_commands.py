@@ -53,6 +53,12 @@ class TrainingCommands:
             if any(t.name == name for t in self.client.trainings_in_flight()):
                 print(f"Stopped while the training of {name} was being started: it may be running; "
                       f'%scenario training "{name}" follows it')
+            elif self._prepared_elsewhere(name):
+                print(f"Stopped waiting for the training of {name} that another kernel prepares: nothing was sent "
+                      f'from here; %scenario training "{name}" follows it once it starts')
+            elif self._creation_lost(name):
+                print(f"Stopped while its model was being created: nothing was charged for the training; the model "
+                      f'may exist as a draft (%scenario models --drafts), reused by %scenario train "{name}"')
             else:
                 print(f"Stopped before the training of {name} started: nothing was charged for the training "
                       f"and its model was removed")
@@ -63,6 +69,24 @@ class TrainingCommands:
         if args.out:
             magics.user_ns[args.out] = result
         show_training(result, wait=magics.wait and not args.no_wait)
+
+    def _creation_lost(self, name: str) -> bool:
+        """Whether this name's newest model creation has no answer (stopped while it waited)."""
+        try:
+            rows = [r for r in self.client.history.workbench(self.client.backend_id, name) if r.kind == "model"]
+        except ScenarioError:
+            return False
+        return bool(rows) and rows[0].status in ("unknown", "sending")
+
+    def _prepared_elsewhere(self, name: str) -> bool:
+        """Whether another process holds this name's claim (a `preparing` row it wrote)."""
+        from ._history_trainings import this_process
+        try:
+            rows = self.client.history.trainings(self.client.backend_id)
+        except ScenarioError:
+            return False
+        return any(r.status == "preparing" and r.name.lower() == name.lower() and r.owner != this_process()
+                   for r in rows)
 
     def _resume(self, name: str) -> None:
         name = _required(name, "model name", "train resume", 'e.g. %scenario train resume "Potion Icons"')

@@ -14,6 +14,7 @@ from scenario_nb import (AuthenticationError, ConfigurationError, CostEstimate, 
 from scenario_nb import sandbox as sandbox_mod
 
 from conftest import SUITE_KEY as KEY, SUITE_SECRET as SECRET  # noqa: E402 (scanned for in every exception)
+from conftest import Clock  # noqa: E402
 
 
 def first_runnable(client, with_input):
@@ -357,7 +358,8 @@ def test_nothing_below_the_client_holds_the_client(tmp_path):
     folder.mkdir()
     for i in range(5):
         Image.new("RGB", (1024, 1024), (40 * i, 90, 200)).save(folder / f"img-{i}.png")
-    with sandbox_mod.start(api_key=KEY, api_secret=SECRET, job_seconds=1.0, train_seconds=2.0) as sb:
+    clock = Clock(frozen=True)  # nothing ends before the clock is moved, however slow the machine
+    with sandbox_mod.start(api_key=KEY, api_secret=SECRET, job_seconds=1.0, train_seconds=2.0, clock=clock) as sb:
         client = ScenarioClient(KEY, SECRET, sb.url, home=tmp_path / "home")
         client.set_polling(floor=0.1)
         training = client.train("Potions", folder, captions=None)
@@ -368,6 +370,7 @@ def test_nothing_below_the_client_holds_the_client(tmp_path):
         del client
         gc.collect()
         assert gone() is None and not generation.done and not training.done
+        clock.now += 10
         assert generation.wait(30).ok and training.wait(60).ok
         assert training.model_id not in cache.models  # forgotten once trained
         engine.close()

@@ -7,7 +7,8 @@ import re
 import nbformat
 from nbclient import NotebookClient
 
-from conftest import Kernel, kernel_env, text_of
+from conftest import Kernel, RemoteSandbox, kernel_env, spawn_sandbox, text_of
+from scenario_nb._history import History
 
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 
@@ -72,3 +73,28 @@ def test_killed_kernel_with_ten_jobs_in_flight_loses_nothing(tmp_path, sandbox_p
         assert again.count("success") >= 10
     finally:
         second.kill()
+
+
+def test_issue_24_case_11_a_restarted_sandbox_loses_no_paid_job_from_the_history(tmp_path):
+    """The stand-alone sandbox restarted with its default seed (a second benchmark run, say) must not hand out a
+    job id again: with one home, a kernel on each run pays for one job, and both are in the history, followed to
+    the end, with nothing logged about a job "not in the history" (before, every job of the second run was)."""
+    home, made = tmp_path / "home", []
+    for _restart in range(2):
+        with spawn_sandbox(extra_args=("--seed", "0")) as server:
+            kernel = Kernel(kernel_env(home, server, job_seconds="0.2"))
+            try:
+                kernel.run("%load_ext scenario_nb")
+                said = text_of(kernel.run("%%scenario Gemini --seed 1 -o g\nthe same first request"))
+                said += text_of(kernel.run("print('JOB', g.job_id, g.status)"))
+            finally:
+                kernel.kill()
+            assert RemoteSandbox(server["url"], server["key"], server["secret"]).stats()["jobs_created"] == 1
+        assert "not in the history" not in said, said
+        job = re.search(r"JOB (\S+) (\S+)", said)
+        assert job and job[2] == "success", said
+        made.append(job[1])
+    assert made[0] != made[1], "a restarted sandbox handed out a job id again"
+    rows = {r.job_id: r for r in History(home / "history.sqlite").recent()}
+    assert set(made) <= set(rows), "a paid job fell out of the history"
+    assert all(rows[j].status == "success" and rows[j].files for j in made)

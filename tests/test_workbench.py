@@ -222,7 +222,8 @@ def test_a_second_client_training_the_same_name_attaches_and_force_makes_a_secon
     """A second client on the same history (another kernel), then one with a history of its own (another
     machine), train the same name: both follow the first training; one model, one start, five captions. With
     force=True a second model is made on purpose."""
-    with start_sandbox(max_parallel_trainings=3) as sb:
+    clock = Clock(frozen=True)  # the first training runs until the clock is moved: the others find it in flight
+    with start_sandbox(max_parallel_trainings=3, clock=clock) as sb:
         folder = image_folder(tmp_path / "set")
         first = new_client(sb, tmp_path / "home")
         training = first.train("Only Once", folder, captions="auto")
@@ -233,10 +234,12 @@ def test_a_second_client_training_the_same_name_attaches_and_force_makes_a_secon
         assert again.model_id == there.model_id == training.model_id
         assert models_made(sb) == 1 and sb.stats()["trainings_started"] == 1
         assert len(received(sb, "POST", "/generate/caption", dry_run=False)) == 5
+        clock.now += TRAIN_SECONDS + 1
         assert again.wait(60).ok and training.wait(60).ok
         rerun = first.train("Only Once", folder, captions="auto")  # a re-run after it ended: its result
         assert rerun.model_id == training.model_id and rerun.ok and models_made(sb) == 1
         forced = first.train("Only Once", folder, captions="auto", force=True)
+        clock.now += TRAIN_SECONDS + 1
         assert forced.model_id != training.model_id and forced.wait(60).ok
         assert models_made(sb) == 2 and sb.stats()["trainings_started"] == 2
         for client in (first, second, elsewhere):
@@ -308,4 +311,42 @@ def test_model_creations_and_uploads_are_ledger_rows_written_ahead_and_settled(t
         assert len(received(sb, "POST", "/training-images")) == 5  # the 502'd one was found, not sent again
         assert all(r.sent_at <= min(q["time"] for q in received(sb, "POST", "/training-images")) + 1 for r in uploads)
         assert not client.history.unfinished(client.backend_id)  # never followed as jobs
+        client.close()
+
+
+def test_a_live_claim_on_a_name_holds_a_train_back_but_not_a_forced_one(tmp_path):
+    """Another live process's `preparing` row for a name (its claim): `train` of that name waits behind it and sends
+    nothing; `force=True` does not wait (a second model on purpose). Once the claim is gone the waiting train
+    attaches to the training under way: two models in all, two starts, none more."""
+    import os
+    import socket
+    import threading
+
+    from scenario_nb._history import TrainingRecord
+    with start_sandbox(max_parallel_trainings=3) as sb:
+        client = new_client(sb, tmp_path / "home")
+        folder = image_folder(tmp_path / "set")
+        first = client.train("Held Name", folder, captions=None)
+        now = time.time()
+        other = TrainingRecord(model_id="claim_other", backend_id=client.backend_id, name="Held Name",
+                               status="preparing", created_at=now, updated_at=now,
+                               owner=f"{socket.gethostname()}:{os.getppid()}")  # alive: the test's parent
+        assert client.history.claim_training(other) is None
+        waited: list = []
+        waiting = threading.Thread(target=lambda: waited.append(client.train("Held Name", folder, captions=None)))
+        waiting.start()
+        time.sleep(1.0)
+        assert waiting.is_alive() and models_made(sb) == 1, "a train went ahead of another process's claim"
+        made: list = []
+        forcing = threading.Thread(target=lambda: made.append(client.train("Held Name", folder, captions=None,
+                                                                            force=True)))
+        forcing.start()
+        forcing.join(30)
+        client.history.forget_training("claim_other")  # (a forced train that waited is freed here)
+        assert made and not forcing.is_alive(), "a forced train waited behind another process's claim"
+        forced = made[0]
+        assert forced.model_id != first.model_id and models_made(sb) == 2
+        waiting.join(30)
+        assert waited and waited[0].model_id in (first.model_id, forced.model_id)
+        assert models_made(sb) == 2 and sb.stats()["trainings_started"] == 2
         client.close()

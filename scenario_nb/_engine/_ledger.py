@@ -8,8 +8,6 @@ paid for.
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import time
 from typing import Callable, Optional
 
@@ -17,13 +15,9 @@ from .._errors import StorageError
 from .._generation import Generation
 from .._prompts import prompt_of
 from .._history import TERMINAL, History, JobRecord, TrainingRecord, new_request_id
+from .._history_trainings import this_process
 from .._training import Training
 from ._live import LiveRequests
-
-
-def this_process() -> str:
-    """`host:pid`: who wrote a training row (a claim's holder, while it is `preparing`)."""
-    return f"{socket.gethostname()}:{os.getpid()}"
 
 log = logging.getLogger("scenario_nb")
 

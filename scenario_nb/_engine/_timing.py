@@ -25,7 +25,7 @@ from typing import Any, Callable, Optional
 
 from .._errors import ScenarioError
 from .._generation import Generation, parse_time
-from .._history import History
+from .._history import WORKBENCH_KINDS, History
 from ._live import LiveRequests, Settings
 
 SCOUTS = 2  # jobs of a cold cohort (a model's duration unknown) that probe for all of it
@@ -338,5 +338,5 @@ class PollTiming:
         except ScenarioError:
             return
         self.durations.seed(model_id, [(r.finished_at or 0) - (r.sent_at or r.created_at) for r in rows
-                                       if r.status == "success" and r.finished_at and
+                                       if r.status == "success" and r.finished_at and r.kind not in WORKBENCH_KINDS and
                                        model_id in (r.model_id, r.base_model_id)][:32])
