@@ -210,6 +210,11 @@ class History:
 
     def _write(self, sql: str, params: tuple) -> int:
         """One short write transaction; returns the number of rows changed."""
+        return self._transaction(lambda conn: conn.execute(sql, params).rowcount)
+
+    def _transaction(self, work: Callable[[sqlite3.Connection], Any]) -> Any:
+        """`work(conn)` in one write transaction (`BEGIN IMMEDIATE`: other writers wait), committed, or rolled
+        back on any error; returns what `work` returns."""
         with self._lock:
             try:
                 conn = self._connection()
@@ -217,12 +222,12 @@ class History:
                     raise StorageError(self._newer_text())
                 conn.execute("BEGIN IMMEDIATE")
                 try:
-                    changed = conn.execute(sql, params).rowcount
+                    result = work(conn)
                     conn.execute("COMMIT")
                 except BaseException:
                     _rollback(conn)
                     raise
-                return changed
+                return result
             except (OSError, sqlite3.Error) as exc:
                 raise self._fail(exc, "write") from None
 
@@ -318,34 +323,22 @@ class History:
         """Write `rec` (a `preparing` row) unless another `preparing` row of its backend and name `holds` (its
         process alive): then that row is returned and nothing written. A row that no longer holds is marked
         `not-started`. One transaction, so two kernels never both claim a name."""
-        with self._lock:
-            try:
-                conn = self._connection()
-                if self.read_only:
-                    raise StorageError(self._newer_text())
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    rows = [_decode_training(r) for r in conn.execute(
-                        "SELECT * FROM trainings WHERE backend_id = ? AND status = 'preparing'", (rec.backend_id,))]
-                    for row in rows:
-                        if row.name.strip().lower() != rec.name.strip().lower() or holds is None:
-                            continue
-                        if holds(row):
-                            _rollback(conn)
-                            return row
-                        conn.execute("UPDATE trainings SET status = 'not-started', error = ? WHERE model_id = ?",
-                                     (f"abandoned while being prepared: its process ({row.owner}) stopped",
-                                      row.model_id))
-                    values = [_encode_training(name, getattr(rec, name)) for name in TRAINING_COLUMNS]
-                    conn.execute(f"INSERT INTO trainings ({', '.join(TRAINING_COLUMNS)}) VALUES "
-                                 f"({', '.join('?' * len(values))})", tuple(values))
-                    conn.execute("COMMIT")
-                except BaseException:
-                    _rollback(conn)
-                    raise
-                return None
-            except (OSError, sqlite3.Error) as exc:
-                raise self._fail(exc, "write") from None
+        def claim(conn: sqlite3.Connection) -> Optional[TrainingRecord]:
+            rows = [_decode_training(r) for r in conn.execute(
+                "SELECT * FROM trainings WHERE backend_id = ? AND status = 'preparing'", (rec.backend_id,))]
+            for row in rows:
+                if row.name.strip().lower() != rec.name.strip().lower() or holds is None:
+                    continue
+                if holds(row):
+                    return row
+                conn.execute("UPDATE trainings SET status = 'not-started', error = ? WHERE model_id = ?",
+                             (f"abandoned while being prepared: its process ({row.owner}) stopped", row.model_id))
+            values = [_encode_training(name, getattr(rec, name)) for name in TRAINING_COLUMNS]
+            conn.execute(f"INSERT INTO trainings ({', '.join(TRAINING_COLUMNS)}) VALUES "
+                         f"({', '.join('?' * len(values))})", tuple(values))
+            return None
+
+        return self._transaction(claim)
 
     def move_training(self, old_id: str, new_id: str) -> None:
         """A claim's row now names its model (created, or a draft reused): any row of that model gives way."""
