@@ -16,10 +16,11 @@ from PIL import Image
 from scenario_nb._engine._ledger import Ledger
 from scenario_nb._engine._live import LiveRequests
 from scenario_nb._engine._workbench import Workbench
-from scenario_nb._errors import InputError, ServerError
+from scenario_nb._errors import (APIConnectionError, BadRequestError, InputError, RateLimitError, ServerError,
+                                StorageError)
 from scenario_nb._history import History
 from scenario_nb._local_images import LocalImage
-from scenario_nb._training import Training
+from scenario_nb._training import Training, TrainingImage
 
 URL = "http://127.0.0.1:1/v1"
 BACKEND = URL + "#key1"
@@ -40,10 +41,12 @@ def ledger(history):
 class Backoff:
     def __init__(self, events: list) -> None:
         self.asked: list = []
+        self.retry_afters: list = []
         self.events = events
 
     def delay(self, attempt, retry_after=None) -> float:
         self.asked.append(attempt)
+        self.retry_afters.append(retry_after)
         self.events.append(f"wait {attempt}")
         return 0.0
 
@@ -54,16 +57,21 @@ class FakeHttp:
     def __init__(self, *outcomes) -> None:
         self.outcomes = list(outcomes)
         self.sent: list = []
+        self.bodies: list = []
         self.events: list = []
         self.backoff = Backoff(self.events)
 
     def request(self, method, path, params=None, json_body=None):
         self.sent.append((method, path))
+        self.bodies.append(json_body)
         self.events.append(method)
         outcome = self.outcomes.pop(0) if self.outcomes else {}
         if isinstance(outcome, BaseException):
             raise outcome
         return outcome
+
+    def get(self, path, params=None):
+        return self.request("GET", path, params=params)
 
 
 class FakeCaptioner:
@@ -172,3 +180,160 @@ def test_a_model_not_made_here_is_not_deleted(ledger, history):
     assert wb._abandon(a_handle(), ValueError("odd"), recorded=True, remove=False) is True
     assert http.sent == []
     assert history.training("model_1").error == "ValueError: odd"
+
+
+# -- _upload, _uploaded -------------------------------------------------------------------------------------------
+
+POST = ("POST", "/models/model_1/training-images")
+GET = ("GET", "/models/model_1")
+
+
+def upload_rows(history) -> list:
+    return [r for r in history.workbench(BACKEND, "Cats") if r.kind == "upload"]
+
+
+def on_model(*images) -> dict:
+    return {"model": {"trainingImages": list(images)}}
+
+
+@pytest.mark.parametrize("answer, asset_id", [
+    ({"trainingImage": {"id": "asset_1"}, "creativeUnitsCost": 2}, "asset_1"),
+    ({"trainingImage": [{"id": "asset_2"}], "creativeUnitsCost": 2}, "asset_2"),
+    ({"trainingImage": [], "creativeUnitsCost": 2}, None),
+])
+def test_an_upload_is_a_row_written_ahead_and_settled_with_its_asset(ledger, history, answer, asset_id):
+    http = FakeHttp(answer)
+    image = an_image("a.png")
+    assert a_workbench(http, ledger)._upload(a_handle(), image) == asset_id
+    assert http.sent == [POST] and http.bodies == [{"name": "a.png", "data": image.data_url()}]
+    [row] = upload_rows(history)
+    assert (row.model_id, row.prompt, row.status, row.cost) == ("model_1", "training image a.png", "success", 2.0)
+    assert row.asset_ids == ([asset_id] if asset_id else [])
+
+
+def test_an_upload_refused_for_a_rate_waits_and_is_sent_again(ledger, history):
+    http = FakeHttp(RateLimitError("slow down", retry_after=3.0), {"trainingImage": {"id": "asset_1"}})
+    assert a_workbench(http, ledger)._upload(a_handle(), an_image("a.png")) == "asset_1"
+    assert http.events == ["POST", "wait 0", "POST"] and http.backoff.retry_afters == [3.0]
+    assert upload_rows(history)[0].status == "success"
+
+
+def test_an_upload_refused_four_times_is_not_sent(ledger, history):
+    refused = RateLimitError("slow down", retry_after=1.0)
+    http = FakeHttp(*[refused] * 5)
+    with pytest.raises(RateLimitError):
+        a_workbench(http, ledger)._upload(a_handle(), an_image("a.png"))
+    assert http.sent == [POST] * 4 and http.backoff.asked == [0, 1, 2]
+    [row] = upload_rows(history)
+    assert (row.status, row.error) == ("not-sent", "refused: slow down")
+
+
+def test_a_lost_upload_found_on_the_model_is_not_sent_again(ledger, history):
+    http = FakeHttp(ServerError("lost"), on_model({"name": "b.png", "id": "asset_8"}, "odd", {"name": "a.png"},
+                                                   {"name": "a.png", "id": "asset_9"}))
+    assert a_workbench(http, ledger)._upload(a_handle(), an_image("a.png")) == "asset_9"
+    assert http.sent == [POST, GET]
+    [row] = upload_rows(history)
+    assert (row.status, row.asset_ids) == ("success", ["asset_9"])
+
+
+def test_a_lost_upload_not_on_the_model_is_sent_again(ledger, history):
+    http = FakeHttp(APIConnectionError("reset"), on_model({"name": "b.png", "id": "asset_8"}),
+                    {"trainingImage": {"id": "asset_1"}})
+    assert a_workbench(http, ledger)._upload(a_handle(), an_image("a.png")) == "asset_1"
+    assert http.events == ["POST", "GET", "wait 0", "POST"] and http.backoff.retry_afters == [None]
+    assert upload_rows(history)[0].asset_ids == ["asset_1"]
+
+
+@pytest.mark.parametrize("readable, status", [(True, "not-sent"), (False, "unknown")])
+def test_an_upload_lost_four_times_is_settled_by_what_the_model_shows(ledger, history, readable, status):
+    lost = ServerError("lost")
+    model = on_model() if readable else ServerError("model unreadable")
+    http = FakeHttp(*[lost, model] * 4)
+    with pytest.raises(ServerError):
+        a_workbench(http, ledger)._upload(a_handle(), an_image("a.png"))
+    assert http.sent == [POST, GET] * 4 and http.backoff.asked == [0, 1, 2]
+    [row] = upload_rows(history)
+    assert (row.status, row.error) == (status, str(lost))
+
+
+def test_a_refused_upload_is_not_sent_and_not_tried_again(ledger, history):
+    http = FakeHttp(BadRequestError("not an image"))
+    with pytest.raises(BadRequestError):
+        a_workbench(http, ledger)._upload(a_handle(), an_image("a.png"))
+    assert http.sent == [POST]
+    [row] = upload_rows(history)
+    assert (row.status, row.error) == ("not-sent", "not an image")
+
+
+def test_an_upload_interrupted_is_unknown(ledger, history):
+    http = FakeHttp(KeyboardInterrupt())
+    with pytest.raises(KeyboardInterrupt):
+        a_workbench(http, ledger)._upload(a_handle(), an_image("a.png"))
+    [row] = upload_rows(history)
+    assert (row.status, row.error) == ("unknown", "interrupted while waiting for the answer")
+
+
+# -- _settle_uploads, _keep_copy ------------------------------------------------------------------------------
+
+def test_lost_uploads_of_a_reused_model_are_settled_by_its_training_images(ledger, history):
+    def upload(name, model_id="model_1", status="unknown", kind="upload"):
+        row = ledger.intent(kind, name="Cats", model_id=model_id, what=f"training image {name}")
+        ledger.settle(row, status, error="lost")
+        return row.request_id
+    found, missing, sending = upload("a.png"), upload("b.png"), upload("c.png", status="sending")
+    others = [upload("a.png", model_id="model_2"), upload("a.png", status="success"),
+              upload("a.png", kind="model"), upload("a.png", status="not-sent")]
+    images = [{"name": "a.png", "id": "asset_1"}, {"name": "c.png", "id": "asset_3"}, {"name": "b.png"}, "odd"]
+    a_workbench(FakeHttp(), ledger)._settle_uploads(a_handle(), images)
+    rows = {r.request_id: r for r in history.workbench(BACKEND, "Cats")}
+    assert (rows[found].status, rows[found].asset_ids, rows[found].error) == ("success", ["asset_1"], None)
+    assert (rows[sending].status, rows[sending].asset_ids) == ("success", ["asset_3"])
+    assert (rows[missing].status, rows[missing].asset_ids, rows[missing].error) == ("not-sent", [], None)
+    assert [rows[r].error for r in others] == ["lost"] * 4
+    assert [rows[r].status for r in others] == ["unknown", "success", "unknown", "not-sent"]
+
+
+class UnreadableHistory:
+    def workbench(self, *args, **kwargs):
+        raise StorageError("locked")
+
+
+def test_lost_uploads_are_left_alone_when_the_history_cannot_be_read():
+    ledger = Ledger(lambda: UnreadableHistory(), LiveRequests(), backend_id=BACKEND, base_url=URL)
+    a_workbench(FakeHttp(), ledger)._settle_uploads(a_handle(), [{"name": "a.png", "id": "asset_1"}])
+
+
+class Store:
+    def __init__(self, fail: bool = False) -> None:
+        self.fail = fail
+        self.put_calls: list = []
+
+    def put(self, asset_id, data, mime):
+        self.put_calls.append((asset_id, data, mime))
+        if self.fail:
+            raise StorageError("disk full")
+        return f"/store/{asset_id}"
+
+
+@pytest.mark.parametrize("fail", [False, True])
+def test_an_uploaded_image_is_kept_in_the_store_or_noted(ledger, fail):
+    store = Store(fail)
+    wb = Workbench(None, FakeHttp(), ledger, None, store=lambda: store)
+    handle, local = a_handle(), an_image("a.png")
+    image = TrainingImage("a.png", width=8, height=8, data=local.data)
+    image.asset_id = "asset_1"
+    wb._keep_copy(handle, image, local)
+    assert store.put_calls == [("asset_1", local.data, "image/png")]
+    if fail:
+        assert image.path is None and handle.note == "no local copy of a.png: disk full"
+    else:
+        assert image.path == "/store/asset_1" and handle.note == ""
+
+
+def test_an_image_not_uploaded_is_not_kept(ledger):
+    store = Store()
+    wb = Workbench(None, FakeHttp(), ledger, None, store=lambda: store)
+    local = an_image("a.png")
+    wb._keep_copy(a_handle(), TrainingImage("a.png", width=8, height=8, data=local.data), local)
+    assert store.put_calls == []
