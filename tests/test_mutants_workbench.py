@@ -9,6 +9,7 @@ gets, and a stand-in captioner; checked by effect: the requests sent, the rows t
 from __future__ import annotations
 
 import io
+import sqlite3
 
 import pytest
 from PIL import Image
@@ -18,9 +19,9 @@ from scenario_nb._engine._live import LiveRequests
 from scenario_nb._engine._workbench import Workbench
 from scenario_nb._errors import (APIConnectionError, BadRequestError, InputError, RateLimitError, ServerError,
                                 StorageError)
-from scenario_nb._history import History
+from scenario_nb._history import History, TrainingRecord
 from scenario_nb._local_images import LocalImage
-from scenario_nb._training import Training, TrainingImage
+from scenario_nb._training import Training, TrainingImage, TrainingPlan
 
 URL = "http://127.0.0.1:1/v1"
 BACKEND = URL + "#key1"
@@ -56,6 +57,7 @@ class FakeHttp:
 
     def __init__(self, *outcomes) -> None:
         self.outcomes = list(outcomes)
+        self.params: list = []
         self.sent: list = []
         self.bodies: list = []
         self.events: list = []
@@ -63,6 +65,7 @@ class FakeHttp:
 
     def request(self, method, path, params=None, json_body=None):
         self.sent.append((method, path))
+        self.params.append(params)
         self.bodies.append(json_body)
         self.events.append(method)
         outcome = self.outcomes.pop(0) if self.outcomes else {}
@@ -337,3 +340,165 @@ def test_an_image_not_uploaded_is_not_kept(ledger):
     local = an_image("a.png")
     wb._keep_copy(a_handle(), TrainingImage("a.png", width=8, height=8, data=local.data), local)
     assert store.put_calls == []
+
+
+# -- _price ---------------------------------------------------------------------------------------------------
+
+def a_plan(captions="auto") -> TrainingPlan:
+    return TrainingPlan("Cats", "flux.1-lora", [an_image("a.png"), an_image("b.png")], captions,
+                        parameters={"steps": 10})
+
+
+@pytest.mark.parametrize("captions", ["auto", None])
+def test_a_training_is_priced_by_the_servers_dry_run_with_its_captions(ledger, captions):
+    http = FakeHttp({"creativeUnitsCost": 20, "creativeUnitsDiscount": 1, "costDetails": {"train": 20}})
+    wb = a_workbench(http, ledger)
+    wb._captioner = captioner = FakeCaptioner(3.0, [], [])
+    plan = a_plan(captions)
+    estimate = wb._price(a_handle(), plan)
+    assert http.sent == [("PUT", "/models/model_1/train")]
+    assert http.params == [{"dryRun": "true", "trainingImagesCount": 2}]
+    assert http.bodies == [{"parameters": {"steps": 10}}]
+    assert (estimate.model_id, estimate.inputs, estimate.discount) == (
+        "model_1", {"parameters": {"steps": 10}, "images": 2}, 1.0)
+    if captions == "auto":
+        assert captioner.priced == [(plan.images, "action")]
+        assert (estimate.creative_units, estimate.details) == (23.0, {"train": 20, "caption": 3.0})
+    else:
+        assert captioner.priced == []
+        assert (estimate.creative_units, estimate.details) == (20.0, {"train": 20})
+
+
+def test_a_training_refused_by_the_dry_run_is_an_input_error(ledger):
+    wb = a_workbench(FakeHttp(BadRequestError("steps too high")), ledger)
+    with pytest.raises(InputError) as refused:
+        wb._price(a_handle(), a_plan())
+    assert str(refused.value) == "Scenario refused this training: steps too high; nothing was created or charged"
+
+
+# -- _earlier, drafts, delete_draft -----------------------------------------------------------------------------
+
+class Follower:
+    def __init__(self) -> None:
+        self.reattached: list = []
+
+    def reattach_training(self, model_id):
+        self.reattached.append(model_id)
+        return f"handle of {model_id}"
+
+
+class Models:
+    """A stand-in for OwnModels: the models of a name, and what was asked of it."""
+
+    def __init__(self, *same) -> None:
+        self.same = list(same)
+        self.asked: list = []
+
+    def named(self, name):
+        self.asked.append(("named", name))
+        return self.same
+
+    def settle_unknown(self, name, model):
+        self.asked.append(("settle_unknown", name, model["id"]))
+
+    def drafts(self):
+        self.asked.append(("drafts",))
+        return [{"id": "model_d"}]
+
+    def delete_draft(self, name_or_id):
+        self.asked.append(("delete_draft", name_or_id))
+        return {"id": name_or_id}
+
+
+def an_earlier_rig(ledger, *same):
+    follower, models = Follower(), Models(*same)
+    wb = Workbench(None, FakeHttp(), ledger, follower, store=lambda: None)
+    wb._models = models
+    return wb, follower, models
+
+
+def a_training_row(history, model_id, status, name=" cats ", backend=BACKEND):
+    history.record_training(TrainingRecord(model_id, backend_id=backend, name=name, status=status, created_at=1.0))
+
+
+@pytest.mark.parametrize("status", ["unknown", "training", "waiting"])
+def test_a_training_in_flight_here_is_attached_to(ledger, history, status):
+    a_training_row(history, "model_x", "training", backend="elsewhere")
+    a_training_row(history, "model_p", "preparing")
+    a_training_row(history, "model_a", status)
+    wb, follower, models = an_earlier_rig(ledger, {"id": "model_a", "status": "training"})
+    assert wb._earlier("Cats", attach=True) == ("handle of model_a", None)
+    assert follower.reattached == ["model_a"] and models.asked == []
+
+
+def test_without_attaching_a_training_in_flight_is_not_followed_but_its_draft_is_reused(ledger, history):
+    a_training_row(history, "model_a", "training")
+    draft = {"id": "model_n", "status": "new"}
+    wb, follower, models = an_earlier_rig(ledger, {"id": "model_a", "status": "training"}, draft,
+                                          {"id": "model_m", "status": "new"})
+    assert wb._earlier("Cats", attach=False) == (None, draft)
+    assert follower.reattached == [] and models.asked == [("named", "Cats"), ("settle_unknown", "Cats", "model_n")]
+
+
+def test_a_model_training_on_the_server_or_trained_by_this_project_is_attached_to(ledger, history):
+    wb, follower, _ = an_earlier_rig(ledger, {"id": 7, "status": "training"})
+    assert wb._earlier("Cats", attach=True) == ("handle of 7", None) and follower.reattached == ["7"]
+    a_training_row(history, "model_t", "trained")
+    wb, follower, _ = an_earlier_rig(ledger, {"id": "model_t", "status": "trained"})
+    assert wb._earlier("Cats", attach=True) == ("handle of model_t", None)
+
+
+def test_a_model_of_the_name_made_elsewhere_refuses(ledger, history):
+    a_training_row(history, "model_t", "trained", name="dogs")
+    wb, follower, _ = an_earlier_rig(ledger, {"id": "model_t", "status": "trained"},
+                                     {"id": "model_f", "status": "failed"})
+    with pytest.raises(InputError) as refused:
+        wb._earlier("Cats", attach=True)
+    assert str(refused.value) == ("you already have a model named 'Cats' (model_t, trained); pick another name, "
+                                  "or force=True to train a second one")
+    assert follower.reattached == []
+    assert wb._earlier("Cats", attach=False) == (None, None)
+
+
+def test_no_earlier_model_is_neither(ledger, history):
+    wb, follower, models = an_earlier_rig(ledger)
+    assert wb._earlier("Cats", attach=True) == (None, None)
+
+
+class NoTrainingsHistory:
+    def trainings(self, *args, **kwargs):
+        raise StorageError("locked")
+
+
+def test_an_unreadable_history_still_finds_the_servers_models():
+    ledger = Ledger(lambda: NoTrainingsHistory(), LiveRequests(), backend_id=BACKEND, base_url=URL)
+    wb, follower, _ = an_earlier_rig(ledger, {"id": "model_a", "status": "training"})
+    assert wb._earlier("Cats", attach=True) == ("handle of model_a", None)
+
+
+def test_many_trainings_are_looked_through(ledger, history):
+    """The name's row is found among the 10,000 newest trainings, not only the first page of 100."""
+    for i in range(150):
+        history.record_training(TrainingRecord(f"model_{i}", backend_id=BACKEND, name="other", status="trained",
+                                               created_at=1000.0 + i))
+    a_training_row(history, "model_a", "training")
+    wb, follower, _ = an_earlier_rig(ledger)
+    assert wb._earlier("Cats", attach=True) == ("handle of model_a", None)
+
+
+def test_drafts_and_their_deletion_are_the_models_own(ledger):
+    wb, _, models = an_earlier_rig(ledger)
+    assert wb.drafts() == [{"id": "model_d"}] and wb.delete_draft("Cats") == {"id": "Cats"}
+    assert models.asked == [("drafts",), ("delete_draft", "Cats")]
+
+
+def test_only_the_newest_10000_trainings_are_looked_through(ledger, history, tmp_path):
+    a_training_row(history, "model_a", "training")  # the oldest
+    conn = sqlite3.connect(tmp_path / "h.sqlite")
+    with conn:
+        conn.executemany("INSERT INTO trainings (model_id, backend_id, name, status, created_at) "
+                         "VALUES (?, ?, ?, ?, ?)",
+                         [(f"model_{i}", BACKEND, "other", "trained", 1000.0 + i) for i in range(10_000)])
+    conn.close()
+    wb, follower, _ = an_earlier_rig(ledger)
+    assert wb._earlier("Cats", attach=True) == (None, None) and follower.reattached == []
