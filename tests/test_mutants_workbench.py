@@ -9,7 +9,10 @@ gets, and a stand-in captioner; checked by effect: the requests sent, the rows t
 from __future__ import annotations
 
 import io
+import os
+import socket
 import sqlite3
+import time
 
 import pytest
 from PIL import Image
@@ -502,3 +505,58 @@ def test_only_the_newest_10000_trainings_are_looked_through(ledger, history, tmp
     conn.close()
     wb, follower, _ = an_earlier_rig(ledger)
     assert wb._earlier("Cats", attach=True) == (None, None) and follower.reattached == []
+
+
+# -- train ----------------------------------------------------------------------------------------------------
+
+class TrainStep:
+    """Stands in for `Workbench._train`: notes its arguments and what the history held when it was called."""
+
+    def __init__(self, history, fail: bool = False) -> None:
+        self.history, self.fail = history, fail
+        self.calls: list = []
+
+    def __call__(self, plan, claim, *, dry_run, max_cost, confirm):
+        rows = [(r.name, r.type, r.status) for r in self.history.trainings(BACKEND)]
+        self.calls.append((plan, claim, dry_run, max_cost, confirm, rows))
+        if self.fail:
+            raise InputError("refused")
+        return "trained"
+
+
+@pytest.mark.parametrize("fail", [False, True])
+def test_a_training_claims_its_name_first_and_lets_the_claim_go_after(ledger, history, fail):
+    wb, _, _ = an_earlier_rig(ledger)
+    wb._train = step = TrainStep(history, fail)
+    plan, confirm = a_plan(), object()
+    try:
+        result = wb.train(plan, max_cost=5.0, confirm=confirm)
+    except InputError:
+        result = "refused"
+    assert result == ("refused" if fail else "trained")
+    [(given, claim, dry_run, max_cost, confirmed, rows)] = step.calls
+    assert (given, dry_run, max_cost, confirmed) == (plan, False, 5.0, confirm)
+    assert rows == [("Cats", "flux.1-lora", "preparing")]  # claimed before anything else
+    assert claim.row_id == history.trainings(BACKEND)[0].model_id
+    claim._beat.join(1)
+    assert not claim._beat.is_alive()  # stopped whatever happened
+
+
+def test_a_dry_run_claims_nothing(ledger, history):
+    wb, _, _ = an_earlier_rig(ledger)
+    wb._train = step = TrainStep(history)
+    assert wb.train(a_plan(), dry_run=True) == "trained"
+    [(_, claim, dry_run, max_cost, confirm, rows)] = step.calls
+    assert (claim, dry_run, max_cost, confirm, rows) == (None, True, None, None, [])
+
+
+def test_a_forced_training_claims_without_waiting(ledger, history):
+    history.record_training(TrainingRecord("claim_other", backend_id=BACKEND, name="Cats", status="preparing",
+                                           updated_at=time.time(),
+                                           owner=f"{socket.gethostname()}:{os.getpid()}"))
+    wb, _, _ = an_earlier_rig(ledger)
+    wb._train = step = TrainStep(history)
+    plan = a_plan()
+    plan.force = True
+    assert wb.train(plan) == "trained"
+    assert len(step.calls) == 1
