@@ -76,8 +76,8 @@ class FakeHttp:
             raise outcome
         return outcome
 
-    def get(self, path, params=None):
-        return self.request("GET", path, params=params)
+    def get(self, path, params=None, **query):
+        return self.request("GET", path, params=params or query or None)
 
 
 class FakeCaptioner:
@@ -560,3 +560,18 @@ def test_a_forced_training_claims_without_waiting(ledger, history):
     plan.force = True
     assert wb.train(plan) == "trained"
     assert len(step.calls) == 1
+
+
+# -- __init__: the parts a Workbench builds -------------------------------------------------------------------
+
+def test_the_workbench_captions_through_its_own_captioner(ledger):
+    http = FakeHttp({"creativeUnitsCost": 1}, {"captions": ["a cat"], "creativeUnitsCost": 1})
+    table = a_workbench(http, ledger).caption_images([an_image("a.png")], "action", max_cost=5.0)
+    assert dict(table) == {"a.png": "a cat"}
+    assert http.sent == [("POST", "/generate/caption")] * 2 and http.params[0] == {"dryRun": "true"}
+
+
+def test_the_workbench_lists_drafts_through_its_own_models(ledger, history):
+    http = FakeHttp()
+    assert a_workbench(http, ledger).drafts() == []
+    assert http.sent and all(method == "GET" for method, _ in http.sent)
