@@ -300,6 +300,17 @@ def test_lost_uploads_of_a_reused_model_are_settled_by_its_training_images(ledge
     assert [rows[r].status for r in others] == ["unknown", "success", "unknown", "not-sent"]
 
 
+def test_lost_uploads_of_a_draft_reused_under_another_letter_case_are_settled(ledger, history):
+    """A draft made as "Cats" is reused by `train("cats")`: its lost upload is settled all the same."""
+    row = ledger.intent("upload", name="Cats", model_id="model_1", what="training image a.png")
+    ledger.settle(row, "unknown", error="lost")
+    handle = a_handle()
+    handle.name = "cats"
+    a_workbench(FakeHttp(), ledger)._settle_uploads(handle, [{"name": "a.png", "id": "asset_1"}])
+    [settled] = history.workbench(BACKEND, "Cats")
+    assert (settled.status, settled.asset_ids) == ("success", ["asset_1"])
+
+
 class UnreadableHistory:
     def workbench(self, *args, **kwargs):
         raise StorageError("locked")

@@ -259,9 +259,10 @@ class Workbench:
 
     def _settle_uploads(self, handle: Training, images: list) -> None:
         """This model's uploads whose answer was lost, settled by its training images (found by name: it exists;
-        missing: it was never stored)."""
+        missing: it was never stored). Picked by the model's id, not the training's name: a draft is reused by
+        its name in any letter case, and its rows keep the name they were written under."""
         try:
-            rows = [r for r in self._ledger.history.workbench(self._ledger.backend_id, handle.name)
+            rows = [r for r in self._ledger.history.workbench(self._ledger.backend_id)
                     if r.kind == "upload" and r.model_id == handle.model_id and r.status in ("unknown", "sending")]
         except StorageError:
             return
