@@ -438,3 +438,6 @@ def pytest_sessionfinish(session):
     if session.config.getoption("--record-durations") and not hasattr(session.config, "workerinput"):
         long_ones = {k: round(v, 1) for k, v in sorted(_measured.items(), key=lambda kv: -kv[1]) if v >= 2.0}
         DURATIONS.write_text(json.dumps(long_ones, indent=0) + "\n")
+
+
+from ledger_parts import history, ledger, live, log_lines  # noqa: E402, F401  (fixtures of tests/test_mutants*.py)

@@ -8,7 +8,6 @@ effect: the trainings rows SQLite holds, what the log and stderr say.
 
 from __future__ import annotations
 
-import logging
 import os
 import socket
 import subprocess
@@ -16,53 +15,13 @@ import sys
 import threading
 import time
 
-import pytest
 
 from scenario_nb._engine import _claims
 from scenario_nb._engine._claims import Claim, claim, holds
-from scenario_nb._engine._ledger import Ledger
-from scenario_nb._engine._live import LiveRequests
 from scenario_nb._history import History
 from scenario_nb._history_trainings import TrainingRecord, this_process
 
-URL = "http://127.0.0.1:1/v1"
-BACKEND = URL + "#key1"
-
-
-@pytest.fixture
-def history(tmp_path):
-    h = History(tmp_path / "h.sqlite")
-    yield h
-    h.close()
-
-
-@pytest.fixture
-def ledger(history):
-    return Ledger(lambda: history, LiveRequests(), backend_id=BACKEND, base_url=URL)
-
-
-class LogLines(logging.Handler):
-    """The package's log lines, as formatted (its logger does not propagate to pytest's caplog)."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(record.getMessage())
-
-
-@pytest.fixture
-def log_lines():
-    handler = LogLines()
-    logger = logging.getLogger("scenario_nb")
-    level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
-    yield handler.lines
-    logger.removeHandler(handler)
-    logger.setLevel(level)
-
+from ledger_parts import BACKEND, URL
 
 def a_dead_pid() -> int:
     """The pid of a process that has ended (and been reaped)."""

@@ -7,7 +7,6 @@ directly, and checked by effect: the rows the history holds, the requests a part
 
 from __future__ import annotations
 
-import logging
 import time
 from pathlib import Path
 
@@ -20,49 +19,7 @@ from scenario_nb._generation import Generation, Output
 from scenario_nb._history import History
 from scenario_nb._training import Training, TrainingImage
 
-URL = "http://127.0.0.1:1/v1"
-BACKEND = URL + "#key1"  # a backend: its URL and a digest of its key
-
-
-@pytest.fixture
-def history(tmp_path):
-    h = History(tmp_path / "h.sqlite")
-    yield h
-    h.close()
-
-
-@pytest.fixture
-def live():
-    return LiveRequests()
-
-
-@pytest.fixture
-def ledger(history, live):
-    return Ledger(lambda: history, live, backend_id=BACKEND, base_url=URL)
-
-
-class LogLines(logging.Handler):
-    """The package's log lines, as formatted (its logger does not propagate to pytest's caplog)."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(record.getMessage())
-
-
-@pytest.fixture
-def log_lines():
-    handler = LogLines()
-    logger = logging.getLogger("scenario_nb")
-    level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
-    yield handler.lines
-    logger.removeHandler(handler)
-    logger.setLevel(level)
-
+from ledger_parts import BACKEND, URL
 
 class BrokenHistory:
     """A history whose every write fails as a full disk would."""

@@ -8,7 +8,6 @@ checked by effect: what ran, on which thread, in which order and when, and what 
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 
@@ -17,28 +16,6 @@ import pytest
 from scenario_nb._engine._lanes import Lanes
 from scenario_nb._engine._live import Settings
 
-
-class LogLines(logging.Handler):
-    """The package's log lines, as formatted (its logger does not propagate to pytest's caplog)."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(record.getMessage())
-
-
-@pytest.fixture
-def log_lines():
-    handler = LogLines()
-    logger = logging.getLogger("scenario_nb")
-    level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
-    yield handler.lines
-    logger.removeHandler(handler)
-    logger.setLevel(level)
 
 
 class Handle:

@@ -22,25 +22,11 @@ from scenario_nb._engine._live import LiveRequests
 from scenario_nb._engine._workbench import Workbench
 from scenario_nb._errors import (APIConnectionError, BadRequestError, InputError, RateLimitError, ServerError,
                                 StorageError)
-from scenario_nb._history import History, TrainingRecord
+from scenario_nb._history import TrainingRecord
 from scenario_nb._local_images import LocalImage
 from scenario_nb._training import Training, TrainingImage, TrainingPlan
 
-URL = "http://127.0.0.1:1/v1"
-BACKEND = URL + "#key1"
-
-
-@pytest.fixture
-def history(tmp_path):
-    h = History(tmp_path / "h.sqlite")
-    yield h
-    h.close()
-
-
-@pytest.fixture
-def ledger(history):
-    return Ledger(lambda: history, LiveRequests(), backend_id=BACKEND, base_url=URL)
-
+from ledger_parts import BACKEND, URL
 
 class Backoff:
     def __init__(self, events: list) -> None:
