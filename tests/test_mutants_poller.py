@@ -837,3 +837,17 @@ def test_outputs_are_stored_when_every_file_of_a_successful_row_is_there(crig, t
     assert not crig.completer.outputs_stored(JobRecord("r", status="failure", asset_ids=["a"]))
     assert not crig.completer.outputs_stored(JobRecord("r", status="success"))
     assert crig.completer.outputs_stored(JobRecord("r", status="success", text=""))
+
+
+def test_a_poll_soon_without_a_servers_wait_is_due_now(rig, clock):
+    h = rig.handle(job_id="j")
+    rig.poller.poll_soon(h)
+    assert rig.lanes.plan() == [("req_1", 0.0, "poll")] and rig.live.due("req_1") == clock.mono
+
+
+def test_a_job_overdue_is_not_woken_when_its_poll_is_within_a_floor(rig, clock):
+    rig.settings.floor = 1.0
+    h = rig.handle("r0", job_id="j0")
+    rig.live.new_poll("r0", 0.5)
+    rig.poller._poll_by([(h, clock.wall - 5.0)])  # due long ago: now, and 0.5 is not > 0 + 1
+    assert rig.lanes.plan() == []
