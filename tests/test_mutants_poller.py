@@ -851,3 +851,32 @@ def test_a_job_overdue_is_not_woken_when_its_poll_is_within_a_floor(rig, clock):
     rig.live.new_poll("r0", 0.5)
     rig.poller._poll_by([(h, clock.wall - 5.0)])  # due long ago: now, and 0.5 is not > 0 + 1
     assert rig.lanes.plan() == []
+
+
+def test_a_poll_scheduled_before_the_request_was_forgotten_no_longer_counts(live):
+    h = a_handle("r", job_id="j")
+    token = live.new_poll("r", 0.0)
+    live.forget("r")
+    assert not live.start_asking(h, token)
+
+
+def test_a_first_transient_failure_is_attempt_zero(crig):
+    crig.asset("a1", "u1")
+    crig.http.answer("u1", ServerError("busy"))
+    crig.completer.complete(crig.handle(), {"metadata": {"assetIds": ["a1"]}})
+    assert crig.http.backoff.asked == [(0, None, None, 6.0)]
+
+
+def test_outputs_given_up_on_are_none_even_on_a_handle_that_had_some(crig, tmp_path):
+    crig.asset("a1", "u1")
+    crig.http.answer("u1", ServerError("busy"))
+    h = crig.handle()
+    h._set(outputs=[Output("old", "image", "image/png", tmp_path / "old.png")])
+    crig.completer.complete(h, {"metadata": {"assetIds": ["a1"]}}, attempt=8)
+    assert h.done and h.outputs == []
+
+
+def test_a_row_whose_asset_ids_and_types_differ_in_length_is_an_error(crig):
+    with pytest.raises(ValueError):
+        crig.completer.stored_outputs(JobRecord("r", status="success", asset_ids=["a", "b"],
+                                                mime_types=["image/png"]))
