@@ -599,6 +599,7 @@ def test_a_finished_training_is_rebuilt_done_without_a_request(rig, clock):
     row = a_row(rig, status="trained", finished_at=9.0, updated_at=8.0)
     t = rig.follower.finished_training(row)
     assert t.done and t._done.is_set() and t.finished_at == 9.0 and t._owner is rig.owner
+    assert (t.model_id, t.name, t.status) == ("model_1", "Cats", "trained") and t.ok
     assert rig.follower.finished_training(TrainingRecord("m", status="trained", updated_at=8.0)).finished_at == 8.0
     assert rig.follower.finished_training(TrainingRecord("m", status="trained")).finished_at == clock.wall
     assert rig.http.sent == []
@@ -684,3 +685,52 @@ def test_a_permission_error_on_recovery_is_logged_not_raised(rig, log_lines):
     a_row(rig, "model_1")
     rig.http.answer(*GET, PermissionDeniedError("not yours"))
     assert rig.follower.recover_trainings() == []
+
+
+def test_a_reattached_training_scheduled_anew_meanwhile_is_polled_by_that_schedule_only(rig):
+    """The poll `_poll_now` makes counts only while its token is the newest: a poll scheduled between its token
+    and its ask (another thread) takes over, and this one asks nothing."""
+    class Lock:
+        def __init__(self) -> None:
+            self.entered = 0
+
+        def __enter__(self):
+            self.entered += 1
+            if self.entered == 2:  # between the token and the ask: a newer poll is scheduled
+                rig.follower._tokens["model_1"] = 10_000
+            return self
+
+        def __exit__(self, *exc):
+            return False
+    rig.follower._lock = Lock()
+    t = rig.training(status="training")
+    rig.follower._poll_now(t)
+    assert rig.http.sent == []
+
+
+def test_a_training_waiting_for_a_slot_shows_no_stage(rig):
+    t = rig.training()
+    t._set(stage="uploading")
+    rig.follower.wait_for_slot(t, RateLimitError("too many"))
+    assert t.stage == "" and rig.row().stage == ""
+
+
+def test_a_waiting_training_started_elsewhere_is_unknown_until_its_model_shows_it(rig):
+    t = waiting(rig)
+    rig.model("training")  # read by the turn: not `new`, so started elsewhere (or gone)
+    rig.model("new")  # read by the poll just after: `new` right after a start proves nothing
+    rig.follower.resume_training(t)
+    rig.lanes.run()
+    assert t.status == "unknown" and not t.done
+
+
+def test_a_rebuilt_trainings_images_are_found_in_the_store(rig, tmp_path):
+    class Store:
+        def find(self, asset_id):
+            return tmp_path / f"{asset_id}.png"
+    follower = TrainingFollower(rig.owner, rig.http, rig.lanes, rig.ledger, rig.settings, store=lambda: Store())
+    row = TrainingRecord("model_1", status="trained", name="Cats",
+                         images=[{"name": "a.png", "asset_id": "asset_1", "caption": "red"}])
+    [image] = follower.finished_training(row).images
+    assert (image.name, image.asset_id, image.caption, image.path) == ("a.png", "asset_1", "red",
+                                                                       tmp_path / "asset_1.png")
