@@ -734,3 +734,11 @@ def test_a_rebuilt_trainings_images_are_found_in_the_store(rig, tmp_path):
     [image] = follower.finished_training(row).images
     assert (image.name, image.asset_id, image.caption, image.path) == ("a.png", "asset_1", "red",
                                                                        tmp_path / "asset_1.png")
+
+
+def test_a_waiting_training_is_marked_starting_while_its_start_is_sent(rig):
+    t = waiting(rig)
+    seen = []
+    rig.follower._start_again = lambda training: seen.append(set(rig.follower._starting))
+    rig.follower._poll(t)
+    assert seen == [{"model_1"}] and rig.follower._starting == set()

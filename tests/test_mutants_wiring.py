@@ -243,10 +243,11 @@ def test_cancelling_a_finished_request_asks_nothing(engine):
 
 
 def test_a_request_held_here_is_dropped_and_ended_not_sent(engine, history):
-    engine._sender = Log(drop=True)
+    engine._sender = sender = Log(drop=True)
     h = a_request()
     engine._live.add(h)
     assert engine.cancel(h) == "dropped" and engine._http.sent == []
+    assert sender.calls == [("drop", (h,), {})]
     assert h.note == CANCEL_WORDS["dropped"] and h.done and h.status == "not-sent"
     assert isinstance(h.exception, JobFailedError)
     assert (h.exception.job_id, h.exception.status, str(h.exception)) == (
@@ -330,3 +331,12 @@ def test_the_paid_steps_of_a_training_are_the_workbenchs(engine):
                        ("drafts", (), {}), ("delete_draft", ("x",), {}),
                        ("caption_images", (["img"], "action", 2.0), {}),
                        ("caption_images", (["img"], "basic", None), {})]
+
+
+def test_submit_waits_for_the_answer_by_default(engine):
+    engine._sender = Log()
+    h = a_request()
+    h._answered = Interrupted()  # waiting for it is stopped by a Ctrl-C
+    with pytest.raises(KeyboardInterrupt) as stopped:
+        engine.submit(h)
+    assert stopped.value.handles == [h]

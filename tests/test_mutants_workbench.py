@@ -618,6 +618,7 @@ class TrainRig:
 
     def _price(self, handle, plan):
         row = self.history.training(handle.model_id)
+        self.priced_plans = getattr(self, "priced_plans", []) + [plan]
         self.events.append(("price", handle.model_id, row and row.status))
         from scenario_nb._estimate import CostEstimate
         return CostEstimate(self.price, model_id=handle.model_id)
@@ -654,7 +655,7 @@ def test_a_training_is_made_priced_written_prepared_and_started_in_that_order(le
                           ("price", "model_new", None),
                           ("prepare", ["a.png", "b.png"], {"a.png": "red"}, None, "preparing"),
                           ("start", "model_new", {"steps": 10})]
-    assert confirmed == [(10.0, "price")]
+    assert confirmed == [(10.0, "price")] and rig.priced_plans == [plan]
     assert isinstance(handle, Training) and handle.status == "training" and handle._owner == "the owner"
     assert (handle.model_id, handle.name, handle.type, handle.parameters) == (
         "model_new", "Cats", "flux.1-lora", {"steps": 10})
@@ -829,8 +830,9 @@ class PrepareRig:
         self.model_images = model_images or []
         self.gate = None
         wb._upload = self._upload
-        wb._keep_copy = lambda h, image, local: self.kept.append((image.name, image.asset_id, local.name))
-        wb._settle_uploads = lambda h, images: self.settled.append(images)
+        wb._keep_copy = lambda h, image, local: self.kept.append((image.name, image.asset_id, local.name)) \
+            if h is self.handle else None
+        wb._settle_uploads = lambda h, images: self.settled.append(images) if h is self.handle else None
         wb._models = self
         self.notified: list = []
         self.handle.on_update(lambda t: self.notified.append((t.stage, history.training("model_1") and
@@ -839,6 +841,7 @@ class PrepareRig:
 
     def _upload(self, handle, local):
         import threading
+        assert handle is self.handle
         self.uploaded.append((local.name, threading.current_thread().name))
         if self.gate is not None:
             self.gate(local)
@@ -863,7 +866,7 @@ def test_auto_captions_are_asked_for_all_at_once_then_the_images_uploaded_and_ca
     row = history.training("model_1")
     assert [i["asset_id"] for i in row.images] == ["asset_a.png", "asset_b.png"]  # written after the uploads
     assert [i["caption"] for i in row.images] == ["red", ""]
-    assert rig.settled == []
+    assert rig.settled == [] and not hasattr(rig, "asked_model")  # a new model has no images to read
 
 
 def test_lost_captions_are_noted(ledger, history):
@@ -954,3 +957,38 @@ def test_a_preparation_that_cannot_be_recorded_uploads_nothing():
     with pytest.raises(StorageError):
         wb._prepare(handle, loaded, None)
     assert rig.uploaded == []
+
+
+def test_a_forced_training_removes_the_model_it_made_when_it_fails(ledger, history):
+    rig = TrainRig(ledger, history)
+    plan = a_plan()
+    plan.force = True
+    rig.prepare_fails = ServerError("upload lost")
+    with pytest.raises(ServerError):
+        rig.train(plan)
+    assert rig.http.sent == [("DELETE", "/models/model_new")]
+
+
+def test_a_dry_runs_model_that_cannot_be_removed_is_a_draft_row_saying_why(ledger, history):
+    rig = TrainRig(ledger, history)
+    rig.http.outcomes = [ServerError("busy"), ServerError("busy")]
+    rig.train(claim=None, dry_run=True)
+    row = history.training("model_new")
+    assert (row.status, row.error) == ("not-started", "dry run")
+
+
+class NoTrainingRows:
+    def record_training(self, row):
+        raise StorageError("disk full")
+
+    def training(self, model_id):
+        return None
+
+
+def test_a_training_that_cannot_be_written_ahead_uploads_nothing_and_removes_its_model(live):
+    ledger = Ledger(lambda: NoTrainingRows(), live, backend_id=BACKEND, base_url=URL)
+    rig = TrainRig(ledger, NoTrainingRows())
+    with pytest.raises(StorageError):
+        rig.train()
+    assert not any(e[0] in ("prepare", "start") for e in rig.events)
+    assert rig.http.sent == [("DELETE", "/models/model_new")]
