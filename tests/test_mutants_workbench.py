@@ -992,3 +992,50 @@ def test_a_training_that_cannot_be_written_ahead_uploads_nothing_and_removes_its
         rig.train()
     assert not any(e[0] in ("prepare", "start") for e in rig.events)
     assert rig.http.sent == [("DELETE", "/models/model_new")]
+
+
+def test_no_ninth_upload_runs_beside_eight(ledger, history):
+    """Nine uploads never meet: a barrier for nine breaks (a short wait), and none of them passes it."""
+    import threading
+    rig = PrepareRig(ledger, history, names=[f"{i}.png" for i in range(9)])
+    barrier, met = threading.Barrier(9, timeout=0.3), []
+
+    def gate(local):
+        try:
+            barrier.wait()
+            met.append(local.name)
+        except threading.BrokenBarrierError:
+            pass
+    rig.gate = gate
+    rig.wb._prepare(rig.handle, rig.loaded, None)
+    assert met == [] and len(rig.uploaded) == 9
+
+
+def test_images_and_their_files_that_differ_in_number_are_an_error(ledger, history):
+    rig = PrepareRig(ledger, history)
+    rig.wb._captioner = FakeCaptioner(0, ["x", "y"], [])
+    with pytest.raises(ValueError):
+        rig.wb._prepare(rig.handle, rig.loaded[:1], "auto")
+
+
+class SecondTrainingWriteFails:
+    def __init__(self, history) -> None:
+        self.history, self.writes = history, 0
+
+    def record_training(self, row):
+        self.writes += 1
+        if self.writes == 2:
+            raise StorageError("disk full")
+        self.history.record_training(row)
+
+    def training(self, model_id):
+        return self.history.training(model_id)
+
+
+def test_uploaded_images_that_cannot_be_recorded_stop_the_training(history, live):
+    failing = SecondTrainingWriteFails(history)
+    ledger = Ledger(lambda: failing, live, backend_id=BACKEND, base_url=URL)
+    rig = PrepareRig(ledger, history)
+    with pytest.raises(StorageError):
+        rig.wb._prepare(rig.handle, rig.loaded, None)
+    assert len(rig.uploaded) == 2
