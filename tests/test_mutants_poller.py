@@ -880,3 +880,23 @@ def test_a_row_whose_asset_ids_and_types_differ_in_length_is_an_error(crig):
     with pytest.raises(ValueError):
         crig.completer.stored_outputs(JobRecord("r", status="success", asset_ids=["a", "b"],
                                                 mime_types=["image/png"]))
+
+
+def test_a_lasting_failure_drops_outputs_a_handle_had_and_names_its_cause(crig, tmp_path):
+    refusal = PermissionDeniedError("no")
+    crig.http.answer("/assets/a1", refusal)
+    h = crig.handle()
+    h._set(outputs=[Output("old", "image", "image/png", tmp_path / "old.png")])
+    crig.completer.complete(h, {"metadata": {"assetIds": ["a1"]}})
+    assert h.outputs == [] and h.exception.error == str(refusal)
+
+
+def test_text_assets_are_read_as_utf8_whatever_the_locale(tmp_path):
+    import locale
+    (tmp_path / "t").write_bytes("é".encode())
+    before = locale.setlocale(locale.LC_CTYPE)
+    try:
+        locale.setlocale(locale.LC_CTYPE, "C")  # ASCII: a default decoding would make "é" two unknowns
+        assert _asset_text([Output("t", "text", "text/plain", tmp_path / "t")]) == "é"
+    finally:
+        locale.setlocale(locale.LC_CTYPE, before)
