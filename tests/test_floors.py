@@ -54,7 +54,6 @@ def test_the_declared_floors_install_together_and_work_on_the_oldest_python(tmp_
     sh([oldest_python(), "-m", "venv", str(tmp_path / "venv")], cwd=tmp_path, env=dict(os.environ), timeout=120)
     bin_dir = tmp_path / "venv" / "bin"
     python, env = bin_dir / "python", venv_env(bin_dir, tmp_path / "home")
-    env["UV_CACHE_DIR"] = os.environ.get("UV_CACHE_DIR") or str(Path.home() / ".cache" / "uv")  # as pip's
     # uv installs what pip would (the same resolution: the versions are checked below), five times faster
     pip = [sys.executable, "-m", "uv", "pip", "install", "-q", "--python", str(python), "-c", "constraints.txt"]
 
