@@ -373,8 +373,8 @@ class _Answer(NamedTuple):
 def _requests_error(exc: Exception) -> requests.RequestException:
     """urllib3's error as requests words it (what `_never_sent` and `_connection_error` read)."""
     reason = exc.reason if isinstance(exc, MaxRetryError) else exc
-    if isinstance(reason, ConnectTimeoutError):
-        return requests.ConnectTimeout(exc)
+    if isinstance(reason, ConnectTimeoutError) and not isinstance(reason, NewConnectionError):  # a refusal's
+        return requests.ConnectTimeout(exc)  # class is a ConnectTimeoutError too: requests tells them apart
     if isinstance(reason, urllib3.exceptions.ReadTimeoutError):
         return requests.ReadTimeout(exc)
     return requests.ConnectionError(exc)
