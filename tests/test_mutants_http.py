@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import requests
+from requests.structures import CaseInsensitiveDict
 import urllib3
 from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, NewConnectionError, ReadTimeoutError
 
@@ -565,3 +566,58 @@ def test_the_engines_read_of_a_refused_port_says_refused_not_timed_out(no_proxy_
     assert type(raised.value) is APIConnectionError
     assert str(raised.value).startswith("could not reach the API (connection refused)")
     t.close()
+
+
+def test_a_refused_downloads_words_are_read_whatever_their_bytes_and_its_wait_kept():
+    broken = _http._download_error(500, b"\xff\xfe broken \xc3")
+    assert broken.reason == "\ufffd\ufffd broken \ufffd" and broken.status_code == 500
+    gone = _http._download_error(403, b"<Message>\xffexpired</Message>")
+    assert gone.reason == "asset URL refused: \ufffdexpired"
+    assert gone.hint == "signed asset URLs expire; asking the API for the asset again gives a fresh one"
+    limited = _http._download_error(429, b"slow down", CaseInsensitiveDict({"Retry-After": "5"}))
+    assert isinstance(limited, RateLimitError) and limited.retry_after == 5.0 and limited.body is None
+    assert getattr(_http._download_error(503, b"busy"), "retry_after", None) is None
+
+
+def test_a_url_ending_in_a_letter_keeps_it():
+    assert _http.Credentials.resolve("k", "s", "http://h/X/").base_url == "http://h/X"
+
+
+def test_the_backoff_forgets_passed_waits_past_exactly_a_thousand_and_the_one_ending_now(monkeypatch):
+    now = [1000.0]
+    monkeypatch.setattr(_backoff.time, "monotonic", lambda: now[0])
+    policy = _backoff.Backoff()
+    for n in range(1000):
+        policy.hold(f"u{n}", 1.0)
+    now[0] += 5
+    policy.hold("a", 1.0)  # 1000 held: none forgotten yet
+    assert len(policy._held) == 1001
+    policy.hold("b", 1.0)  # 1001 held: the passed ones go
+    assert set(policy._held) == {"a", "b"}
+    fresh = _backoff.Backoff()
+    for n in range(1001):
+        fresh.hold(f"u{n}", 5.0 if n == 0 else 1.0)  # u0 ends exactly at the next hold
+    now[0] += 5
+    fresh.hold("c", 1.0)
+    assert set(fresh._held) == {"c"}
+    now[0] = 0.0  # a clock at zero (a fresh boot): a hold of half a second is half a second
+    zero = _backoff.Backoff()
+    zero.hold("z", 0.5)
+    assert zero._held["z"] == 0.5
+
+
+def test_a_429_answering_a_request_sent_the_very_moment_the_last_came_back_grows_the_wait(monkeypatch):
+    monkeypatch.setattr(_backoff.random, "random", lambda: 0.5)
+    monkeypatch.setattr(_backoff.time, "time", lambda: 5000.0)
+    gate = _backoff.CreationGate()
+    assert gate.refused(None, sent_at=4000.0) == 1.0
+    assert gate.refused(None, sent_at=5000.0) == 2.0  # sent when the last 429 came back: not side by side
+    assert gate.refused(None, sent_at=4999.0) == 2.0
+
+
+def test_the_creation_gate_caps_its_own_wait_at_30_s_whatever_the_policys_cap(monkeypatch):
+    monkeypatch.setattr(_backoff.random, "random", lambda: 0.5)
+    gate = _backoff.CreationGate(_backoff.Backoff(cap=4.0))
+    assert [gate.refused(None) for _ in range(7)] == [1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
+    wide = _backoff.CreationGate(_backoff.Backoff(cap=100.0, base=9.0))
+    assert [wide.refused(None) for _ in range(7)] == [1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
