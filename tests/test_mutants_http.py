@@ -621,3 +621,28 @@ def test_the_creation_gate_caps_its_own_wait_at_30_s_whatever_the_policys_cap(mo
     assert [gate.refused(None) for _ in range(7)] == [1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
     wide = _backoff.CreationGate(_backoff.Backoff(cap=100.0, base=9.0))
     assert [wide.refused(None) for _ in range(7)] == [1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
+
+
+def test_reads_retried_in_place_scale_the_policy_by_their_own_base(monkeypatch):
+    """urllib3's waits are the policy's rule at the retry's own pace (0.5 s), whatever base the policy has."""
+    monkeypatch.setattr(_backoff.random, "random", lambda: 0.5)
+    retry = _http._read_retry(8)
+    retry.policy = _backoff.Backoff(base=3.0)
+    waits = []
+    for _ in range(4):
+        retry = retry.increment(method="GET", url="/v1/jobs/j", error=ConnectTimeoutError("slow"))
+        waits.append(retry.get_backoff_time())
+    assert waits == [0.0, 1.0, 2.0, 4.0]
+
+
+def test_a_creations_cut_short_answer_names_the_request(loop, transport):
+    loop.script = [(200, {}, b"{cut")]
+    with pytest.raises(_http.UncertainSubmit) as uncertain:
+        transport.create("PUT", "/workflows/w/run", {})
+    assert uncertain.value.cause == "malformed JSON in the answer to PUT /workflows/w/run (HTTP 200)"
+
+
+def test_timeouts_on_the_engines_pool_keep_their_cause():
+    connect = _http._requests_error(MaxRetryError(None, "/x", reason=ConnectTimeoutError("connect timed out")))
+    read = _http._requests_error(MaxRetryError(None, "/x", reason=ReadTimeoutError(None, "/x", "read timed out")))
+    assert _http._short(connect) == _http._short(read) == "timed out"
