@@ -646,3 +646,79 @@ def test_timeouts_on_the_engines_pool_keep_their_cause():
     connect = _http._requests_error(MaxRetryError(None, "/x", reason=ConnectTimeoutError("connect timed out")))
     read = _http._requests_error(MaxRetryError(None, "/x", reason=ReadTimeoutError(None, "/x", "read timed out")))
     assert _http._short(connect) == _http._short(read) == "timed out"
+
+
+def test_a_wait_of_a_day_or_more_counts_as_no_wait_in_any_form():
+    """Seconds at or past a day, as a whole number (which urllib3's parser would take) or a date, count as no
+    header: the body's own wait is then read."""
+    def wait(value, body=None):
+        return _http._retry_after(CaseInsensitiveDict({"Retry-After": value}), body)
+    import email.utils
+    assert wait("86399") == 86399.0 and wait("86399.5") == 86399.5
+    assert wait("86400") is None and wait("100000") is None and wait("86400.5") is None
+    assert wait(email.utils.formatdate(time.time() + 2 * 86400, usegmt=True)) is None
+    assert wait(email.utils.formatdate(time.time() - 60, usegmt=True)) == 0.0
+    assert wait("Mon, 99 Foo 2026 99:99:99 GMT") is None
+    assert wait("100000", {"remainingSeconds": 4}) == 4.0 and wait("nan") is None and wait("inf") is None
+
+
+def test_the_engines_download_goes_straight_to_the_pool_for_http_and_https(loop, transport, monkeypatch):
+    pooled = []
+    real = transport._pooled_get
+    monkeypatch.setattr(transport, "_pooled_get", lambda url, headers: pooled.append(url) or real(url, headers))
+    assert transport.download_once(loop.cdn + "/a.png") == b"{}"
+    with pytest.raises(APIConnectionError):  # a TLS handshake with a plain HTTP server
+        transport.download_once(f"https://localhost:{loop.port}/b.png")
+    assert pooled == [loop.cdn + "/a.png", f"https://localhost:{loop.port}/b.png"]
+    transport.download(loop.cdn + "/c.png")
+    assert len(pooled) == 2
+
+
+def test_the_engines_download_through_a_proxy_is_asked_once_and_a_drop_there_is_not_the_proxys(
+        loop, transport, monkeypatch, waits):
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{loop.port}")
+    loop.script = [(503, {}, b"")] * 5
+    with pytest.raises(ServerError):
+        transport.download_once("http://example.invalid/a.png")
+    assert len(loop.seen) == 1
+    monkeypatch.setenv("ALL_PROXY", f"http://127.0.0.1:{loop.port}")
+    with pytest.raises(APIConnectionError) as odd:  # not the proxy's failure: the proxy is not named
+        transport.download_once("ftp://example.invalid/a.png")
+    assert str(odd.value) == "asset download failed (InvalidSchema)"
+
+
+def test_a_download_is_abandoned_after_the_read_timeout(loop, no_proxy_env, waits):
+    release = threading.Event()
+    t = _http.Transport(_http.Credentials(KEY, SECRET, loop.api), timeout=(2.0, 0.2), max_retries=0)
+    original = loop.server.RequestHandlerClass.answer
+
+    def slow(handler):
+        release.wait(5)
+        original(handler)
+    loop.server.RequestHandlerClass.do_GET = slow
+    try:
+        for once in (False, True):
+            with pytest.raises(APIConnectionError, match="timed out"):
+                t.download(loop.cdn + "/slow.png", once=once)
+    finally:
+        release.set()
+        t.close()
+
+
+def test_a_compressed_asset_is_decoded_on_either_path(loop, transport):
+    import gzip
+    loop.default = (200, {"Content-Encoding": "gzip"}, gzip.compress(b"PNG" * 100))
+    assert transport.download(loop.cdn + "/a.png") == b"PNG" * 100
+    assert transport.download_once(loop.cdn + "/a.png") == b"PNG" * 100
+
+
+def test_the_clients_download_answered_429_holds_the_url_and_says_how_long(loop, transport, waits):
+    loop.default = (429, {"Retry-After": "7"}, b"")
+    with pytest.raises(RateLimitError) as limited:
+        transport.download(loop.cdn + "/a.png?sig=1")
+    assert limited.value.retry_after == 7.0 and 6 < transport.backoff.held(loop.cdn + "/a.png") <= 7
+    assert len(loop.seen) == 5 and waits == [7.0] * 4  # waited out in place four times first
+    loop.default = (429, {"Retry-After": "9"}, b"")
+    with pytest.raises(RateLimitError) as once:
+        transport.download_once(loop.cdn + "/b.png")
+    assert once.value.retry_after == 9.0
