@@ -172,6 +172,8 @@ def test_the_cache_forgets_my_models_and_one_model_and_tells_who_listens():
     gc.collect()
     cache.forget()
     assert told[4:] == ["function"] and len(cache._listeners) == 1
+    cache.forget("never cached")
+    assert told[5:] == ["function"]  # the one left is the function's
 
 
 def test_a_finished_training_is_forgotten_once():
@@ -294,14 +296,21 @@ def test_a_lora_runs_through_its_recorded_base_first_else_a_base_of_its_family(p
     assert parts.base_model_for(mine).id == "model_bfl-flux-2-dev"  # cached per type: no read
     assert [c[1] for c in http.calls].count("/models/model_bfl-flux-2-dev") == 1
     odd = Model.parse({"id": "model_odd", "name": "Odd", "type": "odd-lora", "status": "trained",
-                       "compliantModelIds": ["model_takes-odd"]})
-    taker = platform("model_takes-odd", "Takes", [{"name": "loras", "type": "model_array",
-                                                    "modelTypes": ["odd-lora"]}])
+                       "compliantModelIds": ["model_base-x"]})
+    taker = platform("model_base-x", "Base X", [{"name": "loras", "type": "model_array",
+                                                 "modelTypes": ["odd-lora"]}])
+    by_name = platform("model_b2", "Odd Maker", [{"name": "loras", "type": "model_array",
+                                                  "modelTypes": ["odd-lora"]}])
     http.public = [FLUX2, OTHER, platform("model_zzz", "Zzz"), taker]
     parts._cache.runnable = None
-    assert parts.base_model_for(odd).id == "model_takes-odd"
+    assert parts.base_model_for(odd).id == "model_base-x"
     reads = [c[1] for c in http.calls if c[1].startswith("/models/")]
-    assert reads[-1] == "/models/model_takes-odd" and "/models/model_zzz" not in reads  # the hint first
+    assert reads[-1] == "/models/model_base-x" and "/models/model_zzz" not in reads  # the hint first
+    http.public = [FLUX2, OTHER, platform("model_zzz", "Zzz"), by_name]
+    parts._cache.runnable, parts._cache.base_for_type = None, {}
+    assert parts.base_model_for(odd).id == "model_b2"  # named for the type's family ("odd")
+    reads = [c[1] for c in http.calls if c[1].startswith("/models/")]
+    assert "/models/model_zzz" not in reads
 
 
 def test_a_base_of_no_family_is_looked_for_among_the_first_60_and_a_refusal_skipped(parts, http):
@@ -313,7 +322,10 @@ def test_a_base_of_no_family_is_looked_for_among_the_first_60_and_a_refusal_skip
     assert str(none.value) == ("no public base model accepts weird-lora models like Lx; pass base_model= with a "
                                "model that does")
     assert len([c for c in http.calls if c[1].startswith("/models/")]) == 60
-    http.public = [platform("model_a", "A"), platform("model_b", "B", takes), platform("model_c", "C", takes)]
+    wrong_type = [{"name": "loras", "type": "model_array", "modelTypes": ["other-lora"]},
+                  {"name": "prompt", "type": "string", "modelTypes": ["weird-lora"]}]
+    http.public = [platform("model_a", "A", wrong_type), platform("model_b", "B", takes),
+                   platform("model_c", "C", takes)]
     parts._cache.runnable = None
     http.answers[("GET", "/models/model_b")] = PermissionDeniedError("private", status_code=403)
     assert parts.base_model_for(lora).id == "model_c"
@@ -613,6 +625,9 @@ def test_an_image_too_large_to_decode_safely_is_refused_before_upload(parts, htt
 def test_the_training_types_most_common_in_the_catalog_come_first(parts, http):
     from scenario_nb._training import STANDARD_TYPES
     assert parts.training_types()[0] == LORA  # MINE
+    http.own = [{"id": "model_z", "name": "Z", "type": "zimage-lora"}]
+    parts._cache.own = None
+    assert parts.training_types()[0] == "zimage-lora"  # counted once: before every type counted none
     http.own = [{"id": f"model_z{n}", "name": f"Z{n}", "type": "zimage-lora"} for n in range(2)]
     http.public = [FLUX2, {"id": "model_e", "name": "E", "type": "flux.2-dev-edit-lora"}]
     parts._cache.own = parts._cache.public = None
