@@ -722,3 +722,37 @@ def test_the_clients_download_answered_429_holds_the_url_and_says_how_long(loop,
     with pytest.raises(RateLimitError) as once:
         transport.download_once(loop.cdn + "/b.png")
     assert once.value.retry_after == 9.0
+
+
+def test_an_api_answer_is_read_in_the_servers_words_whatever_its_bytes():
+    with pytest.raises(ServerError) as broken:
+        _http._answer(500, {}, b"\xff broken", "GET", "/jobs/j")
+    assert broken.value.reason == "\ufffd broken"
+    with pytest.raises(NotFoundError) as gone:
+        _http._answer(404, {}, b'{"reason": "no such job"}', "GET", "/jobs/x")
+    assert gone.value.reason == "no such job"
+    with pytest.raises(RateLimitError) as cooling:
+        _http._answer(429, CaseInsensitiveDict(), b'{"remainingSeconds": 5}', "POST", "/generate")
+    assert cooling.value.retry_after == 5.0
+    with pytest.raises(_http.MalformedAnswer) as cut:
+        _http._answer(201, {}, b"{cut", "POST", "/assets")
+    assert cut.value.status_code == 201
+
+
+def test_a_cut_short_answer_to_a_read_names_the_request(loop, transport, waits):
+    loop.default = (200, {}, b"{cut")
+    with pytest.raises(_http.MalformedAnswer) as cut:
+        transport.get("/jobs/j")
+    assert str(cut.value) == "malformed JSON in the answer to GET /jobs/j (HTTP 200)"
+
+
+def test_an_api_whose_url_ends_in_a_letter_is_asked_there(loop, no_proxy_env):
+    t = _http.Transport(_http.Credentials(KEY, SECRET, f"http://127.0.0.1:{loop.port}/X"))
+    assert t.get("/jobs/j") == {} and loop.seen[-1][1] == "/X/jobs/j"
+    t.close()
+
+
+def test_a_cdn_message_is_read_within_its_first_2000_bytes_only():
+    tail = b"<Message>late</Message>"
+    assert _http._download_error(500, b"x" * (2000 - len(tail)) + tail).reason == "late"
+    assert "late" not in _http._download_error(500, b"x" * (2001 - len(tail)) + tail).reason
