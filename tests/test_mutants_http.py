@@ -26,13 +26,14 @@ from scenario_nb._version import USER_AGENT
 
 KEY, SECRET = "sk_HTTP_key_58c2e1f07a", "ss_HTTP_secret_d94b3a6e21"
 DROP = "drop"  # an answer: the connection closed with nothing written
+TLS_PEM = str(__import__("pathlib").Path(__file__).with_name("loopback-tls.pem"))
 
 
 class Loopback:
     """A scripted HTTP server on a thread: each request takes the next answer of `script` (else `default`), and
     is noted as (method, path with query, headers, body)."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: bool = False) -> None:
         self.seen: list[tuple[str, str, dict, bytes]] = []
         self.script: list[Any] = []
         self.default: Any = (200, {}, b"{}")
@@ -62,6 +63,11 @@ class Loopback:
             do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = answer
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        if tls:  # a certificate for 127.0.0.1 and localhost that no system trusts (tests/loopback-tls.pem)
+            import ssl
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(TLS_PEM)
+            self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
         self.thread.start()
@@ -756,3 +762,32 @@ def test_a_cdn_message_is_read_within_its_first_2000_bytes_only():
     tail = b"<Message>late</Message>"
     assert _http._download_error(500, b"x" * (2000 - len(tail)) + tail).reason == "late"
     assert "late" not in _http._download_error(500, b"x" * (2001 - len(tail)) + tail).reason
+
+
+def test_the_engines_reads_over_https_trust_the_ca_bundle_the_environment_names(no_proxy_env, monkeypatch):
+    """REQUESTS_CA_BUNDLE reaches the engine's own pool: a server whose certificate only that bundle vouches for
+    is read; without it the same read is refused (no system trusts the test's certificate)."""
+    server = Loopback(tls=True)
+    t = _http.Transport(_http.Credentials(KEY, SECRET, f"https://127.0.0.1:{server.port}/v1"))
+    try:
+        with pytest.raises(APIConnectionError):
+            t.download_once(f"https://localhost:{server.port}/a.png")
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", TLS_PEM)
+        assert t.download_once(f"https://localhost:{server.port}/a.png") == b"{}"
+        assert t.get_once("/jobs/j") == {}
+        assert [path for _, path, _, _ in server.seen] == ["/a.png", "/v1/jobs/j"]
+    finally:
+        t.close()
+        server.close()
+
+
+def test_the_engines_pool_key_is_worked_out_once_per_origin(loop, transport, monkeypatch):
+    built = []
+    real = transport._adapter.build_connection_pool_key_attributes
+    monkeypatch.setattr(transport._adapter, "build_connection_pool_key_attributes",
+                        lambda request, verify, cert=None: built.append(request.url) or real(request, verify, cert))
+    transport.download_once(loop.cdn + "/a.png")
+    transport.download_once(loop.cdn + "/b/c.png?x=1")
+    transport.get_once("/jobs/j")
+    transport.get_once("/jobs/k")
+    assert built == [loop.cdn + "/", f"http://127.0.0.1:{loop.port}/"]
