@@ -791,3 +791,35 @@ def test_the_engines_pool_key_is_worked_out_once_per_origin(loop, transport, mon
     transport.get_once("/jobs/j")
     transport.get_once("/jobs/k")
     assert built == [loop.cdn + "/", f"http://127.0.0.1:{loop.port}/"]
+
+
+def test_each_read_takes_its_fast_path(loop, transport, monkeypatch):
+    """The engine's plain GETs go straight to the pool; the client's plain GETs reuse the prepared root; a GET
+    with parameters or a body, and every other method, is prepared by requests in full."""
+    taken = []
+    for name in ("_pooled_get", "_prepared_get"):
+        real = getattr(transport, name)
+        monkeypatch.setattr(transport, name, lambda *args, _name=name, _real=real: taken.append(_name) or
+                            _real(*args))
+    transport.get_once("/jobs/j")
+    assert taken == ["_pooled_get"]
+    transport.get("/jobs/j")
+    assert taken[1:] == ["_prepared_get"]
+    transport.get("/models", pageSize=5)
+    transport.request("GET", "/models", json_body={"a": 1})
+    transport.request("GET", "/jobs", params={"a": 1}, once=True)
+    transport.request("POST", "/assets", json_body={})
+    transport.request("DELETE", "/models/m")
+    transport.create("POST", "/generate/custom/m", {})
+    assert taken[2:] == [] and len(loop.seen) == 8
+
+
+def test_a_call_site_may_set_its_own_jitter(monkeypatch):
+    monkeypatch.setattr(_backoff.random, "random", lambda: 0.0)
+    policy = _backoff.Backoff(jitter=0.5)
+    assert policy.delay(1) == 0.75 and policy.delay(1, jitter=0.0) == 1.0 and policy.delay(1, jitter=1.0) == 0.5
+
+
+def test_a_connection_too_slow_to_open_is_worded_exactly():
+    slow = _http._connection_error(requests.ConnectTimeout("x"), "POST", "/generate")
+    assert str(slow) == "could not connect to the API in time; check your network or proxy"
