@@ -823,3 +823,17 @@ def test_a_call_site_may_set_its_own_jitter(monkeypatch):
 def test_a_connection_too_slow_to_open_is_worded_exactly():
     slow = _http._connection_error(requests.ConnectTimeout("x"), "POST", "/generate")
     assert str(slow) == "could not connect to the API in time; check your network or proxy"
+
+
+def test_the_policys_defaults_and_a_fresh_gates(monkeypatch):
+    monkeypatch.setattr(_backoff.random, "random", lambda: 0.5)
+    policy = _backoff.Backoff()
+    assert (policy.base, policy.cap, policy.jitter) == (0.5, 30.0, 0.5) and policy.delay(10) == 30.0
+    monkeypatch.setattr(_backoff.time, "monotonic", lambda: 0.0)  # a clock at zero: a fresh gate is open
+    assert _backoff.CreationGate().remaining() == 0.0
+    gate = _backoff.CreationGate()
+    assert gate.refused(None, sent_at=0.5) == 1.0  # a 429 to a request sent before any other came back
+    assert gate.refused(None, sent_at=time.time() + 1) == 2.0
+    t = _http.Transport(_http.Credentials(KEY, SECRET, "http://127.0.0.1:9/v1"))
+    assert t._adapter._pool_maxsize == 16 and t.timeout == (5.0, 60.0)
+    t.close()
