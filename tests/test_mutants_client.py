@@ -509,8 +509,10 @@ def test_jobs_are_listed_with_the_apis_filters_up_to_a_limit(parts, http):
     assert len(parts.jobs(created_after="2026-01-01", limit=250)) == 3
     assert http.calls[0][2] == {"createdAfter": "2026-01-01", "pageSize": 100}
     for bad in ({"status": "x"}, {"types": "t"}, {"workflow_id": "w"}):
-        with pytest.raises(InputError, match="takes created_after only without status, types and workflow_id"):
+        with pytest.raises(InputError) as refused:
             parts.jobs(created_after="2026-01-01", **bad)
+        assert str(refused.value) == ("jobs(): the API takes created_after only without status, types and "
+                                      "workflow_id; filter the results yourself, or drop created_after")
 
 
 def test_a_job_is_read_from_the_store_else_reattached(http):
@@ -812,7 +814,7 @@ def test_every_training_of_this_backend_is_listed_newest_first(http):
     engine = FakeEngine()
     rows = TrainingRows([Row("model_live", "A"), Row("claim_x", "B", status="preparing"),
                          Row("model_done", "C", status="trained", in_flight=False), Row("model_run", "D"),
-                         Row("model_lost", "E")])
+                         Row("model_lost", "E"), Row("model_after", "H")])
     parts = Parts(http, engine, history=rows)
     http.own = [{"id": "model_run", "name": "D", "type": LORA, "status": "training"},
                 {"id": "model_far", "name": "F", "type": LORA, "status": "training"},
@@ -825,10 +827,11 @@ def test_every_training_of_this_backend_is_listed_newest_first(http):
             raise NotFoundError("gone", status_code=404)
         return "followed " + model_id
     engine.returns["reattach_training"] = reattach
-    assert parts.trainings() == ["live", "finished model_done", "followed model_run", "followed model_far"]
-    assert len(engine.named("recover_trainings")) == 1
+    assert parts.trainings() == ["live", "finished model_done", "followed model_run", "followed model_after",
+                                 "followed model_far"]
+    assert len(engine.named("recover_trainings")) == 1 and rows.asked == ["backend-1"]
     http.answers[("GET", "/models")] = ScenarioError("offline")
-    assert parts.trainings() == ["live", "finished model_done", "followed model_run"]
+    assert parts.trainings() == ["live", "finished model_done", "followed model_run", "followed model_after"]
 
 
 # -- _client.py ------------------------------------------------------------------------------------
