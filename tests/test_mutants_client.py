@@ -906,3 +906,48 @@ def test_recovered_trainings_tell_the_catalog_when_they_end(tmp_path, monkeypatc
         assert [h.updates for h in handles] == [[client._cache.forget_when_trained]] * 2
     finally:
         client.close()
+
+
+ALT = platform("model_alt", "Alt Base", [{"name": "prompt", "type": "string", "prompt": True},
+                                         {"name": "lora", "type": "model", "modelTypes": [LORA]}])
+PLAIN = platform("model_plain", "Plain List", [{"name": "prompt", "type": "string", "prompt": True},
+                                               {"name": "loras", "type": "model_array", "modelTypes": [LORA]},
+                                               {"name": "lorasScale", "type": "number_array"}])
+
+
+def test_the_base_model_asked_for_is_the_one_that_runs(http):
+    http.public += [ALT, PLAIN]
+    engine = FakeEngine()
+    engine.returns.update(submit=lambda handle: handle, submit_many=lambda handles: handles)
+    parts = Parts(http, engine)
+    assert parts.prepare("Potion Icons", "p", base_model="Alt Base")[2] == {"prompt": "p", "lora": "model_mine"}
+    assert parts.prepare("Potion Icons", "p", base_model="Plain List")[2] == {
+        "prompt": "p", "loras": ["model_mine"], "lorasScale": [1.0]}  # the list's own scale, 1, when none given
+    http.answers[("POST", "/generate/custom/model_alt")] = {"creativeUnitsCost": 2}
+    assert parts.estimate("Potion Icons", "p", base_model="Alt Base").creative_units == 2.0
+    one = parts.generate("Potion Icons", "p", base_model="Alt Base")
+    assert one.run_model_id == one.base_model_id == "model_alt" and one.inputs == {"prompt": "p", "lora": "model_mine"}
+    many = parts.generate_many("Potion Icons", ["a"], base_model="Alt Base")
+    assert many[0].run_model_id == "model_alt" and many[0].source == "api"
+
+
+def test_a_handle_knows_which_input_holds_its_prompt(http):
+    http.public.append(platform("model_text", "Texty", [{"name": "text", "type": "string", "prompt": True}]))
+    engine = FakeEngine()
+    engine.returns["submit"] = lambda handle: handle
+    handle = Parts(http, engine).generate("Texty", "hello")
+    assert handle.prompt_name == "text" and handle.inputs == {"text": "hello"}
+
+
+def test_the_stored_outputs_asked_about_are_the_rows(http):
+    engine = FakeEngine()
+    parts = Parts(http, engine, history=Rows(reusable="the row"))
+    engine.returns.update(live_handle=None, outputs_stored=False, follow_record="followed")
+    parts.previous("Other Painter", {"prompt": "p"})
+    assert engine.named("outputs_stored") == [(("the row",), {})]
+
+
+def test_a_workflow_run_is_the_engines_to_follow(parts, http):
+    http.answers[("GET", "/workflows/wf1")] = {"workflow": WORKFLOW}
+    parts._engine.returns["submit"] = lambda handle: handle
+    assert parts.run_workflow("wf1", image="a")._engine is parts._engine
