@@ -242,6 +242,18 @@ def test_a_model_is_found_by_id_exact_name_or_unique_prefix(parts, http):
     assert str(none.value) == "no model named 'zzzz'; list them with %scenario models"
 
 
+def test_a_name_listed_twice_for_one_model_wins_over_longer_names(parts, http):
+    http.public += [dict(OTHER), platform("model_pro", "Other Painter Pro")]
+    assert parts.find_model("Other Painter").id == "model_other"
+
+
+def test_close_names_are_suggested_from_a_likeness_of_one_half(parts, http):
+    http.public = [platform("model_q", "Qwen Image")]
+    with pytest.raises(InputError) as close:
+        parts.find_model("Qwan Imagx 2")  # a likeness between 0.5 and 0.6
+    assert str(close.value) == "no model named 'Qwan Imagx 2'; did you mean 'Qwen Image'?"
+
+
 def test_a_model_name_shared_by_two_models_is_ambiguous(parts, http):
     http.own.append({**MINE, "id": "model_mine2"})
     with pytest.raises(InputError, match="matches several models: Potion Icons \\(model_mine\\), Potion Icons"):
@@ -338,6 +350,14 @@ def test_a_known_base_that_is_gone_is_skipped(parts, http):
     http.public = [platform("model_zz", "Zz", takes)]
     assert parts.base_model_for(zlora).id == "model_zz"
     assert [c[1] for c in http.calls if c[1].startswith("/models/")] == ["/models/model_z-image", "/models/model_zz"]
+    refused = Model.parse({"id": "model_y", "name": "Y", "type": "zimage-turbo-lora", "status": "trained"})
+    http.public = [platform("model_z-image", "Z Image"), platform("model_yy", "Yy", [
+        {"name": "loras", "type": "model_array", "modelTypes": ["zimage-turbo-lora"]}])]
+    http.answers[("GET", "/models/model_z-image")] = PermissionDeniedError("private", status_code=403)
+    parts._cache.runnable = None
+    http.calls.clear()
+    assert parts.base_model_for(refused).id == "model_yy"
+    assert [c[1] for c in http.calls if c[1].startswith("/models/")] == ["/models/model_z-image", "/models/model_yy"]
 
 
 def test_a_lora_goes_in_the_single_slot_or_with_a_scale_in_the_list(parts, http):
@@ -616,8 +636,10 @@ def test_an_image_is_uploaded_from_bytes_a_path_or_pillow(parts, http, tmp_path)
 def test_an_image_too_large_to_decode_safely_is_refused_before_upload(parts, http, monkeypatch):
     from PIL import Image
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
-    with pytest.raises(InputError, match="^big.png is too large: .*; resize it"):
+    with pytest.raises(InputError) as big:
         parts.upload_image(png((12, 12)), name="big.png")  # 144 pixels: over the limit, a warning
+    assert str(big.value) == ("big.png is too large: 12 × 12 pixels (0 megapixels; Pillow opens at most 0 megapixels); "
+                              "resize it (e.g. to 2048 px) and upload it again")
     with pytest.raises(InputError, match="^the upload is too large: "):
         parts.upload_image(png((30, 30)))  # over twice the limit: an error
     assert not [c for c in http.calls if c[0] == "POST"]
@@ -710,6 +732,9 @@ def test_a_training_is_checked_then_handed_to_the_engine_and_the_catalog_forgott
         parts.train("Dogs", folder)
     assert parts._cache.own is None
     engine.returns["train"] = "ok"
+    with pytest.raises(InputError) as nameless:
+        parts.train("", folder)
+    assert str(nameless.value) == "a training needs a name for its model, e.g. client.train(\"Potion Icons\", folder)"
     for name, message in ((None, "a training needs a name"), ("  ", "a training needs a name"), (5, "needs a name"),
                           ("x" * 65, "the model name is 65 characters; Scenario takes at most 64")):
         with pytest.raises(InputError, match=message):
@@ -868,6 +893,9 @@ def test_a_client_names_its_backend_by_url_and_key_digest_and_sizes_its_pool(tmp
         assert client.api_key_masked == "key-…90" and "secret" not in repr(client)
         assert client.store is client.store and client.history is client.history
         assert client.history.path == client.history_path
+        engine = client._engine  # the engine writes to this client's history and store, as this backend
+        assert engine.history is client.history and engine.store is client.store
+        assert engine.backend_id == client.backend_id
     finally:
         client.close()
     assert client.closed
