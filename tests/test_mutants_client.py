@@ -250,8 +250,8 @@ def test_a_name_listed_twice_for_one_model_wins_over_longer_names(parts, http):
 def test_close_names_are_suggested_from_a_likeness_of_one_half(parts, http):
     http.public = [platform("model_q", "Qwen Image")]
     with pytest.raises(InputError) as close:
-        parts.find_model("Qwan Imagx 2")  # a likeness between 0.5 and 0.6
-    assert str(close.value) == "no model named 'Qwan Imagx 2'; did you mean 'Qwen Image'?"
+        parts.find_model("Qxyn Imbzz")  # a likeness of exactly 0.5
+    assert str(close.value) == "no model named 'Qxyn Imbzz'; did you mean 'Qwen Image'?"
 
 
 def test_a_model_name_shared_by_two_models_is_ambiguous(parts, http):
