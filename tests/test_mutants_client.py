@@ -979,3 +979,44 @@ def test_a_workflow_run_is_the_engines_to_follow(parts, http):
     http.answers[("GET", "/workflows/wf1")] = {"workflow": WORKFLOW}
     parts._engine.returns["submit"] = lambda handle: handle
     assert parts.run_workflow("wf1", image="a")._engine is parts._engine
+
+
+def test_whoever_shows_models_hears_of_a_change(parts):
+    heard = []
+    parts.on_models_changed(lambda: heard.append("changed"))
+    parts._cache.forget("model_x")
+    assert heard == ["changed"]
+
+
+def test_the_most_counted_training_type_comes_first(parts, http):
+    http.own = [{"id": f"model_z{n}", "name": f"Z{n}", "type": "zimage-lora"} for n in range(2)] + [MINE]
+    assert parts.training_types()[:2] == ["zimage-lora", LORA]
+
+
+def test_an_unknown_training_type_suggests_the_two_closest(parts):
+    with pytest.raises(InputError) as unknown:
+        parts._training_type("flux.2-klein-4b-lor")
+    assert str(unknown.value) == ("unknown training type 'flux.2-klein-4b-lor'; did you mean flux.2-klein-4b-lora or "
+                                  "flux.2-klein-9b-lora?")
+
+
+def test_a_caption_plan_that_is_no_table_is_refused_in_full(monkeypatch):
+    with pytest.raises(InputError) as refused:
+        TrainingFront._caption_plan(["a"], [])
+    assert str(refused.value) == ("captions is \"auto\", None or a dict {filename: caption} (e.g. from "
+                                  "client.caption_images)")
+
+    class Image:
+        def __init__(self, name: str) -> None:
+            self.name = name
+    with pytest.raises(InputError) as six:
+        TrainingFront._caption_plan({"x.png": "a"}, [Image(f"i{n}.png") for n in range(6)])
+    assert str(six.value).endswith("(i0.png, i1.png, i2.png, i3.png, i4.png, ...)")
+
+
+def test_a_training_keeps_its_type_and_caption_table(parts, folder):
+    parts._engine.returns["train"] = "ok"
+    parts.train("Cats", folder, type="zimage-lora", captions={"img1.png": "a cat"})
+    (plan,), _ = parts._engine.named("train")[0]
+    assert plan.type == "zimage-lora"
+    assert plan.captions == {"img0.png": "", "img1.png": "a cat", "img2.png": "", "img3.png": "", "img4.png": ""}
