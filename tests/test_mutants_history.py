@@ -146,6 +146,7 @@ def test_a_newer_history_is_read_only_warned_once_and_refuses_writes(tmp_path):
                     f"this version knows {SCHEMA_VERSION}): opened read-only, nothing new is recorded. Upgrade "
                     f"scenario_nb, or set SCENARIO_NB_HOME (or %config ScenarioMagics.history_path) to another place")
     assert [r.request_id for r in h.recent()] == ["old"]
+    assert h._connection() is h._connection()  # kept open, not opened again at every read
     with pytest.raises(StorageError) as caught:
         h.record(JobRecord("new"))
     assert str(caught.value) == text
