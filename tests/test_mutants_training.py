@@ -266,6 +266,9 @@ def test_wait_times_out_with_the_seconds_and_raises_the_failure():
     with pytest.raises(TrainingTimeoutError) as caught:
         t.wait(0.01)
     assert caught.value.seconds == 0.01 and caught.value.model_id == "model_1"
+    assert str(caught.value) == ("stopped waiting for the training of Potions (model_1) after 0.01 s; it goes on on "
+                                 "the server: client.training('model_1') or %scenario training model_1 follows it "
+                                 "again")
     t.status, t.error, t.hint = "failed", "out of memory", "fewer images"
     t._finish()
     t._settle()
@@ -825,3 +828,48 @@ def test_the_workbench_steps_say_nothing_when_unreadable_or_empty(tc, capsys, mo
     monkeypatch.setattr(tc.client.history, "workbench", broken)
     TrainingCommands._workbench_steps(tc.client)
     assert capsys.readouterr().out == ""
+
+
+def test_a_handle_shows_itself_as_is_when_ended_and_live_until_then(monkeypatch):
+    import IPython.display
+
+    from scenario_nb import _display
+    calls: list = []
+    monkeypatch.setattr(IPython.display, "display", lambda *a, **k: calls.append(("display", a, k)))
+    monkeypatch.setattr(_display, "show_training", lambda t, wait: calls.append(("live", t, wait)))
+    ended = Training(model_id="m", name="n", type="flux.1-lora", status="trained")
+    data, metadata = _display.training_bundle(ended)
+    assert ended._repr_mimebundle_() == (data, metadata)
+    ended._ipython_display_()
+    assert calls == [("display", (data,), {"raw": True, "metadata": metadata})]
+    live = handle(status="training")
+    live._ipython_display_()
+    assert calls[-1] == ("live", live, False)
+
+
+def test_apply_model_compares_the_progress_it_had_rounded_alike():
+    t = handle(status="training")
+    seen = {"status": "training", "trainingProgress": {"stage": "running-train", "progress": 0.6001}}
+    assert t._apply_model(seen)
+    assert not t._apply_model(seen)  # the same reading again: nothing shown changed
+
+
+def test_apply_model_reads_a_first_1_with_time_left_as_1_percent():
+    t = handle(status="training")
+    t._apply_model({"trainingProgress": {"stage": "running-train", "progress": 1, "remainingTimeMs": 600_000}})
+    assert t.progress == 0.01 and t._percent
+
+
+def test_a_failure_without_an_error_says_no_reason_was_given():
+    t = handle(status="failed")
+    t._finish()
+    assert t.exception.error == "" and str(t.exception) == "the training of Potions (model_1) failed: no reason given"
+
+
+def test_a_wrong_option_names_its_subcommand(tc):
+    for command, words in ((tc.cmd_training, ["--bogus"]), (tc.cmd_train, ["Cats", "--bogus"])):
+        with pytest.raises(UsageError) as caught:
+            command(words)
+        name = "training" if command == tc.cmd_training else "train"
+        assert str(caught.value) == f"%scenario {name}: unrecognized arguments: --bogus"
+    assert tc.client.calls == []
