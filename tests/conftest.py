@@ -234,7 +234,10 @@ def ip(env):
     shell.config.pop("ScenarioMagics", None)
     import scenario_nb
     scenario_nb.load_ipython_extension(shell)  # a fresh ScenarioMagics each test, as %load_ext makes
+    names = set(shell.user_ns)
     yield shell
+    for name in set(shell.user_ns) - names:  # the shell is shared: what a test's cells named is not the next one's
+        del shell.user_ns[name]
     shell.configurables[:] = [c for c in shell.configurables if not isinstance(c, ScenarioMagics)]
 
 
