@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import email.utils
 import functools
 import itertools
 import json
@@ -373,8 +374,8 @@ class _Answer(NamedTuple):
 def _requests_error(exc: Exception) -> requests.RequestException:
     """urllib3's error as requests words it (what `_never_sent` and `_connection_error` read)."""
     reason = exc.reason if isinstance(exc, MaxRetryError) else exc
-    if isinstance(reason, ConnectTimeoutError):
-        return requests.ConnectTimeout(exc)
+    if isinstance(reason, ConnectTimeoutError) and not isinstance(reason, NewConnectionError):  # a refusal's
+        return requests.ConnectTimeout(exc)  # class is a ConnectTimeoutError too: requests tells them apart
     if isinstance(reason, urllib3.exceptions.ReadTimeoutError):
         return requests.ReadTimeout(exc)
     return requests.ConnectionError(exc)
@@ -401,15 +402,15 @@ def _retry_after(headers: Any, body: Any) -> Optional[float]:
     value = headers.get("retry-after")  # both kinds of headers here look names up in any case
     if value is not None:
         try:
-            seconds = float(value)  # seconds (a fraction too, as some servers send)
-            if 0 <= seconds < 86400:
-                return seconds
-        except ValueError:
-            pass
-        try:
-            return Retry().parse_retry_after(value)  # an HTTP date
-        except Exception:  # an unreadable header is as good as none
-            pass
+            seconds: Optional[float] = float(value)  # seconds (a fraction too, as some servers send)
+        except ValueError:  # an HTTP date (urllib3's parser would cap one days ahead at its own 6 hours)
+            try:
+                date = email.utils.parsedate_tz(value)
+                seconds = max(0.0, email.utils.mktime_tz(date) - time.time()) if date else None
+            except (ValueError, OverflowError):  # an unreadable header is as good as none
+                seconds = None
+        if seconds is not None and 0 <= seconds < 86400:  # a day or more (or less than 0): as good as none
+            return seconds
     if isinstance(body, dict) and isinstance(body.get("remainingSeconds"), (int, float)):
         return float(body["remainingSeconds"])
     return None

@@ -249,6 +249,28 @@ def test_an_upload_lost_four_times_is_settled_by_what_the_model_shows(ledger, hi
     assert (row.status, row.error) == (status, str(lost))
 
 
+@pytest.mark.parametrize("model, status, asset_ids", [
+    (on_model({"name": "a.png", "id": "asset_9"}), "success", ["asset_9"]),
+    (on_model(), "not-sent", []),
+    (ServerError("model unreadable"), "unknown", []),
+])
+def test_a_send_refused_after_a_lost_answer_is_settled_by_the_model(ledger, history, model, status, asset_ids):
+    """The first send's answer was lost while the server still stored the image (a slow server), the model did not
+    show it yet, so it was sent again and refused as "already a training image": the first send is looked for
+    again, and found it is the image's upload (it was paid), never "not sent"."""
+    already = BadRequestError("The provided image is already a training image of this model")
+    http = FakeHttp(ServerError("lost"), on_model(), already, model)
+    wb = a_workbench(http, ledger)
+    if status == "success":
+        assert wb._upload(a_handle(), an_image("a.png")) == "asset_9"
+    else:
+        with pytest.raises(BadRequestError):
+            wb._upload(a_handle(), an_image("a.png"))
+    assert http.sent == [POST, GET, POST, GET]
+    [row] = upload_rows(history)
+    assert (row.status, row.asset_ids) == (status, asset_ids)
+
+
 def test_a_refused_upload_is_not_sent_and_not_tried_again(ledger, history):
     http = FakeHttp(BadRequestError("not an image"))
     with pytest.raises(BadRequestError):
