@@ -18,7 +18,8 @@ from IPython.display import display
 from ._commands import check_save_folder, check_variable, fill_prompt, refuse_reserved, settings
 from ._display import show_generations, show_grid
 from ._generation import Generation
-from ._models import aspect_options, normalise_ratio, request_inputs
+from ._errors import InputError
+from ._models import aspect_inputs, request_inputs
 
 
 class Cells:
@@ -178,10 +179,15 @@ class Cells:
         return self.magics.client.find_model(chosen)
 
     def _default_aspect(self, model) -> Optional[str]:
+        """`default_aspect` when this model offers it as `--aspect` would find it (21:9 too, which reduces to
+        7:3), else None: the model's own default."""
         if not self.magics.default_aspect:
             return None
-        ratio = normalise_ratio(self.magics.default_aspect)
-        return ratio if ratio in aspect_options(model) else None
+        try:
+            aspect_inputs(model, self.magics.default_aspect)
+        except InputError:
+            return None
+        return self.magics.default_aspect
 
 
 def parse_vary(specs: list) -> dict:

@@ -74,14 +74,17 @@ class JobsAndAssets:
         return self.stored_job(job_id) or self._engine.reattach(job_id)
 
     def stored_job(self, job_id: str) -> Optional[Generation]:
-        """A finished job whose outputs are all in the local store, from the history (no request made; any
-        backend's), else None."""
+        """A finished job whose outputs are all in the local store (no request made; any backend's), else
+        None: this kernel's own handle when it has one (its `wait()` returns once the cells showing it are
+        updated; a copy's would not wait for them), else one rebuilt from the history."""
+        live = self._engine.live_handle(job_id=job_id)
+        if live is not None:
+            return live if live.ok else None
         try:
             record = self.history.get(job_id)
         except StorageError:
             return None
-        live = self._engine.live_handle(job_id=job_id)
-        if record is not None and (live is None or live.ok) and self._engine.outputs_stored(record):
+        if record is not None and self._engine.outputs_stored(record):
             return self._engine.finished_handle(record)
         return None
 

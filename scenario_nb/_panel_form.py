@@ -110,10 +110,11 @@ class RequestForm:
     def _build_aspect(self, model: Model) -> None:
         """New choices for the model; the user's aspect stays when this model allows it, else the panel says so."""
         labels = list(aspect_options(model))
-        self.aspect.options = [(DEFAULT_CHOICE, DEFAULT_CHOICE)] + [(label, label) for label in labels]
-        self.aspect.disabled = not labels
         kept = self._matching_aspect(model, labels)
-        self.aspect.value = kept or DEFAULT_CHOICE
+        with self.aspect.hold_sync():  # one message: the browser never shows the default between options and value
+            self.aspect.options = [(DEFAULT_CHOICE, DEFAULT_CHOICE)] + [(label, label) for label in labels]
+            self.aspect.disabled = not labels
+            self.aspect.value = kept or DEFAULT_CHOICE
         name = self._model.name if self._model else model.name
         if self._aspect_choice and not kept:
             self.aspect_note.value = quiet(f"{name} has no {self._aspect_choice}; using the model default")
@@ -141,9 +142,10 @@ class RequestForm:
             self.count.options, self.count.value, self.count.disabled = [("1", 1)], 1, True
             return
         low, high = int(spec.min or 1), int(min(spec.max or 4, 10))
-        self.count.options = [(str(n), n) for n in range(low, high + 1)]
-        self.count.value = int(spec.default) if spec.has_default and spec.default else low
-        self.count.disabled = False
+        with self.count.hold_sync():  # as the aspect's: one message
+            self.count.options = [(str(n), n) for n in range(low, high + 1)]
+            self.count.value = int(spec.default) if spec.has_default and spec.default else low
+            self.count.disabled = False
 
     def _route_inputs(self) -> set:
         if self._model is None or self._runnable is None or self._model is self._runnable:

@@ -35,6 +35,12 @@ from IPython.core.error import UsageError
 from scenario_nb import ScenarioError, _session
 from scenario_nb import sandbox as sandbox_mod
 
+# Bytecode is cached for this run (gitignored __pycache__): with PYTHONDONTWRITEBYTECODE=1, as some machines set
+# it, every worker, kernel and sandbox process would compile the package again, and every worker would
+# assertion-rewrite every test module again. Set before the xdist workers start: they and their children inherit it.
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+sys.dont_write_bytecode = False
+
 ROOT = Path(__file__).resolve().parents[1]
 CREDENTIAL_VARS = ("SCENARIO_API_KEY", "SCENARIO_API_SECRET", "SCENARIO_API_URL", "SCENARIO_SDK_API_KEY",
                    "SCENARIO_SDK_API_SECRET", "SCENARIO_BASE_URL")
@@ -228,7 +234,10 @@ def ip(env):
     shell.config.pop("ScenarioMagics", None)
     import scenario_nb
     scenario_nb.load_ipython_extension(shell)  # a fresh ScenarioMagics each test, as %load_ext makes
+    names = set(shell.user_ns)
     yield shell
+    for name in set(shell.user_ns) - names:  # the shell is shared: what a test's cells named is not the next one's
+        del shell.user_ns[name]
     shell.configurables[:] = [c for c in shell.configurables if not isinstance(c, ScenarioMagics)]
 
 

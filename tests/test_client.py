@@ -244,6 +244,18 @@ def test_paid_job_whose_images_cannot_be_fetched_names_the_job_and_comes_back_la
     assert again.ok and again.images and again.images[0].size
 
 
+def test_a_job_taken_by_id_in_this_kernel_is_the_handle_its_cells_show(client):
+    """`client.job(id)` of a job this kernel follows returns that handle, finished or not: its `wait()` returns
+    only once the views drawn from it are updated (a copy rebuilt from the history ended at once, and a
+    notebook ending then lost the --no-wait cell's final image)."""
+    model = first_runnable(client, "numOutputs")
+    gen = client.generate(model.id, "a lighthouse")
+    assert client.job(gen.job_id or gen.wait(timeout=30).job_id) is gen
+    gen.wait(timeout=30)
+    assert client.job(gen.job_id) is gen and client.stored_job(gen.job_id) is gen
+    assert client.stored_job("job_unknown") is None
+
+
 def test_upload_bytes_path_and_pil(client, tmp_path):
     img = Image.new("RGB", (64, 48), "orange")
     path = tmp_path / "ref.png"

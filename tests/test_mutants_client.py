@@ -551,10 +551,13 @@ def test_a_job_is_read_from_the_store_else_reattached(http):
 
     class Live:
         ok = False
-    engine.returns.update(outputs_stored=True, live_handle=Live())
+    live = Live()
+    engine.returns.update(outputs_stored=True, live_handle=live)
+    asked = len(rows.asked)
     assert parts.stored_job("j1") is None
     Live.ok = True
-    assert parts.stored_job("j1") == "stored"
+    assert parts.stored_job("j1") is live and len(rows.asked) == asked  # this kernel's own handle, no history read
+    engine.returns["live_handle"] = None
     rows.row = None
     assert parts.stored_job("j1") is None
     rows.row = StorageError("locked")

@@ -21,7 +21,7 @@ from scenario_nb._engine._ledger import Ledger
 from scenario_nb._engine._live import LiveRequests
 from scenario_nb._engine._workbench import Workbench
 from scenario_nb._errors import (APIConnectionError, BadRequestError, InputError, RateLimitError, ServerError,
-                                StorageError)
+                                StorageError, SubmitFailedError)
 from scenario_nb._history import TrainingRecord
 from scenario_nb._local_images import LocalImage
 from scenario_nb._training import Training, TrainingImage, TrainingPlan
@@ -247,6 +247,28 @@ def test_an_upload_lost_four_times_is_settled_by_what_the_model_shows(ledger, hi
     assert http.sent == [POST, GET] * 4 and http.backoff.asked == [0, 1, 2]
     [row] = upload_rows(history)
     assert (row.status, row.error) == (status, str(lost))
+
+
+@pytest.mark.parametrize("model, status, asset_ids", [
+    (on_model({"name": "a.png", "id": "asset_9"}), "success", ["asset_9"]),
+    (on_model(), "not-sent", []),
+    (ServerError("model unreadable"), "unknown", []),
+])
+def test_a_send_refused_after_a_lost_answer_is_settled_by_the_model(ledger, history, model, status, asset_ids):
+    """The first send's answer was lost while the server still stored the image (a slow server), the model did not
+    show it yet, so it was sent again and refused as "already a training image": the first send is looked for
+    again, and found it is the image's upload (it was paid), never "not sent"."""
+    already = BadRequestError("The provided image is already a training image of this model")
+    http = FakeHttp(ServerError("lost"), on_model(), already, model)
+    wb = a_workbench(http, ledger)
+    if status == "success":
+        assert wb._upload(a_handle(), an_image("a.png")) == "asset_9"
+    else:
+        with pytest.raises(BadRequestError):
+            wb._upload(a_handle(), an_image("a.png"))
+    assert http.sent == [POST, GET, POST, GET]
+    [row] = upload_rows(history)
+    assert (row.status, row.asset_ids) == (status, asset_ids)
 
 
 def test_a_refused_upload_is_not_sent_and_not_tried_again(ledger, history):
@@ -572,3 +594,423 @@ def test_the_workbench_lists_drafts_through_its_own_models(ledger, history):
     http = FakeHttp()
     assert a_workbench(http, ledger).drafts() == []
     assert http.sent and all(method == "GET" for method, _ in http.sent)
+
+
+# -- _train: the order of the paid steps, and what is left when one fails ------------------------------------------
+
+class ClaimStub:
+    def __init__(self, events: list) -> None:
+        self.events = events
+
+    def moved(self, model_id):
+        self.events.append(("moved", model_id))
+
+    def drop(self):
+        self.events.append(("drop",))
+
+
+class TrainRig:
+    """A Workbench whose steps around `_train` are stand-ins that log, in order, into `events`; the ledger,
+    history and `_abandon` are real (its DELETE goes to the fake transport)."""
+
+    def __init__(self, ledger, history, earlier=(None, None), price=10.0) -> None:
+        self.events: list = []
+        self.http = FakeHttp()
+        self.history = history
+        self.wb = wb = Workbench("the owner", self.http, ledger, self, store=lambda: None)
+        self.earlier, self.price = earlier, price
+        self.start_outcome = None
+        self.prepare_fails = None
+        wb._earlier = self._earlier
+        wb._price = self._price
+        wb._prepare = self._prepare
+        wb._models = self
+        self.claim = ClaimStub(self.events)
+
+    # stand-ins
+    def _earlier(self, name, *, attach):
+        self.events.append(("earlier", name, attach))
+        if isinstance(self.earlier, BaseException):
+            raise self.earlier
+        return self.earlier
+
+    def create(self, name, model_type):
+        self.events.append(("create", name, model_type))
+        return "model_new"
+
+    def _price(self, handle, plan):
+        row = self.history.training(handle.model_id)
+        self.priced_plans = getattr(self, "priced_plans", []) + [plan]
+        self.events.append(("price", handle.model_id, row and row.status))
+        from scenario_nb._estimate import CostEstimate
+        return CostEstimate(self.price, model_id=handle.model_id)
+
+    def _prepare(self, handle, loaded, captions, *, reuse):
+        row = self.history.training(handle.model_id)
+        self.events.append(("prepare", [i.name for i in loaded], captions, reuse, row and row.status))
+        if self.prepare_fails is not None:
+            raise self.prepare_fails
+
+    def start_training(self, handle, params):
+        self.events.append(("start", handle.model_id, params))
+        if self.start_outcome is not None:
+            raise self.start_outcome
+        handle._set(status="training")
+
+    def wait_for_slot(self, handle, exc):
+        self.events.append(("wait_for_slot", handle.model_id, exc))
+
+    def follow_training(self, handle):
+        self.events.append(("follow", handle.model_id))
+
+    def train(self, plan=None, claim="claim", **kw):
+        kw = {"dry_run": False, "max_cost": None, "confirm": None, **kw}
+        return self.wb._train(plan or a_plan(), self.claim if claim == "claim" else claim, **kw)
+
+
+def test_a_training_is_made_priced_written_prepared_and_started_in_that_order(ledger, history):
+    rig = TrainRig(ledger, history)
+    confirmed = []
+    plan = a_plan({"a.png": "red"})
+    handle = rig.train(plan, confirm=lambda e: confirmed.append((e.creative_units, rig.events[-1][0])))
+    assert rig.events == [("earlier", "Cats", True), ("create", "Cats", "flux.1-lora"), ("moved", "model_new"),
+                          ("price", "model_new", None),
+                          ("prepare", ["a.png", "b.png"], {"a.png": "red"}, None, "preparing"),
+                          ("start", "model_new", {"steps": 10})]
+    assert confirmed == [(10.0, "price")] and rig.priced_plans == [plan]
+    assert isinstance(handle, Training) and handle.status == "training" and handle._owner == "the owner"
+    assert (handle.model_id, handle.name, handle.type, handle.parameters) == (
+        "model_new", "Cats", "flux.1-lora", {"steps": 10})
+    assert [(i.name, i.width, i.height, i.data) for i in handle.images] == [
+        (i.name, 8, 8, i.data) for i in plan.images]
+    assert http_sent(rig) == []
+
+
+def http_sent(rig):
+    return rig.http.sent
+
+
+def test_a_draft_is_reused_by_its_id_and_handed_to_prepare(ledger, history):
+    draft = {"id": 77, "status": "new"}
+    rig = TrainRig(ledger, history, earlier=(None, draft))
+    handle = rig.train()
+    assert ("create", "Cats", "flux.1-lora") not in rig.events and handle.model_id == "77"
+    assert ("moved", "77") in rig.events and rig.events[3][3] == draft
+
+
+def test_a_training_already_under_way_is_followed_and_the_claim_dropped(ledger, history):
+    earlier = Training(None, model_id="model_e", name="Cats", type="x", status="training")
+    rig = TrainRig(ledger, history, earlier=(earlier, None))
+    assert rig.train() is earlier
+    assert rig.events == [("earlier", "Cats", True), ("drop",)]
+    assert earlier.note == ("Cats was already being trained here: followed, nothing paid again (force=True trains "
+                            "a second model)")
+    rig2 = TrainRig(ledger, history, earlier=(earlier, None))
+    assert rig2.train(claim=None) is earlier
+
+
+def test_a_forced_training_looks_for_no_earlier_one(ledger, history):
+    rig = TrainRig(ledger, history, earlier=(Training(None, model_id="e", name="Cats", type="x"), None))
+    plan = a_plan()
+    plan.force = True
+    assert rig.train(plan).model_id == "model_new"
+    assert rig.events[0] == ("create", "Cats", "flux.1-lora")
+
+
+def test_a_dry_run_looks_without_attaching_prices_and_removes_the_model_it_made(ledger, history):
+    rig = TrainRig(ledger, history)
+    estimate = rig.train(claim=None, dry_run=True)
+    assert estimate.creative_units == 10.0
+    assert rig.events[0] == ("earlier", "Cats", False)
+    assert rig.http.sent == [("DELETE", "/models/model_new")] and history.training("model_new") is None
+    assert not any(e[0] in ("prepare", "start") for e in rig.events)
+
+
+def test_a_dry_run_on_a_draft_keeps_it(ledger, history):
+    rig = TrainRig(ledger, history, earlier=(None, {"id": "model_d"}))
+    rig.train(claim=None, dry_run=True)
+    assert rig.http.sent == []
+
+
+def test_a_training_over_max_cost_is_refused_and_its_model_removed_and_claim_dropped(ledger, history):
+    rig = TrainRig(ledger, history)
+    with pytest.raises(InputError) as refused:
+        rig.train(max_cost=9.5, confirm=lambda e: rig.events.append(("confirm",)))
+    assert str(refused.value) == "refused: this training is estimated at 10 CU, over max_cost 9.5; nothing was spent"
+    assert rig.http.sent == [("DELETE", "/models/model_new")] and history.training("model_new") is None
+    assert ("confirm",) not in rig.events and rig.events[-1] == ("drop",)
+
+
+def test_a_training_at_exactly_max_cost_goes_on(ledger, history):
+    rig = TrainRig(ledger, history)
+    assert rig.train(max_cost=10.0).status == "training"
+
+
+def test_a_price_refused_by_the_user_removes_the_model(ledger, history):
+    rig = TrainRig(ledger, history)
+
+    def refuse(estimate):
+        raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        rig.train(confirm=refuse)
+    assert rig.http.sent == [("DELETE", "/models/model_new")] and history.training("model_new") is None
+    assert rig.events[-1] == ("drop",)
+
+
+def test_a_failure_while_preparing_leaves_a_recorded_row_and_keeps_the_claim(ledger, history):
+    rig = TrainRig(ledger, history)
+    rig.prepare_fails = ServerError("upload lost")
+    with pytest.raises(ServerError):
+        rig.train()
+    assert rig.http.sent == [("DELETE", "/models/model_new")]
+    row = history.training("model_new")
+    assert (row.status, row.error) == ("not-started", str(rig.prepare_fails))
+    assert ("drop",) not in rig.events  # the row says what happened: the claim moved to it stays
+
+
+def test_a_failure_while_preparing_a_draft_keeps_the_model(ledger, history):
+    rig = TrainRig(ledger, history, earlier=(None, {"id": "model_d"}))
+    rig.prepare_fails = ServerError("upload lost")
+    with pytest.raises(ServerError):
+        rig.train()
+    assert rig.http.sent == [] and history.training("model_d").status == "not-started"
+
+
+def test_a_start_refused_for_a_slot_waits_for_one(ledger, history):
+    rig = TrainRig(ledger, history)
+    refusal = RateLimitError("too many")
+    rig.start_outcome = refusal
+    handle = rig.train()
+    assert rig.events[-1] == ("wait_for_slot", "model_new", refusal) and handle.model_id == "model_new"
+    assert rig.http.sent == []
+
+
+@pytest.mark.parametrize("draft, tail", [(None, " and the model was removed"), ({"id": "model_d"}, "")])
+def test_a_refused_start_removes_the_model_made_here_and_says_so(ledger, history, draft, tail):
+    rig = TrainRig(ledger, history, earlier=(None, draft))
+    rig.start_outcome = BadRequestError("steps too high")
+    with pytest.raises(SubmitFailedError) as refused:
+        rig.train()
+    model_id = "model_new" if draft is None else "model_d"
+    assert str(refused.value) == (f"Scenario refused to start the training of Cats: steps too high; nothing was "
+                                  f"charged for it{tail}")
+    assert rig.http.sent == ([("DELETE", "/models/model_new")] if draft is None else [])
+    assert history.training(model_id).status == "not-started"
+    assert ("follow", model_id) not in rig.events
+
+
+def test_a_start_refused_otherwise_by_the_api_is_refused_too(ledger, history):
+    rig = TrainRig(ledger, history)
+    from scenario_nb._errors import PermissionDeniedError
+    rig.start_outcome = PermissionDeniedError("no")
+    with pytest.raises(SubmitFailedError):
+        rig.train()
+
+
+@pytest.mark.parametrize("exc", [KeyboardInterrupt(), ValueError("odd")])
+def test_a_start_interrupted_is_followed_not_removed(ledger, history, exc):
+    rig = TrainRig(ledger, history)
+    rig.start_outcome = exc
+    with pytest.raises(type(exc)):
+        rig.train()
+    assert rig.events[-1] == ("follow", "model_new") and rig.http.sent == []
+    assert history.training("model_new").status == "preparing"
+
+
+def test_a_start_that_cannot_be_recorded_removes_the_model(ledger, history):
+    rig = TrainRig(ledger, history)
+    rig.start_outcome = StorageError("disk full")
+    with pytest.raises(StorageError):
+        rig.train()
+    assert rig.http.sent == [("DELETE", "/models/model_new")] and ("follow", "model_new") not in rig.events
+
+
+@pytest.mark.parametrize("exc", [InputError("name taken"), KeyboardInterrupt()])
+def test_a_failure_before_the_model_exists_drops_the_claim(ledger, history, exc):
+    rig = TrainRig(ledger, history, earlier=exc)
+    with pytest.raises(type(exc)):
+        rig.train()
+    assert rig.events == [("earlier", "Cats", True), ("drop",)]
+    rig2 = TrainRig(ledger, history, earlier=exc)
+    with pytest.raises(type(exc)):
+        rig2.train(claim=None)
+
+
+# -- _prepare: captions, uploads side by side, each caption on its image ------------------------------------------
+
+class PrepareRig:
+    def __init__(self, ledger, history, names=("a.png", "b.png"), model_images=None) -> None:
+        self.http = FakeHttp()
+        self.history = history
+        self.wb = wb = Workbench(None, self.http, ledger, None, store=lambda: None)
+        self.loaded = [an_image(n) for n in names]
+        self.handle = Training(None, model_id="model_1", name="Cats", type="flux.1-lora", status="preparing",
+                               images=[TrainingImage(i.name, width=8, height=8, data=i.data) for i in self.loaded])
+        self.uploaded: list = []
+        self.kept: list = []
+        self.settled: list = []
+        self.model_images = model_images or []
+        self.gate = None
+        wb._upload = self._upload
+        wb._keep_copy = lambda h, image, local: self.kept.append((image.name, image.asset_id, local.name)) \
+            if h is self.handle else None
+        wb._settle_uploads = lambda h, images: self.settled.append(images) if h is self.handle else None
+        wb._models = self
+        self.notified: list = []
+        self.handle.on_update(lambda t: self.notified.append((t.stage, history.training("model_1") and
+                                                              history.training("model_1").stage)))
+        self.notified.clear()
+
+    def _upload(self, handle, local):
+        import threading
+        assert handle is self.handle
+        self.uploaded.append((local.name, threading.current_thread().name))
+        if self.gate is not None:
+            self.gate(local)
+        return None if local.name == "lost.png" else f"asset_{local.name}"
+
+    def model(self, model_id):
+        self.asked_model = model_id
+        return {"trainingImages": self.model_images}
+
+
+def test_auto_captions_are_asked_for_all_at_once_then_the_images_uploaded_and_captioned(ledger, history):
+    rig = PrepareRig(ledger, history)
+    rig.wb._captioner = captioner = FakeCaptioner(0, ["red", ""], [])
+    rig.wb._prepare(rig.handle, rig.loaded, "auto")
+    assert captioner.captioned == [(rig.loaded, "action")]
+    assert rig.notified == [("captioning", None), ("uploading", "uploading")]
+    assert [i.caption for i in rig.handle.images] == ["red", ""] and rig.handle.note == ""
+    assert sorted(n for n, _ in rig.uploaded) == ["a.png", "b.png"]
+    assert all(t.startswith("scenario-upload") for _, t in rig.uploaded)
+    assert sorted(rig.kept) == [("a.png", "asset_a.png", "a.png"), ("b.png", "asset_b.png", "b.png")]
+    assert rig.http.sent == [("PUT", "/assets/asset_a.png")] and rig.http.bodies == [{"description": "red"}]
+    row = history.training("model_1")
+    assert [i["asset_id"] for i in row.images] == ["asset_a.png", "asset_b.png"]  # written after the uploads
+    assert [i["caption"] for i in row.images] == ["red", ""]
+    assert rig.settled == [] and not hasattr(rig, "asked_model")  # a new model has no images to read
+
+
+def test_lost_captions_are_noted(ledger, history):
+    rig = PrepareRig(ledger, history)
+    rig.wb._captioner = FakeCaptioner(0, ["", ""], ["a.png", "b.png"])
+    rig.wb._prepare(rig.handle, rig.loaded, "auto")
+    assert rig.handle.note == ("no caption for a.png, b.png: its answer was lost before (it may have been charged) "
+                               "and it is not asked again")
+
+
+@pytest.mark.parametrize("plan, captions", [({"a.png": "red", "c.png": "x"}, ["red", ""]), (None, ["", ""]),
+                                            ("odd", ["", ""])])
+def test_given_captions_are_put_on_their_images(ledger, history, plan, captions):
+    rig = PrepareRig(ledger, history)
+    rig.wb._captioner = captioner = FakeCaptioner(0, [], [])
+    rig.wb._prepare(rig.handle, rig.loaded, plan)
+    assert captioner.captioned == [] and [i.caption for i in rig.handle.images] == captions
+    assert rig.notified == [("uploading", "uploading")]
+    assert rig.http.bodies == ([{"description": "red"}] if captions[0] else [])
+
+
+def test_captions_for_fewer_images_are_an_error(ledger, history):
+    rig = PrepareRig(ledger, history)
+    rig.wb._captioner = FakeCaptioner(0, ["one"], [])
+    with pytest.raises(ValueError):
+        rig.wb._prepare(rig.handle, rig.loaded, "auto")
+
+
+def test_an_image_without_an_asset_gets_no_caption(ledger, history):
+    rig = PrepareRig(ledger, history, names=("lost.png",))
+    rig.wb._prepare(rig.handle, rig.loaded, {"lost.png": "red"})
+    assert rig.http.sent == [] and rig.kept == [("lost.png", None, "lost.png")]
+
+
+def test_a_reused_drafts_images_are_not_uploaded_again_and_its_lost_uploads_settled(ledger, history):
+    images = [{"name": "a.png", "id": "asset_old"}, {"name": "b.png"}, "odd", {"name": "c.png", "id": 5}]
+    rig = PrepareRig(ledger, history, model_images=images)
+    rig.wb._prepare(rig.handle, rig.loaded, {"a.png": "red"}, reuse={"id": "model_1"})
+    assert rig.asked_model == "model_1" and rig.settled == [images]
+    assert [n for n, _ in rig.uploaded] == ["b.png"]
+    assert sorted(rig.kept) == [("a.png", "asset_old", "a.png"), ("b.png", "asset_b.png", "b.png")]
+    assert rig.http.sent == [("PUT", "/assets/asset_old")]
+
+
+def test_a_reused_draft_without_training_images_uploads_them_all(ledger, history):
+    rig = PrepareRig(ledger, history, model_images=None)
+    rig.wb._prepare(rig.handle, rig.loaded, None, reuse={"id": "model_1"})
+    assert sorted(n for n, _ in rig.uploaded) == ["a.png", "b.png"] and rig.settled == [[]]
+
+
+def test_uploads_go_eight_at_a_time(ledger, history):
+    import threading
+    names = [f"{i}.png" for i in range(9)]
+    rig = PrepareRig(ledger, history, names=names)
+    barrier, count, lock = threading.Barrier(8, timeout=5), [0], threading.Lock()
+
+    def gate(local):
+        with lock:
+            count[0] += 1
+            first_eight = count[0] <= 8
+        if first_eight:
+            barrier.wait()  # eight at once, or this breaks
+    rig.gate = gate
+    rig.wb._prepare(rig.handle, rig.loaded, None)
+    assert len({t for _, t in rig.uploaded}) == 8
+
+
+def test_a_single_image_is_uploaded_on_one_thread(ledger, history):
+    rig = PrepareRig(ledger, history, names=("a.png",))
+    rig.wb._prepare(rig.handle, rig.loaded, None)
+    assert len(rig.uploaded) == 1
+
+
+class UnwritableTrainings:
+    def record_training(self, row):
+        raise StorageError("disk full")
+
+
+def test_a_preparation_that_cannot_be_recorded_uploads_nothing():
+    ledger = Ledger(lambda: UnwritableTrainings(), LiveRequests(), backend_id=BACKEND, base_url=URL)
+    rig = PrepareRig.__new__(PrepareRig)
+    rig.uploaded = []
+    wb = Workbench(None, FakeHttp(), ledger, None, store=lambda: None)
+    wb._upload = lambda h, local: rig.uploaded.append(local.name)
+    loaded = [an_image("a.png")]
+    handle = Training(None, model_id="model_1", name="Cats", type="x", status="preparing",
+                      images=[TrainingImage("a.png", width=8, height=8, data=loaded[0].data)])
+    with pytest.raises(StorageError):
+        wb._prepare(handle, loaded, None)
+    assert rig.uploaded == []
+
+
+def test_a_forced_training_removes_the_model_it_made_when_it_fails(ledger, history):
+    rig = TrainRig(ledger, history)
+    plan = a_plan()
+    plan.force = True
+    rig.prepare_fails = ServerError("upload lost")
+    with pytest.raises(ServerError):
+        rig.train(plan)
+    assert rig.http.sent == [("DELETE", "/models/model_new")]
+
+
+def test_a_dry_runs_model_that_cannot_be_removed_is_a_draft_row_saying_why(ledger, history):
+    rig = TrainRig(ledger, history)
+    rig.http.outcomes = [ServerError("busy"), ServerError("busy")]
+    rig.train(claim=None, dry_run=True)
+    row = history.training("model_new")
+    assert (row.status, row.error) == ("not-started", "dry run")
+
+
+class NoTrainingRows:
+    def record_training(self, row):
+        raise StorageError("disk full")
+
+    def training(self, model_id):
+        return None
+
+
+def test_a_training_that_cannot_be_written_ahead_uploads_nothing_and_removes_its_model(live):
+    ledger = Ledger(lambda: NoTrainingRows(), live, backend_id=BACKEND, base_url=URL)
+    rig = TrainRig(ledger, NoTrainingRows())
+    with pytest.raises(StorageError):
+        rig.train()
+    assert not any(e[0] in ("prepare", "start") for e in rig.events)
+    assert rig.http.sent == [("DELETE", "/models/model_new")]

@@ -176,6 +176,22 @@ def test_the_chosen_aspect_survives_a_model_change_or_the_panel_says_why(panel):
     assert panel.aspect.value == "21:9" and panel.aspect_note.value == ""
 
 
+def test_a_model_change_sends_the_kept_aspect_with_the_new_choices_in_one_message(panel):
+    """The browser draws each message it gets: options first and the value after would show the model default
+    for a moment (a user, or a browser test, reading it then sees the pick lost)."""
+    public(panel)
+    panel.select_model("Gemini")
+    panel.aspect.value = "16:9"
+    sent = panel.aspect.comm.messages
+    before = len(sent)
+    panel.select_model("FLUX.2 dev")
+    states = [kw["data"]["state"] for _, kw in sent[before:] if kw.get("data", {}).get("method") == "update"]
+    with_options = [state for state in states if "_options_labels" in state]
+    assert with_options and all(state.get("index") == with_options[0]["_options_labels"].index("16:9")
+                                for state in with_options), states
+    assert panel.aspect.value == "16:9"
+
+
 def test_a_pick_made_while_the_panel_rebuilds_on_another_thread_counts(panel):
     """Widget messages run on a kernel subshell beside the thread rebuilding the form: the user's aspect pick
     arriving meanwhile is the user's, and survives the next model change (it was dropped as the panel's own)."""

@@ -58,9 +58,10 @@ class Completer:
         """Resolve, download and store every output (images, videos, 3D, text), then mark the handle done."""
         meta = job.get("metadata") or {}
         wanted: dict[str, Optional[str]] = {a: None for a in meta.get("assetIds") or [] if isinstance(a, str)}
-        for index, image in enumerate((job.get("result") or {}).get("images") or []):  # the guide's shape
-            if not wanted and isinstance(image, dict) and image.get("url"):
-                wanted[f"{handle.job_id}-{index}"] = image["url"]
+        if not wanted:  # the guide's shape: every image a URL
+            for index, image in enumerate((job.get("result") or {}).get("images") or []):
+                if isinstance(image, dict) and image.get("url"):
+                    wanted[f"{handle.job_id}-{index}"] = image["url"]
         for node in meta.get("flow") or []:
             for asset in (node.get("assets") or []) if isinstance(node, dict) else []:
                 if isinstance(asset, dict) and asset.get("assetId") and not meta.get("assetIds"):

@@ -222,9 +222,11 @@ class Workbench:
     def _upload(self, handle: Training, local: LocalImage) -> Optional[str]:
         """One training image, its asset id, through the ledger (its own row, `kind` upload). A 429 is waited out
         (the policy's backoff, `Retry-After` first) and sent again; a lost answer (no answer, 5xx) is looked for
-        on the model first (its training images, by name) and sent again only when it is not there."""
+        on the model first (its training images, by name) and sent again only when it is not there; a refusal
+        after a lost answer is looked for again (the lost send may have been stored meanwhile)."""
         model_id = handle.model_id
         row = self._ledger.intent("upload", name=handle.name, model_id=model_id, what=f"training image {local.name}")
+        lost = False  # an answer was lost: an earlier send may be stored, even if the model did not show it yet
         for attempt in range(UPLOAD_TRIES):
             try:
                 answer = self._http.request("POST", f"/models/{model_id}/training-images",
@@ -241,6 +243,7 @@ class Workbench:
                     raise
                 time.sleep(self._http.backoff.delay(attempt, exc.retry_after))
             except (APIConnectionError, ServerError) as exc:
+                lost = True
                 uploaded = self._uploaded(model_id, local.name)
                 if uploaded:
                     self._ledger.settle(row, "success", asset_ids=[uploaded])
@@ -249,8 +252,12 @@ class Workbench:
                     self._ledger.settle(row, "unknown" if uploaded is None else "not-sent", error=str(exc))
                     raise
                 time.sleep(self._http.backoff.delay(attempt))
-            except APIError as exc:  # refused: nothing stored
-                self._ledger.settle(row, "not-sent", error=exc.reason)
+            except APIError as exc:  # refused: nothing stored by this send
+                uploaded = self._uploaded(model_id, local.name) if lost else ""
+                if uploaded:  # an earlier send was stored after all (the refusal: "already a training image")
+                    self._ledger.settle(row, "success", asset_ids=[uploaded])
+                    return uploaded
+                self._ledger.settle(row, "unknown" if uploaded is None else "not-sent", error=exc.reason)
                 raise
             except BaseException:  # interrupted while waiting: it may be on the model
                 self._ledger.settle(row, "unknown", error="interrupted while waiting for the answer")
