@@ -1023,3 +1023,21 @@ def test_a_training_keeps_its_type_and_caption_table(parts, folder):
     (plan,), _ = parts._engine.named("train")[0]
     assert plan.type == "zimage-lora"
     assert plan.captions == {"img0.png": "", "img1.png": "a cat", "img2.png": "", "img3.png": "", "img4.png": ""}
+
+
+def test_an_image_pillow_only_warns_about_is_uploaded(parts, http, monkeypatch):
+    """Only the decompression-bomb warning refuses an upload; another warning Pillow gives while reading an
+    image (a corrupt EXIF block, say) does not."""
+    import warnings
+
+    from PIL import Image
+    real_open = Image.open
+
+    def open_warning(*args, **kwargs):
+        warnings.warn("Possibly corrupt EXIF data", UserWarning, stacklevel=2)
+        return real_open(*args, **kwargs)
+    monkeypatch.setattr(Image, "open", open_warning)
+    http.answers[("POST", "/assets")] = {"asset": {"id": "asset_w"}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert parts.upload_image(png()) == "asset_w"

@@ -837,3 +837,63 @@ def test_the_policys_defaults_and_a_fresh_gates(monkeypatch):
     t = _http.Transport(_http.Credentials(KEY, SECRET, "http://127.0.0.1:9/v1"))
     assert t._adapter._pool_maxsize == 16 and t.timeout == (5.0, 60.0)
     t.close()
+
+
+def test_api_calls_never_follow_a_redirect(loop, transport):
+    """The API does not redirect: a 3xx is an answer (an error), and nothing is asked of where it points."""
+    for ask in (lambda: transport.get("/jobs/j"), lambda: transport.get("/models", pageSize=1),
+                lambda: transport.request("POST", "/assets", json_body={})):
+        loop.seen.clear()
+        loop.script = [(302, {"Location": loop.cdn + "/elsewhere"}, b""), (200, {}, b"{}")]
+        with pytest.raises(APIError) as raised:
+            ask()
+        assert raised.value.status_code == 302 and len(loop.seen) == 1
+
+
+def test_api_calls_give_up_after_the_read_timeout(loop, no_proxy_env, waits):
+    release = threading.Event()
+    t = _http.Transport(_http.Credentials(KEY, SECRET, loop.api), timeout=(2.0, 0.2), max_retries=0)
+    original = loop.server.RequestHandlerClass.answer
+
+    def slow(handler):
+        release.wait(5)
+        original(handler)
+    loop.server.RequestHandlerClass.do_GET = loop.server.RequestHandlerClass.do_POST = slow
+    try:
+        with pytest.raises(APIConnectionError, match=r"^the connection dropped during GET /jobs/j \(timed out\)$"):
+            t.get("/jobs/j")  # urllib3's retries (none left) hand requests a MaxRetryError: worded as a drop
+        with pytest.raises(APIConnectionError, match="^POST /assets got no answer in time$"):
+            t.request("POST", "/assets", json_body={})
+    finally:
+        release.set()
+        t.close()
+
+
+def test_every_api_call_goes_through_the_proxy_the_environment_names(loop, transport, monkeypatch, waits):
+    closed = socket_port()
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{closed}")
+    for ask in (lambda: transport.get("/jobs/j"), lambda: transport.request("POST", "/assets", json_body={})):
+        with pytest.raises(APIConnectionError, match=f"through the proxy 127.0.0.1:{closed} set in the environment"):
+            ask()
+    assert loop.seen == []
+
+
+def test_the_log_gives_the_answers_time_in_milliseconds(loop, transport, log_lines, monkeypatch):
+    clock = iter([100.0, 102.5])
+
+    class Clock:
+        sleep, time = staticmethod(time.sleep), staticmethod(time.time)
+
+        @staticmethod
+        def monotonic() -> float:
+            return next(clock)
+    monkeypatch.setattr(_http, "time", Clock)
+    transport.get_once("/jobs/j")
+    assert log_lines == ["GET /jobs/j -> 200 in 2500 ms"]
+
+
+def test_a_date_past_what_the_clock_can_say_is_no_wait():
+    def wait(value, body=None):
+        return _http._retry_after(CaseInsensitiveDict({"Retry-After": value}), body)
+    assert wait("Mon, 01 Jan 99999 00:00:00 GMT") is None
+    assert wait("Mon, 01 Jan 9999999999 00:00:00 GMT", {"remainingSeconds": 3}) == 3.0
