@@ -364,6 +364,8 @@ def test_parse_vary():
         "seed": [1, 2, 3], "model": ["Hero Knight", "FLUX.2 dev"], "prompt": [], "scale": [0.5, "x"],
         "name": ["'a", "b'", "c"]}
     assert _cells.parse_vary(['name="a, b",c']) == {"name": ["a, b", "c"]}
+    assert _cells.parse_vary(['name=c, "a, b"']) == {"name": ["c", "a, b"]}  # quoted after a space too
+    assert _cells.parse_vary(["model=1,2", "prompt=3,x"]) == {"model": ["1", "2"], "prompt": ["3", "x"]}  # names
     assert _cells.parse_vary(["prompt=one,two"]) == {"prompt": ["one", "two"]}
     for spec in ("=1,2", "seed", " =1"):
         with pytest.raises(UsageError) as caught:
