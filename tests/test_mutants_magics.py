@@ -214,15 +214,6 @@ def test_load_registers_once_and_says_where_generations_go(ip, env, monkeypatch,
     assert "no credentials set" in capsys.readouterr().out
 
 
-def test_load_adds_itself_to_the_configurables_when_ipython_does_not(ip, env, monkeypatch, capsys):
-    unload(ip)
-    monkeypatch.setattr(ip, "register_magics", lambda magics: None)  # no side effect on configurables
-    saved = list(ip.configurables)
-    monkeypatch.setattr(ip, "configurables", [c for c in saved if not isinstance(c, ScenarioMagics)])
-    load(ip)
-    assert len([c for c in ip.configurables if isinstance(c, ScenarioMagics)]) == 1
-
-
 def test_unload_removes_the_magics_and_closes_the_session(ip, env):
     from scenario_nb import _session
     assert magics_of(ip).session is not None
@@ -232,6 +223,7 @@ def test_unload_removes_the_magics_and_closes_the_session(ip, env):
     assert "ScenarioMagics" not in ip.magics_manager.registry
     assert not any(isinstance(c, ScenarioMagics) for c in ip.configurables)
     assert _session.current_session() is None
+    unload(ip)  # unloaded already: nothing to remove, no error
 
 
 class ShellConfig:
@@ -372,6 +364,8 @@ def test_parse_vary():
         "seed": [1, 2, 3], "model": ["Hero Knight", "FLUX.2 dev"], "prompt": [], "scale": [0.5, "x"],
         "name": ["'a", "b'", "c"]}
     assert _cells.parse_vary(['name="a, b",c']) == {"name": ["a, b", "c"]}
+    assert _cells.parse_vary(['name=c, "a, b"']) == {"name": ["c", "a, b"]}  # quoted after a space too
+    assert _cells.parse_vary(["model=1,2", "prompt=3,x"]) == {"model": ["1", "2"], "prompt": ["3", "x"]}  # names
     assert _cells.parse_vary(["prompt=one,two"]) == {"prompt": ["one", "two"]}
     for spec in ("=1,2", "seed", " =1"):
         with pytest.raises(UsageError) as caught:
@@ -1137,3 +1131,14 @@ def test_panel_opens_on_the_named_model(ip, env, monkeypatch):
     assert magics.commands.cmd_panel(["Hero", "Knight"]) == "panel"
     assert magics.commands.cmd_panel([]) == "panel"
     assert made == [HERO, None]
+
+
+def test_settings_given_when_made_are_kept():
+    made = ScenarioMagics(thumbnail_size=100, max_cost=2.0)
+    assert (made.thumbnail_size, made.max_cost) == (100, 2.0)
+
+
+def test_the_training_commands_reach_the_session(ip, env):
+    result, out = run(ip, "%scenario models --drafts")
+    assert result.error_in_exec is None, result.error_in_exec
+    assert "No drafts" in out.stdout or "A draft is reused" in out.stdout
