@@ -5,8 +5,7 @@ Building environments and running notebooks are the slowest things the suite doe
 (conftest's session fixture `user_machine`, which keeps every test that reads it on one xdist worker), and
 the tests of test_binder, test_package, test_readme, test_notebooks and test_secrets read what it recorded:
 
-1. Binder: `binder/requirements.txt` installed (by uv: plain requirements resolve as repo2docker's pip
-   resolves them), then `binder/postBuild`, as repo2docker runs it.
+1. Binder: `pip install -r binder/requirements.txt`, then `binder/postBuild`, as repo2docker does.
 2. Every notebook, executed once through `binder/start` in that image, with no credentials (so on the
    embedded sandbox), one home for all as a user has, widget state saved, kernel logs at DEBUG kept.
 3. PyPI: `python -m build` (the sdist, then the wheel from it; uv installs its isolated build environments),
@@ -198,10 +197,9 @@ def set_up(base: Path) -> dict:
     with stage(seen, "binder: venv, requirements.txt, postBuild"):
         sh([oldest_python(), "-m", "venv", str(base / "venv")], cwd=base, env=dict(os.environ), timeout=120)
         assert "include-system-site-packages = false" in (base / "venv" / "pyvenv.cfg").read_text()
-        # repo2docker runs `pip install -r`; uv resolves plain requirements as pip does (test_binder checks that
-        # the file holds nothing else) in a tenth of the time. postBuild runs its own pip, as written.
-        sh([sys.executable, "-m", "uv", "pip", "install", "-q", "--python", str(python), "-r",
-            "binder/requirements.txt"], cwd=repo, env=env)
+        # pip, as repo2docker runs it: uv would be faster but reads only pypi.org, where pip also reads this
+        # machine's indexes (it once gave ipykernel 7.3 where pip gives 7.4, and a notebook ran differently).
+        sh([str(python), "-m", "pip", "install", "-q", "-r", "binder/requirements.txt"], cwd=repo, env=env)
         sh(["binder/postBuild"], cwd=repo, env=env)
         seen["binder_import"] = where_imported(python, env, base)
         seen["lab_version"] = sh([str(bin_dir / "jupyter"), "lab", "--version"], cwd=base, env=env)
