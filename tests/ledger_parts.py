@@ -53,3 +53,19 @@ def log_lines():
     yield handler.lines
     logger.removeHandler(handler)
     logger.setLevel(level)
+
+class ModuleClock:
+    """Both clocks of a module (`time.time`, `time.monotonic`), moved by the test."""
+
+    def __init__(self, wall: float = 1_000_000.0, mono: float = 5_000.0) -> None:
+        self.wall, self.mono = wall, mono
+
+    def time(self) -> float:
+        return self.wall
+
+    def monotonic(self) -> float:
+        return self.mono
+
+    def advance(self, seconds: float) -> None:
+        self.wall += seconds
+        self.mono += seconds

@@ -20,24 +20,8 @@ from scenario_nb._errors import (APIConnectionError, DownloadFailedError, JobFai
 from scenario_nb._generation import Generation, Output
 from scenario_nb._history import JobRecord
 
-from ledger_parts import URL
+from ledger_parts import URL, ModuleClock as Clock
 
-
-class Clock:
-    """Both clocks of a module (`time.time`, `time.monotonic`), moved by the test."""
-
-    def __init__(self, wall: float = 1_000_000.0, mono: float = 5_000.0) -> None:
-        self.wall, self.mono = wall, mono
-
-    def time(self) -> float:
-        return self.wall
-
-    def monotonic(self) -> float:
-        return self.mono
-
-    def advance(self, seconds: float) -> None:
-        self.wall += seconds
-        self.mono += seconds
 
 
 @pytest.fixture
