@@ -54,6 +54,7 @@ def log_lines():
     logger.removeHandler(handler)
     logger.setLevel(level)
 
+
 class ModuleClock:
     """Both clocks of a module (`time.time`, `time.monotonic`), moved by the test."""
 

@@ -29,7 +29,6 @@ def near(value):
     return pytest.approx(value, rel=0, abs=1e-5)
 
 
-
 def Clock() -> ModuleClock:  # noqa: N802 (a class in the other files)
     return ModuleClock(wall=NOW)
 
