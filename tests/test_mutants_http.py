@@ -7,6 +7,7 @@ raised and the log lines it wrote. The server is reached as 127.0.0.1 (the API's
 from __future__ import annotations
 
 import base64
+import contextlib
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -693,7 +694,9 @@ def test_the_engines_download_through_a_proxy_is_asked_once_and_a_drop_there_is_
     assert str(odd.value) == "asset download failed (InvalidSchema)"
 
 
-def test_a_download_is_abandoned_after_the_read_timeout(loop, no_proxy_env, waits):
+@contextlib.contextmanager
+def answering_late(loop, *methods: str):
+    """A transport with a 0.2 s read timeout, on a loop server that answers `methods` only once it is closed."""
     release = threading.Event()
     t = _http.Transport(_http.Credentials(KEY, SECRET, loop.api), timeout=(2.0, 0.2), max_retries=0)
     original = loop.server.RequestHandlerClass.answer
@@ -701,14 +704,20 @@ def test_a_download_is_abandoned_after_the_read_timeout(loop, no_proxy_env, wait
     def slow(handler):
         release.wait(5)
         original(handler)
-    loop.server.RequestHandlerClass.do_GET = slow
+    for method in methods:
+        setattr(loop.server.RequestHandlerClass, f"do_{method}", slow)
     try:
-        for once in (False, True):
-            with pytest.raises(APIConnectionError, match="timed out"):
-                t.download(loop.cdn + "/slow.png", once=once)
+        yield t
     finally:
         release.set()
         t.close()
+
+
+def test_a_download_is_abandoned_after_the_read_timeout(loop, no_proxy_env, waits):
+    with answering_late(loop, "GET") as t:
+        for once in (False, True):
+            with pytest.raises(APIConnectionError, match="timed out"):
+                t.download(loop.cdn + "/slow.png", once=once)
 
 
 def test_a_compressed_asset_is_decoded_on_either_path(loop, transport):
@@ -851,22 +860,11 @@ def test_api_calls_never_follow_a_redirect(loop, transport):
 
 
 def test_api_calls_give_up_after_the_read_timeout(loop, no_proxy_env, waits):
-    release = threading.Event()
-    t = _http.Transport(_http.Credentials(KEY, SECRET, loop.api), timeout=(2.0, 0.2), max_retries=0)
-    original = loop.server.RequestHandlerClass.answer
-
-    def slow(handler):
-        release.wait(5)
-        original(handler)
-    loop.server.RequestHandlerClass.do_GET = loop.server.RequestHandlerClass.do_POST = slow
-    try:
+    with answering_late(loop, "GET", "POST") as t:
         with pytest.raises(APIConnectionError, match=r"^the connection dropped during GET /jobs/j \(timed out\)$"):
             t.get("/jobs/j")  # urllib3's retries (none left) hand requests a MaxRetryError: worded as a drop
         with pytest.raises(APIConnectionError, match="^POST /assets got no answer in time$"):
             t.request("POST", "/assets", json_body={})
-    finally:
-        release.set()
-        t.close()
 
 
 def test_every_api_call_goes_through_the_proxy_the_environment_names(loop, transport, monkeypatch, waits):
