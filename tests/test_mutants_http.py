@@ -102,9 +102,17 @@ def no_proxy_env(monkeypatch):
 
 @pytest.fixture
 def waits(monkeypatch):
-    """Every time.sleep of the transport and of urllib3's retries, noted instead of slept; no jitter."""
+    """Every time.sleep of the transport and of urllib3's retries on this test's thread, noted instead of slept; no
+    jitter. Other threads (one an earlier test left polling in this worker) still sleep, unnoted."""
     slept: list[float] = []
-    monkeypatch.setattr(time, "sleep", lambda seconds: slept.append(round(seconds, 3)))
+    here, real_sleep = threading.current_thread(), time.sleep
+
+    def sleep(seconds: float) -> None:
+        if threading.current_thread() is here:
+            slept.append(round(seconds, 3))
+        else:
+            real_sleep(seconds)
+    monkeypatch.setattr(time, "sleep", sleep)
     monkeypatch.setattr(_backoff.random, "random", lambda: 0.5)
     return slept
 
