@@ -198,7 +198,7 @@ def set_up(base: Path) -> dict:
         sh([oldest_python(), "-m", "venv", str(base / "venv")], cwd=base, env=dict(os.environ), timeout=120)
         assert "include-system-site-packages = false" in (base / "venv" / "pyvenv.cfg").read_text()
         # pip, as repo2docker runs it: uv would be faster but reads only pypi.org, where pip also reads this
-        # machine's indexes (it once gave ipykernel 7.3 where pip gives 7.4, and a notebook ran differently).
+        # machine's indexes (it gave ipykernel 7.3 where pip gives 7.4).
         sh([str(python), "-m", "pip", "install", "-q", "-r", "binder/requirements.txt"], cwd=repo, env=env)
         sh(["binder/postBuild"], cwd=repo, env=env)
         seen["binder_import"] = where_imported(python, env, base)
