@@ -17,6 +17,7 @@ import time
 from typing import Any, Callable, Optional
 
 from ._html import error_html, file_html, image_html, media_html, status_html, training_strip
+from ._late_outputs import LateOutputs, late_outputs
 from ._sheet import SHEET_FAILED as SHEET_FAILED  # the sheet's names, still importable from here
 from ._sheet import SHEET_PENDING as SHEET_PENDING
 from ._sheet import render_sheet as render_sheet
@@ -121,6 +122,7 @@ def _live_widget(thing, signature: Callable[[Any], tuple], running_html: Callabl
     from IPython.display import display
     view = widgets.HTML(running_html(thing))
     shown = display(view, display_id=True)
+    late = late_outputs()
     last: list = [None]
 
     def update(t) -> None:
@@ -132,17 +134,30 @@ def _live_widget(thing, signature: Callable[[Any], tuple], running_html: Callabl
             view.value = running_html(t)
             return
         data, metadata = final_bundle(t)
-        _end_live(view, shown, data, metadata)
+        _end_live(view, shown, data, metadata, late)
         if after is not None:
             after(t)
     thing.on_update(update)
 
 
-def _end_live(view, shown, data: dict, metadata: dict) -> None:
+def _end_live(view, shown, data: dict, metadata: dict, late: Optional[LateOutputs]) -> None:
     """A live view's last state: the display shows the final bundle itself (so it is saved once, in the
-    output); the widget, no longer shown, keeps no copy of its images in the saved widget state."""
-    shown.update(data, raw=True, metadata=metadata)
-    view.value = f"<code>{html.escape(data['text/plain'].splitlines()[0])}</code>"
+    output); the widget, no longer shown, keeps no copy of its images in the saved widget state. Sent again
+    under the next cell when no cell runs now (`_late_outputs`)."""
+    value = f"<code>{html.escape(data['text/plain'].splitlines()[0])}</code>"
+
+    def show() -> None:
+        shown.update(data, raw=True, metadata=metadata)
+        view.value = value
+
+    def show_again() -> None:
+        shown.update(data, raw=True, metadata=metadata)
+        view.send_state("value")
+
+    if late is None:
+        show()
+    else:
+        late.send(show, show_again)
 
 
 def asset_bundle(asset: dict, path, thumbnail_size: int = DEFAULT_THUMBNAIL_SIZE) -> tuple[dict, dict]:
@@ -268,6 +283,7 @@ def _live_grid(grid, after: Optional[Callable[[Any], None]]) -> None:
     data, metadata = grid_bundle(grid)
     view = widgets.HTML(image_html(data))
     shown = display(view, display_id=True)
+    late = late_outputs()
     dirty = threading.Event()
 
     def draw() -> None:
@@ -282,7 +298,7 @@ def _live_grid(grid, after: Optional[Callable[[Any], None]]) -> None:
             seen = signature
             data, metadata = grid_bundle(grid)
             if finished:
-                _end_live(view, shown, data, metadata)
+                _end_live(view, shown, data, metadata, late)
                 if after is not None:
                     after(grid)
                 return

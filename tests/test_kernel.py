@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 
 import nbformat
 from nbclient import NotebookClient
@@ -49,6 +50,56 @@ def test_no_wait_output_completes_in_its_own_cell_after_later_cells(tmp_path, sa
     live = [m["state"]["value"] for m in state.values() if m["model_name"] == "HTMLModel"]
     assert any("success" in v for v in live), "the live widget never heard the job ended"
     assert not any("data:image/" in v for v in live), "the image saved twice: in the output and the widget state"
+
+
+def test_a_no_wait_output_that_ends_between_cells_reaches_a_tool_that_keeps_only_the_running_cells(
+        tmp_path, sandbox_process):
+    """nbclient (papermill, nbconvert --execute) keeps only the messages whose parent is the running cell. A
+    --no-wait job that ends while no cell runs has its final output sent under the cell that ran last, which such
+    a tool has finished with: the next cell must carry it again (notebook 03 saved its outputs at "queued")."""
+    kernel = Kernel(kernel_env(tmp_path, sandbox_process, job_seconds="0.2"))
+    try:
+        kernel.run("%load_ext scenario_nb")
+        no_wait = kernel.kc.execute("%%scenario Gemini --no-wait -o later\na lighthouse at night")
+        display_id, idle, ended_between_cells = None, False, False
+        deadline = time.time() + 60
+        while not ended_between_cells and time.time() < deadline:  # the kernel idles: no cell is sent
+            msg = kernel.kc.get_iopub_msg(timeout=deadline - time.time())
+            if msg["parent_header"].get("msg_id") != no_wait:
+                continue
+            if msg["msg_type"] == "display_data" and "transient" in msg["content"]:
+                display_id = msg["content"]["transient"]["display_id"]
+            idle = idle or (msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle")
+            ended_between_cells = idle and msg["msg_type"] == "update_display_data" and _has_image(msg)
+        assert display_id and ended_between_cells, "the job never ended while the kernel idled"
+
+        next_cell = kernel.kc.execute("pass")
+        carried, widget_values = [], []
+        while True:
+            msg = kernel.kc.get_iopub_msg(timeout=30)
+            if msg["parent_header"].get("msg_id") != next_cell:
+                continue
+            if msg["msg_type"] == "update_display_data" and _has_image(msg):
+                carried.append(msg["content"]["transient"]["display_id"])
+            if msg["msg_type"] == "comm_msg":
+                widget_values.append(msg["content"]["data"].get("state", {}).get("value", ""))
+            if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+                break
+        assert carried == [display_id], "the next cell did not carry the final image"
+        assert any("success" in v for v in widget_values), "the next cell did not carry the widget's last state"
+        again = kernel.kc.execute("pass")  # once only
+        while True:
+            msg = kernel.kc.get_iopub_msg(timeout=30)
+            if msg["parent_header"].get("msg_id") == again:
+                assert msg["msg_type"] != "update_display_data", "a final output was carried twice"
+                if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+                    break
+    finally:
+        kernel.kill()
+
+
+def _has_image(msg: dict) -> bool:
+    return any(k.startswith("image/") for k in msg["content"].get("data", {}))
 
 
 def test_killed_kernel_with_ten_jobs_in_flight_loses_nothing(tmp_path, sandbox_process):

@@ -44,6 +44,14 @@ class Runs:
             time.sleep(0.005)
 
 
+def worker_of(lanes: Lanes, lane: str) -> threading.Thread:
+    """This `Lanes`' one worker of a lane (found by name, it could be another engine's: one an earlier test left
+    running, which a moved clock ends at once)."""
+    (worker,) = lanes._threads[lane]
+    assert worker.name == f"scenario-engine-{lane}"
+    return worker
+
+
 @pytest.fixture
 def lanes():
     lanes = Lanes({"poll": 1, "fetch": 2}, Settings(ceiling=0.1))
@@ -96,8 +104,8 @@ def test_a_lane_runs_at_most_its_size_at_once(lanes):
     assert one.seen[1][4] - one.seen[0][4] >= 0.19  # one worker: one after the other
     assert two.seen[1][4] - two.seen[0][4] < 0.15  # two workers: side by side
     assert len({seen[2] for seen in two.seen}) == 1  # both named for their lane
-    workers = [t for t in threading.enumerate() if t.name == "scenario-engine-fetch"]
-    assert len(workers) == 2
+    workers = [t for t in threading.enumerate() if t in lanes._threads["fetch"]]
+    assert len(workers) == 2 and all(t.name == "scenario-engine-fetch" for t in workers)
 
 
 def test_a_closed_lanes_drops_its_tasks_and_takes_no_more(lanes):
@@ -171,7 +179,7 @@ def test_a_worker_leaves_after_a_minute_of_nothing(lanes, monkeypatch):
     runs = Runs()
     lanes.schedule(Handle(), 0.0, runs)
     runs.wait_for(1)
-    worker = next(t for t in threading.enumerate() if t.name == "scenario-engine-poll")
+    worker = worker_of(lanes, "poll")
     clock.ahead = 59.0
     wake(lanes, "poll")
     time.sleep(0.1)
@@ -191,7 +199,7 @@ def test_the_idle_minute_counts_from_the_last_task(lanes, monkeypatch):
     runs = Runs()
     lanes.schedule(Handle(), 0.0, runs)
     runs.wait_for(1)
-    worker = next(t for t in threading.enumerate() if t.name == "scenario-engine-poll")
+    worker = worker_of(lanes, "poll")
     clock.ahead = 50.0
     lanes.schedule(Handle(), 0.0, runs)
     runs.wait_for(2)
@@ -207,7 +215,7 @@ def test_a_worker_with_a_task_waiting_stays(lanes, monkeypatch):
     runs = Runs()
     lanes.schedule(Handle(), 0.0, runs)
     runs.wait_for(1)
-    worker = next(t for t in threading.enumerate() if t.name == "scenario-engine-poll")
+    worker = worker_of(lanes, "poll")
     lanes.schedule(Handle(), 3600.0, runs)
     clock.ahead = 120.0
     wake(lanes, "poll")
@@ -229,7 +237,7 @@ def test_a_worker_idle_for_exactly_a_minute_stays(lanes, monkeypatch):
     runs = Runs()
     lanes.schedule(Handle(), 0.0, runs)
     runs.wait_for(1)
-    worker = next(t for t in threading.enumerate() if t.name == "scenario-engine-poll")
+    worker = worker_of(lanes, "poll")
     clock.ahead = 60.0
     wake(lanes, "poll")
     time.sleep(0.1)
@@ -248,7 +256,7 @@ def test_a_worker_waits_for_its_next_task_without_spinning(lanes, monkeypatch):
 def test_a_worker_that_finds_nothing_to_do_waits_on(lanes):
     """A worker whose task was taken before it ran (by another worker, or dropped) idles like any other."""
     lanes.schedule(Handle(), 10.0, Runs())
-    worker = next(t for t in threading.enumerate() if t.name == "scenario-engine-poll")
+    worker = worker_of(lanes, "poll")
     with lanes._lock:
         lanes._queues["poll"].clear()
         lanes._wakeups["poll"].notify_all()
