@@ -1,0 +1,84 @@
+"""Tests written to kill the mutants of the `%%scenario` cell's methods (`_cells.Cells`) that
+tests/test_mutants_magics.py let live (the run, the figures and the equivalent mutants: tests/mutants-equivalent.md).
+
+In-process, on the `ip` shell and `env` sandbox of conftest.py; checked by effect: the requests the sandbox
+received, what a generation was sent with, the files written, the lines the cell prints.
+"""
+
+from __future__ import annotations
+
+import pytest
+from IPython.core.error import UsageError
+from IPython.utils.capture import capture_output
+
+from scenario_nb import _cells
+from scenario_nb._magics import ScenarioMagics
+
+
+@pytest.fixture
+def shown(monkeypatch):
+    """What a cell hands to the display (handles, wait, thumbnail size, the after-callback), instead of drawing."""
+    calls: list = []
+    monkeypatch.setattr(_cells, "show_generations", lambda handles, **kw: calls.append(("generations", handles, kw)))
+    monkeypatch.setattr(_cells, "show_grid", lambda grid, **kw: calls.append(("grid", grid, kw)))
+    return calls
+
+
+def run(ip, cell):
+    with capture_output() as out:
+        result = ip.run_cell(cell)
+    return result, out
+
+
+def error_of(ip, cell) -> str:
+    result, out = run(ip, cell)
+    assert isinstance(result.error_in_exec, UsageError), (result.error_in_exec, out.stdout)
+    return str(result.error_in_exec)
+
+
+def magics_of(ip) -> ScenarioMagics:
+    return next(c for c in ip.configurables if isinstance(c, ScenarioMagics))
+
+
+def sent(env) -> int:
+    return env.stats()["generate_posts"]
+
+
+def test_the_prompt_is_filled_from_the_users_variables(ip, env, shown):
+    ip.user_ns["subject"] = "a red fox"
+    run(ip, "%%scenario Gemini -o g\n{subject} at dawn")
+    assert ip.user_ns["g"].prompt == "a red fox at dawn"
+    run(ip, "%%scenario Gemini --vary seed=1,2 -o grid\n{subject} at dusk")
+    assert [t.prompt for t in ip.user_ns["grid"].tiles] == ["a red fox at dusk"] * 2
+
+
+def test_an_empty_model_name_before_more_words_is_refused(ip, env):
+    before = sent(env)
+    assert error_of(ip, '%%scenario "" Gemini\nx') == "%%scenario takes one MODEL; put the prompt in the cell body"
+    assert sent(env) == before
+
+
+def test_saving_a_generation_of_two_images_names_its_sidecar(ip, env, shown, tmp_path, capsys):
+    run(ip, f"%%scenario Gemini -n 2 -o g --save {tmp_path / 's'}\nx")
+    g = ip.user_ns["g"].wait(30)
+    capsys.readouterr()
+    shown[-1][2]["after"](g)
+    names = sorted(p.name for p in (tmp_path / "s").iterdir())
+    sidecar = next(n for n in names if n.endswith(".json"))
+    assert len(names) == 3 and capsys.readouterr().out == f"Saved 2 file(s) and {sidecar} to {tmp_path / 's'}\n"
+
+
+def test_a_model_axis_takes_the_aspect_each_model_offers(ip, env, shown):
+    """`-a` (and the default aspect) is mapped for each model of the axis, as `%%scenario MODEL -a` maps it."""
+    before = sent(env)
+    result, out = run(ip, "%%scenario --vary 'model=Gemini,FLUX.2 dev' -a 16:9 -n 1 --seed 3 -o g\nx")
+    assert result.error_in_exec is None
+    gemini, flux = ip.user_ns["g"].tiles
+    assert gemini.inputs["aspectRatio"] == "16:9" and "width" not in gemini.inputs
+    assert (flux.inputs["width"], flux.inputs["height"]) == (1344, 768) and "aspectRatio" not in flux.inputs
+    assert gemini.inputs["seed"] == flux.inputs["seed"] == 3 and gemini.inputs["numOutputs"] == 1
+    assert sent(env) == before + 2
+    magics_of(ip).default_aspect = "21:9"
+    run(ip, "%%scenario --vary 'model=FLUX.2 dev,Gemini' -o h\nx")
+    flux, gemini = ip.user_ns["h"].tiles
+    assert flux.inputs["width"] == 1568 and gemini.inputs["aspectRatio"] == "21:9"
