@@ -12,7 +12,7 @@ from IPython.core.error import UsageError
 from IPython.utils.capture import capture_output
 
 from scenario_nb import _cells
-from scenario_nb._magics import ScenarioMagics
+from scenario_nb._magics import ScenarioMagics, load, unload
 
 
 @pytest.fixture
@@ -82,3 +82,37 @@ def test_a_model_axis_takes_the_aspect_each_model_offers(ip, env, shown):
     run(ip, "%%scenario --vary 'model=FLUX.2 dev,Gemini' -o h\nx")
     flux, gemini = ip.user_ns["h"].tiles
     assert flux.inputs["width"] == 1568 and gemini.inputs["aspectRatio"] == "21:9"
+
+
+def test_a_cell_sends_its_seed_and_count_and_is_recorded_as_the_magics(ip, env, shown):
+    run(ip, "%%scenario Gemini -n 2 --seed 7 -o g\nx")
+    g = ip.user_ns["g"].wait(30)
+    body = env.jobs[g.job_id]["body"]
+    assert (body["seed"], body["numOutputs"]) == (7, 2)
+    history = magics_of(ip).client.history
+    assert history.get(g.job_id).source == "magic"
+    run(ip, "%%scenario Gemini --vary prompt -o grid\na\nb")
+    tiles = ip.user_ns["grid"].tiles
+    assert [history.get(t.wait(30).job_id).source for t in tiles] == ["magic", "magic"]
+
+
+def reloaded(ip) -> None:
+    """The extension loaded afresh, as in a new kernel: a new session on the same history."""
+    with capture_output():
+        unload(ip)
+        load(ip)
+
+
+def test_a_cell_shown_wholly_from_history_says_nothing_of_its_routing(ip, env, shown):
+    run(ip, "%%scenario Hero Knight -o h\nthe hero")
+    job = ip.user_ns["h"].wait(30).job_id
+    reloaded(ip)
+    result, out = run(ip, "%%scenario Hero Knight\nthe hero")
+    assert out.stdout == (f"Shown from history: this identical request is job {job} (already paid for), so nothing "
+                          "new is paid for; add --force to generate again.\n")
+    run(ip, "%%scenario --vary 'model=Hero Knight,Gemini' -o g\nx")
+    ip.user_ns["g"].wait(30)
+    reloaded(ip)
+    result, out = run(ip, "%%scenario --vary 'model=Hero Knight,Gemini'\nx")
+    assert out.stdout == ("Shown from history: 2 of the grid's 2 requests were already sent (identical), so nothing "
+                          "new is paid for them; add --force to generate again.\n")
