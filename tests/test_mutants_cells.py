@@ -84,11 +84,11 @@ def test_a_model_axis_takes_the_aspect_each_model_offers(ip, env, shown):
     assert flux.inputs["width"] == 1568 and gemini.inputs["aspectRatio"] == "21:9"
 
 
-def test_a_cell_sends_its_seed_and_count_and_is_recorded_as_the_magics(ip, env, shown):
-    run(ip, "%%scenario Gemini -n 2 --seed 7 -o g\nx")
+def test_a_cell_sends_its_seed_count_and_settings_and_is_recorded_as_the_magics(ip, env, shown):
+    run(ip, "%%scenario Gemini -n 2 --seed 7 --set resolution=2K -o g\nx")
     g = ip.user_ns["g"].wait(30)
     body = env.jobs[g.job_id]["body"]
-    assert (body["seed"], body["numOutputs"]) == (7, 2)
+    assert (body["seed"], body["numOutputs"], body["resolution"]) == (7, 2, "2K")
     history = magics_of(ip).client.history
     assert history.get(g.job_id).source == "magic"
     run(ip, "%%scenario Gemini --vary prompt -o grid\na\nb")
@@ -116,3 +116,28 @@ def test_a_cell_shown_wholly_from_history_says_nothing_of_its_routing(ip, env, s
     result, out = run(ip, "%%scenario --vary 'model=Hero Knight,Gemini'\nx")
     assert out.stdout == ("Shown from history: 2 of the grid's 2 requests were already sent (identical), so nothing "
                           "new is paid for them; add --force to generate again.\n")
+
+
+def test_a_grid_sends_its_seed_count_and_settings_with_prompts_from_an_axis(ip, env, shown):
+    before = sent(env)
+    ip.user_ns["nothing"] = ""  # a body that is empty once filled in: the prompt axis is every prompt
+    result, out = run(ip, "%%scenario Gemini --vary 'prompt=a cat,a dog' --seed 5 -n 1 --set resolution=2K -o g\n"
+                          "{nothing}")
+    assert result.error_in_exec is None and out.stdout == ""
+    tiles = ip.user_ns["g"].tiles
+    assert [t.prompt for t in tiles] == ["a cat", "a dog"]
+    for tile in tiles:
+        body = env.jobs[tile.wait(30).job_id]["body"]
+        assert (body["seed"], body["numOutputs"], body["resolution"]) == (5, 1, "2K")
+    assert sent(env) == before + 2
+
+
+def test_a_dry_run_prices_the_request_with_its_inputs(ip, env, shown):
+    client = magics_of(ip).client
+    gemini = client.find_model("Gemini")
+    four, one = (client.estimate(gemini, "a", numOutputs=n, resolution="2K").creative_units for n in (4, 1))
+    assert four != one  # the count changes the price
+    result, out = run(ip, "%%scenario Gemini --dry-run -n 4 --set resolution=2K\na")
+    assert [o.data["text/plain"] for o in out.outputs] == [
+        repr(client.estimate(gemini, "a", numOutputs=4, resolution="2K"))]
+    assert env.stats()["jobs_created"] == 0
