@@ -141,3 +141,16 @@ def test_a_dry_run_prices_the_request_with_its_inputs(ip, env, shown):
     assert [o.data["text/plain"] for o in out.outputs] == [
         repr(client.estimate(gemini, "a", numOutputs=4, resolution="2K"))]
     assert env.stats()["jobs_created"] == 0
+
+
+def test_the_spend_guard_prices_the_requests_with_their_inputs(ip, env, shown, monkeypatch):
+    magics = magics_of(ip)
+    asked: list = []
+    monkeypatch.setattr(magics, "_spend_guard", lambda total: asked.append(total))
+    magics.max_cost = 0.0
+    gemini = magics.client.find_model("Gemini")
+    price = magics.client.estimate(gemini, "a", numOutputs=4, resolution="2K").creative_units
+    assert price != magics.client.estimate(gemini, "a").creative_units
+    run(ip, "%%scenario Gemini -n 4 --set resolution=2K -o g\na")
+    assert asked == [pytest.approx(price)]
+    ip.user_ns["g"].wait(30)
