@@ -560,6 +560,26 @@ def test_a_poll_answer_read_before_a_cancel_never_undoes_the_training_s_end(rig)
     assert rig.lanes.tasks == []  # nothing polls a finished training
 
 
+def test_a_poll_answer_older_than_a_poll_woken_since_is_dropped(rig):
+    """Not ended yet: the poll a cancel woke read a later stage; the older answer arriving after it must not take
+    the handle and the row back, nor schedule a second poll beside the one already scheduled."""
+    t = rig.follower.follow_training(rig.training(status="training"))
+    first = rig.lanes.tasks.pop(0)
+
+    def meanwhile():
+        rig.http.answer(*CANCEL, {"model": {"status": "training"}})
+        assert rig.follower.cancel_training(t) == "requested"
+        rig.model("training", trainingProgress={"stage": "training", "progress": 0.5})
+        rig.lanes.run()  # the poll the cancel woke: it reads the later stage and schedules the next
+        return {"model": {"id": "model_1", "status": "training",
+                          "trainingProgress": {"stage": "captioning", "progress": 0.2}}}
+
+    rig.http.answer("GET", "/models/model_1", meanwhile)
+    first[2](first[0], first[3])
+    assert (t.stage, t.progress) == ("training", 0.5) and rig.row().stage == "training"
+    assert len(rig.lanes.tasks) == 1  # the next poll the later answer scheduled, and no other
+
+
 def test_a_cancel_answered_without_a_model_still_requested(rig):
     t = followed(rig)
     rig.http.answer(*CANCEL, {"model": "odd"})
