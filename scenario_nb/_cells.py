@@ -119,18 +119,20 @@ class Cells:
             raise UsageError(f"MODEL ({args.model}) and --vary model both choose the model; keep one")
         client = self.magics.client
         model = None if "model" in vary else self._model(args.model)
-        first = model or client.find_model(str(vary["model"][0]))
-        runnable, _ = client.route(first)
+        models = [model] if model else [client.find_model(str(v)) for v in vary["model"]]
         extra = settings(args.set)
-        for chosen in [first] if model else [client.find_model(str(v)) for v in vary["model"]]:
+        for chosen in models:
             refuse_reserved(extra, model_inputs(chosen, client.route(chosen)[1]))
         clash = sorted(set(extra) & set(vary))
         if clash:
             raise UsageError(f"--set {clash[0]}= and --vary {clash[0]} both set {clash[0]}; keep one")
-        inputs = request_inputs(runnable, aspect=args.aspect or self._default_aspect(runnable), num=args.num,
-                                seed=args.seed, settings=extra)
-        plan = GridPlan(client, text, model=model, vary=vary, reuse=self.magics.reuse and not args.force, inputs=inputs,
-                        source="magic")
+        inputs = {}  # each model's own mapping of --aspect (or the default aspect), -n, --seed and --set
+        for chosen in models:
+            runnable = client.route(chosen)[0]
+            inputs[chosen.id] = request_inputs(runnable, aspect=args.aspect or self._default_aspect(runnable),
+                                               num=args.num, seed=args.seed, settings=extra)
+        plan = GridPlan(client, text, model=model, vary=vary, reuse=self.magics.reuse and not args.force,
+                        inputs_by_model=inputs, source="magic")
         if args.dry_run:
             total = plan.estimate()
             line = (f"Estimated cost: {total:g} CU for {len(plan.fresh)} new tile(s) of {len(plan.cells)}"

@@ -76,15 +76,19 @@ class GridPlan:
 
     def __init__(self, client: "ScenarioClient", prompt: str, *, model: Union[str, Model, None],
                  vary: Mapping[str, Iterable[Any]], reuse: bool = True, inputs: Optional[dict] = None,
-                 source: str = "grid") -> None:
+                 source: str = "grid", inputs_by_model: Optional[Mapping[str, dict]] = None) -> None:
+        """`inputs_by_model` (model id: inputs) replaces `inputs` for the tiles of those models: the magic maps
+        `--aspect`, `-n`, `--seed` and `--set` for each model of a model axis, as each takes them."""
         self.client, self.source = client, source
         inputs = dict(inputs or {})
+        self._inputs_by_model = {k: dict(v) for k, v in (inputs_by_model or {}).items()}
+        every_input = set(inputs).union(*self._inputs_by_model.values())
         if not isinstance(vary, Mapping) or not vary:
             raise InputError("vary: give at least one axis, e.g. vary={'seed': [1, 2, 3]}")
         if len(vary) > MAX_AXES:
             raise InputError(f"vary: at most {MAX_AXES} axes (rows, columns, pages), not {len(vary)} "
                              f"({', '.join(map(str, vary))})")
-        clash = sorted(set(vary) & set(inputs)) if isinstance(vary, Mapping) else []
+        clash = sorted(set(vary) & every_input) if isinstance(vary, Mapping) else []
         if clash:
             raise InputError(f"vary: {clash[0]} is both an axis and a fixed input; keep one")
         models = {}
@@ -103,7 +107,7 @@ class GridPlan:
         for name, values in vary.items():
             self.axes[name] = self._axis(str(name), values, models)
         tile_models = self.axes.get("model") or [default]
-        scaled = "lorasScale" in self.axes or "lorasScale" in inputs
+        scaled = "lorasScale" in self.axes or "lorasScale" in every_input
         runnables = {m.id: client.route(m, scaled=scaled and not m.runnable)[0] for m in tile_models}
         for name in self.axes:
             if name not in SPECIAL_AXES:
@@ -170,7 +174,7 @@ class GridPlan:
         assert model is not None
         runnable = runnables[model.id]
         text = values.get("prompt", prompt)
-        tile_inputs = dict(inputs)
+        tile_inputs = dict(self._inputs_by_model.get(model.id, inputs))
         for name, value in values.items():
             if name in ("model", "prompt"):
                 continue
