@@ -7,10 +7,17 @@ left or removed, the session replaced, what the sandbox counted) and by the exac
 
 from __future__ import annotations
 
+import base64
+import dataclasses
+import html
+import io
+import re
 import tempfile
 
+import pytest
 from IPython.core.error import UsageError
 from IPython.utils.capture import capture_output
+from PIL import Image
 
 from scenario_nb import _commands
 from scenario_nb._magics import ScenarioMagics
@@ -50,3 +57,54 @@ def test_the_save_folder_is_tried_where_the_images_go_not_in_the_temp_folder(tmp
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "no-temp-folder"))  # the system's: unusable
     _commands.check_save_folder(str(tmp_path / "saved"))
     assert (tmp_path / "saved").is_dir() and list((tmp_path / "saved").iterdir()) == []
+
+
+def test_sandbox_reset_names_every_word_it_does_not_take(ip, env, tmp_path):
+    assert error_of(ip, "%scenario sandbox reset now please") == (
+        "%scenario sandbox reset takes nothing more (not 'now please'); nothing was reset")
+
+
+# -- each subcommand's own name in its parser's refusals ----------------------------------------------------------
+@pytest.mark.parametrize("line", ["models --bogus", "model Gemini --bogus", "use Gemini --bogus", "history --bogus",
+                                  "job job_1 --bogus", "cancel job_1 --bogus", "asset asset_1 --bogus",
+                                  "workflow wf_1 --bogus"])
+def test_a_subcommand_refuses_an_option_it_does_not_take_by_its_own_name(ip, env, line):
+    before = env.stats()["requests"]
+    assert error_of(ip, f"%scenario {line}") == f"%scenario {line.split()[0]}: unrecognized arguments: --bogus"
+    assert env.stats()["requests"] == before  # refused before anything was asked
+
+
+# -- %scenario workflows --------------------------------------------------------------------------------------------
+def test_workflows_lists_each_status(ip, env):
+    flows = magics_of(ip).client.workflows()
+    result, out = run(ip, "%scenario workflows")
+    rows = out.outputs[0].data["text/plain"].splitlines()[1:]
+    assert sorted(row.split()[-1] for row in rows) == sorted(f["status"] for f in flows)
+    assert {"ready", "draft"} <= {f["status"] for f in flows}
+
+
+# -- %scenario asset ------------------------------------------------------------------------------------------------
+def test_an_asset_is_shown_with_its_metadata(ip, env):
+    run(ip, "%%scenario Gemini -o g\nx")
+    g = ip.user_ns["g"].wait(30)
+    result, out = run(ip, f"%scenario asset {g.asset_ids[0]}")
+    shown = out.outputs[0]
+    mime = next(key for key in shown.data if key.startswith("image/"))
+    with Image.open(io.BytesIO(base64.b64decode(shown.data[mime]))) as image:
+        size = image.size
+    assert shown.metadata[mime] == {"width": size[0], "height": size[1]}
+    assert shown.metadata["scenario_nb"]["asset_id"] == g.asset_ids[0]
+
+
+# -- %scenario model -------------------------------------------------------------------------------------------------
+def test_model_shows_each_inputs_label_or_an_empty_cell(ip, env, monkeypatch):
+    client = magics_of(ip).client
+    gemini = client.find_model("Gemini")  # every sandbox input has a label: one without, as a model may have
+    model = dataclasses.replace(gemini, inputs=[dataclasses.replace(i, label="") if i.name == "seed" else i
+                                                for i in gemini.inputs])
+    monkeypatch.setattr(client, "find_model", lambda name: model)
+    result, out = run(ip, "%scenario model Gemini")
+    rows = re.findall(r"<tr>(.*?)</tr>", out.outputs[0].data["text/html"])[1:]
+    cells = [[html.unescape(c) for c in re.findall(r"<td [^>]*>(.*?)</td>", row)] for row in rows]
+    assert ["seed", ""] in [row[:2] for row in cells] and ["prompt", "Prompt"] in [row[:2] for row in cells]
+    assert cells == [[i.name, i.label or "", i.describe()] for i in model.inputs]
