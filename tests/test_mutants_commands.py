@@ -19,7 +19,8 @@ from IPython.core.error import UsageError
 from IPython.utils.capture import capture_output
 from PIL import Image
 
-from scenario_nb import _commands
+from scenario_nb import _commands, _session
+from scenario_nb._history import JobRecord
 from scenario_nb._magics import ScenarioMagics
 
 
@@ -108,3 +109,44 @@ def test_model_shows_each_inputs_label_or_an_empty_cell(ip, env, monkeypatch):
     cells = [[html.unescape(c) for c in re.findall(r"<td [^>]*>(.*?)</td>", row)] for row in rows]
     assert ["seed", ""] in [row[:2] for row in cells] and ["prompt", "Prompt"] in [row[:2] for row in cells]
     assert cells == [[i.name, i.label or "", i.describe()] for i in model.inputs]
+
+
+# -- %scenario workflow ----------------------------------------------------------------------------------------------
+SHEET = "workflow_CharacterSheet5tU6vW7xY8z"
+
+
+def test_workflow_runs_the_workflow_it_names_with_its_inputs_typed(ip, env):
+    before = env.stats()["jobs_created"]
+    result, out = run(ip, f'%scenario workflow {SHEET} --set "prompt=a knight" --set numOutputs=3 --no-wait -o w')
+    assert result.error_in_exec is None, result.error_in_exec
+    handle = ip.user_ns["w"].wait(30)
+    assert handle.ok and len(handle.asset_ids) == 3  # numOutputs typed by the workflow's own inputs
+    assert env.stats()["jobs_created"] == before + 1
+
+
+# -- %scenario job ---------------------------------------------------------------------------------------------------
+def test_a_job_a_schema_1_history_wrote_on_this_url_is_asked_of_this_server(ip, env):
+    client = magics_of(ip).client
+    client.history.record(JobRecord("req_old", job_id="job_legacy", backend_id=env.url, backend_url=env.url,
+                                    status="in-progress"))
+    assert error_of(ip, "%scenario job job_legacy") == (f"job job_legacy not found on {env.url}; check the id with "
+                                                        "%scenario history")
+    assert [r["path"] for r in env.state.requests if r["path"].endswith("/jobs/job_legacy")]
+
+
+def test_a_finished_job_of_another_backend_is_shown_from_the_store(ip, env, monkeypatch):
+    magics = magics_of(ip)
+    run(ip, "%%scenario Gemini -o g\nx")
+    g = ip.user_ns["g"].wait(30)
+    row = magics.client.history.get(g.job_id)
+    magics.client.history.record(dataclasses.replace(row, backend_id="elsewhere",
+                                                     backend_url="https://other.example/v1"))
+    _session.reset()  # a new session: nothing of that job lives in this kernel any more
+    client = magics.client
+    shown: list = []
+    monkeypatch.setattr(_commands, "show_generations", lambda handles, **kw: shown.append(handles))
+    before = len(env.state.requests)
+    result, out = run(ip, f"%scenario job {g.job_id}")
+    assert result.error_in_exec is None, result.error_in_exec
+    assert [(h.job_id, h.ok) for h in shown[0]] == [(g.job_id, True)] and client is magics.client
+    assert len(env.state.requests) == before  # shown from the store: the other backend is not asked
