@@ -248,6 +248,9 @@ class Commands:
 
     def cmd_sandbox(self, rest: list) -> None:
         if rest[:1] == ["reset"]:
+            if rest[1:]:  # refused, not ignored: resetting the world cannot be undone
+                raise UsageError(f"%scenario sandbox reset takes nothing more (not {' '.join(rest[1:])!r}); "
+                                 f"nothing was reset")
             from ._session import reset_sandbox_world
             print(reset_sandbox_world())
             return

@@ -57,7 +57,7 @@ def test_a_no_wait_output_that_ends_between_cells_reaches_a_tool_that_keeps_only
     """nbclient (papermill, nbconvert --execute) keeps only the messages whose parent is the running cell. A
     --no-wait job that ends while no cell runs has its final output sent under the cell that ran last, which such
     a tool has finished with: the next cell must carry it again (notebook 03 saved its outputs at "queued")."""
-    kernel = Kernel(kernel_env(tmp_path, sandbox_process, job_seconds="0.2"))
+    kernel = Kernel(kernel_env(tmp_path, sandbox_process))  # jobs of 1 s: the cell has long ended
     try:
         kernel.run("%load_ext scenario_nb")
         no_wait = kernel.kc.execute("%%scenario Gemini --no-wait -o later\na lighthouse at night")

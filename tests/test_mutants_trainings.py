@@ -82,6 +82,8 @@ class Http:
         row = self.history.training(path.split("/")[2]) if path.startswith("/models/") else None
         self.rows_seen.append(row and row.status)
         outcome = self.answers[(method, path)].pop(0)
+        if callable(outcome):  # what happens while this answer is on the wire; it returns the answer
+            outcome = outcome()
         if isinstance(outcome, BaseException):
             raise outcome
         return outcome
@@ -534,6 +536,48 @@ def test_a_cancel_is_asked_once_applied_and_polled_at_once(rig):
     assert rig.http.bodies == [{"action": "cancel"}] and t.status == "training-canceled"
     assert t.note == CANCEL_WORDS["requested"] and seen == [CANCEL_WORDS["requested"]]
     assert rig.lanes.delays() == [("model_1", 0.0)]
+
+
+def test_a_poll_answer_read_before_a_cancel_never_undoes_the_training_s_end(rig):
+    """A poll's answer that left the server before a cancel, and arrives after the poll the cancel woke has ended
+    the training, is stale: it must not make the finished training `training` again, in the handle or the row
+    (seen in the suite: the row said `training` after `wait()` raised `training-canceled`)."""
+    t = rig.follower.follow_training(rig.training(status="training"))
+    first = rig.lanes.tasks.pop(0)  # its poll, run by hand below
+
+    def meanwhile():
+        rig.http.answer(*CANCEL, {"model": {"status": "training"}})
+        assert rig.follower.cancel_training(t) == "requested"
+        rig.model("training-canceled", jobId="job_t")
+        rig.http.answer("GET", "/jobs/job_t", {"job": {"metadata": {"error": "canceled by you"}}})
+        rig.lanes.run()  # the poll the cancel woke ends it
+        assert t.done and rig.row().status == "training-canceled"
+        return {"model": {"id": "model_1", "status": "training", "jobId": "job_t"}}
+
+    rig.http.answer("GET", "/models/model_1", meanwhile)
+    first[2](first[0], first[3])
+    assert t.status == "training-canceled" and rig.row().status == "training-canceled"
+    assert rig.lanes.tasks == []  # nothing polls a finished training
+
+
+def test_a_poll_answer_older_than_a_poll_woken_since_is_dropped(rig):
+    """Not ended yet: the poll a cancel woke read a later stage; the older answer arriving after it must not take
+    the handle and the row back, nor schedule a second poll beside the one already scheduled."""
+    t = rig.follower.follow_training(rig.training(status="training"))
+    first = rig.lanes.tasks.pop(0)
+
+    def meanwhile():
+        rig.http.answer(*CANCEL, {"model": {"status": "training"}})
+        assert rig.follower.cancel_training(t) == "requested"
+        rig.model("training", trainingProgress={"stage": "training", "progress": 0.5})
+        rig.lanes.run()  # the poll the cancel woke: it reads the later stage and schedules the next
+        return {"model": {"id": "model_1", "status": "training",
+                          "trainingProgress": {"stage": "captioning", "progress": 0.2}}}
+
+    rig.http.answer("GET", "/models/model_1", meanwhile)
+    first[2](first[0], first[3])
+    assert (t.stage, t.progress) == ("training", 0.5) and rig.row().stage == "training"
+    assert len(rig.lanes.tasks) == 1  # the next poll the later answer scheduled, and no other
 
 
 def test_a_cancel_answered_without_a_model_still_requested(rig):

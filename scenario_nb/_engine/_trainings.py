@@ -174,9 +174,13 @@ class TrainingFollower:
             return min(TRAINING_CEILING, max(floor, left / 5))
         return min(TRAINING_CEILING, max(floor, 0.1 * (time.time() - training.created_at)))
 
+    def _stale(self, training: Training, token: Optional[int]) -> bool:
+        """Ended, or a poll scheduled since (under the lock)."""
+        return training.done or (token is not None and self._tokens.get(training.model_id) != token)
+
     def _poll(self, training: Training, token: Optional[int] = None) -> None:
         with self._lock:
-            if training.done or (token is not None and self._tokens.get(training.model_id) != token):
+            if self._stale(training, token):
                 return
             starting = training.status == "waiting"
             if starting and training.model_id in self._starting:
@@ -208,6 +212,8 @@ class TrainingFollower:
             return
         with self._lock:
             self._errors.pop(training.model_id, None)
+            if self._stale(training, token):
+                return  # a poll woken since (by a cancel, say) asked later: this answer is older than what it saw
         never_started = self._never_started(training, model)
         changed = self._take(training, model)
         if never_started:  # nothing charged for the training; the model stays, a draft
