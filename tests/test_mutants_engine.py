@@ -1256,14 +1256,17 @@ class CaptionServer:
     """`POST /generate/caption`: answers by the image's bytes (a dict, or an exception raised), and logs each
     request with what the history held for that image when it arrived."""
 
-    def __init__(self, history, answers=None, delay=0.0) -> None:
+    def __init__(self, history, answers=None, delay=0.0, gather=0) -> None:
+        """`gather`: each request is held until that many are in flight at once (or 10 s have passed), so the peak
+        reached is the client's limit, whatever the machine's load."""
         self.history = history
         self.answers = dict(answers or {})
         self.delay = delay
+        self.gather = gather
         self.requests: list = []
         self.in_flight = 0
         self.peak = 0
-        self._lock = __import__("threading").Lock()
+        self._lock = __import__("threading").Condition()
 
     def request(self, method, path, params=None, json_body=None):
         import base64
@@ -1276,6 +1279,8 @@ class CaptionServer:
             self.requests.append((method, path, params, json_body["detailsLevel"], data, rows))
             self.in_flight += 1
             self.peak = max(self.peak, self.in_flight)
+            self._lock.notify_all()
+            self._lock.wait_for(lambda: self.peak >= self.gather, timeout=10)
         time.sleep(self.delay)
         with self._lock:
             self.in_flight -= 1
@@ -1408,7 +1413,7 @@ def test_a_caption_made_but_not_recorded_is_used_and_logged(history, log_lines):
 
 
 def test_captions_are_asked_for_sixteen_at_a_time(history):
-    server = CaptionServer(history, delay=0.3)
+    server = CaptionServer(history, gather=16, delay=0.3)  # held till 16 are in flight, then 0.3 s more
     images = [an_image(f"img{i:02d}") for i in range(20)]
     texts, _ = captioner(history, server).caption_all(images, "basic")
     assert texts == [f"caption of img{i:02d}" for i in range(20)] and server.peak == 16
