@@ -8,11 +8,12 @@ received, what a generation was sent with, the files written, the lines the cell
 from __future__ import annotations
 
 import pytest
-from IPython.core.error import UsageError
 from IPython.utils.capture import capture_output
 
 from scenario_nb import _cells
-from scenario_nb._magics import ScenarioMagics, load, unload
+from scenario_nb._magics import load, unload
+
+from test_mutants_magics import error_of, magics_of, run  # the magics' own helpers: one copy
 
 
 @pytest.fixture
@@ -22,22 +23,6 @@ def shown(monkeypatch):
     monkeypatch.setattr(_cells, "show_generations", lambda handles, **kw: calls.append(("generations", handles, kw)))
     monkeypatch.setattr(_cells, "show_grid", lambda grid, **kw: calls.append(("grid", grid, kw)))
     return calls
-
-
-def run(ip, cell):
-    with capture_output() as out:
-        result = ip.run_cell(cell)
-    return result, out
-
-
-def error_of(ip, cell) -> str:
-    result, out = run(ip, cell)
-    assert isinstance(result.error_in_exec, UsageError), (result.error_in_exec, out.stdout)
-    return str(result.error_in_exec)
-
-
-def magics_of(ip) -> ScenarioMagics:
-    return next(c for c in ip.configurables if isinstance(c, ScenarioMagics))
 
 
 def sent(env) -> int:

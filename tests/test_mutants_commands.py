@@ -15,29 +15,12 @@ import re
 import tempfile
 
 import pytest
-from IPython.core.error import UsageError
-from IPython.utils.capture import capture_output
 from PIL import Image
 
 from scenario_nb import _commands, _session
 from scenario_nb._history import JobRecord
-from scenario_nb._magics import ScenarioMagics
 
-
-def run(ip, cell):
-    with capture_output() as out:
-        result = ip.run_cell(cell)
-    return result, out
-
-
-def error_of(ip, cell) -> str:
-    result, out = run(ip, cell)
-    assert isinstance(result.error_in_exec, UsageError), (result.error_in_exec, out.stdout)
-    return str(result.error_in_exec)
-
-
-def magics_of(ip) -> ScenarioMagics:
-    return next(c for c in ip.configurables if isinstance(c, ScenarioMagics))
+from test_mutants_magics import error_of, magics_of, run  # the magics' own helpers: one copy
 
 
 # -- %scenario sandbox ----------------------------------------------------------------------------------------------
