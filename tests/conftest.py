@@ -241,6 +241,17 @@ def ip(env):
     shell.configurables[:] = [c for c in shell.configurables if not isinstance(c, ScenarioMagics)]
 
 
+@pytest.fixture
+def shown(monkeypatch):
+    """What a %%scenario cell hands to the display (handles, wait, thumbnail size, the after-callback), instead of
+    drawing."""
+    from scenario_nb import _cells
+    calls: list = []
+    monkeypatch.setattr(_cells, "show_generations", lambda handles, **kw: calls.append(("generations", handles, kw)))
+    monkeypatch.setattr(_cells, "show_grid", lambda grid, **kw: calls.append(("grid", grid, kw)))
+    return calls
+
+
 class FakeComm:
     """Stands in for the kernel's comm: widgets keep state, nothing is sent anywhere."""
 

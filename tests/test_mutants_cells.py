@@ -10,19 +10,9 @@ from __future__ import annotations
 import pytest
 from IPython.utils.capture import capture_output
 
-from scenario_nb import _cells
 from scenario_nb._magics import load, unload
 
 from test_mutants_magics import error_of, magics_of, run  # the magics' own helpers: one copy
-
-
-@pytest.fixture
-def shown(monkeypatch):
-    """What a cell hands to the display (handles, wait, thumbnail size, the after-callback), instead of drawing."""
-    calls: list = []
-    monkeypatch.setattr(_cells, "show_generations", lambda handles, **kw: calls.append(("generations", handles, kw)))
-    monkeypatch.setattr(_cells, "show_grid", lambda grid, **kw: calls.append(("grid", grid, kw)))
-    return calls
 
 
 def sent(env) -> int:

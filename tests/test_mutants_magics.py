@@ -435,15 +435,6 @@ GEMINI = "model_google-gemini-3-1-flash"
 HERO = "model_HeroKnightLoRA7aB3cD4eF5gH6j"
 
 
-@pytest.fixture
-def shown(monkeypatch):
-    """What a cell hands to the display (handles, wait, thumbnail size, the after-callback), instead of drawing."""
-    calls: list = []
-    monkeypatch.setattr(_cells, "show_generations", lambda handles, **kw: calls.append(("generations", handles, kw)))
-    monkeypatch.setattr(_cells, "show_grid", lambda grid, **kw: calls.append(("grid", grid, kw)))
-    return calls
-
-
 def jobs(env) -> int:
     return env.stats()["jobs_created"]
 
