@@ -350,6 +350,26 @@ class RemoteSandbox:
         return until(matching, timeout, f"a held {method or ''} {path or 'request'}")
 
 
+REFUSED = ("127.0.0.1", 9)
+
+
+@pytest.fixture
+def refused_port(monkeypatch) -> list:
+    """Every TCP connection to 127.0.0.1:9 is refused, and recorded in the list returned. Other addresses connect
+    as usual: a thread left by an earlier test in this worker may still be polling its own server."""
+    import urllib3.connection
+    real = urllib3.connection.connection.create_connection
+    attempts = []
+
+    def refuse_port_9(address, *args, **kwargs):
+        if tuple(address) != REFUSED:
+            return real(address, *args, **kwargs)
+        attempts.append(address)
+        raise ConnectionRefusedError(111, "Connection refused")
+    monkeypatch.setattr(urllib3.connection.connection, "create_connection", refuse_port_9)
+    return attempts
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

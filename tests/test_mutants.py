@@ -520,16 +520,10 @@ def test_a_url_the_server_held_is_not_asked_by_the_engine_before_its_time():
     transport.close()
 
 
-def test_a_request_to_a_refused_port_is_tried_three_times_not_fifteen(monkeypatch):
+def test_a_request_to_a_refused_port_is_tried_three_times_not_fifteen(refused_port, monkeypatch):
     """A POST that never connects is tried again by the transport's own loop (nothing was sent), not also by
     urllib3 underneath it: three TCP attempts, where the two layers together made fifteen."""
-    import urllib3.connection
-    attempts = []
-
-    def refuse(*args, **kwargs):
-        attempts.append(args)
-        raise ConnectionRefusedError(111, "Connection refused")
-    monkeypatch.setattr(urllib3.connection.connection, "create_connection", refuse)
+    attempts = refused_port
     monkeypatch.setattr(_backoff.random, "random", lambda: 0.0)  # the policy's shortest waits: 0.375 s, 0.75 s
     transport = _http.Transport(_http.Credentials("k", "s", "http://127.0.0.1:9/v1"))
     with pytest.raises(APIConnectionError, match="could not reach the API"):

@@ -356,13 +356,7 @@ def test_the_first_job_created_resets_the_creation_backoff(loop, transport, wait
     assert transport.creation_gate._streak == 0
 
 
-def test_a_creation_that_never_connected_is_not_uncertain(no_proxy_env, monkeypatch):
-    import urllib3.connection
-
-    def refuse(*args, **kwargs):
-        raise ConnectionRefusedError(111, "Connection refused")
-    monkeypatch.setattr(urllib3.connection.connection, "create_connection", refuse)
-    monkeypatch.setattr(time, "sleep", lambda seconds: None)
+def test_a_creation_that_never_connected_is_not_uncertain(no_proxy_env, refused_port, waits):
     t = _http.Transport(_http.Credentials(KEY, SECRET, "http://127.0.0.1:9/v1"))
     with pytest.raises(APIConnectionError, match="could not reach the API") as raised:
         t.create("POST", "/generate/custom/m", {})
@@ -370,20 +364,11 @@ def test_a_creation_that_never_connected_is_not_uncertain(no_proxy_env, monkeypa
     t.close()
 
 
-def test_a_connection_that_never_opened_is_tried_again_only_for_a_method_that_is_not_a_get(no_proxy_env,
-                                                                                          monkeypatch):
+def test_a_connection_that_never_opened_is_tried_again_only_for_a_method_that_is_not_a_get(no_proxy_env, refused_port,
+                                                                                          waits):
     """The transport's own loop tries again what never left (three times in all), never a GET (urllib3 retries
     those) nor the engine's once-only reads."""
-    import urllib3.connection
-    attempts = []
-
-    def refuse(*args, **kwargs):
-        attempts.append(args)
-        raise ConnectionRefusedError(111, "Connection refused")
-    monkeypatch.setattr(urllib3.connection.connection, "create_connection", refuse)
-    slept = []
-    monkeypatch.setattr(time, "sleep", lambda seconds: slept.append(seconds))
-    monkeypatch.setattr(_backoff.random, "random", lambda: 0.5)
+    attempts, slept = refused_port, waits
     t = _http.Transport(_http.Credentials(KEY, SECRET, "http://127.0.0.1:9/v1"), max_retries=1)
     with pytest.raises(APIConnectionError):
         t.request("PUT", "/models/m", json_body={})
@@ -495,12 +480,11 @@ def test_a_download_answered_429_holds_the_url_asked_without_its_query(loop, tra
     assert transport.backoff.held(loop.cdn + "/b.png") == 0.0
 
 
-def test_a_proxy_in_the_environment_serves_requests_and_is_named_when_it_fails(loop, transport, monkeypatch):
+def test_a_proxy_in_the_environment_serves_requests_and_is_named_when_it_fails(loop, transport, waits, monkeypatch):
     """With HTTP_PROXY set the engine's reads and downloads go through requests (which speaks to the proxy),
     and a proxy that does not answer is named (host:port) in the error."""
     closed = socket_port()
     monkeypatch.setenv("HTTP_PROXY", f"http://user:pw@127.0.0.1:{closed}")
-    monkeypatch.setattr(time, "sleep", lambda seconds: None)
     with pytest.raises(APIConnectionError) as raised:
         transport.get_once("/jobs/j")
     text = str(raised.value)
