@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import os
 import re
 import statistics
 import subprocess
@@ -23,7 +24,7 @@ from pathlib import Path
 
 import nbformat
 import psutil
-from jupyter_client.manager import start_new_kernel
+from jupyter_client.manager import KernelManager
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -99,7 +100,13 @@ def start_sandbox_process(job_seconds: float, max_parallel: int):
 
 class Kernel:
     def __init__(self, env: dict) -> None:
-        self.km, self.kc = start_new_kernel(kernel_name="python3", env=env)
+        # Unix sockets: over TCP another process may take a port jupyter_client picked before the kernel binds it
+        self.km = KernelManager(kernel_name="python3", transport="ipc",
+                                ip=os.path.join(tempfile.mkdtemp(prefix="kernel-"), "ipc"))
+        self.km.start_kernel(env=env)
+        self.kc = self.km.client()
+        self.kc.start_channels()
+        self.kc.wait_for_ready(timeout=60)
         self.process = psutil.Process(self.km.provisioner.process.pid)
 
     def run(self, code: str) -> float:

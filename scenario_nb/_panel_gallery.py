@@ -160,11 +160,12 @@ class GalleryView:
         text = self.magic_for(item)
         code, tile = item.widgets["code"], item.widgets["tile"]
         if code.layout.display == "none" or not code.value:
-            code.value = code_html(text, width=2 * TILE_BOX - 2)
-            code.layout.display = None
+            # the tile widens before the wide cell appears in it: the other order overflowed it for a moment
             tile.layout.width = f"{2 * TILE_BOX + 12}px"
             tile.layout.max_width = "100%"
             tile.layout.grid_column = "span 2"
+            code.value = code_html(text, width=2 * TILE_BOX - 2)
+            code.layout.display = None
         else:
             code.layout.display = "none"
             tile.layout.width = f"{TILE_BOX}px"

@@ -10,16 +10,19 @@ check covers the whole suite, in any order and any subset, and test_secrets prov
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import gc
 import importlib
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import traceback
@@ -457,12 +460,32 @@ def kernel_env(home: Path, server: dict = None, job_seconds: str = "1") -> dict:
     return env
 
 
+def kernel_manager():
+    """A python3 kernel manager whose kernel listens on Unix sockets, not TCP ports.
+
+    Over TCP, jupyter_client picks five free ports and lets them go before the kernel binds them; in a suite
+    making thousands of loopback connections, one was taken in between and the kernel died of "Address already
+    in use". A socket path holds at most 107 bytes: the folder is a short one under the system's temp dir."""
+    from jupyter_client.manager import KernelManager
+    folder = tempfile.mkdtemp(prefix="kernel-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return KernelManager(kernel_name="python3", transport="ipc", ip=os.path.join(folder, "ipc"))
+
+
 class Kernel:
     """A real IPython kernel (jupyter_client), to run cells as a notebook does."""
 
     def __init__(self, env: dict) -> None:
-        from jupyter_client.manager import start_new_kernel
-        self.km, self.kc = start_new_kernel(kernel_name="python3", env=env)
+        self.km = kernel_manager()
+        self.km.start_kernel(env=env)
+        self.kc = self.km.client()
+        self.kc.start_channels()
+        try:
+            self.kc.wait_for_ready(timeout=60)
+        except RuntimeError:
+            self.kc.stop_channels()
+            self.km.shutdown_kernel(now=True)
+            raise
 
     def run(self, code: str, allow_errors: bool = False) -> list:
         outputs = []

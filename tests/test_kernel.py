@@ -8,7 +8,7 @@ import time
 import nbformat
 from nbclient import NotebookClient
 
-from conftest import Kernel, RemoteSandbox, kernel_env, spawn_sandbox, text_of
+from conftest import Kernel, RemoteSandbox, kernel_env, kernel_manager, spawn_sandbox, text_of
 from scenario_nb._history import History
 
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
@@ -17,7 +17,7 @@ WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 def run_notebook(cells: list, env: dict) -> nbformat.NotebookNode:
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    client = NotebookClient(nb, timeout=120, kernel_name="python3", store_widget_state=True)
+    client = NotebookClient(nb, km=kernel_manager(), timeout=120, store_widget_state=True)
     client.execute(env=env)
     return nb
 

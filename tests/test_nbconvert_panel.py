@@ -14,14 +14,14 @@ import nbformat
 from nbclient import NotebookClient
 from nbconvert import HTMLExporter
 
-from conftest import ROOT, kernel_env
+from conftest import ROOT, kernel_env, kernel_manager
 
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 
 
 def test_saved_panel_notebook_shows_the_gallery_in_html(tmp_path):
     nb = nbformat.read(ROOT / "notebooks" / "02-panel.ipynb", as_version=4)
-    NotebookClient(nb, timeout=180, kernel_name="python3", store_widget_state=True,
+    NotebookClient(nb, km=kernel_manager(), timeout=180, store_widget_state=True,
                    resources={"metadata": {"path": str(tmp_path)}}).execute(env=kernel_env(tmp_path / "home"))
     saved = len(nbformat.writes(nb).encode())  # as nbclient saves it: every state the kernel sent
     print(f"02-panel.ipynb after a full run, with widget state, as nbclient saves it: {saved / 1024:.0f} KB")

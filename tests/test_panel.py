@@ -502,7 +502,11 @@ def test_the_as_scenario_cell_sends_what_the_panel_sent_aspect_included(panel, e
     sent.pop("numOutputs", None), again.pop("numOutputs", None)
     assert again == sent
     code = item.widgets["code"]
+    changes = []  # widgets send each change as it is made: this is the order the browser applies them in
+    item.widgets["tile"].layout.observe(lambda change: changes.append("tile widened"), "width")
+    code.layout.observe(lambda change: changes.append("cell shown"), "display")
     panel.show_magic(item)
+    assert changes == ["tile widened", "cell shown"]  # never the wide cell in a narrow tile, even for a moment
     assert "nowrap" not in code.value and "anywhere" in code.value  # long words wrap inside the box
 
 

@@ -121,14 +121,18 @@ def oldest_python() -> str:
 # Runs in the venv: every notebook in turn, as Binder's JupyterLab would, saved with widget state, each
 # kernel's own stdout/stderr kept (the package logs there at SCENARIO_NB_LOG_LEVEL).
 RUNNER = textwrap.dedent("""
-    import sys, nbformat
+    import os, sys, tempfile, nbformat
     from pathlib import Path
+    from jupyter_client.manager import KernelManager
     from nbclient import NotebookClient
     out, cwd, *sources = sys.argv[1:]
     for source in map(Path, sources):
         nb = nbformat.read(source, as_version=4)
         nb.cells.append(nbformat.v4.new_code_cell("import sys; print('kernel prefix:', sys.prefix)"))
-        client = NotebookClient(nb, timeout=180, kernel_name="python3", store_widget_state=True,
+        # Unix sockets, not TCP ports the other tests' connections may take (see conftest.kernel_manager)
+        km = KernelManager(kernel_name="python3", transport="ipc",
+                           ip=os.path.join(tempfile.mkdtemp(prefix="kernel-"), "ipc"))
+        client = NotebookClient(nb, km=km, timeout=180, store_widget_state=True,
                                 resources={"metadata": {"path": cwd}})
         with open(f"{out}/{source.stem}.stdout", "w") as o, open(f"{out}/{source.stem}.stderr", "w") as e:
             try:
