@@ -4,7 +4,10 @@ JupyterLab sends widget messages on a kernel subshell (ipykernel 7: one per comm
 routes a message for a comm to the subshell that comm last answered on, not the one the message came on; when
 that subshell was deleted (its tab closed or reloaded) the kernel answers `UnknownSubshellError` and drops the
 message: the next tab's clicks silently do nothing. This guard routes such a message to the subshell it came
-on. It changes nothing for a subshell that still exists, nor for kernels without subshells.
+on. A new tab's `request_state` (it draws nothing until every widget answers) always goes to its own subshell:
+routed to the old tab's, which Lab deletes as the new tab opens, it could be queued there when that went, and
+the new tab stayed blank. Nothing changes for other messages to a subshell that still exists, nor for kernels
+without subshells.
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ def guard_comm_routing() -> bool:
         chosen = original(self, data, default)
         if chosen is None or chosen == default:
             return chosen
+        if isinstance(data, dict) and data.get("method") == "request_state":
+            return default  # a new tab's question: queued on the old tab's subshell, it is lost when that goes
         try:
             known = _known_subshells(self)
         except Exception:  # noqa: BLE001 — never break the kernel's routing

@@ -27,6 +27,7 @@ import threading
 import time
 import traceback
 import uuid
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -344,6 +345,13 @@ def ctrl_c_at(point: Callable[[], Any]):
     block is interrupted at a named point (e.g. `sb.wait_held(...)`), not after a guessed delay. Never after
     the block ended; a point that never came fails the test."""
     closed, failed, lock = [False], [], threading.Lock()
+    # A terminal's Ctrl-C raises KeyboardInterrupt in the main thread: make it so here, whatever an earlier test
+    # in this worker left (CI saw two presses in one run do nothing), and name what was left.
+    handler = signal.signal(signal.SIGINT, signal.default_int_handler)
+    blocked = signal.SIGINT in signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
+    if handler is not signal.default_int_handler or blocked:
+        warnings.warn(f"an earlier test left SIGINT {'blocked' if blocked else 'unblocked'} with handler "
+                      f"{handler!r}; restored for this press", stacklevel=3)
 
     def press() -> None:
         try:
@@ -362,6 +370,9 @@ def ctrl_c_at(point: Callable[[], Any]):
     finally:
         with lock:
             closed[0] = True
+        signal.signal(signal.SIGINT, handler)
+        if blocked:
+            signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGINT])
     presser.join(timeout=60)
     assert not failed, f"the point to interrupt at never came: {failed[0]!r}"
 

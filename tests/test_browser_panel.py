@@ -40,8 +40,17 @@ def lab(tmp_path):
 
 
 def ready(page) -> None:
-    page.wait_for_function("""() => { const s = document.querySelector('.scenario-panel .scenario-model select');
-        return s && s.selectedIndex >= 0 && s.value.includes(' — '); }""", timeout=60_000)
+    try:
+        page.wait_for_function("""() => { const s = document.querySelector('.scenario-panel .scenario-model select');
+            return s && s.selectedIndex >= 0 && s.value.includes(' — '); }""", timeout=60_000)
+    except Exception as exc:  # say what the page showed instead
+        seen = page.evaluate("""() => ({panels: document.querySelectorAll('.scenario-panel').length,
+            widget_errors: [...document.querySelectorAll('.jp-OutputArea-output')].map(o => o.innerText)
+                .filter(t => /error|not found/i.test(t)).map(t => t.slice(0, 200)),
+            dialog: document.querySelector('.jp-Dialog')?.innerText || null,
+            notebook: window.jupyterapp.shell.currentWidget?.context?.path || null,
+            kernel: window.jupyterapp.shell.currentWidget?.sessionContext?.kernelDisplayStatus || null})""")
+        raise AssertionError(f"the panel never became ready; the page showed {seen}") from exc
 
 
 def jobs_made(page, last_prompt: list = None) -> int:
@@ -144,9 +153,20 @@ def test_every_click_acts_and_nothing_is_clipped_at_1280_or_700_px(lab):
             page.wait_for_timeout(1000)
 
             # closed in Lab (its kernel connection and subshells go; the kernel stays), then opened again
-            page.evaluate("""async () => { await window.jupyterapp.commands.execute('application:close');
-                await new Promise(r => setTimeout(r, 1500));
+            # (opened only once the old one is gone: opening it while it closes only shows the closing one again)
+            page.evaluate("""async () => { const old = window.jupyterapp.shell.currentWidget;
+                await window.jupyterapp.commands.execute('application:close');
+                for (let i = 0; !old.isDisposed; i++) {
+                    if (i > 300) {
+                        const dialog = document.querySelector('.jp-Dialog')?.innerText || 'no dialog';
+                        throw new Error('the notebook did not close in 30 s: ' + dialog); }
+                    await new Promise(r => setTimeout(r, 100)); }
+                await new Promise(r => setTimeout(r, 1000));
+                window.closedNotebook = old;
                 await window.jupyterapp.commands.execute('docmanager:open', {path: 'clicks.ipynb'}); }""")
+            page.wait_for_function("() => { const w = window.jupyterapp.shell.currentWidget;"
+                                   "  return w && w !== window.closedNotebook && w.context?.path === 'clicks.ipynb'; }",
+                                   timeout=30_000)
             wait_kernel_idle(page)
             ready(page)
             click_generate(page, 0, 2)
