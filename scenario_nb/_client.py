@@ -18,7 +18,7 @@ from ._client_jobs import JobsAndAssets
 from ._client_models import CatalogCache, ModelCatalog
 from ._client_training import TrainingFront
 from ._client_workflows import WorkflowRuns
-from ._engine import Engine, lane_sizes
+from ._engine import Clock, Engine, lane_sizes
 from ._estimate import CostEstimate
 from ._generation import Generation
 from ._history import History
@@ -67,12 +67,13 @@ class ScenarioClient(ModelCatalog, GenerationRequests, JobsAndAssets, WorkflowRu
     Credentials come from the arguments, else `SCENARIO_API_KEY` / `SCENARIO_API_SECRET` /
     `SCENARIO_API_URL`, else the official SDK's `SCENARIO_SDK_API_KEY` / `SCENARIO_SDK_API_SECRET` /
     `SCENARIO_BASE_URL`. Generations return live `Generation` handles that the client's engine keeps current.
+    `clock`: what the engine schedules by (the system's; a test passes one it moves, as it does the sandbox's).
     """
 
     def __init__(self, api_key: Optional[str] = None, api_secret: Optional[str] = None,
                  base_url: Optional[str] = None, *, home: Union[str, os.PathLike, None] = None,
                  history_path: Union[str, os.PathLike, None] = None, backend_id: Optional[str] = None,
-                 max_retries: int = 4, timeout: tuple[float, float] = TIMEOUT) -> None:
+                 max_retries: int = 4, timeout: tuple[float, float] = TIMEOUT, clock: Optional[Clock] = None) -> None:
         self._credentials = Credentials.resolve(api_key, api_secret, base_url)
         # One connection for each engine thread and each of the most calls this client makes side by side.
         self._http = Transport(self._credentials, max_retries=max_retries, timeout=timeout,
@@ -86,7 +87,7 @@ class ScenarioClient(ModelCatalog, GenerationRequests, JobsAndAssets, WorkflowRu
         self._cache = CatalogCache()
         # The engine is handed the openers of the history and the store, so it holds no reference to the client.
         self._engine = Engine(self._http, history=self._local.history, store=self._local.store,
-                              backend_id=self.backend_id)
+                              backend_id=self.backend_id, clock=clock)
 
     def __repr__(self) -> str:
         return f"ScenarioClient(base_url={self.base_url!r}, api_key={mask(self._credentials.api_key)!r})"

@@ -38,6 +38,7 @@ import traitlets
 from IPython.core.error import UsageError
 
 from scenario_nb import ScenarioError, _session
+from scenario_nb._engine import Clock as EngineClock
 from scenario_nb import sandbox as sandbox_mod
 
 # Bytecode is cached for this run (gitignored __pycache__): with PYTHONDONTWRITEBYTECODE=1, as some machines set
@@ -227,6 +228,60 @@ def clock() -> Clock:
     return Clock()
 
 
+class SteppedClock(EngineClock):
+    """One clock for an engine and its sandbox (`ScenarioClient(..., clock=c)`, `sandbox.start(clock=c.time)`)
+    that stands still while the engine works and, once its task queues are idle, jumps to the next task due:
+    what the scheduler decides at a given moment no longer depends on how busy the machine is, and a test
+    waits no sandbox time. `run_until(done)` moves it; nothing else does."""
+
+    def __init__(self, start: float = 1_800_000_000.0) -> None:
+        self._start, self._now = start, 0.0
+        self._lanes: list = []
+        self._waiting: set = set()  # the conditions engine workers wait on, woken at every move
+        self._lock = threading.Lock()
+
+    def time(self) -> float:
+        return self._start + self._now
+
+    def monotonic(self) -> float:
+        return self._now
+
+    def wait(self, condition: threading.Condition, timeout: float) -> None:
+        with self._lock:
+            self._waiting.add(condition)
+        condition.wait(1.0)  # woken by a move (or a new task); the worker then reads this clock again
+
+    def watch(self, lanes) -> None:
+        self._lanes.append(lanes)
+
+    def run_until(self, done: Callable[[], bool], timeout: float = 60.0) -> None:
+        """Let the engine work, moving the clock each time it has nothing to do now, until `done()`."""
+        self._run(done, float("inf"), timeout)
+
+    def run_for(self, seconds: float, timeout: float = 60.0) -> None:
+        """Let the engine work until this clock has moved `seconds` on."""
+        self._run(lambda: False, self._now + seconds, timeout)
+
+    def _run(self, done: Callable[[], bool], to: float, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not done():
+            assert time.monotonic() < deadline, f"not done after {timeout:g} s of real time"
+            dues = [lanes.idle_until() for lanes in self._lanes]
+            if None in dues:  # a task runs or is due: it goes first
+                time.sleep(0.001)
+                continue
+            if self._now >= to:
+                return
+            due = min([to, *dues])
+            assert due != float("inf"), "nothing is scheduled and the condition never came"
+            self._now = max(self._now, due)
+            with self._lock:
+                waiting = list(self._waiting)
+            for condition in waiting:
+                with condition:
+                    condition.notify_all()
+
+
 @pytest.fixture
 def sandbox():
     with sandbox_mod.start(job_seconds=0.3, job_jitter=0.1, seed=11, api_key=SUITE_KEY,
@@ -345,13 +400,14 @@ def ctrl_c_at(point: Callable[[], Any]):
     block is interrupted at a named point (e.g. `sb.wait_held(...)`), not after a guessed delay. Never after
     the block ended; a point that never came fails the test."""
     closed, failed, lock = [False], [], threading.Lock()
-    # A terminal's Ctrl-C raises KeyboardInterrupt in the main thread: make it so here, whatever an earlier test
-    # in this worker left (CI saw two presses in one run do nothing), and name what was left.
+    # A terminal's Ctrl-C raises KeyboardInterrupt in the main thread: make it so here. A run started in the
+    # background (`cmd &` in a script) inherits SIGINT ignored, and Python then leaves it ignored: a press did
+    # nothing unless an earlier test in the worker had happened to set the default handler (two failed one run).
     handler = signal.signal(signal.SIGINT, signal.default_int_handler)
     blocked = signal.SIGINT in signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
-    if handler is not signal.default_int_handler or blocked:
-        warnings.warn(f"an earlier test left SIGINT {'blocked' if blocked else 'unblocked'} with handler "
-                      f"{handler!r}; restored for this press", stacklevel=3)
+    if handler not in (signal.default_int_handler, signal.SIG_IGN) or blocked:  # another test's leftover
+        warnings.warn(f"SIGINT was {'blocked' if blocked else 'unblocked'} with handler {handler!r}; set to the "
+                      f"default for this press", stacklevel=3)
 
     def press() -> None:
         try:

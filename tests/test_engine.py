@@ -14,7 +14,7 @@ from scenario_nb import JobFailedError, JobTimeoutError, ScenarioClient, wait_al
 from scenario_nb import sandbox as sandbox_mod
 
 from conftest import SUITE_KEY as KEY, SUITE_SECRET as SECRET  # noqa: E402 (scanned for in every exception)
-from conftest import ctrl_c_at
+from conftest import SteppedClock, ctrl_c_at
 
 
 def make(tmp_path, client_options=None, **options):
@@ -46,6 +46,20 @@ def setup(tmp_path):
     yield sb, client, model
     client.close()
     sb.stop()
+
+
+def on_one_clock(made, **options):
+    """`made(**options)` with the engine and the sandbox on one `SteppedClock` (returned last): what is asked
+    when is the scheduler's doing alone, whatever the machine's load, and no sandbox time is slept through."""
+    clock = SteppedClock()
+    sb, client, model = made(clock=clock.time, client_options={"clock": clock}, **options)
+    return sb, client, model, clock
+
+
+def finish(clock: SteppedClock, *handles):
+    """Run the engine on `clock` until every handle is done; returns the handles."""
+    clock.run_until(lambda: all(h.done for h in handles))
+    return handles
 
 
 def client_threads() -> int:
@@ -182,11 +196,11 @@ def test_mimebundle_has_text_image_and_provenance(setup):
 
 
 def test_adaptive_polls_fewer_than_a_fixed_beat(made):
-    sb, client, model = made(job_seconds=2.0, job_jitter=0.2)
-    client.generate(model, "teach the poller").wait(timeout=30)  # learn this model's duration
+    sb, client, model, clock = on_one_clock(made, job_seconds=2.0, job_jitter=0.2)
+    finish(clock, client.generate(model, "teach the poller"))  # learn this model's duration
     start = len(sb.requests)
-    handles = [client.generate(model, f"learned {i}") for i in range(8)]
-    wait_all(handles, timeout=30)
+    handles = finish(clock, *[client.generate(model, f"learned {i}") for i in range(8)])
+    assert all(h.ok for h in handles)
     polls = [r for r in sb.requests[start:] if r["method"] == "GET" and "/jobs/" in r["path"]]
     assert len(polls) / 8 <= 2.5, "more job polls than a 1 s fixed beat would make"
 
@@ -218,9 +232,8 @@ def _parse(text: str) -> float:
 def test_a_cold_batch_is_probed_by_a_few_scouts_and_every_job_is_seen(made):
     """A first batch on a model (no duration known, no history): a few jobs probe for all the others, so the
     batch costs far fewer polls than each job probing on its own, and every job still completes."""
-    sb, client, model = made(job_seconds=2.5, job_jitter=0.0)
-    handles = client.generate_many(model, [f"cold {i}" for i in range(16)])
-    wait_all(handles, timeout=60)
+    sb, client, model, clock = on_one_clock(made, job_seconds=2.5, job_jitter=0.0)
+    handles = finish(clock, *client.generate_many(model, [f"cold {i}" for i in range(16)]))
     assert all(h.ok and h.images for h in handles), [h.summary() for h in handles if not h.ok]
     polls = [len(_polls_of(sb, h)) for h in handles]
     assert min(polls) >= 1 and sum(polls) / len(polls) <= 2.5, polls  # each probing alone: about 5 per job
@@ -229,11 +242,11 @@ def test_a_cold_batch_is_probed_by_a_few_scouts_and_every_job_is_seen(made):
 
 def test_scouts_that_fail_leave_no_sibling_behind(made):
     """The cohort's scouts fail half-way: every sibling still completes (taken over, or at the slow fallback)."""
-    sb, client, model = made(job_seconds=2.0, job_jitter=0.0)
+    sb, client, model, clock = on_one_clock(made, job_seconds=2.0, job_jitter=0.0)
     sb.inject("job_failure", count=2)
     scouts = [client.generate(model, f"scout {i}") for i in range(2)]  # sent first: the cohort's scouts
     followers = client.generate_many(model, [f"follower {i}" for i in range(6)])
-    wait_all(scouts + followers, timeout=60)
+    finish(clock, *scouts, *followers)
     assert all(isinstance(s.exception, JobFailedError) for s in scouts)
     assert all(f.ok and f.images for f in followers), [f.summary() for f in followers if not f.ok]
 
@@ -241,11 +254,11 @@ def test_scouts_that_fail_leave_no_sibling_behind(made):
 def test_scouts_that_end_early_hand_over_at_once(made):
     """Scouts canceled right after sending: siblings take over at once, so they are asked while they still
     run, not only at the slow fallback after their end."""
-    sb, client, model = made(job_seconds=2.5, job_jitter=0.0, cancellable_types=("custom",))
+    sb, client, model, clock = on_one_clock(made, job_seconds=2.5, job_jitter=0.0, cancellable_types=("custom",))
     scouts = [client.generate(model, f"scout {i}") for i in range(2)]  # sent first: the cohort's scouts
     followers = client.generate_many(model, [f"follower {i}" for i in range(6)])
     assert [s.cancel() for s in scouts] == ["requested", "requested"]
-    wait_all(scouts + followers, timeout=60)
+    finish(clock, *scouts, *followers)
     assert [s.status for s in scouts] == ["canceled", "canceled"]
     assert all(f.ok and f.images for f in followers), [f.summary() for f in followers if not f.ok]
     asked_early = [f for f in followers if min(_polls_of(sb, f)) < _success_time(f)]
@@ -259,11 +272,12 @@ def _success_time(handle) -> float:
 def test_a_job_seen_finalizing_is_asked_when_finalizing_usually_ends(made):
     """How long this model's jobs take to finalize is learned from their status history: a job seen
     finalizing (or about to) is asked once it should be done, not again and again at the floor."""
-    sb, client, model = made(job_seconds=3.0, job_jitter=0.0)
+    sb, client, model, clock = on_one_clock(made, job_seconds=3.0, job_jitter=0.0)
     client.set_polling(floor=0.1)
-    assert client.generate(model, "teach: 3 s, 0.3 s of it finalizing").wait(timeout=30).ok
+    teach, = finish(clock, client.generate(model, "teach: 3 s, 0.3 s of it finalizing"))
+    assert teach.ok
     sb.state.options["job_seconds"] = 4.0  # slower than learned: seen in progress, then finalizing
-    gen = client.generate(model, "slower than the last").wait(timeout=30)
+    gen, = finish(clock, client.generate(model, "slower than the last"))
     assert gen.ok and gen.images
     dates = {h["status"]: _parse(h["date"]) for h in gen.status_history}
     finalizing = [t for t in _polls_of(sb, gen) if dates["finalizing"] <= t < dates["success"]]
@@ -288,12 +302,12 @@ def test_a_cold_cohorts_scouts_take_turns_while_their_jobs_finalize(made):
     """While a cold cohort's scouts finalize for a time nobody knows yet, they ask in turn, half a floor apart,
     not each at its own floor in whatever step they fell into: the first success is seen at most half a
     floor after it comes (the other half of a floor, in the benchmark's cold row, was 0.13-0.25 s late)."""
-    sb, client, model = made(job_seconds=8.0, job_jitter=0.0)  # 0.8 s of finalizing: a few asks each
+    sb, client, model, clock = on_one_clock(made, job_seconds=8.0, job_jitter=0.0)  # 0.8 s of finalizing
     floor = client.polling["floor"]
     first = client.generate(model, "scout 1")
-    time.sleep(floor / 2)  # scouts start half a floor out of step: sent half a floor later, back in step
+    clock.run_for(floor / 2)  # scouts start half a floor out of step: sent half a floor later, back in step
     second = client.generate(model, "scout 2")
-    wait_all([first, second], timeout=60)
+    finish(clock, first, second)
     assert first.ok and second.ok, [first.summary(), second.summary()]
     asks = {h: _polls_of(sb, h) for h in (first, second)}
     both = max(min(t for t in asks[h] if t >= _phase_time(h, "finalizing")) for h in asks)  # each saw it

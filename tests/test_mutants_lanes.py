@@ -16,6 +16,8 @@ import pytest
 from scenario_nb._engine._lanes import Lanes
 from scenario_nb._engine._live import Settings
 
+from conftest import SteppedClock
+
 
 
 class Handle:
@@ -289,3 +291,51 @@ def test_an_idle_worker_sleeps_the_idle_minute_at_most(lanes):
     runs.wait_for(1)
     time.sleep(0.1)
     assert recording.timeouts and set(recording.timeouts) == {60}
+
+
+def test_idle_until_is_none_while_a_task_runs_or_is_due_else_the_next_due_time():
+    """What a test's clock asks before it moves: it must never move while the engine has work now."""
+    clock = SteppedClock()
+    lanes = Lanes({"poll": 1, "fetch": 1}, Settings(clock=clock))
+    try:
+        assert lanes.idle_until() == float("inf")  # nothing scheduled
+        later = Runs()
+        lanes.schedule(Handle("later"), 5.0, later)
+        lanes.schedule(Handle("sooner"), 2.0, later, lane="fetch")
+        assert lanes.idle_until() == 2.0  # the earliest of every lane
+        release, running = threading.Event(), threading.Event()
+
+        def blocking(handle):
+            running.set()
+            release.wait(5)
+        lanes.schedule(Handle("now"), 0.0, blocking)
+        assert running.wait(3)
+        assert lanes.idle_until() is None  # a task runs
+        release.set()
+        deadline = time.monotonic() + 3
+        while lanes.idle_until() is None and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert lanes.idle_until() == 2.0  # it ended: idle again until the next due
+        clock.run_for(2.0)  # moved to the fetch task's time: it runs, then the poll lane's is next
+        assert [h.job_id for h, *_ in later.seen] == ["sooner"] and lanes.idle_until() == 5.0
+        clock.run_for(1.0)
+        assert [h.job_id for h, *_ in later.seen] == ["sooner"]  # not due yet at 3 s
+        clock.run_until(lambda: len(later.seen) == 2)
+        assert clock.monotonic() == 5.0 and lanes.idle_until() == float("inf")
+    finally:
+        lanes.close()
+
+
+def test_a_worker_waits_through_the_engines_clock():
+    """A worker never waits on the machine's time directly: a task due in an hour of the clock's time runs
+    as soon as the clock gets there."""
+    clock = SteppedClock()
+    lanes = Lanes({"poll": 1}, Settings(clock=clock))
+    try:
+        runs = Runs()
+        lanes.schedule(Handle(), 3600.0, runs)
+        started = time.monotonic()
+        clock.run_until(lambda: bool(runs.seen))
+        assert time.monotonic() - started < 5 and clock.monotonic() == 3600.0
+    finally:
+        lanes.close()

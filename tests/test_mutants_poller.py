@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-from scenario_nb._engine import _live, _poller
+from scenario_nb._engine import _clock
 from scenario_nb._engine._completer import Completer, _asset_text, _seed
 from scenario_nb._engine._live import Settings
 from scenario_nb._engine._poller import Poller
@@ -27,8 +27,7 @@ from ledger_parts import URL, ModuleClock as Clock
 @pytest.fixture
 def clock(monkeypatch):
     c = Clock()
-    monkeypatch.setattr(_poller, "time", c)
-    monkeypatch.setattr(_live, "time", c)
+    monkeypatch.setattr(_clock, "time", c)  # the engine's clock reads the time through this module
     return c
 
 

@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from scenario_nb._engine import _live, _timing
+from scenario_nb._engine import _clock, _live, _timing
 from scenario_nb._engine._live import Settings
 from scenario_nb._engine._timing import (DurationModel, PollTiming, ServerClock, phase_start, server_duration)
 from scenario_nb._errors import StorageError
@@ -46,8 +46,7 @@ class Random:
 @pytest.fixture
 def clock(monkeypatch):
     c = Clock()
-    monkeypatch.setattr(_timing, "time", c)
-    monkeypatch.setattr(_live, "time", c)
+    monkeypatch.setattr(_clock, "time", c)  # the engine's clock reads the time through this module
     return c
 
 

@@ -13,6 +13,7 @@ adopts only a job the server made after its intent was recorded, the earliest su
 The parts, each in its own module and handed what it uses when built (none holds the client):
 
 - `_lanes.Lanes`: worker threads by lane (poll, fetch, send) running timed tasks.
+- `_clock.Clock`: the time every part schedules by (the system's, unless a test passes one it moves).
 - `_live.LiveRequests`: the requests in flight and each one's poll bookkeeping; `_live.Settings`: timings.
 - `_ledger.Ledger`: history writes (before sending, after every step) and the end of a request.
 - `_timing.PollTiming`: when a job is worth asking about (durations, cold cohorts, next delay);
@@ -28,8 +29,9 @@ The parts, each in its own module and handed what it uses when built (none holds
 - `_engine.Engine`: wires them, behind the interface the client and the handles use.
 """
 
+from ._clock import Clock
 from ._engine import Engine, lane_sizes
 from ._live import SEARCH_SECONDS
 from ._timing import DurationModel, server_duration
 
-__all__ = ["Engine", "lane_sizes", "DurationModel", "server_duration", "SEARCH_SECONDS"]
+__all__ = ["Clock", "Engine", "lane_sizes", "DurationModel", "server_duration", "SEARCH_SECONDS"]

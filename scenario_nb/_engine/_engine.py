@@ -11,6 +11,7 @@ from .._http import Transport
 from .._estimate import CostEstimate
 from .._local_images import LocalImage
 from .._training import Captions, Training, TrainingPlan
+from ._clock import Clock
 from ._completer import Completer
 from ._lanes import Lanes
 from ._ledger import Ledger
@@ -64,15 +65,15 @@ class Engine:
 
     def __init__(self, http: Transport, *, history: Callable[[], History], store: Callable[[], "FileStore"],
                  backend_id: str, floor: float = 0.25, ceiling: float = 5.0, job_timeout: float = 3600.0,
-                 workers: int = 8, target_quantile: float = 0.7) -> None:
+                 workers: int = 8, target_quantile: float = 0.7, clock: Optional[Clock] = None) -> None:
         self._http = http
         self._store_factory = store
         self.backend_id = backend_id
         self.base_url = http.base_url
         self.settings = Settings(floor=floor, ceiling=ceiling, job_timeout=job_timeout,
-                                 target_quantile=target_quantile)
+                                 target_quantile=target_quantile, clock=clock or Clock())
         self._lanes = Lanes(lane_sizes(workers), self.settings)
-        self._live = LiveRequests()
+        self._live = LiveRequests(self.settings.clock)
         self._ledger = Ledger(history, self._live, backend_id=backend_id, base_url=self.base_url)
         self._timing = PollTiming(self._live, self.settings, history=history, backend_id=backend_id)
         self._completer = Completer(http, store, self._lanes, self._ledger, self.settings)

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import itertools
 import threading
-import time
 import weakref
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 from .._generation import Generation
+from ._clock import Clock
 
 SEARCH_SECONDS = 75.0  # how long a lost answer's job is looked for in GET /jobs before it is called unknown
 
@@ -29,6 +29,7 @@ class Settings:
     search_seconds: float = SEARCH_SECONDS
     target_quantile: float = 0.7  # of a model's recent durations: when its jobs are asked about
     start_grace: float = 120.0  # after a start that may have been sent, how long a model at `new` proves nothing
+    clock: Clock = field(default_factory=Clock)  # what every part's scheduling reads the time from
 
 
 class LiveRequests:
@@ -36,7 +37,8 @@ class LiveRequests:
     for each request followed: its current poll (token, due time), when it was tracked and created, how often
     it was asked, its last progress sample, and whether a poll or a completion is under way."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Optional[Clock] = None) -> None:
+        self._clock = clock or Clock()
         self._lock = threading.RLock()
         self._live: dict[str, Generation] = {}  # request id -> handle, while in flight
         self._by_job: "weakref.WeakValueDictionary[str, Generation]" = weakref.WeakValueDictionary()
@@ -45,9 +47,9 @@ class LiveRequests:
         self._tokens: dict[str, int] = {}  # request id -> the one poll task that counts
         self._due: dict[str, float] = {}  # request id -> when (monotonic) that poll is due
         self._tracked_at: dict[str, float] = {}
-        self._created: dict[str, float] = {}  # request id -> when its creation answer arrived (time.time())
+        self._created: dict[str, float] = {}  # request id -> when its creation answer arrived (clock.time())
         self._polls: dict[str, int] = defaultdict(int)
-        self._samples: dict[str, tuple] = {}  # request id -> (time.time(), progress) of its last poll
+        self._samples: dict[str, tuple] = {}  # request id -> (clock.time(), progress) of its last poll
         self._asking: set = set()  # request ids with a poll on the wire: a wake-up never sends a second
         self._completing: set = set()  # request ids whose success was seen: completed once, never polled again
 
@@ -93,18 +95,18 @@ class LiveRequests:
     def track(self, request_id: str) -> None:
         """Start the job-timeout clock of a request (once: a new poll keeps it)."""
         with self._lock:
-            self._tracked_at.setdefault(request_id, time.monotonic())
+            self._tracked_at.setdefault(request_id, self._clock.monotonic())
 
     def tracked_for(self, request_id: str) -> float:
         """Seconds since the request was first tracked."""
         with self._lock:
-            return time.monotonic() - self._tracked_at.get(request_id, time.monotonic())
+            return self._clock.monotonic() - self._tracked_at.get(request_id, self._clock.monotonic())
 
     def new_poll(self, request_id: str, delay: float) -> int:
         """The token of the request's next poll, due in `delay` seconds; any earlier poll no longer counts."""
         with self._lock:
             token = self._tokens[request_id] = next(self._seq)
-            self._due[request_id] = time.monotonic() + delay
+            self._due[request_id] = self._clock.monotonic() + delay
             return token
 
     def due(self, request_id: str) -> Optional[float]:
@@ -156,14 +158,14 @@ class LiveRequests:
     def sample(self, request_id: str, progress: float) -> None:
         """The progress a poll just saw, and when."""
         with self._lock:
-            self._samples[request_id] = (time.time(), progress)
+            self._samples[request_id] = (self._clock.time(), progress)
 
     def last_sample(self, request_id: str) -> Optional[tuple]:
         with self._lock:
             return self._samples.get(request_id)
 
     def note_created(self, request_id: str, arrived: float) -> None:
-        """When the answer that created the request's job arrived (time.time())."""
+        """When the answer that created the request's job arrived (clock.time())."""
         with self._lock:
             self._created[request_id] = arrived
 

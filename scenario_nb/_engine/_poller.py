@@ -9,7 +9,6 @@ every other end is written in the ledger.
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any, Callable, Optional
 
 from .._errors import JobFailedError, JobTimeoutError, NotFoundError, RateLimitError, ScenarioError
@@ -46,7 +45,7 @@ class Poller:
         job_id = str(job.get("jobId") or job.get("id"))
         self._live.bind_job(job_id, handle)
         handle._set(job_id=job_id)
-        arrived = time.time()
+        arrived = self._settings.clock.time()
         try:
             handle._set(cost=parse_cost(cost) if cost is not None else handle.cost)
             server_created = parse_time(job.get("createdAt"))
@@ -92,7 +91,7 @@ class Poller:
         polls = self._live.count_poll(handle.request_id)
         try:
             job = self._http.get_once(f"/jobs/{handle.job_id}")["job"]
-            self._server_clock.saw(job, time.time())
+            self._server_clock.saw(job, self._settings.clock.time())
         except NotFoundError:
             self._ledger.end(handle, JobFailedError(handle.job_id, "the API no longer knows this job",
                                                     "it may belong to another project, or to a sandbox that "
@@ -131,7 +130,7 @@ class Poller:
         """Ask about each (job, due time) at its due time if that is sooner than it would be asked anyway, so
         N successes (or N lessons) never make N² polls."""
         floor = self._settings.floor
-        now, clock = time.time(), time.monotonic()
+        now, clock = self._settings.clock.time(), self._settings.clock.monotonic()
         sooner = []
         for handle, due in dues:
             last = (self._live.last_sample(handle.request_id) or (0.0,))[0]  # never twice within the floor

@@ -62,7 +62,7 @@ class LostAnswerSearch:
             handle._set(note="its answer was lost, and its job was found and adopted")
             self._adopt(handle, found)
             return
-        elapsed = time.time() - sent
+        elapsed = self._settings.clock.time() - sent
         if elapsed < self._settings.search_seconds:
             self.look_for(handle, min(8.0, max(1.0, elapsed / 4)))
         elif not handle.done:
@@ -84,11 +84,11 @@ class LostAnswerSearch:
         own_ids = {handle.model_id, handle.run_model_id, None}
         wanted = {k: v for k, v in handle.inputs.items() if k != "modelId"}
         candidates: list[tuple[float, dict]] = []
-        arrived = [time.time()]
+        arrived = [self._settings.clock.time()]
 
         def get(path: str, **params: Any) -> dict:
             page = self._http.get(path, **params)
-            arrived[0] = time.time()  # when this page came: the server clock's reading for its rows
+            arrived[0] = self._settings.clock.time()  # when this page came: the server clock's reading for its rows
             return page
 
         for row in paged(get, "/jobs", "jobs", {"createdAfter": since, "pageSize": 100}):

@@ -69,7 +69,8 @@ class Sender:
         self._lock = threading.Lock()
         self._waiting: deque = deque()  # handles refused with 429, sent in order once the gate opens
         self._draining = False
-        self._slots = JobSlots()  # the parallel-job limit a 429 named (`actionLimit`), once one did
+        # the parallel-job limit a 429 named (`actionLimit`), once one did
+        self._slots = JobSlots(settings.clock.monotonic)
 
     def submit(self, handle: Generation) -> None:
         """Record the request (`StorageError`: nothing is sent), then send it, or hold it here if it must wait.
@@ -83,7 +84,7 @@ class Sender:
             raise InputError(f"the request for {handle.model_name} cannot be written as JSON ({exc}); nothing was "
                              f"sent") from None
         handle.request_id = handle.request_id or new_request_id()
-        handle.submitted_at = time.time()
+        handle.submitted_at = self._settings.clock.time()
         waits = self._http.creation_gate.remaining() > 0 or bool(self.waiting()) or self._full(handle)
         handle._set(status="waiting" if waits else "sending")
         self._ledger.record(handle, before_sending=True)  # raises StorageError: nothing is sent
@@ -131,7 +132,7 @@ class Sender:
         """POST (or PUT) the request exactly once: "created", "waiting", "unknown" or "not-sent"."""
         path = (f"/workflows/{handle.run_model_id}/run" if handle.kind == "workflow"
                 else f"/generate/custom/{handle.run_model_id}")
-        handle._set(status="sending", sent_at=time.time())
+        handle._set(status="sending", sent_at=self._settings.clock.time())
         try:
             data = self._http.create("PUT" if handle.kind == "workflow" else "POST", path, handle.inputs)
         except RateLimitError as exc:  # nothing was created: it waits here, in order, for the gate to open

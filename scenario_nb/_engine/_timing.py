@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import random
 import threading
-import time
 from collections import defaultdict, deque
 from typing import Any, Callable, Optional
 
@@ -217,7 +216,7 @@ class PollTiming:
     def next_delay(self, handle: Generation) -> float:
         """How long until this job is worth asking about again."""
         floor, ceiling = self._settings.floor, self._settings.ceiling
-        now = time.time()
+        now = self._settings.clock.time()
         if handle.status == "finalizing":  # outputs are being stored: moments away (as long as it usually takes)
             end = self.progress_end(handle)
             if end is None:  # how long is not known yet: its cohort's scouts take turns asking
@@ -313,7 +312,7 @@ class PollTiming:
         and out of step with the other scouts' next asks (floor / SCOUTS apart), so the cohort asks every
         floor / SCOUTS and the first success is seen that much sooner. Others ask at the floor."""
         floor = self._settings.floor
-        clock = time.monotonic()
+        clock = self._settings.clock.monotonic()
         due = clock + floor
         others = []
         with self._lock:
