@@ -339,3 +339,31 @@ def test_a_worker_waits_through_the_engines_clock():
         assert time.monotonic() - started < 5 and clock.monotonic() == 3600.0
     finally:
         lanes.close()
+
+
+def test_idle_until_stays_none_while_any_of_several_tasks_runs():
+    """Two tasks under way on two lanes: the first to end leaves the engine busy, not idle."""
+    clock = SteppedClock()
+    lanes = Lanes({"poll": 1, "fetch": 1}, Settings(clock=clock))
+    try:
+        releases = {lane: threading.Event() for lane in ("poll", "fetch")}
+        running = {lane: threading.Event() for lane in ("poll", "fetch")}
+
+        def task_of(lane):
+            def task(handle):
+                running[lane].set()
+                releases[lane].wait(5)
+            return task
+        for lane in ("poll", "fetch"):
+            lanes.schedule(Handle(lane), 0.0, task_of(lane), lane=lane)
+        assert all(event.wait(3) for event in running.values())
+        releases["poll"].set()
+        time.sleep(0.2)  # the poll task has ended; the fetch task still runs
+        assert lanes.idle_until() is None
+        releases["fetch"].set()
+        deadline = time.monotonic() + 3
+        while lanes.idle_until() is None and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert lanes.idle_until() == float("inf")
+    finally:
+        lanes.close()

@@ -2,7 +2,9 @@
 
 The system's clock by default. A test hands the engine (and the sandbox) a clock it moves itself, so what the
 scheduler decides at a given moment does not depend on how busy the machine is: the clock is told the task
-queues it must wait on (`watch`), and a waiting worker waits through it (`wait`).
+queues it must wait on (`watch`), and a waiting worker waits through it (`wait`). Not yet on it: the transport's
+in-place retry waits and its 429 gates (`_backoff`), which read the system's clock (so a test that drives this
+clock raises no 429).
 """
 
 from __future__ import annotations
