@@ -153,7 +153,7 @@ def test_every_click_acts_and_nothing_is_clipped_at_1280_or_700_px(lab):
             page.wait_for_timeout(1000)
 
             # closed in Lab (its kernel connection and subshells go; the kernel stays), then opened again
-            # (opened only once the old one is gone: opening it while it closes only shows the closing one again)
+            # (opened only once the old one is disposed, so the reopened tab is a new one, not the closing one)
             page.evaluate("""async () => { const old = window.jupyterapp.shell.currentWidget;
                 await window.jupyterapp.commands.execute('application:close');
                 for (let i = 0; !old.isDisposed; i++) {
